@@ -1,0 +1,87 @@
+"""Layout of a Blink data repository (what ``blink sim`` writes and the worker reads).
+
+Only path conventions live here: no reading or writing. All paths are relative to a data root.
+
+::
+
+    <root>/
+      raw/DECam_<EXPNUM:08d>.fits[.fz]   raw exposures, exactly like real DECam raws (primary + one int16
+                                          BZERO=32768 2160x4146 extension per CCD, EXTNAME = DETPOS)
+      calib/bias.fits                    master bias: primary + one float32 ImageHDU per CCD, EXTNAME = DETPOS,
+                                          header CCDNUM; trimmed and assembled (4096, 2048) array, in ADU,
+                                          overscan already removed (what remains after overscan subtraction)
+      calib/flat_<band>.fits             master flat, same layout, normalised to mean 1 per CCD
+      refcat/refcat.fits                 reference catalog, one BinTable: ref_id (int64), ra, dec (deg, float64),
+                                          g_mag, r_mag, i_mag, z_mag (AB, float32)
+      templates/<band>/index.ecsv        one row per tile: tile_id (int), ra, dec (tile centre, deg),
+                                          radius_deg (circumscribed radius), path (relative to root)
+      templates/<band>/tile_<id>.fits    deep coadd tile: HDU 1 IMAGE (float32, nJy per pixel, with TAN WCS),
+                                          HDU 2 VARIANCE (nJy^2), HDU 3 MASK (int32, bits of pipeline.masks);
+                                          header PSF_FWHM (arcsec), DEPTH (5-sigma point-source AB mag)
+      events/<EXPNUM:08d>.avro           one exposure-ready event (Avro OCF, schemas/exposure_ready.avsc)
+      truth/exposures.ecsv               expnum, mjd, band, exptime, airmass, ra, dec, seeing_fwhm_arcsec,
+                                          zero_point (AB mag of 1 electron in the exposure), sky_e_per_pix, field_id
+      truth/sources.ecsv                 source_id, ra, dec, kind (star, galaxy, transient, variable, supernova),
+                                          host_id (-1 if none), ref_mag_<band>
+      truth/fluxes.ecsv                  source_id, expnum, flux_njy (true flux in that exposure, band of the
+                                          exposure; static sources included only when they vary)
+      truth/wcs/<EXPNUM:08d>.fits        primary + one header-only HDU per simulated CCD (EXTNAME = DETPOS)
+                                          holding the true WCS as TAN-SIP keywords (pixel frame of the trimmed,
+                                          assembled CCD, 1-based FITS convention)
+      truth/cosmic_rays/<EXPNUM:08d>_<CCDNUM:02d>.npy  (optional, small mode) boolean mask of CR pixels in the
+                                          trimmed CCD frame
+
+Fluxes are in nJy everywhere downstream of calibration (AB: 31.4 mag = 1 nJy).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+NJY_AB_ZERO_POINT = 31.4
+"""AB magnitude of 1 nJy."""
+
+
+def raw_path(expnum: int, *, compressed: bool = False) -> PurePosixPath:
+    """Relative path of a raw exposure."""
+    return PurePosixPath("raw") / f"DECam_{expnum:08d}.fits{'.fz' if compressed else ''}"
+
+
+def bias_path() -> PurePosixPath:
+    """Relative path of the master bias."""
+    return PurePosixPath("calib") / "bias.fits"
+
+
+def flat_path(band: str) -> PurePosixPath:
+    """Relative path of the master flat of one band."""
+    return PurePosixPath("calib") / f"flat_{band}.fits"
+
+
+def refcat_path() -> PurePosixPath:
+    """Relative path of the reference catalog."""
+    return PurePosixPath("refcat") / "refcat.fits"
+
+
+def template_index_path(band: str) -> PurePosixPath:
+    """Relative path of the template tile index of one band."""
+    return PurePosixPath("templates") / band / "index.ecsv"
+
+
+def template_tile_path(band: str, tile_id: int) -> PurePosixPath:
+    """Relative path of one template tile."""
+    return PurePosixPath("templates") / band / f"tile_{tile_id:05d}.fits"
+
+
+def event_path(expnum: int) -> PurePosixPath:
+    """Relative path of an exposure-ready event in the local event folder."""
+    return PurePosixPath("events") / f"{expnum:08d}.avro"
+
+
+def truth_dir() -> PurePosixPath:
+    """Relative path of the truth folder."""
+    return PurePosixPath("truth")
+
+
+def truth_wcs_path(expnum: int) -> PurePosixPath:
+    """Relative path of the true per-CCD WCS of an exposure."""
+    return PurePosixPath("truth") / "wcs" / f"{expnum:08d}.fits"

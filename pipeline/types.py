@@ -1,0 +1,178 @@
+"""Types shared by the pipeline stages: a raw CCD, a calibrated exposure, a CCD's inputs and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+
+@dataclass(frozen=True)
+class ExposureInfo:
+    """Exposure-level metadata, translated from the DECam primary header.
+
+    Attributes
+    ----------
+    expnum : int
+        DECam EXPNUM (Rubin's ``visit``).
+    mjd_mid_tai : float
+        Exposure midpoint, MJD TAI.
+    band : str
+        Band letter from the first word of FILTER.
+    exptime_s : float
+        Exposure time, seconds.
+    airmass : float
+    ra_deg, dec_deg : float
+        Telescope pointing, degrees.
+    """
+
+    expnum: int
+    mjd_mid_tai: float
+    band: str
+    exptime_s: float
+    airmass: float
+    ra_deg: float
+    dec_deg: float
+
+
+@dataclass(frozen=True)
+class RawCcd:
+    """One CCD extension of a raw DECam exposure, untouched.
+
+    Attributes
+    ----------
+    ccdnum : int
+        CCDNUM (Rubin's ``detector``).
+    detpos : str
+        DETPOS, e.g. ``'S4'``.
+    pixels : numpy.ndarray
+        (4146, 2160) float32 ADU, BZERO applied, in file orientation.
+    header : astropy.io.fits.Header
+        The extension header (sections, GAINA/B, RDNOISEA/B, SATURATA/B, WCS).
+    info : ExposureInfo
+        From the primary header.
+    """
+
+    ccdnum: int
+    detpos: str
+    pixels: np.ndarray
+    header: fits.Header
+    info: ExposureInfo
+
+
+@dataclass(frozen=True)
+class MaskedImage:
+    """Image, mask and variance planes of one CCD, all (ny, nx).
+
+    ``image`` and ``variance`` are float32 in the units of the stage (electrons after ISR, nJy after
+    calibration); ``mask`` is int32 with :class:`pipeline.masks.MaskBit` bits.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    variance: np.ndarray
+
+
+@dataclass(frozen=True)
+class CalibratedExposure:
+    """A calibrated CCD exposure: pixels in nJy, with PSF, WCS and zero point.
+
+    Attributes
+    ----------
+    masked : MaskedImage
+        Background-subtracted image and variance in nJy, mask bits.
+    wcs : astropy.wcs.WCS
+        Fitted WCS, 0-based pixel convention when used through ``pixel_to_world``.
+    psf_fwhm_pix : float
+        PSF full width at half maximum, pixels (the model in :mod:`pipeline.psf` may vary across the CCD).
+    psf_model : object
+        The PSF model (see :mod:`pipeline.psf`); evaluates a normalised stamp at any position.
+    zero_point : float
+        AB magnitude of 1 electron (instrumental counts) in this exposure.
+    info : ExposureInfo
+    ccdnum : int
+    """
+
+    masked: MaskedImage
+    wcs: WCS
+    psf_fwhm_pix: float
+    psf_model: object
+    zero_point: float
+    info: ExposureInfo
+    ccdnum: int
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TemplateTile:
+    """One deep coadd tile of the template, in nJy, with its own TAN WCS."""
+
+    tile_id: int
+    image: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    wcs: WCS
+    psf_fwhm_arcsec: float
+
+
+@dataclass(frozen=True)
+class CcdInputs:
+    """Everything the per-CCD pipeline needs, gathered by the streamer worker.
+
+    Attributes
+    ----------
+    raw : RawCcd
+    bias, flat : numpy.ndarray
+        Master bias (ADU, overscan removed) and normalised flat, trimmed (4096, 2048) float32.
+    refcat : Table
+        Reference stars overlapping the CCD (ref_id, ra, dec, <band>_mag).
+    template_tiles : list of TemplateTile
+        Template tiles overlapping the CCD with a margin.
+    dia_objects, dia_sources, dia_forced_sources : Table
+        APDB region data (see :class:`streamer.apdb.base.RegionData`).
+    defects : numpy.ndarray or None
+        Boolean (4096, 2048) known-defect mask.
+    """
+
+    raw: RawCcd
+    bias: np.ndarray
+    flat: np.ndarray
+    refcat: Table
+    template_tiles: list[TemplateTile]
+    dia_objects: Table
+    dia_sources: Table
+    dia_forced_sources: Table
+    defects: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CcdOutputs:
+    """Everything one CCD's processing produced.
+
+    Attributes
+    ----------
+    exposure : CalibratedExposure
+    difference : MaskedImage
+        Decorrelated difference image (nJy).
+    dia_sources : Table
+        New DiaSources with Rubin diaSource columns (diaObjectId set by association).
+    dia_objects : Table
+        New versions of the DiaObjects touched by this CCD (new and updated), Rubin diaObject columns.
+    dia_forced_sources : Table
+        Forced photometry rows, Rubin diaForcedSource columns.
+    cutouts : dict
+        diaSourceId -> (science, template, difference) FITS bytes.
+    alerts : list of dict
+        Alert records (Rubin alert schema) ready to serialize, one per DiaSource.
+    """
+
+    exposure: CalibratedExposure
+    difference: MaskedImage
+    dia_sources: Table
+    dia_objects: Table
+    dia_forced_sources: Table
+    cutouts: dict
+    alerts: list

@@ -1,0 +1,85 @@
+"""The APDB port: what the worker needs from an Alert Production DataBase.
+
+Two adapters implement it and pass the same tests: :mod:`streamer.apdb.sqlite_store` (embedded default) and
+:mod:`streamer.apdb.cassandra_store` (production). Catalogs are :class:`astropy.table.Table` objects whose
+column names and types are those of the Rubin alert schema records (diaObject, diaSource, diaForcedSource),
+so an alert is a projection of APDB rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from astropy.table import Table
+
+APDB_SCHEMA_VERSION = "1.0.0"
+"""Version of the APDB tables; a store refuses to open a database of another major version."""
+
+HISTORY_DAYS = 365.0
+"""How far back DiaSource and DiaForcedSource history is read (12 months, as Rubin alerts carry)."""
+
+
+@dataclass(frozen=True)
+class SkyRegion:
+    """A circle on the sky: the CCD's footprint plus a margin.
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : float
+        Centre, degrees (ICRS).
+    radius_deg : float
+        Radius, degrees.
+    """
+
+    ra_deg: float
+    dec_deg: float
+    radius_deg: float
+
+
+@dataclass(frozen=True)
+class RegionData:
+    """What one CCD's processing reads from the APDB before association.
+
+    Attributes
+    ----------
+    dia_objects : Table
+        Latest version (DiaObjectLast) of every DiaObject inside the region.
+    dia_sources : Table
+        DiaSources of those objects from the 12 months before the visit.
+    dia_forced_sources : Table
+        DiaForcedSources of those objects from the 12 months before the visit.
+    """
+
+    dia_objects: Table
+    dia_sources: Table
+    dia_forced_sources: Table
+
+
+@runtime_checkable
+class Apdb(Protocol):
+    """Operations the worker needs. All writes are idempotent upserts keyed by deterministic ids."""
+
+    def init_schema(self) -> None:
+        """Create the tables (versioned); safe to call twice."""
+
+    def check_schema(self) -> None:
+        """Raise :class:`pipeline.errors.InputError` when the stored schema version does not match."""
+
+    def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
+        """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``."""
+
+    def store(
+        self,
+        *,
+        visit: int,
+        detector: int,
+        dia_objects: Table,
+        dia_sources: Table,
+        dia_forced_sources: Table,
+    ) -> None:
+        """Upsert one CCD-visit's outputs: new DiaObject versions (also DiaObjectLast), DiaSources and
+        DiaForcedSources. Writing the same CCD twice leaves the tables as one write would."""
+
+    def close(self) -> None:
+        """Release connections."""
