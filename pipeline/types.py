@@ -165,8 +165,8 @@ class CcdOutputs:
         Forced photometry rows, Rubin diaForcedSource columns.
     cutouts : dict
         diaSourceId -> (science, template, difference) FITS bytes.
-    alerts : list of dict
-        Alert records (Rubin alert schema) ready to serialize, one per DiaSource.
+    metadata : dict
+        Per-stage figures (zero point, astrometric RMS, kernel stamps, variance scale, counts).
     """
 
     exposure: CalibratedExposure
@@ -175,4 +175,4 @@ class CcdOutputs:
     dia_objects: Table
     dia_forced_sources: Table
     cutouts: dict
-    alerts: list
+    metadata: dict = field(default_factory=dict)

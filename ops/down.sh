@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Stop local Kafka + Cassandra (SIGTERM, then SIGKILL after BLINK_STOP_TIMEOUT s).
+# Usage: ops/down.sh [--wipe]   (--wipe also deletes their data; logs and jar cache are kept)
+set -euo pipefail
+OPS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+case "${1:-}" in ""|--wipe) ;; *) echo "usage: $0 [--wipe]" >&2; exit 2 ;; esac
+# stop both at once (Cassandra drains on SIGTERM, which takes a few seconds)
+"$OPS/kafka.sh" stop & k=$!
+"$OPS/cassandra.sh" stop & c=$!
+rc=0; wait $k || rc=1; wait $c || rc=1
+if [[ "${1:-}" == "--wipe" ]]; then
+  "$OPS/kafka.sh" wipe
+  "$OPS/cassandra.sh" wipe
+fi
+exit $rc

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Wait until a local server answers a real request.
+
+    python ops/wait_ready.py kafka     [--port 9092] [--timeout 120] [--pid PID]
+    python ops/wait_ready.py cassandra [--port 9042] [--timeout 180] [--pid PID]
+
+kafka:     confluent-kafka AdminClient.list_topics() must return broker metadata.
+cassandra: cassandra-driver must run ``SELECT release_version FROM system.local``.
+
+Exit 0 when ready (prints the answer unless --quiet), 1 on timeout, 2 if --pid died.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def probe_kafka(host: str, port: int, timeout: float) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({
+        "bootstrap.servers": f"{host}:{port}",
+        "socket.timeout.ms": int(max(timeout, 1) * 1000),
+        "log_level": 0,
+        "logger": logging.getLogger("kafka-probe"),
+    })
+    md = admin.list_topics(timeout=timeout)
+    if not md.brokers:
+        raise RuntimeError("no brokers in metadata")
+    return f"kafka brokers={sorted(md.brokers)} cluster_id={md.cluster_id}"
+
+
+def probe_cassandra(host: str, port: int, timeout: float) -> str:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster([host], port=port, connect_timeout=timeout, control_connection_timeout=timeout)
+    try:
+        session = cluster.connect()
+        row = session.execute("SELECT release_version FROM system.local", timeout=timeout).one()
+        return f"cassandra release_version={row.release_version}"
+    finally:
+        cluster.shutdown()
+
+
+PROBES = {"kafka": (probe_kafka, 9092), "cassandra": (probe_cassandra, 9042)}
+
+
+def wait_ready(service: str, host: str = "127.0.0.1", port: int | None = None,
+               timeout: float = 120.0, pid: int | None = None, quiet: bool = False) -> int:
+    probe, default_port = PROBES[service]
+    port = port or default_port
+    deadline = time.monotonic() + timeout
+    last_err: Exception | None = None
+    while True:
+        if not _pid_alive(pid):
+            print(f"{service}: process {pid} exited before becoming ready", file=sys.stderr)
+            return 2
+        remaining = deadline - time.monotonic()
+        try:
+            answer = probe(host, port, max(1.0, min(5.0, remaining)))
+            if not quiet:
+                print(answer)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_err = exc
+        if time.monotonic() >= deadline:
+            print(f"{service}: not ready on {host}:{port} after {timeout:.0f}s: {last_err!r}", file=sys.stderr)
+            return 1
+        time.sleep(1.0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("service", choices=sorted(PROBES))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--pid", type=int, help="fail fast if this process dies")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # silence driver/librdkafka retry noise
+    return wait_ready(a.service, a.host, a.port, a.timeout, a.pid, a.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""DIASource detection (positive and negative, matched filter) and measurement on the difference image."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import sep
+from astropy.table import Table
+from astropy.wcs import WCS
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.spatial import cKDTree
+
+from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
+from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf
+from pipeline.types import ExposureInfo, MaskedImage
+
+log = logging.getLogger(__name__)
+
+SOURCE_INDEX_LIMIT = 100_000
+"""DiaSources per CCD-visit that the id packing leaves room for."""
+
+
+class DetectConfig(BaseModel):
+    """Configuration of DIASource detection and measurement."""
+
+    model_config = ConfigDict(frozen=True)
+    threshold_sigma: float = Field(5.0, description="Detection threshold on the matched-filtered SNR.")
+    min_area_pix: int = Field(3, description="Minimum connected pixels above threshold.")
+    aperture_radius_pix: float = Field(7.0, description="Aperture flux radius, pixels (about 2 arcsec).")
+    dipole_match_fwhm: float = Field(1.5, description="Opposite-sign pairs closer than this many FWHM are "
+                                                      "merged into one dipole DiaSource.")
+    edge_margin_pix: int = Field(8, description="Detections closer to the CCD edge are dropped.")
+
+
+def dia_source_id(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
+    """Deterministic DiaSource ids: ``(visit * 100 + detector) * 100000 + index``."""
+    return (np.int64(visit) * 100 + np.int64(detector)) * SOURCE_INDEX_LIMIT + np.asarray(index, dtype=np.int64)
+
+
+def _detect_sign(image: np.ndarray, err: np.ndarray, bad: np.ndarray, kernel: np.ndarray,
+                 config: DetectConfig) -> np.ndarray:
+    objects = sep.extract(image, config.threshold_sigma, err=err, mask=bad, minarea=config.min_area_pix,
+                          filter_kernel=kernel, filter_type="matched", deblend_cont=0.05)
+    return objects
+
+
+def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: MaskedImage, wcs: WCS,
+                       diff_psf: GaussianPsf, science_psf: GaussianPsf, info: ExposureInfo, detector: int,
+                       config: DetectConfig = DetectConfig()) -> Table:
+    """Detect and measure DiaSources.
+
+    Parameters
+    ----------
+    difference : MaskedImage
+        Decorrelated difference image, nJy, with a calibrated variance.
+    science, template : MaskedImage
+        Calibrated science image and the (matched) template on the same grid, nJy.
+    wcs : WCS
+        Science WCS.
+    diff_psf, science_psf : GaussianPsf
+        PSFs of the difference and the science image.
+    info : ExposureInfo
+    detector : int
+
+    Returns
+    -------
+    Table
+        One row per DiaSource with Rubin diaSource column names (``diaObjectId`` left for association),
+        sorted deterministically so that ids are stable across re-processing.
+    """
+    image = np.ascontiguousarray(difference.image, dtype=np.float32)
+    err = np.sqrt(np.clip(difference.variance, 0, None)).astype(np.float32)
+    bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(image) | (err <= 0)
+    err = np.where(bad, np.float32(np.inf), err)
+    ny, nx = image.shape
+    sigma = float(diff_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
+    kernel = GaussianPsf((sigma, 0.0, 0.0)).kernel(0, 0, int(np.clip(np.ceil(3 * sigma), 2, 10)))
+    positive = _detect_sign(image, err, bad, kernel, config)
+    negative = _detect_sign(-image, err, bad, kernel, config)
+    x = np.concatenate([positive["x"], negative["x"]]).astype(float)
+    y = np.concatenate([positive["y"], negative["y"]]).astype(float)
+    is_negative = np.concatenate([np.zeros(len(positive), bool), np.ones(len(negative), bool)])
+    moments = {k: np.concatenate([positive[k], negative[k]]).astype(float) for k in ("x2", "y2", "xy")}
+    npix = np.concatenate([positive["npix"], negative["npix"]]).astype(int)
+    m = config.edge_margin_pix
+    keep = (x >= m) & (x < nx - m) & (y >= m) & (y < ny - m)
+    x, y, is_negative, npix = x[keep], y[keep], is_negative[keep], npix[keep]
+    moments = {k: v[keep] for k, v in moments.items()}
+    fwhm = sigma * FWHM_PER_SIGMA
+    dipole_partner = _pair_dipoles(x, y, is_negative, config.dipole_match_fwhm * fwhm)
+    # A dipole becomes one DiaSource at the mid-point of its lobes; its negative lobe is dropped.
+    has_pair = dipole_partner >= 0
+    drop = has_pair & is_negative
+    lobe_x = np.where(has_pair, x[np.where(has_pair, dipole_partner, 0)], x)
+    lobe_y = np.where(has_pair, y[np.where(has_pair, dipole_partner, 0)], y)
+    cx = np.where(has_pair, 0.5 * (x + lobe_x), x)
+    cy = np.where(has_pair, 0.5 * (y + lobe_y), y)
+    sel = ~drop
+    x, y, cx, cy = x[sel], y[sel], cx[sel], cy[sel]
+    lobe_x, lobe_y, is_negative, has_pair, npix = lobe_x[sel], lobe_y[sel], is_negative[sel], has_pair[sel], npix[sel]
+    moments = {k: v[sel] for k, v in moments.items()}
+    order = np.lexsort((cx, np.rint(cy)))
+    x, y, cx, cy, lobe_x, lobe_y = (a[order] for a in (x, y, cx, cy, lobe_x, lobe_y))
+    is_negative, has_pair, npix = is_negative[order], has_pair[order], npix[order]
+    moments = {k: v[order] for k, v in moments.items()}
+    n = x.size
+    if n > SOURCE_INDEX_LIMIT:
+        raise ValueError(f"{n} DiaSources exceed the id packing limit {SOURCE_INDEX_LIMIT}")
+    diff_fit = psf_flux(difference.image, difference.variance, difference.mask, cx, cy, diff_psf)
+    sci_fit = psf_flux(science.image, science.variance, science.mask, cx, cy, science_psf)
+    tmpl_fit = psf_flux(template.image, template.variance, template.mask, cx, cy, diff_psf)
+    ap, ap_err, ap_trunc = aperture_flux(difference.image, difference.variance, difference.mask, cx, cy,
+                                         config.aperture_radius_pix)
+    lobe_fit = psf_flux(difference.image, difference.variance, difference.mask, lobe_x, lobe_y, diff_psf)
+    own_fit = psf_flux(difference.image, difference.variance, difference.mask, x, y, diff_psf)
+    snr = diff_fit["flux"] / diff_fit["flux_err"]
+    centroid_err = np.where(np.abs(snr) > 0, np.sqrt(2.0) * sigma / np.maximum(np.abs(snr), 1e-3), np.nan)
+    ra, dec = wcs.all_pix2world(cx, cy, 0) if n else (np.zeros(0), np.zeros(0))
+    scale_arcsec = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
+    flags = pixel_flags(difference.mask, cx, cy)
+    psf_moment = sigma**2 * np.ones(n)
+    ids = dia_source_id(info.expnum, detector, np.arange(n))
+    dipole_length = np.hypot(x - lobe_x, y - lobe_y) * scale_arcsec
+    dipole_angle = np.degrees(np.arctan2(lobe_y - y, lobe_x - x))
+    bbox = np.clip(2 * np.ceil(np.sqrt(np.maximum(npix, 1))) + 1, 15, 101).astype(np.int32)
+    table = Table({
+        "diaSourceId": ids.astype(np.int64),
+        "visit": np.full(n, info.expnum, np.int64),
+        "detector": np.full(n, detector, np.int32),
+        "midpointMjdTai": np.full(n, info.mjd_mid_tai),
+        "exposureTime": np.full(n, info.exptime_s, np.float32),
+        "ra": np.asarray(ra, float), "dec": np.asarray(dec, float),
+        "raErr": (centroid_err * scale_arcsec / 3600.0).astype(np.float32),
+        "decErr": (centroid_err * scale_arcsec / 3600.0).astype(np.float32),
+        "x": cx.astype(np.float32), "y": cy.astype(np.float32),
+        "xErr": centroid_err.astype(np.float32), "yErr": centroid_err.astype(np.float32),
+        "centroid_flag": ~np.isfinite(centroid_err),
+        "apFlux": ap.astype(np.float32), "apFluxErr": ap_err.astype(np.float32),
+        "apFlux_flag": ~np.isfinite(ap), "apFlux_flag_apertureTruncated": ap_trunc,
+        "isNegative": is_negative & ~has_pair,
+        "snr": snr.astype(np.float32),
+        "psfFlux": diff_fit["flux"].astype(np.float32), "psfFluxErr": diff_fit["flux_err"].astype(np.float32),
+        "psfChi2": diff_fit["chi2"].astype(np.float32), "psfNdata": diff_fit["n_data"].astype(np.int32),
+        "psfFlux_flag": ~np.isfinite(diff_fit["flux"]) | diff_fit["no_good_pixels"],
+        "psfFlux_flag_edge": diff_fit["edge"], "psfFlux_flag_noGoodPixels": diff_fit["no_good_pixels"],
+        "scienceFlux": sci_fit["flux"].astype(np.float32), "scienceFluxErr": sci_fit["flux_err"].astype(np.float32),
+        "forced_PsfFlux_flag": ~np.isfinite(sci_fit["flux"]),
+        "forced_PsfFlux_flag_edge": sci_fit["edge"], "forced_PsfFlux_flag_noGoodPixels": sci_fit["no_good_pixels"],
+        "templateFlux": tmpl_fit["flux"].astype(np.float32), "templateFluxErr": tmpl_fit["flux_err"].astype(np.float32),
+        "ixx": moments["x2"].astype(np.float32), "iyy": moments["y2"].astype(np.float32),
+        "ixy": moments["xy"].astype(np.float32),
+        "ixxPSF": psf_moment.astype(np.float32), "iyyPSF": psf_moment.astype(np.float32),
+        "ixyPSF": np.zeros(n, np.float32),
+        "shape_flag": ~np.isfinite(moments["x2"]),
+        "isDipole": has_pair, "dipoleFitAttempted": has_pair,
+        "dipoleMeanFlux": np.where(has_pair, 0.5 * (own_fit["flux"] - lobe_fit["flux"]), np.nan).astype(np.float32),
+        "dipoleFluxDiff": np.where(has_pair, own_fit["flux"] + lobe_fit["flux"], np.nan).astype(np.float32),
+        "dipoleLength": np.where(has_pair, dipole_length, np.nan).astype(np.float32),
+        "dipoleAngle": np.where(has_pair, dipole_angle, np.nan).astype(np.float32),
+        "dipoleNdata": np.where(has_pair, own_fit["n_data"] + lobe_fit["n_data"], 0).astype(np.int32),
+        "trailNdata": np.zeros(n, np.int32),
+        "band": np.full(n, info.band, dtype="U1"),
+        "timeProcessedMjdTai": np.full(n, info.mjd_mid_tai),
+        "bboxSize": bbox,
+        **{k: v.astype(bool) for k, v in flags.items()},
+    })
+    log.debug("detected %d DiaSources (%d negative, %d dipoles)", n, int(table["isNegative"].sum()),
+              int(has_pair.sum()))
+    return table
+
+
+def _pair_dipoles(x: np.ndarray, y: np.ndarray, is_negative: np.ndarray, radius: float) -> np.ndarray:
+    """Index of the closest opposite-sign detection within ``radius`` (mutual), or -1."""
+    partner = np.full(x.size, -1, dtype=int)
+    pos, neg = np.flatnonzero(~is_negative), np.flatnonzero(is_negative)
+    if pos.size == 0 or neg.size == 0:
+        return partner
+    d_pn, i_pn = cKDTree(np.column_stack([x[neg], y[neg]])).query(np.column_stack([x[pos], y[pos]]),
+                                                                      distance_upper_bound=radius)
+    d_np, i_np = cKDTree(np.column_stack([x[pos], y[pos]])).query(np.column_stack([x[neg], y[neg]]),
+                                                                      distance_upper_bound=radius)
+    ok_p = np.isfinite(d_pn)
+    mutual = np.zeros(pos.size, bool)
+    mutual[ok_p] = i_np[i_pn[ok_p]] == np.arange(pos.size)[ok_p]
+    partner[pos[mutual]] = neg[i_pn[mutual]]
+    partner[neg[i_pn[mutual]]] = pos[mutual]
+    return partner
+
+
+__all__ = ["DetectConfig", "detect_dia_sources", "dia_source_id", "cut_stamps"]

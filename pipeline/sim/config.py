@@ -1,0 +1,80 @@
+"""Configuration of the DECam simulator."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from pipeline.decam.camera import SCIENCE_CCDS
+
+
+class SimConfig(BaseModel):
+    """What ``simulate`` makes. Same config (seed included) -> identical files."""
+
+    seed: int = 42
+    n_fields: int = Field(1, ge=1)
+    n_epochs: int = Field(3, ge=1)
+    ccds: list[int] = Field(default_factory=lambda: [1, 28, 35])
+    """CCDNUMs simulated in every exposure (1 = S29 is at the focal-plane edge, 28 = S4 and 35 = N4 central)."""
+    bands: list[str] = Field(default_factory=lambda: ["r"])
+    """Bands, cycled over the epochs of a field; templates and flats are made for each."""
+    small: bool = False
+    """Fewer stars and galaxies; also writes the cosmic-ray truth masks."""
+    compress: bool = False
+    """Write raws fpack-compressed (``.fits.fz``, RICE_1, one-row tiles)."""
+    star_density: float | None = None
+    """Stars per square degree (default 25000, small 5000), r from 15 to 25 mag."""
+    galaxy_density: float | None = None
+    """Galaxies per square degree (default 8000, small 2000), r from 18 to 24.5 mag."""
+    n_transients: int = Field(8, ge=0)
+    """Per CCD and field: about 3/8 new point sources, 3/8 supernovae on galaxies, 1/4 variable stars."""
+    snr_range: tuple[float, float] = (5.0, 100.0)
+    """Peak SNR of the transients (log-uniform); every epoch where a transient shows has SNR in this range."""
+    seeing_range: tuple[float, float] = (0.8, 2.0)
+    airmass_range: tuple[float, float] = (1.0, 2.0)
+    cosmic_rays: int = Field(150, ge=0)
+    """Cosmic rays per CCD and exposure."""
+    start_mjd: float = 61000.2
+    exptime: float = 90.0
+    template_depth: float = 26.0
+    """5-sigma point-source AB depth of the template tiles."""
+    template_fwhm: float = 0.9
+    """PSF FWHM (arcsec) of the template tiles."""
+    pointing_error_arcsec: float = 2.0
+    """Maximum telescope pointing error: the header WCS is off from the truth by up to this."""
+    dither_arcsec: float = 30.0
+    """Maximum pointing offset between epochs of a field."""
+    tile_spacing_deg: float = 0.25
+    tile_overlap_deg: float = 0.01
+    first_expnum: int = 1100000
+    field_centers: list[tuple[float, float]] | None = None
+    """Optional (ra, dec) of the fields (degrees); random high-latitude ones otherwise."""
+    progress: bool = False
+    """Show a rich progress bar."""
+
+    @field_validator("ccds")
+    @classmethod
+    def _check_ccds(cls, v: list[int]) -> list[int]:
+        bad = [c for c in v if c not in SCIENCE_CCDS]
+        if bad:
+            raise ValueError(f"not science CCDs: {bad}")
+        if len(set(v)) != len(v) or not v:
+            raise ValueError("ccds must be a non-empty list of distinct CCDNUMs")
+        return list(v)
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, v: list[str]) -> list[str]:
+        bad = [b for b in v if b not in ("g", "r", "i", "z", "Y")]
+        if bad or not v:
+            raise ValueError(f"bands must be among g r i z Y, got {v}")
+        return list(v)
+
+    @property
+    def stars_per_deg2(self) -> float:
+        return self.star_density if self.star_density is not None else (5000.0 if self.small else 25000.0)
+
+    @property
+    def galaxies_per_deg2(self) -> float:
+        if self.galaxy_density is not None:
+            return self.galaxy_density
+        return 2000.0 if self.small else 8000.0

@@ -1,0 +1,362 @@
+"""Column specification of the APDB tables, derived from the Rubin alert schema (lsst-alert-packet 11.1).
+
+The DiaObject, DiaObjectLast, DiaSource and DiaForcedSource tables carry exactly the fields of the alert
+records ``diaObject``, ``diaSource`` and ``diaForcedSource``, with the same names, so an alert is a
+projection of APDB rows. This module maps each Avro type to a numpy dtype, a CQL type and an SQLite type,
+and converts between :class:`astropy.table.Table` catalogs and driver rows.
+
+Conventions
+-----------
+* A missing value of a nullable float column is NaN in a Table and NULL in the database (NaN is written as
+  NULL, so the two stores agree).
+* A missing value of a nullable int, bool or string column is a masked entry of a
+  :class:`astropy.table.MaskedColumn`.
+* Tables returned by the stores hold every column of the spec, in schema order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from astropy.table import Column, MaskedColumn, Table
+
+from pipeline.errors import InputError
+
+__all__ = [
+    "ALERT_SCHEMA_VERSION",
+    "ColumnSpec",
+    "TableSpec",
+    "TABLES",
+    "DIA_OBJECT",
+    "DIA_OBJECT_LAST",
+    "DIA_SOURCE",
+    "DIA_FORCED_SOURCE",
+    "empty_table",
+    "table_to_columns",
+    "table_to_rows",
+    "rows_to_table",
+    "sort_table",
+    "tables_equal",
+]
+
+ALERT_SCHEMA_VERSION = "11.1"
+"""Alert schema whose records define the APDB columns."""
+
+DIA_OBJECT = "DiaObject"
+DIA_OBJECT_LAST = "DiaObjectLast"
+DIA_SOURCE = "DiaSource"
+DIA_FORCED_SOURCE = "DiaForcedSource"
+
+# Avro primitive -> (numpy dtype, CQL type, SQLite type)
+_AVRO_TYPES: dict[str, tuple[str, str, str]] = {
+    "long": ("int64", "bigint", "INTEGER"),
+    "int": ("int32", "int", "INTEGER"),
+    "float": ("float32", "float", "REAL"),
+    "double": ("float64", "double", "REAL"),
+    "boolean": ("bool", "boolean", "INTEGER"),
+    "string": ("str", "text", "TEXT"),
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column: its schema name, types and nullability.
+
+    Attributes
+    ----------
+    name : str
+        Field name as in the alert schema (camelCase).
+    avro_type : str
+        Avro primitive type (``long``, ``int``, ``float``, ``double``, ``boolean``, ``string``).
+    nullable : bool
+        True for ``["null", T]`` unions.
+    """
+
+    name: str
+    avro_type: str
+    nullable: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy dtype of the column in a Table."""
+        return np.dtype(_AVRO_TYPES[self.avro_type][0])
+
+    @property
+    def cql_type(self) -> str:
+        """CQL type."""
+        return _AVRO_TYPES[self.avro_type][1]
+
+    @property
+    def sqlite_type(self) -> str:
+        """SQLite type affinity."""
+        return _AVRO_TYPES[self.avro_type][2]
+
+    @property
+    def is_float(self) -> bool:
+        """True for float and double columns (missing values are NaN)."""
+        return self.avro_type in ("float", "double")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One APDB table.
+
+    Attributes
+    ----------
+    name : str
+        Table name (``DiaObject``, ``DiaObjectLast``, ``DiaSource``, ``DiaForcedSource``).
+    record : str
+        Alert schema record whose fields are the columns.
+    columns : tuple of ColumnSpec
+        Columns in schema order.
+    primary_key : tuple of str
+        Columns identifying a row (the upsert key).
+    """
+
+    name: str
+    record: str
+    columns: tuple[ColumnSpec, ...]
+    primary_key: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in schema order."""
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnSpec:
+        """Return the spec of column ``name``."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+
+def _schema_dir() -> Path:
+    from lsst.alert.packet import get_schema_root
+
+    major, minor = ALERT_SCHEMA_VERSION.split(".")
+    return Path(get_schema_root()) / major / minor
+
+
+def _load_record(record: str) -> tuple[ColumnSpec, ...]:
+    ns = "lsst.v" + ALERT_SCHEMA_VERSION.replace(".", "_")
+    path = _schema_dir() / f"{ns}.{record}.avsc"
+    schema = json.loads(path.read_text())
+    cols = []
+    for field in schema["fields"]:
+        ftype = field["type"]
+        if isinstance(ftype, list):
+            others = [t for t in ftype if t != "null"]
+            if len(others) != 1 or not isinstance(others[0], str):
+                raise ValueError(f"unsupported union {ftype} for {record}.{field['name']}")
+            cols.append(ColumnSpec(field["name"], others[0], "null" in ftype))
+        else:
+            cols.append(ColumnSpec(field["name"], ftype, False))
+        if cols[-1].avro_type not in _AVRO_TYPES:
+            raise ValueError(f"unsupported Avro type {cols[-1].avro_type} for {record}.{field['name']}")
+    return tuple(cols)
+
+
+def _build_tables() -> dict[str, TableSpec]:
+    obj = _load_record("diaObject")
+    src = _load_record("diaSource")
+    fsrc = _load_record("diaForcedSource")
+    return {
+        DIA_OBJECT: TableSpec(DIA_OBJECT, "diaObject", obj, ("diaObjectId", "validityStartMjdTai")),
+        DIA_OBJECT_LAST: TableSpec(DIA_OBJECT_LAST, "diaObject", obj, ("diaObjectId",)),
+        DIA_SOURCE: TableSpec(DIA_SOURCE, "diaSource", src, ("diaSourceId",)),
+        DIA_FORCED_SOURCE: TableSpec(DIA_FORCED_SOURCE, "diaForcedSource", fsrc, ("diaForcedSourceId",)),
+    }
+
+
+TABLES: dict[str, TableSpec] = _build_tables()
+"""Every APDB catalog table by name."""
+
+
+def _spec(kind: str | TableSpec) -> TableSpec:
+    if isinstance(kind, TableSpec):
+        return kind
+    aliases = {"diaObject": DIA_OBJECT, "diaSource": DIA_SOURCE, "diaForcedSource": DIA_FORCED_SOURCE}
+    try:
+        return TABLES[aliases.get(kind, kind)]
+    except KeyError:
+        raise KeyError(f"unknown APDB table {kind!r}; expected one of {sorted(TABLES)}") from None
+
+
+def _make_column(c: ColumnSpec, values: Any, mask: np.ndarray | None) -> Column:
+    if c.is_float or not c.nullable:
+        return Column(values, name=c.name, dtype=c.dtype)
+    return MaskedColumn(values, name=c.name, dtype=c.dtype, mask=mask)
+
+
+def empty_table(kind: str | TableSpec) -> Table:
+    """Return a typed zero-row Table with every column of table ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        ``DiaObject``, ``DiaObjectLast``, ``DiaSource`` or ``DiaForcedSource`` (or the record names
+        ``diaObject``, ``diaSource``, ``diaForcedSource``).
+
+    Returns
+    -------
+    Table
+        Float columns are plain (NaN marks a missing value); nullable int, bool and string columns are
+        masked; string columns are ``U32``. Note that :meth:`Table.add_row` fills omitted float values
+        with 0, not NaN: give every nullable float explicitly (NaN when missing).
+    """
+    spec = _spec(kind)
+    cols = []
+    for c in spec.columns:
+        values = np.zeros(0, dtype="U32" if c.avro_type == "string" else c.dtype)
+        cols.append(_make_column(c, values, np.zeros(0, bool)))
+    return Table(cols, meta={"apdb_table": spec.name})
+
+
+def table_to_columns(kind: str | TableSpec, table: Table) -> dict[str, list[Any]]:
+    """Convert a Table into per-column Python lists ready to bind (None for missing values).
+
+    Parameters
+    ----------
+    kind : str
+        Target table.
+    table : Table
+        Catalog with columns named as in the alert schema. Missing nullable columns are all NULL; extra
+        columns are ignored.
+
+    Returns
+    -------
+    dict of str to list
+        Column name -> values (Python scalars, None where missing), every column of the spec.
+
+    Raises
+    ------
+    InputError
+        A non-nullable column is missing or holds missing values.
+    """
+    spec = _spec(kind)
+    n = len(table)
+    out: dict[str, list[Any]] = {}
+    for c in spec.columns:
+        if c.name not in table.colnames:
+            if not c.nullable:
+                raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
+            out[c.name] = [None] * n
+            continue
+        col = table[c.name]
+        data = np.ma.asarray(col)
+        mask = np.ma.getmaskarray(data).copy()
+        raw = np.ma.getdata(data)
+        if c.is_float:
+            raw = raw.astype(c.dtype, copy=False)
+            mask |= np.isnan(raw)
+        elif c.avro_type == "string":
+            raw = raw.astype(str)
+        else:
+            raw = raw.astype(c.dtype, copy=False)
+        if mask.any():
+            if not c.nullable:
+                raise InputError(f"{spec.name}: required column {c.name!r} has missing values", stage="apdb")
+            values = np.ma.MaskedArray(raw, mask=mask).tolist()
+        else:
+            values = raw.tolist()
+        out[c.name] = values
+    return out
+
+
+def table_to_rows(kind: str | TableSpec, table: Table, extra: dict[str, Sequence[Any]] | None = None,
+                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Convert a Table into (column names, row tuples) for ``executemany`` or prepared statements.
+
+    Parameters
+    ----------
+    kind : str
+        Target table.
+    table : Table
+        Catalog (see :func:`table_to_columns`).
+    extra : dict, optional
+        Further columns (e.g. partition keys) appended after the schema columns.
+
+    Returns
+    -------
+    names : list of str
+    rows : list of tuple
+    """
+    cols = table_to_columns(kind, table)
+    if extra:
+        for k, v in extra.items():
+            cols[k] = list(v)
+    names = list(cols)
+    return names, list(zip(*(cols[k] for k in names)))
+
+
+def rows_to_table(kind: str | TableSpec, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """Build a typed Table from database rows.
+
+    Parameters
+    ----------
+    kind : str
+        Source table.
+    names : sequence of str
+        Names of the row fields; fields not in the spec (partition keys) are dropped, spec columns absent
+        from ``names`` are all missing.
+    rows : iterable of sequence
+        Rows with None for NULL.
+
+    Returns
+    -------
+    Table
+        Every column of the spec, typed as in :func:`empty_table`.
+    """
+    spec = _spec(kind)
+    rows = list(rows)
+    if not rows:
+        return empty_table(spec)
+    index = {n: i for i, n in enumerate(names)}
+    by_col = list(zip(*rows))
+    n = len(rows)
+    cols = []
+    for c in spec.columns:
+        vals = by_col[index[c.name]] if c.name in index else (None,) * n
+        obj = np.array(vals, dtype=object)
+        mask = np.equal(obj, None)
+        if c.is_float:
+            obj[mask] = np.nan
+            cols.append(Column(obj.astype(c.dtype), name=c.name))
+            continue
+        fill = "" if c.avro_type == "string" else 0
+        obj[mask] = fill
+        values = obj.astype(str) if c.avro_type == "string" else obj.astype(c.dtype)
+        cols.append(_make_column(c, values, mask))
+    return Table(cols, meta={"apdb_table": spec.name})
+
+
+def sort_table(kind: str | TableSpec, table: Table) -> Table:
+    """Return ``table`` sorted by the primary key of ``kind``."""
+    spec = _spec(kind)
+    if len(table) == 0:
+        return table
+    order = np.lexsort([np.asarray(table[k]) for k in reversed(spec.primary_key)])
+    return table[order]
+
+
+def tables_equal(a: Table, b: Table) -> bool:
+    """True when two Tables have the same columns, masks and values (NaN equal to NaN)."""
+    if a.colnames != b.colnames or len(a) != len(b):
+        return False
+    for name in a.colnames:
+        ca, cb = np.ma.asarray(a[name]), np.ma.asarray(b[name])
+        ma, mb = np.ma.getmaskarray(ca), np.ma.getmaskarray(cb)
+        if not np.array_equal(ma, mb):
+            return False
+        da, db = np.ma.getdata(ca)[~ma], np.ma.getdata(cb)[~mb]
+        if da.dtype.kind == "f":
+            if not np.array_equal(da, db, equal_nan=True):
+                return False
+        elif not np.array_equal(da, db):
+            return False
+    return True

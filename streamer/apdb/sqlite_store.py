@@ -1,0 +1,324 @@
+"""Embedded APDB on SQLite: the default store for a single machine, tests and replays.
+
+Every table of :mod:`streamer.apdb.columns` becomes an SQLite table with the same column names; the DDL is
+generated from that spec. A CCD-visit is written in one transaction, so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from astropy.table import Table
+
+from pipeline.errors import InputError, TransientError
+from streamer.apdb.base import APDB_SCHEMA_VERSION, HISTORY_DAYS, RegionData, SkyRegion
+from streamer.apdb.columns import (
+    ALERT_SCHEMA_VERSION,
+    DIA_FORCED_SOURCE,
+    DIA_OBJECT,
+    DIA_OBJECT_LAST,
+    DIA_SOURCE,
+    TABLES,
+    TableSpec,
+    rows_to_table,
+    sort_table,
+    table_to_rows,
+)
+from streamer.apdb.sky import bounding_box, in_circle
+
+__all__ = ["SqliteApdb", "sqlite_ddl", "check_versions", "VISIT_DETECTOR_TABLE", "METADATA_TABLE"]
+
+_log = logging.getLogger(__name__)
+
+METADATA_TABLE = "ApdbMetadata"
+"""Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
+VISIT_DETECTOR_TABLE = "ApdbVisitDetector"
+"""One row per stored CCD-visit, written last: its presence means the CCD-visit is complete."""
+
+_IN_CHUNK = 500
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def sqlite_ddl() -> list[str]:
+    """CREATE statements (``IF NOT EXISTS``) for every APDB table and index."""
+    stmts = []
+    for spec in TABLES.values():
+        cols = [f"{_q(c.name)} {c.sqlite_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns]
+        pk = ", ".join(_q(k) for k in spec.primary_key)
+        stmts.append(f"CREATE TABLE IF NOT EXISTS {_q(spec.name)} ({', '.join(cols)}, PRIMARY KEY ({pk}))")
+    stmts += [
+        f'CREATE INDEX IF NOT EXISTS "DiaObjectLast_dec" ON {_q(DIA_OBJECT_LAST)} ("dec")',
+        f'CREATE INDEX IF NOT EXISTS "DiaSource_object" ON {_q(DIA_SOURCE)} ("diaObjectId", "midpointMjdTai")',
+        f'CREATE INDEX IF NOT EXISTS "DiaForcedSource_object" ON {_q(DIA_FORCED_SOURCE)} '
+        '("diaObjectId", "midpointMjdTai")',
+        f'CREATE TABLE IF NOT EXISTS {_q(METADATA_TABLE)} ("name" TEXT PRIMARY KEY, "value" TEXT NOT NULL)',
+        f'CREATE TABLE IF NOT EXISTS {_q(VISIT_DETECTOR_TABLE)} ("visit" INTEGER NOT NULL, '
+        '"detector" INTEGER NOT NULL, "n_dia_objects" INTEGER NOT NULL, "n_dia_sources" INTEGER NOT NULL, '
+        '"n_dia_forced_sources" INTEGER NOT NULL, PRIMARY KEY ("visit", "detector"))',
+    ]
+    return stmts
+
+
+def check_versions(stored: dict[str, str], expected: dict[str, str], where: str) -> None:
+    """Compare stored metadata with what this code expects.
+
+    Parameters
+    ----------
+    stored : dict
+        Metadata read from the database (empty when the schema was never initialised).
+    expected : dict
+        Metadata this client writes; ``schema_version`` must match in its major part, every other key
+        exactly.
+    where : str
+        The database, for messages.
+
+    Raises
+    ------
+    InputError
+        Saying which value differs, or that the schema was never initialised.
+    """
+    if "schema_version" not in stored:
+        raise InputError(f"APDB at {where} has no schema version: run init_schema first", stage="apdb")
+    have, want = stored["schema_version"], expected["schema_version"]
+    if have.split(".")[0] != want.split(".")[0]:
+        raise InputError(
+            f"APDB at {where} has schema version {have}, this code needs {want} (major versions differ); "
+            "migrate the database or use a matching Blink version", stage="apdb")
+    for key, value in expected.items():
+        if key != "schema_version" and stored.get(key) != value:
+            raise InputError(
+                f"APDB at {where} was created with {key}={stored.get(key)!r}, this client uses {value!r}",
+                stage="apdb")
+
+
+def history_window(visit_mjd_tai: float) -> tuple[float, float]:
+    """[start, end) of the DiaSource/DiaForcedSource history read for a visit, MJD TAI."""
+    return visit_mjd_tai - HISTORY_DAYS, visit_mjd_tai
+
+
+def select_history(table: Table, object_ids: np.ndarray, visit_mjd_tai: float) -> Table:
+    """Rows of ``table`` whose diaObjectId is in ``object_ids`` and midpointMjdTai in the history window."""
+    if len(table) == 0:
+        return table
+    lo, hi = history_window(visit_mjd_tai)
+    t = np.asarray(table["midpointMjdTai"], dtype=float)
+    ids = table["diaObjectId"]
+    keep = np.isin(np.ma.getdata(ids), object_ids) & ~np.ma.getmaskarray(ids) & (t >= lo) & (t < hi)
+    return table[keep]
+
+
+class SqliteApdb:
+    """APDB in one SQLite file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file (created when absent); ``":memory:"`` for a private in-memory database.
+    timeout_s : float, optional
+        How long a writer waits for another process's lock before raising :class:`TransientError`.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+        self.path = str(path)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                         check_same_thread=False)
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
+            raise TransientError(f"cannot open SQLite APDB {self.path}: {exc}", stage="apdb") from exc
+
+    # ------------------------------------------------------------------ schema
+    def _expected_metadata(self) -> dict[str, str]:
+        return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION}
+
+    def _read_metadata(self) -> dict[str, str]:
+        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                    (METADATA_TABLE,)).fetchone()
+        if not exists:
+            return {}
+        return dict(self._conn.execute(f'SELECT "name", "value" FROM {_q(METADATA_TABLE)}').fetchall())
+
+    def init_schema(self) -> None:
+        """Create the tables and record the schema version; safe to call twice.
+
+        Raises
+        ------
+        InputError
+            The file already holds an APDB of another schema version.
+        """
+        stored = self._read_metadata()
+        if stored:
+            check_versions(stored, self._expected_metadata(), self.path)
+        with self._transaction():
+            for stmt in sqlite_ddl():
+                self._conn.execute(stmt)
+            self._conn.executemany(f'INSERT OR IGNORE INTO {_q(METADATA_TABLE)} VALUES (?, ?)',
+                                   list(self._expected_metadata().items()))
+
+    def check_schema(self) -> None:
+        """Raise :class:`InputError` when the stored schema version does not match this code."""
+        check_versions(self._read_metadata(), self._expected_metadata(), self.path)
+
+    def _write_metadata(self, name: str, value: str) -> None:
+        """Set one metadata entry (for migrations and tests)."""
+        with self._transaction():
+            self._conn.execute(f"INSERT OR REPLACE INTO {_q(METADATA_TABLE)} VALUES (?, ?)", (name, value))
+
+    # ------------------------------------------------------------------ reads
+    def _select(self, spec: TableSpec, where: str, params: Sequence[Any]) -> Table:
+        names = spec.names
+        sql = f"SELECT {', '.join(_q(n) for n in names)} FROM {_q(spec.name)} WHERE {where}"
+        return rows_to_table(spec, names, self._conn.execute(sql, tuple(params)).fetchall())
+
+    def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
+        """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``.
+
+        Parameters
+        ----------
+        region : SkyRegion
+            Circle to read.
+        visit_mjd_tai : float
+            Visit time; history is read from ``visit_mjd_tai - 365`` (inclusive) to ``visit_mjd_tai``
+            (exclusive).
+
+        Returns
+        -------
+        RegionData
+        """
+        dec_min, dec_max, ra_ranges = bounding_box(region.ra_deg, region.dec_deg, region.radius_deg)
+        ra_sql = " OR ".join('("ra" >= ? AND "ra" <= ?)' for _ in ra_ranges)
+        params: list[float] = [dec_min, dec_max] + [v for r in ra_ranges for v in r]
+        spec = TABLES[DIA_OBJECT_LAST]
+        objects = self._select(spec, f'"dec" >= ? AND "dec" <= ? AND ({ra_sql})', params)
+        inside = in_circle(np.asarray(objects["ra"]), np.asarray(objects["dec"]),
+                           region.ra_deg, region.dec_deg, region.radius_deg)
+        objects = sort_table(spec, objects[inside])
+        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)
+        lo, hi = history_window(visit_mjd_tai)
+        history = []
+        for name in (DIA_SOURCE, DIA_FORCED_SOURCE):
+            hspec = TABLES[name]
+            parts = [self._select(hspec, f'"midpointMjdTai" >= ? AND "midpointMjdTai" < ? AND "diaObjectId" '
+                                  f'IN ({", ".join("?" * len(chunk))})', [lo, hi, *chunk.tolist()])
+                     for chunk in np.array_split(ids, max(1, int(np.ceil(len(ids) / _IN_CHUNK))))
+                     if len(chunk)]
+            table = _vstack(hspec, parts)
+            history.append(sort_table(hspec, table))
+        return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
+
+    # ------------------------------------------------------------------ writes
+    def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,
+              dia_forced_sources: Table) -> None:
+        """Upsert one CCD-visit's outputs in one transaction.
+
+        DiaObject rows are keyed by (diaObjectId, validityStartMjdTai); a DiaObjectLast row is replaced only
+        by a version at least as recent; DiaSource and DiaForcedSource rows are keyed by their ids.
+
+        Raises
+        ------
+        InputError
+            A required column is missing or has missing values.
+        TransientError
+            The database stayed locked by another writer.
+        """
+        obj_names, obj_rows = table_to_rows(DIA_OBJECT, dia_objects)
+        src_names, src_rows = table_to_rows(DIA_SOURCE, dia_sources)
+        fs_names, fs_rows = table_to_rows(DIA_FORCED_SOURCE, dia_forced_sources)
+        cols = lambda names: ", ".join(_q(n) for n in names)  # noqa: E731
+        marks = lambda names: ", ".join("?" * len(names))  # noqa: E731
+        updates = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in obj_names if n != "diaObjectId")
+        last_sql = (f"INSERT INTO {_q(DIA_OBJECT_LAST)} ({cols(obj_names)}) VALUES ({marks(obj_names)}) "
+                    f'ON CONFLICT ("diaObjectId") DO UPDATE SET {updates} '
+                    f'WHERE excluded."validityStartMjdTai" >= {_q(DIA_OBJECT_LAST)}."validityStartMjdTai"')
+        with self._transaction():
+            self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_OBJECT)} ({cols(obj_names)}) "
+                                   f"VALUES ({marks(obj_names)})", obj_rows)
+            self._conn.executemany(last_sql, obj_rows)
+            self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_SOURCE)} ({cols(src_names)}) "
+                                   f"VALUES ({marks(src_names)})", src_rows)
+            self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_FORCED_SOURCE)} ({cols(fs_names)}) "
+                                   f"VALUES ({marks(fs_names)})", fs_rows)
+            self._conn.execute(f"INSERT OR REPLACE INTO {_q(VISIT_DETECTOR_TABLE)} VALUES (?, ?, ?, ?, ?)",
+                               (int(visit), int(detector), len(obj_rows), len(src_rows), len(fs_rows)))
+        _log.debug("stored visit %d detector %d: %d objects, %d sources, %d forced", visit, detector,
+                   len(obj_rows), len(src_rows), len(fs_rows))
+
+    def is_stored(self, visit: int, detector: int) -> bool:
+        """True when a complete write of this CCD-visit is recorded."""
+        row = self._conn.execute(f'SELECT 1 FROM {_q(VISIT_DETECTOR_TABLE)} WHERE "visit" = ? AND '
+                                 '"detector" = ?', (int(visit), int(detector))).fetchone()
+        return row is not None
+
+    def dump_tables(self) -> dict[str, Table]:
+        """Every table, sorted by primary key (for comparing two databases)."""
+        out = {name: sort_table(spec, self._select(spec, "1", [])) for name, spec in TABLES.items()}
+        rows = self._conn.execute(f'SELECT * FROM {_q(VISIT_DETECTOR_TABLE)} ORDER BY "visit", "detector"')
+        out[VISIT_DETECTOR_TABLE] = Table(rows=rows.fetchall() or None, names=_VD_NAMES,
+                                          dtype=[np.int64] * len(_VD_NAMES))
+        meta = sorted(self._read_metadata().items())
+        out[METADATA_TABLE] = Table(rows=meta or None, names=["name", "value"], dtype=[str, str])
+        return out
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._conn, self.path)
+
+    def __enter__(self) -> "SqliteApdb":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_VD_NAMES = ["visit", "detector", "n_dia_objects", "n_dia_sources", "n_dia_forced_sources"]
+
+
+def _vstack(spec: TableSpec, parts: list[Table]) -> Table:
+    from astropy.table import vstack
+
+    from streamer.apdb.columns import empty_table
+
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty_table(spec)
+    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact")
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error; lock timeouts become TransientError."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._conn, self._path = conn, path
+
+    def __enter__(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise TransientError(f"SQLite APDB {self._path} is locked: {exc}", stage="apdb") from exc
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as err:
+                self._conn.execute("ROLLBACK")
+                raise TransientError(f"SQLite APDB {self._path}: commit failed: {err}", stage="apdb") from err
+        self._conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise InputError(f"SQLite APDB {self._path}: {exc}", stage="apdb") from exc
+        if isinstance(exc, sqlite3.OperationalError):
+            raise TransientError(f"SQLite APDB {self._path}: {exc}", stage="apdb") from exc

@@ -1,0 +1,127 @@
+"""The I/O ports of a Blink worker: where events come from and where alerts and dead letters go.
+
+Two adapters implement each port: :mod:`streamer.local_io` (files, no servers; the embedded default) and
+:mod:`streamer.kafka_io` (production). Tests fake them through these Protocols.
+
+The consumer loop (STYLE.md, conventions 8 and 9) reads::
+
+    while running:
+        env = source.poll(1.0)
+        if env is None:
+            continue
+        try:
+            work = decode(env.value)             # InputError(stage="decode_event") when malformed
+            alerts = process(work)
+            sink.publish(alerts, headers=...)    # returns once the broker acknowledged every alert
+        except Exception as exc:
+            if not on_error(exc, env):           # dead-letter it (True) or re-raise
+                raise
+        source.commit(env)                       # only after the alerts are durable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["AlertSink", "DeadLetterSink", "Envelope", "EventSource", "Headers"]
+
+Headers = Sequence[tuple[str, bytes]]
+"""Kafka-style headers: ``[(name, value), ...]``."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message as a source delivered it: the raw value plus where it came from.
+
+    Attributes
+    ----------
+    value : bytes
+        The message body, unchanged (schemaless Avro for Kafka, an Avro container file for local files).
+    key : bytes or None
+        The message key.
+    topic, partition, offset : str, int, int or None
+        Kafka coordinates (``None`` for files).
+    path : Path or None
+        The event file (``None`` for Kafka).
+    headers : tuple of (str, bytes)
+        Message headers.
+    """
+
+    value: bytes
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    path: Path | None = None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    def where(self) -> str:
+        """Return ``"topic[partition]@offset"`` or the file path, for logs and dead letters."""
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """Delivers messages one at a time; a message counts as done only once :meth:`commit` is called.
+
+    A message delivered but not committed is delivered again after a restart (at-least-once).
+    """
+
+    def poll(self, timeout_s: float = 1.0) -> Envelope | None:
+        """Return the next message, or ``None`` if none arrived within ``timeout_s`` seconds."""
+        ...
+
+    def commit(self, envelope: Envelope) -> None:
+        """Mark ``envelope`` (and, for Kafka, everything before it in its partition) as done, durably."""
+        ...
+
+    def __iter__(self) -> Iterator[Envelope]:
+        """Yield messages until the source is exhausted (files) or stopped with ``close()``."""
+        ...
+
+    def close(self) -> None:
+        """Release the source; uncommitted messages will be delivered again."""
+        ...
+
+
+@runtime_checkable
+class AlertSink(Protocol):
+    """Publishes alert records."""
+
+    def publish(self, alerts: Sequence[Mapping[str, Any]], *, headers: Headers = ()) -> None:
+        """Publish ``alerts`` and return only once every one is durably stored/acknowledged.
+
+        Raises
+        ------
+        TransientError
+            At least one alert was not acknowledged; the caller must not commit its input.
+        InputError
+            An alert cannot be serialized.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Wait for anything still in flight."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterSink(Protocol):
+    """Keeps work that could not be processed, with the reason (``schemas/dead_letter.avsc`` records)."""
+
+    def send(self, record: Mapping[str, Any]) -> None:
+        """Store one dead-letter record durably before returning."""
+        ...
+
+    def close(self) -> None:
+        """Release resources."""
+        ...

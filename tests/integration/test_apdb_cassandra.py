@@ -1,0 +1,109 @@
+"""The APDB contract on a real Cassandra (``ops/up.sh`` starts one on 127.0.0.1:9042).
+
+``BLINK_CASSANDRA_HOSTS`` (``host[,host...][:port]``) overrides the server. When it cannot be reached the
+tests are skipped, unless ``BLINK_REQUIRE_SERVERS=1`` (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from pipeline.errors import InputError, TransientError
+from streamer.apdb.base import Apdb, SkyRegion
+from streamer.apdb.columns import tables_equal
+from tests.apdb_contract import CONTRACT, VISIT_MJD, make_objects, make_sources
+
+pytest.importorskip("cassandra")
+
+from streamer.apdb.cassandra_store import CassandraApdb  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+def _server() -> tuple[list[str], int]:
+    spec = os.environ.get("BLINK_CASSANDRA_HOSTS", "127.0.0.1:9042")
+    hosts, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "9042")
+    return hosts.split(","), int(port or 9042)
+
+
+@pytest.fixture(scope="session")
+def keyspace():
+    """A unique keyspace for this session, dropped at the end."""
+    hosts, port = _server()
+    name = f"blink_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = CassandraApdb(hosts, port, keyspace=name, consistency="ONE", connect_timeout_s=5.0)
+    except TransientError as exc:
+        if os.environ.get("BLINK_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"BLINK_REQUIRE_SERVERS=1 but Cassandra is unreachable: {exc}")
+        pytest.skip(f"Cassandra not reachable at {hosts}:{port} (start it with ops/up.sh): {exc}")
+    yield admin, hosts, port, name
+    admin.drop_keyspace()
+    admin.close()
+
+
+_counter = iter(range(10**6))
+
+
+@pytest.fixture
+def apdb(keyspace):
+    """A store on a fresh keyspace (one per test, all dropped at session end)."""
+    admin, hosts, port, base = keyspace
+    name = f"{base}_{next(_counter)}"
+    store = CassandraApdb(hosts, port, keyspace=name, consistency="ONE", connect_timeout_s=5.0)
+    store.init_schema()
+    yield store
+    store.drop_keyspace()
+    store.close()
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda f: f.__name__.removeprefix("check_"))
+def test_contract(apdb, check):
+    check(apdb)
+
+
+def test_is_apdb(apdb):
+    assert isinstance(apdb, Apdb)
+
+
+def test_partitioning_mismatch_refuses(apdb):
+    other = CassandraApdb(_server()[0], _server()[1], keyspace=apdb.keyspace, nside=512, consistency="ONE")
+    try:
+        with pytest.raises(InputError, match="nside"):
+            other.check_schema()
+    finally:
+        other.close()
+
+
+def test_same_results_as_sqlite(apdb, tmp_path):
+    from streamer.apdb.sqlite_store import SqliteApdb
+
+    rng = np.random.default_rng(9)
+    n = 300
+    ra = 0.2 * rng.standard_normal(n) % 360.0
+    dec = 0.2 * rng.standard_normal(n)
+    ids = np.arange(1, n + 1)
+    mjd = VISIT_MJD - rng.uniform(0, 500, n)
+    lite = SqliteApdb(tmp_path / "a.sqlite")
+    lite.init_schema()
+    for store in (apdb, lite):
+        store.store(visit=3, detector=1, dia_objects=make_objects(ids, ra, dec),
+                    dia_sources=make_sources(ids + 10**5, ids, ra, dec, mjd),
+                    dia_forced_sources=make_sources(ids + 10**6, ids, ra, dec, mjd, forced=True))
+    a, b = apdb.read_region(SkyRegion(0.0, 0.0, 0.3), VISIT_MJD), lite.read_region(SkyRegion(0.0, 0.0, 0.3), VISIT_MJD)
+    for name in ("dia_objects", "dia_sources", "dia_forced_sources"):
+        assert len(getattr(a, name)) > 0
+        assert tables_equal(getattr(a, name), getattr(b, name)), name
+    da, db = apdb.dump_tables(), lite.dump_tables()
+    for name in ("DiaObject", "DiaObjectLast", "DiaSource", "DiaForcedSource", "ApdbVisitDetector"):
+        assert tables_equal(da[name], db[name]), name
+    lite.close()
+
+
+def test_unreachable_raises_transient():
+    with pytest.raises(TransientError, match="unavailable after"):
+        CassandraApdb(["127.0.0.1"], 1, connect_timeout_s=1.0)
