@@ -57,6 +57,8 @@ def match_one_to_one(source_xyz: np.ndarray, object_xyz: np.ndarray, radius_rad:
         taken_obj[i_obj[winners]] = True
         remain = ~taken_src[i_src] & ~taken_obj[i_obj]
         i_src, i_obj = i_src[remain], i_obj[remain]
+    if not out_s:
+        return np.zeros(0, int), np.zeros(0, int)
     return np.concatenate(out_s), np.concatenate(out_o)
 
 

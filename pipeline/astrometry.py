@@ -94,7 +94,9 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     i_src, i_ref = _nearest_unique(src, moved, config.match_radius_arcsec / scale * 2)
     ref_rows = ref_idx_all[i_ref]
     world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
-    sip = config.sip_degree if i_src.size >= 6 * (config.sip_degree + 1) else None
+    # Enough stars per distortion term, else a lower order: overfitting bends the corners.
+    sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 10 * (d + 1) * (d + 2) // 2),
+               None)
     centre = header_wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
     wcs = fit_wcs_from_points((x[i_src], y[i_src]), world, proj_point=centre, sip_degree=sip)
     for _ in range(2):

@@ -18,6 +18,7 @@ from pipeline.errors import AlgorithmError, NoWorkError
 from pipeline.photometry import fit_zero_point, njy_per_electron
 from pipeline.psf import GaussianPsf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
+from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.types import CalibratedExposure, ExposureInfo, MaskedImage
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class CalibrateConfig(BaseModel):
     detection: SourceDetectionConfig = SourceDetectionConfig()
     astrometry: AstrometryConfig = AstrometryConfig()
     psf_spatial_order: int = Field(1, description="Order of the PSF width's variation across the CCD.")
+    astrometry_min_snr: float = Field(30.0, description="Least SNR of stars used in the astrometric fit.")
     min_stars: int = Field(5, description="Fewest stars for PSF and zero point; fewer is a NoWorkError (clouds).")
 
 
@@ -75,8 +77,16 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     star_y = np.asarray(sources["y"][stars])
     sigma = measure_gaussian_sigma(subtracted, star_x, star_y)
     psf = fit_psf(star_x, star_y, sigma, spatial_order=config.psf_spatial_order)
-    wcs, matches = fit_wcs(np.asarray(sources["x"]), np.asarray(sources["y"]),
-                           np.asarray(sources["flux_aper"]), refcat, header_wcs, image.shape, config.astrometry)
+    # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
+    astro = (np.asarray(sources["snr"]) > config.astrometry_min_snr) & (np.asarray(sources["sep_flags"]) == 0) \
+        & ((np.asarray(sources["mask_flags"]) & int(UNUSABLE | MaskBit.INTRP)) == 0)
+    if astro.sum() < 3 * config.astrometry.min_matches:
+        astro = np.asarray(sources["snr"]) > 10
+    astro_index = np.flatnonzero(astro)
+    wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
+                           np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, image.shape,
+                           config.astrometry)
+    matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
     mag_col = f"{info.band}_mag"
     if mag_col not in refcat.colnames:
         raise AlgorithmError(f"reference catalog has no {mag_col} column", stage="photometry")

@@ -68,7 +68,21 @@ def header_wcs(raw_header) -> WCS:
         raise InputError(f"raw header WCS unusable: {err}", stage="calibrate") from err
     if not wcs.has_celestial:
         raise InputError("raw header has no celestial WCS", stage="calibrate")
-    return wcs.celestial
+    wcs = wcs.celestial
+    # The raw header WCS refers to raw-file pixels; shift it to the trimmed, assembled CCD.
+    x_offset, y_offset = _trim_offset(raw_header)
+    wcs.wcs.crpix = wcs.wcs.crpix - np.array([x_offset, y_offset])
+    return wcs
+
+
+def _trim_offset(raw_header) -> tuple[int, int]:
+    """(x, y) pixel offset of the trimmed CCD inside the raw file, from DATASEC (or LTV1/LTV2)."""
+    if "LTV1" in raw_header and "LTV2" in raw_header:
+        return -int(raw_header["LTV1"]) if raw_header["LTV1"] < 0 else int(raw_header["LTV1"]), \
+            -int(raw_header["LTV2"]) if raw_header["LTV2"] < 0 else int(raw_header["LTV2"])
+    sec = str(raw_header.get("DATASEC", "[1:2048,1:4096]")).strip("[]")
+    xs, ys = sec.split(",")
+    return int(xs.split(":")[0]) - 1, int(ys.split(":")[0]) - 1
 
 
 def process_ccd(inputs: CcdInputs, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:

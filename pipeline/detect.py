@@ -9,6 +9,7 @@ import sep
 from astropy.table import Table
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import signal
 from scipy.spatial import cKDTree
 
 from pipeline.masks import MaskBit, UNUSABLE
@@ -39,11 +40,27 @@ def dia_source_id(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
     return (np.int64(visit) * 100 + np.int64(detector)) * SOURCE_INDEX_LIMIT + np.asarray(index, dtype=np.int64)
 
 
-def _detect_sign(image: np.ndarray, err: np.ndarray, bad: np.ndarray, kernel: np.ndarray,
-                 config: DetectConfig) -> np.ndarray:
-    objects = sep.extract(image, config.threshold_sigma, err=err, mask=bad, minarea=config.min_area_pix,
-                          filter_kernel=kernel, filter_type="matched", deblend_cont=0.05)
-    return objects
+def score_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, psf_kernel: np.ndarray) -> np.ndarray:
+    """Matched-filter significance of a point source at every pixel: ``(D * P) / sqrt(V * P^2)``.
+
+    Convolutions by FFT (overlap-add), so the cost does not grow with the kernel; unusable pixels carry no
+    weight.
+    """
+    weight = np.where(bad, 0.0, 1.0).astype(np.float32)
+    data = np.where(bad, 0.0, image).astype(np.float32)
+    var = np.where(bad, 0.0, variance).astype(np.float32)
+    numerator = signal.oaconvolve(data, psf_kernel[::-1, ::-1], mode="same")
+    noise2 = signal.oaconvolve(var, (psf_kernel**2)[::-1, ::-1], mode="same")
+    coverage = signal.oaconvolve(weight, psf_kernel[::-1, ::-1], mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = numerator / np.sqrt(np.clip(noise2, 1e-30, None))
+    score[(coverage < 0.5) | ~np.isfinite(score)] = 0.0
+    return np.ascontiguousarray(score, dtype=np.float32)
+
+
+def _detect_sign(score: np.ndarray, bad: np.ndarray, config: DetectConfig) -> np.ndarray:
+    return sep.extract(score, config.threshold_sigma, mask=bad, minarea=config.min_area_pix,
+                       filter_kernel=None, deblend_cont=0.05)
 
 
 def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: MaskedImage, wcs: WCS,
@@ -71,14 +88,13 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
         sorted deterministically so that ids are stable across re-processing.
     """
     image = np.ascontiguousarray(difference.image, dtype=np.float32)
-    err = np.sqrt(np.clip(difference.variance, 0, None)).astype(np.float32)
-    bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(image) | (err <= 0)
-    err = np.where(bad, np.float32(np.inf), err)
+    bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(image) | ~(difference.variance > 0)
     ny, nx = image.shape
     sigma = float(diff_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
-    kernel = GaussianPsf((sigma, 0.0, 0.0)).kernel(0, 0, int(np.clip(np.ceil(3 * sigma), 2, 10)))
-    positive = _detect_sign(image, err, bad, kernel, config)
-    negative = _detect_sign(-image, err, bad, kernel, config)
+    kernel = GaussianPsf((sigma, 0.0, 0.0)).kernel(0, 0, int(np.clip(np.ceil(3 * sigma), 2, 15)))
+    score = score_image(image, difference.variance, bad, kernel)
+    positive = _detect_sign(score, bad, config)
+    negative = _detect_sign(-score, bad, config)
     x = np.concatenate([positive["x"], negative["x"]]).astype(float)
     y = np.concatenate([positive["y"], negative["y"]]).astype(float)
     is_negative = np.concatenate([np.zeros(len(positive), bool), np.ones(len(negative), bool)])

@@ -40,7 +40,7 @@ class IsrConfig(BaseModel):
     suspect_fraction: float = Field(0.9, description="Pixels above this fraction of saturation are SUSPECT.")
     do_cosmic_rays: bool = Field(True, description="Detect, mask and interpolate cosmic rays.")
     cr_threshold_sigma: float = Field(5.0, description="Cosmic-ray seed threshold above the local sky.")
-    cr_sharpness: float = Field(1.5, description="Least Laplacian-to-peak ratio of a CR pixel (stars at "
+    cr_sharpness: float = Field(1.6, description="Least Laplacian-to-peak ratio of a CR pixel (stars at "
                                                   "DECam seeing stay near or below 1.1).")
     cr_grow_sigma: float = Field(2.5, description="Neighbours of CR pixels above this are masked too.")
 
@@ -185,22 +185,25 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
     """Find cosmic rays by their sharpness, mask them (CR) and interpolate over them (INTRP).
 
     A pixel is a CR seed when it stands ``cr_threshold_sigma`` above the median of its 5x5 neighbourhood
-    and its discrete Laplacian is at least ``cr_sharpness`` times that excess (sharper than any PSF);
+    and its discrete Laplacian is at least ``cr_sharpness`` times its height above the local sky (sharper
+    than any PSF: a well-sampled star's ratio stays near 1);
     seeds grow into neighbours above ``cr_grow_sigma``. Only candidate pixels are examined in detail, so the
     cost is a few passes over the image.
     """
     sigma = np.sqrt(np.clip(variance, 1e-6, None))
     lap = np.zeros_like(image)
     lap[1:-1, 1:-1] = 4 * image[1:-1, 1:-1] - image[:-2, 1:-1] - image[2:, 1:-1] - image[1:-1, :-2] - image[1:-1, 2:]
+    above_sky = image - _coarse_sky(image)
     candidates = lap > config.cr_threshold_sigma * sigma * config.cr_sharpness
-    candidates &= image - _coarse_sky(image) > config.cr_threshold_sigma * sigma
+    candidates &= lap > config.cr_sharpness * above_sky
+    candidates &= above_sky > config.cr_threshold_sigma * sigma
     candidates &= (mask & int(MaskBit.SAT | MaskBit.BAD)) == 0
     iy, ix = np.nonzero(candidates)
     if iy.size == 0:
         return image, mask
     local = _neighbourhood_median(image, iy, ix, half=2, skip_nan=False)
     excess = image[iy, ix] - local
-    seed = (excess > config.cr_threshold_sigma * sigma[iy, ix]) & (lap[iy, ix] > config.cr_sharpness * excess)
+    seed = excess > config.cr_threshold_sigma * sigma[iy, ix]
     cr = np.zeros(image.shape, dtype=bool)
     cr[iy[seed], ix[seed]] = True
     if not cr.any():

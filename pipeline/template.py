@@ -26,31 +26,19 @@ class TemplateConfig(BaseModel):
     min_coverage: float = Field(0.02, description="Least fraction of the CCD covered by the template.")
 
 
-def _coordinate_map(sci_wcs: WCS, tile_wcs: WCS, shape: tuple[int, int], step: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tile pixel coordinates of every science pixel and the pixel-area ratio (science / tile).
-
-    The exact WCS transform is evaluated on a coarse grid and interpolated, which is exact to far below a
-    milli-pixel for smooth distortions.
-    """
+def _coarse_grid(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
     ny, nx = shape
     gy = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
     gx = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
-    mx, my = np.meshgrid(gx, gy)
-    ra, dec = sci_wcs.all_pix2world(mx, my, 0)
-    tx, ty = tile_wcs.all_world2pix(ra, dec, 0)
-    # Jacobian of (tile x, y) with respect to (science x, y) on the coarse grid: area ratio.
-    dtx_dy, dtx_dx = np.gradient(tx, gy, gx)
-    dty_dy, dty_dx = np.gradient(ty, gy, gx)
-    area_ratio = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
-    fy = np.interp(np.arange(ny), gy, np.arange(gy.size))
-    fx = np.interp(np.arange(nx), gx, np.arange(gx.size))
+    return gy, gx
+
+
+def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Bilinear interpolation of a coarse-grid map onto the full-resolution pixels of a box."""
+    fy = np.interp(np.arange(rows.start, rows.stop), gy, np.arange(gy.size))
+    fx = np.interp(np.arange(cols.start, cols.stop), gx, np.arange(gx.size))
     iy, ix = np.meshgrid(fy, fx, indexing="ij")
-    coords = np.stack([iy, ix])
-    full_tx = ndimage.map_coordinates(tx, coords, order=1)
-    full_ty = ndimage.map_coordinates(ty, coords, order=1)
-    full_area = ndimage.map_coordinates(area_ratio, coords, order=1)
-    return full_tx, full_ty, full_area
+    return ndimage.map_coordinates(coarse, np.stack([iy, ix]), order=1)
 
 
 def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int],
@@ -85,26 +73,46 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     mask = np.full(shape, int(MaskBit.NO_DATA), dtype=np.int32)
     covered = np.zeros(shape, dtype=bool)
     fwhm_weighted, n_cov = 0.0, 0
+    gy, gx = _coarse_grid(shape, config.grid_step_pix)
+    mx, my = np.meshgrid(gx, gy)
+    sky_ra, sky_dec = sci_wcs.all_pix2world(mx, my, 0)
     for tile in tiles:
-        tx, ty = None, None
-        tx, ty, area = _coordinate_map(sci_wcs, tile.wcs, shape, config.grid_step_pix)
         th, tw = tile.image.shape
-        inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered
+        ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
+        coarse_in = (ctx >= -config.grid_step_pix) & (ctx <= tw + config.grid_step_pix) \
+            & (cty >= -config.grid_step_pix) & (cty <= th + config.grid_step_pix)
+        if not coarse_in.any():
+            continue
+        rows_in, cols_in = np.nonzero(coarse_in)
+        rows = slice(int(gy[max(rows_in.min() - 1, 0)]), int(gy[min(rows_in.max() + 1, gy.size - 1)]) + 1)
+        cols = slice(int(gx[max(cols_in.min() - 1, 0)]), int(gx[min(cols_in.max() + 1, gx.size - 1)]) + 1)
+        tx = _upsample(ctx, gy, gx, rows, cols)
+        ty = _upsample(cty, gy, gx, rows, cols)
+        inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[rows, cols]
         if not inside.any():
             continue
-        coords = np.stack([ty[inside], tx[inside]])
-        tile_image = np.nan_to_num(tile.image, nan=0.0)
+        # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
+        dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
+        dty_dy, dty_dx = np.gradient(cty, gy, gx)
+        area = _upsample(np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx), gy, gx, rows, cols)[inside]
+        # Interpolate from the part of the tile that is needed only (spline prefiltering is global).
+        x0, x1 = int(max(np.floor(tx[inside].min()) - 4, 0)), int(min(np.ceil(tx[inside].max()) + 5, tw))
+        y0, y1 = int(max(np.floor(ty[inside].min()) - 4, 0)), int(min(np.ceil(ty[inside].max()) + 5, th))
+        coords = np.stack([ty[inside] - y0, tx[inside] - x0])
+        sub = (slice(y0, y1), slice(x0, x1))
+        tile_image = np.nan_to_num(tile.image[sub], nan=0.0)
         warped = ndimage.map_coordinates(tile_image, coords, order=config.spline_order, mode="nearest")
-        warped_var = ndimage.map_coordinates(tile.variance, coords, order=1, mode="nearest")
-        warped_mask = ndimage.map_coordinates(tile.mask, coords, order=0, mode="nearest")
-        bad_src = ~np.isfinite(tile.image) | ~np.isfinite(tile.variance)
+        warped_var = ndimage.map_coordinates(tile.variance[sub], coords, order=1, mode="nearest")
+        warped_mask = ndimage.map_coordinates(tile.mask[sub], coords, order=0, mode="nearest")
+        bad_src = ~np.isfinite(tile.image[sub]) | ~np.isfinite(tile.variance[sub])
         if bad_src.any():
             hit = ndimage.map_coordinates(bad_src.astype(np.float32), coords, order=1) > 0
             warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
-        image[inside] = warped * area[inside]
-        variance[inside] = warped_var * area[inside] ** 2
-        mask[inside] = warped_mask
-        covered |= inside
+        box_image, box_var, box_mask = image[rows, cols], variance[rows, cols], mask[rows, cols]
+        box_image[inside] = warped * area
+        box_var[inside] = warped_var * area**2
+        box_mask[inside] = warped_mask
+        covered[rows, cols] |= inside
         fwhm_weighted += tile.psf_fwhm_arcsec * inside.sum()
         n_cov += int(inside.sum())
     coverage = n_cov / (nx * ny)

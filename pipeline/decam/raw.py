@@ -157,7 +157,7 @@ def _open(path) -> fits.HDUList:
     if not p.is_file():
         raise InputError(f"raw path {p} is not a file", stage=STAGE)
     try:
-        return fits.open(p, memmap=True, lazy_load_hdus=True, mode="readonly")
+        return fits.open(p, memmap=True, lazy_load_hdus=True, mode="readonly", do_not_scale_image_data=True)
     except Exception as exc:  # noqa: BLE001 - astropy raises many types on garbage
         raise InputError(f"{p} is not a readable FITS file: {exc}", stage=STAGE) from exc
 
@@ -227,7 +227,14 @@ def read_raw_ccd(path, ccdnum: int) -> RawCcd:
                 data = target.data
                 if data is None:
                     raise InputError(f"{path}: CCD {ccdnum} extension has no data", stage=STAGE)
+                # scaling was disabled to allow memory mapping: apply BSCALE/BZERO here
+                bscale = float(header.get("BSCALE", 1.0))
+                bzero = float(header.get("BZERO", 0.0))
                 pixels = np.array(data, dtype=np.float32)  # copy out of the memmap
+                if bscale != 1.0:
+                    pixels *= np.float32(bscale)
+                if bzero != 0.0:
+                    pixels += np.float32(bzero)
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001

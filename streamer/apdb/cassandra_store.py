@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from astropy.table import Table
 
-from pipeline.errors import InputError, TransientError
+from pipeline.errors import TransientError
 from streamer.apdb.base import APDB_SCHEMA_VERSION, RegionData, SkyRegion
 from streamer.apdb.columns import (
     ALERT_SCHEMA_VERSION,
@@ -90,13 +90,16 @@ class CassandraApdb:
         :class:`TransientError`.
     concurrency : int, optional
         Requests in flight per round.
+    protocol_version : int or None, optional
+        Native protocol version (5 for Cassandra 4 and 5); None lets the driver negotiate.
     """
 
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
                  keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
                  nside: int = 256, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
-                 request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128) -> None:
+                 request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
+                 protocol_version: int | None = 5) -> None:
         from cassandra import ConsistencyLevel
 
         self.hosts = [hosts] if isinstance(hosts, str) else list(hosts)
@@ -111,6 +114,7 @@ class CassandraApdb:
         self.time_partition_days = int(time_partition_days)
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)
+        self._protocol_version = protocol_version
         self._where = f"{','.join(self.hosts)}:{self.port}/{keyspace}"
         self._prepared: dict[str, Any] = {}
         self._cluster, self._session = self._connect(username, password, ssl, connect_timeout_s,
@@ -128,6 +132,8 @@ class CassandraApdb:
                                    consistency_level=self.consistency, request_timeout=request_timeout_s,
                                    row_factory=tuple_factory)
         kwargs: dict[str, Any] = {}
+        if self._protocol_version is not None:
+            kwargs["protocol_version"] = self._protocol_version
         if username is not None:
             kwargs["auth_provider"] = PlainTextAuthProvider(username=username, password=password or "")
         if ssl:

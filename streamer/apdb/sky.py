@@ -180,20 +180,22 @@ def max_pixrad_deg(nside: int) -> float:
 
 def _disc_points(ra0: float, dec0: float, radius_deg: float, step_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """Points filling a disc: concentric rings ``step_deg`` apart, points on a ring at most ``step_deg``
-    apart, plus the centre."""
+    apart, plus the centre (computed with unit vectors, so valid at the poles)."""
+    a0, d0 = np.radians(ra0), np.radians(dec0)
+    centre = np.array([np.cos(d0) * np.cos(a0), np.cos(d0) * np.sin(a0), np.sin(d0)])
+    east = np.array([-np.sin(a0), np.cos(a0), 0.0])
+    north = np.cross(centre, east)
     n_rings = int(np.ceil(radius_deg / step_deg))
-    rho = np.radians(np.linspace(0.0, radius_deg, n_rings + 1)[1:])
-    ras, decs = [np.array([ra0 % 360.0])], [np.array([dec0])]
-    d0, a0 = np.radians(dec0), np.radians(ra0)
-    for r in rho:
-        n_pts = max(6, int(np.ceil(2 * np.pi * np.degrees(r) / step_deg)))
-        th = np.linspace(0.0, 2 * np.pi, n_pts, endpoint=False)
-        sd = np.clip(np.sin(d0) * np.cos(r) + np.cos(d0) * np.sin(r) * np.cos(th), -1.0, 1.0)
-        dec = np.arcsin(sd)
-        ra = a0 + np.arctan2(np.sin(th) * np.sin(r) * np.cos(d0), np.cos(r) - np.sin(d0) * sd)
-        ras.append(np.degrees(ra) % 360.0)
-        decs.append(np.degrees(dec))
-    return np.concatenate(ras), np.concatenate(decs)
+    rho_deg = np.linspace(0.0, radius_deg, n_rings + 1)
+    n_pts = np.maximum(1, np.ceil(2 * np.pi * np.sin(np.radians(rho_deg)) / np.radians(step_deg))).astype(int)
+    n_pts[1:] = np.maximum(n_pts[1:], 6)
+    rho = np.radians(np.repeat(rho_deg, n_pts))
+    th = np.concatenate([np.arange(k) * (2 * np.pi / k) for k in n_pts])
+    v = (np.cos(rho)[:, None] * centre
+         + np.sin(rho)[:, None] * (np.cos(th)[:, None] * north + np.sin(th)[:, None] * east))
+    ra = np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 360.0
+    dec = np.degrees(np.arcsin(np.clip(v[:, 2], -1.0, 1.0)))
+    return ra, dec
 
 
 def cover_disc(nside: int, ra0: float, dec0: float, radius_deg: float) -> np.ndarray:

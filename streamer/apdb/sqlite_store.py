@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,7 +116,7 @@ def select_history(table: Table, object_ids: np.ndarray, visit_mjd_tai: float) -
 
 
 class SqliteApdb:
-    """APDB in one SQLite file.
+    """APDB in one SQLite file (WAL mode; safe to share between threads and processes).
 
     Parameters
     ----------
@@ -127,6 +128,7 @@ class SqliteApdb:
 
     def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
         self.path = str(path)
+        self._lock = threading.RLock()
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
                                          check_same_thread=False)
@@ -141,11 +143,12 @@ class SqliteApdb:
         return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION}
 
     def _read_metadata(self) -> dict[str, str]:
-        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                                    (METADATA_TABLE,)).fetchone()
-        if not exists:
-            return {}
-        return dict(self._conn.execute(f'SELECT "name", "value" FROM {_q(METADATA_TABLE)}').fetchall())
+        with self._lock:
+            exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                        (METADATA_TABLE,)).fetchone()
+            if not exists:
+                return {}
+            return dict(self._conn.execute(f'SELECT "name", "value" FROM {_q(METADATA_TABLE)}').fetchall())
 
     def init_schema(self) -> None:
         """Create the tables and record the schema version; safe to call twice.
@@ -177,7 +180,9 @@ class SqliteApdb:
     def _select(self, spec: TableSpec, where: str, params: Sequence[Any]) -> Table:
         names = spec.names
         sql = f"SELECT {', '.join(_q(n) for n in names)} FROM {_q(spec.name)} WHERE {where}"
-        return rows_to_table(spec, names, self._conn.execute(sql, tuple(params)).fetchall())
+        with self._lock:
+            rows = self._conn.execute(sql, tuple(params)).fetchall()
+        return rows_to_table(spec, names, rows)
 
     def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
         """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``.
@@ -254,15 +259,18 @@ class SqliteApdb:
 
     def is_stored(self, visit: int, detector: int) -> bool:
         """True when a complete write of this CCD-visit is recorded."""
-        row = self._conn.execute(f'SELECT 1 FROM {_q(VISIT_DETECTOR_TABLE)} WHERE "visit" = ? AND '
-                                 '"detector" = ?', (int(visit), int(detector))).fetchone()
+        with self._lock:
+            row = self._conn.execute(f'SELECT 1 FROM {_q(VISIT_DETECTOR_TABLE)} WHERE "visit" = ? AND '
+                                     '"detector" = ?', (int(visit), int(detector))).fetchone()
         return row is not None
 
     def dump_tables(self) -> dict[str, Table]:
         """Every table, sorted by primary key (for comparing two databases)."""
         out = {name: sort_table(spec, self._select(spec, "1", [])) for name, spec in TABLES.items()}
-        rows = self._conn.execute(f'SELECT * FROM {_q(VISIT_DETECTOR_TABLE)} ORDER BY "visit", "detector"')
-        out[VISIT_DETECTOR_TABLE] = Table(rows=rows.fetchall() or None, names=_VD_NAMES,
+        with self._lock:
+            rows = self._conn.execute(f'SELECT * FROM {_q(VISIT_DETECTOR_TABLE)} ORDER BY "visit", "detector"'
+                                      ).fetchall()
+        out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=_VD_NAMES,
                                           dtype=[np.int64] * len(_VD_NAMES))
         meta = sorted(self._read_metadata().items())
         out[METADATA_TABLE] = Table(rows=meta or None, names=["name", "value"], dtype=[str, str])
@@ -274,7 +282,7 @@ class SqliteApdb:
 
     # ------------------------------------------------------------------ helpers
     def _transaction(self) -> "_Transaction":
-        return _Transaction(self._conn, self.path)
+        return _Transaction(self._conn, self.path, self._lock)
 
     def __enter__(self) -> "SqliteApdb":
         return self
@@ -300,16 +308,24 @@ def _vstack(spec: TableSpec, parts: list[Table]) -> Table:
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error; lock timeouts become TransientError."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
-        self._conn, self._path = conn, path
+    def __init__(self, conn: sqlite3.Connection, path: str, lock: threading.RLock) -> None:
+        self._conn, self._path, self._lock = conn, path, lock
 
     def __enter__(self) -> None:
+        self._lock.acquire()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._lock.release()
             raise TransientError(f"SQLite APDB {self._path} is locked: {exc}", stage="apdb") from exc
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self._lock.release()
+
+    def _finish(self, exc_type: type | None, exc: BaseException | None) -> None:
         if exc_type is None:
             try:
                 self._conn.execute("COMMIT")

@@ -11,7 +11,7 @@ from streamer.apdb.base import Apdb
 from streamer.apdb.columns import TABLES, empty_table, rows_to_table, table_to_rows, tables_equal
 from streamer.apdb.sky import ang2pix_nested, angular_distance_deg, cover_disc, pix2ang_nested
 from streamer.apdb.sqlite_store import SqliteApdb
-from tests.apdb_contract import CONTRACT, make_sources
+from streamer.apdb.testing import CONTRACT, make_sources
 
 
 @pytest.fixture
@@ -99,3 +99,29 @@ def test_cover_disc_covers(ra0, dec0):
     cover = cover_disc(nside, ra0, dec0, radius)
     assert np.isin(pix, cover).all()
     assert len(cover) < 60
+
+
+def test_cql_file_matches_column_spec():
+    from streamer.apdb.cql_schema import CQL_PATH, load_cql, render_cql
+
+    assert CQL_PATH.read_text() == render_cql(), "regenerate: python -m streamer.apdb.cql_schema > schemas/apdb.cql"
+    stmts = load_cql("ks_test", "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    assert stmts[0].startswith("CREATE KEYSPACE IF NOT EXISTS ks_test")
+    assert all(s.startswith("CREATE") and "${" not in s for s in stmts)
+    assert sum('"DiaSource"' in s for s in stmts) == 1
+    with pytest.raises(ValueError):
+        load_cql("bad;name", "{}")
+
+
+def test_open_apdb_cassandra_url(monkeypatch):
+    pytest.importorskip("cassandra")
+    import streamer.apdb.cassandra_store as cs
+
+    captured = {}
+    monkeypatch.setattr(cs, "CassandraApdb", lambda **kw: captured.update(kw) or "store")
+    assert open_apdb("cassandra://u:p@h1,h2:9043/ks?consistency=ONE&replication_factor=3&ssl=1") == "store"
+    assert captured == {"hosts": ["h1", "h2"], "port": 9043, "keyspace": "ks", "username": "u", "password": "p",
+                        "consistency": "ONE", "replication_factor": 3, "ssl": True}
+    captured.clear()
+    open_apdb("cassandra://10.0.0.1/blink")
+    assert captured == {"hosts": ["10.0.0.1"], "keyspace": "blink"}

@@ -1,6 +1,9 @@
-"""Tests every APDB store must pass; the store modules' test files run them against a fixture.
+"""The APDB contract: checks every store must pass, and synthetic catalogs to feed them.
 
-Each test takes ``apdb``: a store whose schema has been initialised on an empty database.
+The store test files (``tests/unit/test_apdb.py``, ``tests/integration/test_apdb_cassandra.py``) run every
+function of :data:`CONTRACT` against a fixture ``apdb``: a store whose schema has been initialised on an empty
+database. Kept in the package (as ``lsst.dax.apdb`` keeps its test mix-ins) so any new store can run them.
+Needs pytest.
 """
 
 from __future__ import annotations

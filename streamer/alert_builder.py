@@ -1,0 +1,73 @@
+"""Alert packets as projections of APDB rows: one alert per new DiaSource, with the object's 12-month
+history and the three cutouts (Rubin alert schema, lsst-alert-packet latest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from streamer.apdb.base import RegionData
+from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE, table_to_columns
+from pipeline.types import CcdOutputs
+
+
+def _records(kind: str, table: Table) -> list[dict[str, Any]]:
+    columns = table_to_columns(kind, table)
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))] if len(table) else []
+
+
+def _group_by_object(kind: str, table: Table, before_mjd: float) -> dict[int, list[dict[str, Any]]]:
+    """Records of ``table`` earlier than ``before_mjd`` grouped by diaObjectId, in time order."""
+    if len(table) == 0:
+        return {}
+    mjd = np.asarray(table["midpointMjdTai"], float)
+    rows = table[mjd < before_mjd]
+    rows = rows[np.argsort(np.asarray(rows["midpointMjdTai"], float), kind="stable")]
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for record in _records(kind, rows):
+        grouped.setdefault(int(record["diaObjectId"]), []).append(record)
+    return grouped
+
+
+def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]]:
+    """Alert records for every DiaSource of a processed CCD.
+
+    Parameters
+    ----------
+    outputs : CcdOutputs
+        Pipeline outputs (DiaSources with diaObjectId, updated DiaObjects, cutouts).
+    region : RegionData
+        The APDB history read before processing (only rows before this visit are used, so a re-run
+        produces byte-identical alerts).
+
+    Returns
+    -------
+    list of dict
+        Records of the Rubin ``alert`` schema, in DiaSource id order.
+    """
+    visit_mjd = outputs.exposure.info.mjd_mid_tai
+    prv_sources = _group_by_object(DIA_SOURCE, region.dia_sources, visit_mjd)
+    prv_forced = _group_by_object(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd)
+    objects = {int(r["diaObjectId"]): r for r in _records(DIA_OBJECT, outputs.dia_objects)}
+    alerts = []
+    for source in _records(DIA_SOURCE, outputs.dia_sources):
+        object_id = int(source["diaObjectId"])
+        science, template, difference = outputs.cutouts.get(source["diaSourceId"], (None, None, None))
+        alerts.append({
+            "diaSourceId": source["diaSourceId"],
+            "observation_reason": None,
+            "target_name": None,
+            "diaSource": source,
+            "prvDiaSources": prv_sources.get(object_id, []),
+            "prvDiaForcedSources": prv_forced.get(object_id, []),
+            "diaObject": objects.get(object_id),
+            "ssSource": None,
+            "mpc_orbits": None,
+            "cutoutDifference": difference,
+            "cutoutScience": science,
+            "cutoutTemplate": template,
+        })
+    return alerts

@@ -1,0 +1,211 @@
+"""The ``blink`` command: simulate, run the worker, manage the APDB and topics, report against truth."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from streamer.config import BlinkSettings, CassandraSettings, load_config_file
+from streamer.logs import setup_logging
+
+log = logging.getLogger("blink")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, help="data repository (default ./blink-data or BLINK_DATA_ROOT)")
+    p.add_argument("--config", type=Path, help="YAML or JSON settings file")
+    p.add_argument("--apdb", help="APDB URL: sqlite:///path or cassandra://host[,host][:port]/keyspace")
+    p.add_argument("--cassandra-hosts", help="Cassandra contact points (uses the Cassandra APDB)")
+    p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (consume and publish on Kafka)")
+    p.add_argument("--log-format", choices=["text", "json"], help="console text or JSON lines")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSettings, object | None]:
+    from streamer.kafka_io import KafkaSettings
+
+    file_conf = load_config_file(getattr(args, "config", None))
+    blink_conf = dict(file_conf.get("blink", {}))
+    if args.root:
+        blink_conf["data_root"] = args.root
+    if args.apdb:
+        blink_conf["apdb_url"] = args.apdb
+    if args.log_format:
+        blink_conf["log_format"] = args.log_format
+    if args.kafka_bootstrap:
+        blink_conf["source"] = "kafka"
+    if getattr(args, "metrics_port", None):
+        blink_conf["metrics_port"] = args.metrics_port
+    cass_conf = dict(file_conf.get("cassandra", {}))
+    if args.cassandra_hosts:
+        cass_conf["hosts"] = args.cassandra_hosts
+    kafka_conf = dict(file_conf.get("kafka", {}))
+    if args.kafka_bootstrap:
+        kafka_conf["bootstrap_servers"] = args.kafka_bootstrap
+    settings = BlinkSettings(**blink_conf)
+    kafka = KafkaSettings(**kafka_conf) if settings.source == "kafka" else None
+    return settings, CassandraSettings(**cass_conf), kafka
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Write a simulated data repository."""
+    from pipeline.sim import SimConfig, simulate
+
+    settings, _, _ = _settings(args)
+    config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
+                       compress=args.compress, progress=True)
+    summary = simulate(settings.data_root, config)
+    log.info("simulated %d exposures x %d CCDs (%d transients) into %s", summary.n_exposures, summary.n_ccds,
+             summary.n_transients, summary.root)
+    return 0
+
+
+def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: bool):
+    from streamer.apdb import open_apdb
+
+    url = settings.resolved_apdb_url(cassandra)
+    options = {}
+    if url.startswith("cassandra://"):
+        options = {"replication_factor": cassandra.replication_factor, "consistency": cassandra.consistency}
+        if cassandra.username:
+            options["username"] = cassandra.username
+            options["password"] = cassandra.password.get_secret_value() if cassandra.password else None
+    else:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    apdb = open_apdb(url, **options)
+    if init:
+        apdb.init_schema()
+    else:
+        apdb.check_schema()
+    return apdb
+
+
+def cmd_apdb_init(args: argparse.Namespace) -> int:
+    """Create the APDB tables (idempotent)."""
+    settings, cassandra, _ = _settings(args)
+    apdb = _open_apdb(settings, cassandra, init=True)
+    apdb.close()
+    log.info("APDB ready at %s", settings.resolved_apdb_url(cassandra).split("@")[-1])
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    """Create the Kafka topics (idempotent)."""
+    from streamer.kafka_io import KafkaSettings, create_topics
+
+    settings, _, kafka = _settings(args)
+    created = create_topics(kafka or KafkaSettings())
+    log.info("topics ready: %s", ", ".join(created) if created else "(all existed)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish the data repository's exposure-ready events to Kafka (as a telescope would)."""
+    from streamer.events import read_event_file
+    from streamer.kafka_io import KafkaSettings, publish_event
+
+    settings, _, kafka = _settings(args)
+    kafka = kafka or KafkaSettings()
+    files = sorted((settings.data_root / "events").glob("*.avro"))
+    for path in files:
+        publish_event(kafka, read_event_file(path))
+    log.info("published %d events to %s", len(files), kafka.events_topic)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the worker: embedded (local folders, SQLite) by default, Kafka and Cassandra when configured."""
+    from streamer.service import run_service
+
+    settings, cassandra, kafka = _settings(args)
+    if args.simulate and not (settings.data_root / "events").is_dir():
+        from pipeline.sim import SimConfig, simulate
+
+        simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True))
+    apdb = _open_apdb(settings, cassandra, init=True)
+    try:
+        results = run_service(settings, apdb, kafka, forever=args.forever, workers=args.workers)
+    finally:
+        apdb.close()
+    if args.report or args.simulate:
+        from streamer.report import print_truth_report
+
+        print_truth_report(settings, cassandra)
+    failed = [r for r in results if r.error is not None and r.error.__class__.__name__ != "NoWorkError"]
+    return 1 if (failed and args.strict) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Compare the APDB with the simulator's truth."""
+    from streamer.report import print_truth_report
+
+    settings, cassandra, _ = _settings(args)
+    print_truth_report(settings, cassandra)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``blink``."""
+    parser = argparse.ArgumentParser(prog="blink", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sim", help="simulate a night of DECam exposures with truth")
+    _add_common(p)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--ccds", type=int, nargs="+", default=[1, 28, 35])
+    p.add_argument("--full", action="store_true", help="full star density (default: small mode)")
+    p.add_argument("--compress", action="store_true", help="fpack-compress the raws")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("run", help="run the alert-production worker")
+    _add_common(p)
+    p.add_argument("--simulate", action="store_true", help="simulate a small night first if the root is empty, "
+                                                             "then print a report against the truth")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--forever", action="store_true", help="keep consuming (default: stop when idle)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (Kafka mode)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
+    p.add_argument("--report", action="store_true", help="print the truth report at the end")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any CCD failed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("apdb", help="APDB administration")
+    apdb_sub = p.add_subparsers(dest="apdb_command", required=True)
+    q = apdb_sub.add_parser("init", help="create the APDB tables (safe to run twice)")
+    _add_common(q)
+    q.set_defaults(func=cmd_apdb_init)
+
+    p = sub.add_parser("topics", help="Kafka topic administration")
+    topics_sub = p.add_subparsers(dest="topics_command", required=True)
+    q = topics_sub.add_parser("create", help="create the topics (safe to run twice)")
+    _add_common(q)
+    q.set_defaults(func=cmd_topics_create)
+
+    p = sub.add_parser("publish", help="publish the repository's exposure-ready events to Kafka")
+    _add_common(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("report", help="compare the APDB with the simulator's truth")
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``blink`` command."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format or "text", logging.DEBUG if args.verbose else logging.INFO)
+    from pipeline.errors import BlinkError
+
+    try:
+        return int(args.func(args) or 0)
+    except BlinkError as err:
+        log.error("%s (stage %s)", err, err.stage)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

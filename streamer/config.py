@@ -1,0 +1,64 @@
+"""Service configuration: flags, ``BLINK_*`` environment variables or a YAML/JSON file, in that order.
+
+Embedded default (no servers): events from ``<root>/events``, APDB in ``<root>/out/apdb.sqlite``, alerts as
+Avro files in ``<root>/out/alerts``, dead letters in ``<root>/out/dead-letters``. Given a Kafka bootstrap
+and Cassandra hosts, the same worker consumes Kafka, writes Cassandra and publishes alerts to Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CassandraSettings(BaseSettings):
+    """Connection to the Cassandra APDB (``BLINK_CASSANDRA_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BLINK_CASSANDRA_", frozen=True, extra="ignore")
+    hosts: str = Field("", description="Comma-separated contact points; empty = use the embedded SQLite APDB.")
+    port: int = Field(9042, description="Native transport port.")
+    keyspace: str = Field("blink_apdb", description="Keyspace of the APDB tables.")
+    replication_factor: int = Field(1, ge=1, description="SimpleStrategy replication factor.")
+    consistency: str = Field("LOCAL_QUORUM", description="Consistency level of reads and writes.")
+    username: str | None = Field(None, description="Password-authenticator user.")
+    password: SecretStr | None = Field(None, description="Password (never logged).")
+    ssl_ca: str | None = Field(None, description="CA bundle to enable TLS.")
+
+
+class BlinkSettings(BaseSettings):
+    """Top-level settings of ``blink run``."""
+
+    model_config = SettingsConfigDict(env_prefix="BLINK_", frozen=True, extra="ignore")
+    data_root: Path = Field(Path("blink-data"), description="Data repository (raws, calibrations, templates).")
+    out_dir: Path | None = Field(None, description="Outputs of the embedded mode (default <data_root>/out).")
+    apdb_url: str | None = Field(None, description="sqlite:///path or cassandra://host[,host]:port/keyspace; "
+                                                   "default from the Cassandra settings or the embedded file.")
+    source: Literal["local", "kafka"] = Field("local", description="Where events come from.")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics and /healthz on this port.")
+    log_format: Literal["text", "json"] = Field("text", description="Console or JSON-lines logs.")
+
+    @property
+    def outputs(self) -> Path:
+        """Folder of embedded outputs."""
+        return self.out_dir if self.out_dir is not None else self.data_root / "out"
+
+    def resolved_apdb_url(self, cassandra: CassandraSettings) -> str:
+        """The APDB URL in force."""
+        if self.apdb_url:
+            return self.apdb_url
+        if cassandra.hosts:
+            return f"cassandra://{cassandra.hosts}:{cassandra.port}/{cassandra.keyspace}"
+        return f"sqlite:///{(self.outputs / 'apdb.sqlite').resolve()}"
+
+
+def load_config_file(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML or JSON configuration file into a dict (empty when ``path`` is None)."""
+    if path is None:
+        return {}
+    text = Path(path).read_text()
+    return json.loads(text) if str(path).endswith(".json") else (yaml.safe_load(text) or {})

@@ -1,0 +1,137 @@
+"""Reads a Blink data repository (see :mod:`pipeline.datarepo`) into the pipeline's input types.
+
+Calibrations, the reference catalog and template indexes are cached per process: a long-running worker
+reads them once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from pipeline import datarepo
+from pipeline.decam.camera import defect_mask
+from pipeline.errors import InputError
+from pipeline.types import TemplateTile
+
+log = logging.getLogger(__name__)
+
+
+class DataRepository:
+    """Read-only access to calibrations, reference catalog and templates under a data root.
+
+    Parameters
+    ----------
+    root : path-like
+        The data root. Every path an event names is resolved inside it.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise InputError(f"data root {self.root} does not exist", stage="datastore")
+
+    def resolve(self, relative: str | Path) -> Path:
+        """Absolute path of ``relative`` inside the root; refuses paths that escape it."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root):
+            raise InputError(f"path {str(relative)!r} escapes the data root", stage="datastore")
+        return path
+
+    def _calib_plane(self, relative: Path, ccdnum: int, what: str) -> np.ndarray:
+        path = self.resolve(relative)
+        if not path.exists():
+            raise InputError(f"missing {what}: {relative}", stage="load_calibrations")
+        try:
+            with fits.open(path, memmap=False) as hdus:
+                for hdu in hdus[1:]:
+                    if int(hdu.header.get("CCDNUM", -1)) == ccdnum:
+                        data = np.asarray(hdu.data, dtype=np.float32)
+                        break
+                else:
+                    raise InputError(f"{what} {relative} has no CCD {ccdnum}", stage="load_calibrations")
+        except (OSError, ValueError, TypeError) as err:
+            raise InputError(f"unreadable {what} {relative}: {err}", stage="load_calibrations") from err
+        if not np.isfinite(data).all():
+            raise InputError(f"{what} {relative} CCD {ccdnum} has non-finite pixels", stage="load_calibrations")
+        return data
+
+    @functools.lru_cache(maxsize=128)
+    def bias(self, ccdnum: int) -> np.ndarray:
+        """Master bias of one CCD (ADU)."""
+        return self._calib_plane(datarepo.bias_path(), ccdnum, "master bias")
+
+    @functools.lru_cache(maxsize=128)
+    def flat(self, band: str, ccdnum: int) -> np.ndarray:
+        """Master flat of one CCD in one band."""
+        return self._calib_plane(datarepo.flat_path(band), ccdnum, f"{band}-band master flat")
+
+    @functools.lru_cache(maxsize=128)
+    def defects(self, ccdnum: int, mjd: float) -> np.ndarray | None:
+        """Known-defect mask of a CCD at a date, from the camera's defect lists."""
+        try:
+            return defect_mask(ccdnum, mjd)
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("no defect list for CCD %d: %s", ccdnum, err)
+            return None
+
+    @functools.cached_property
+    def refcat(self) -> Table:
+        """The whole reference catalog."""
+        path = self.resolve(datarepo.refcat_path())
+        if not path.exists():
+            raise InputError(f"missing reference catalog {datarepo.refcat_path()}", stage="load_refcat")
+        return Table.read(path)
+
+    def refcat_in(self, ra_deg: float, dec_deg: float, radius_deg: float) -> Table:
+        """Reference stars within a circle."""
+        cat = self.refcat
+        ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
+        ra, dec = np.radians(np.asarray(cat["ra"])), np.radians(np.asarray(cat["dec"]))
+        cos_d = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
+        return cat[cos_d >= np.cos(np.radians(radius_deg))]
+
+    @functools.lru_cache(maxsize=8)
+    def template_index(self, band: str) -> Table:
+        """Tile index of the band's templates."""
+        path = self.resolve(datarepo.template_index_path(band))
+        if not path.exists():
+            raise InputError(f"no {band}-band templates ({datarepo.template_index_path(band)} missing)",
+                             stage="load_template")
+        return Table.read(path, format="ascii.ecsv")
+
+    @functools.lru_cache(maxsize=64)
+    def _tile(self, relative: str, tile_id: int) -> TemplateTile:
+        path = self.resolve(relative)
+        try:
+            with fits.open(path, memmap=False) as hdus:
+                image = np.asarray(hdus["IMAGE"].data, dtype=np.float32)
+                variance = np.asarray(hdus["VARIANCE"].data, dtype=np.float32)
+                mask = np.asarray(hdus["MASK"].data, dtype=np.int32)
+                header = hdus["IMAGE"].header
+                wcs = WCS(header)
+                fwhm = float(header.get("PSF_FWHM", hdus[0].header.get("PSF_FWHM", np.nan)))
+        except (OSError, KeyError, ValueError) as err:
+            raise InputError(f"unreadable template tile {relative}: {err}", stage="load_template") from err
+        return TemplateTile(tile_id=tile_id, image=image, variance=variance, mask=mask, wcs=wcs,
+                            psf_fwhm_arcsec=fwhm)
+
+    def templates_in(self, band: str, ra_deg: float, dec_deg: float, radius_deg: float) -> list[TemplateTile]:
+        """Template tiles whose circumscribed circle meets the given circle, nearest first."""
+        index = self.template_index(band)
+        ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
+        ra, dec = np.radians(np.asarray(index["ra"])), np.radians(np.asarray(index["dec"]))
+        cos_d = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
+        sep_deg = np.degrees(np.arccos(np.clip(cos_d, -1, 1)))
+        near = np.flatnonzero(sep_deg <= radius_deg + np.asarray(index["radius_deg"]))
+        near = near[np.argsort(sep_deg[near])]
+        if near.size == 0:
+            raise InputError(f"no {band}-band template covers ({ra_deg:.4f}, {dec_deg:.4f})",
+                             stage="load_template")
+        return [self._tile(str(index["path"][i]), int(index["tile_id"][i])) for i in near]

@@ -1,0 +1,257 @@
+"""The worker: take exposure-ready events or per-CCD work, run the pipeline, write the APDB, publish alerts.
+
+For each CCD: gather inputs (raw, calibrations, reference stars, templates, APDB region) -> pipeline ->
+APDB upserts -> alerts acknowledged -> only then is the message committed. Bad input goes to the
+dead-letter sink with the reason and stage; transient faults are retried with backoff and never
+dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from astropy.table import Table
+
+from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
+from pipeline.decam.raw import list_ccds, read_raw_ccd
+from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
+from pipeline.types import CcdInputs, CcdOutputs
+from streamer import metrics
+from streamer.alert_builder import build_alerts
+from streamer.alerts import AlertSchema, alert_headers
+from streamer.apdb.base import Apdb, RegionData, SkyRegion
+from streamer.datastore import DataRepository
+from streamer.deadletter import dead_letter_record
+from streamer.events import CcdWork, ExposureReady, decode_event, decode_work, fan_out
+from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
+
+log = logging.getLogger(__name__)
+
+CCD_HALF_DIAGONAL_DEG = 0.17
+"""Half the diagonal of a DECam CCD (2048 x 4096 pixels at 0.263 arcsec)."""
+
+
+@dataclass
+class CcdResult:
+    """What processing one CCD produced (for logs, tests and the truth report)."""
+
+    visit: int
+    detector: int
+    outputs: CcdOutputs | None
+    n_alerts: int
+    error: BaseException | None = None
+
+
+def region_of(raw_header, margin_deg: float = 0.02) -> tuple[float, float, float]:
+    """Centre and radius (deg) of a CCD's sky footprint plus a margin, from its header WCS."""
+    wcs = header_wcs(raw_header)
+    ny, nx = 4096, 2048
+    ra, dec = wcs.all_pix2world([(nx - 1) / 2], [(ny - 1) / 2], 0)
+    return float(ra[0]), float(dec[0]), CCD_HALF_DIAGONAL_DEG + margin_deg
+
+
+class CcdProcessor:
+    """Processes one CCD end to end (pure pipeline between two I/O edges).
+
+    Parameters
+    ----------
+    repo : DataRepository
+    apdb : Apdb
+    alert_sink : AlertSink
+    config : PipelineConfig
+    """
+
+    def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
+                 config: PipelineConfig = PipelineConfig()) -> None:
+        self.repo = repo
+        self.apdb = apdb
+        self.alert_sink = alert_sink
+        self.config = config
+        self.schema = AlertSchema.latest()
+
+    def gather(self, event: ExposureReady, detector: int) -> tuple[CcdInputs, RegionData]:
+        """Read every input of one CCD."""
+        raw_path = self.repo.resolve(event.raw_path)
+        raw = read_raw_ccd(raw_path, detector)
+        info = raw.info
+        ra, dec, radius = region_of(raw.header)
+        region = self.apdb.read_region(SkyRegion(ra, dec, radius), info.mjd_mid_tai)
+        inputs = CcdInputs(
+            raw=raw,
+            bias=self.repo.bias(detector),
+            flat=self.repo.flat(info.band, detector),
+            refcat=self.repo.refcat_in(ra, dec, radius + 0.02),
+            template_tiles=self.repo.templates_in(info.band, ra, dec, radius),
+            dia_objects=region.dia_objects,
+            dia_sources=region.dia_sources,
+            dia_forced_sources=region.dia_forced_sources,
+            defects=self.repo.defects(detector, info.mjd_mid_tai),
+        )
+        return inputs, region
+
+    def process(self, event: ExposureReady, detector: int) -> CcdResult:
+        """Process one CCD: inputs -> pipeline -> APDB -> alerts (acknowledged)."""
+        start = time.perf_counter()
+        inputs, region = self.gather(event, detector)
+        outputs = process_ccd(inputs, self.config)
+        self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
+                        dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)
+        alerts = build_alerts(outputs, region)
+        headers = alert_headers(shutter_close_mjd_tai=event.shutter_close_mjd_tai, replay=event.replay,
+                                schema_id=self.schema.schema_id)
+        self.alert_sink.publish(alerts, headers=headers)
+        metrics.observe_ccd(outputs.metadata.get("timings_s", {}), time.perf_counter() - start, len(alerts),
+                            event.shutter_close_mjd_tai)
+        return CcdResult(event.exposure_id, detector, outputs, len(alerts))
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient faults: ``initial_s * 2**k`` capped at ``max_s``, ``max_tries`` in all
+    (0 = forever, for long-running consumers)."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    max_tries: int = 5
+
+    def run(self, what: str, call: Callable[[], CcdResult], stop: Callable[[], bool]) -> CcdResult:
+        """Call ``call`` until it does not raise TransientError."""
+        tries = 0
+        while True:
+            try:
+                return call()
+            except TransientError as err:
+                tries += 1
+                if (self.max_tries and tries >= self.max_tries) or stop():
+                    raise
+                delay = min(self.initial_s * 2 ** (tries - 1), self.max_s)
+                log.warning("%s: transient failure (%s); retry %d in %.1f s", what, err, tries, delay)
+                time.sleep(delay)
+
+
+@dataclass
+class Worker:
+    """The consumer loop (STYLE.md convention 8): poll -> decode -> process -> publish -> commit.
+
+    Parameters
+    ----------
+    source : EventSource
+        Exposure-ready events or ccdWork items.
+    processor : CcdProcessor
+    dead_letters : DeadLetterSink
+    fan_out_to : callable, optional
+        When given, exposure events are fanned out to per-CCD work with it (Kafka mode) instead of being
+        processed in line (embedded mode).
+    """
+
+    source: EventSource
+    processor: CcdProcessor
+    dead_letters: DeadLetterSink
+    fan_out_to: Callable[[list[CcdWork]], None] | None = None
+    work_topic: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    results: list[CcdResult] = field(default_factory=list)
+    keep_outputs: bool = False
+    _stopping: bool = False
+
+    def stop(self, *_: object) -> None:
+        """Finish the current CCD, then leave the loop (SIGTERM handler)."""
+        log.info("stop requested; finishing the current CCD")
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT set the stop flag."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, until_idle: bool = True, idle_timeout_s: float = 1.0) -> list[CcdResult]:
+        """Process messages until the source is empty (``until_idle``) or a stop is requested."""
+        try:
+            while not self._stopping:
+                envelope = self.source.poll(idle_timeout_s)
+                if envelope is None:
+                    if until_idle:
+                        break
+                    continue
+                if self.handle(envelope):
+                    self.source.commit(envelope)
+        finally:
+            self.processor.alert_sink.flush()
+        return self.results
+
+    def _is_work(self, envelope: Envelope) -> bool:
+        return envelope.topic is not None and envelope.topic == self.work_topic
+
+    def handle(self, envelope: Envelope) -> bool:
+        """Handle one message; True when it may be committed."""
+        try:
+            if self._is_work(envelope):
+                work = decode_work(envelope.value)
+                items = [work]
+            else:
+                event = decode_event(envelope.value) if envelope.path is None else _read_local(envelope)
+                if self.fan_out_to is not None:
+                    self.fan_out_to(fan_out(event, all_detectors=tuple(list_ccds(
+                        self.processor.repo.resolve(event.raw_path)))) if event.detectors is None
+                        else fan_out(event))
+                    return True
+                detectors = event.detectors or tuple(list_ccds(self.processor.repo.resolve(event.raw_path)))
+                items = [CcdWork(exposure=event, detector=d) for d in detectors]
+        except InputError as err:
+            self._dead_letter(err, envelope, None, None)
+            return True
+        for item in items:
+            if self._stopping:
+                return False
+            self._process_item(item, envelope)
+        return True
+
+    def _process_item(self, item: CcdWork, envelope: Envelope) -> None:
+        what = f"visit {item.exposure.exposure_id} detector {item.detector}"
+        try:
+            result = self.retry.run(what, lambda: self.processor.process(item.exposure, item.detector),
+                                    lambda: self._stopping)
+            log.info("%s: %d alerts", what, result.n_alerts)
+            if not self.keep_outputs:
+                result.outputs = None
+            self.results.append(result)
+        except TransientError:
+            raise
+        except NoWorkError as err:
+            log.info("%s: no work (%s)", what, err)
+            self._dead_letter(err, envelope, item.exposure.exposure_id, item.detector)
+        except BlinkError as err:
+            self._dead_letter(err, envelope, item.exposure.exposure_id, item.detector)
+        except Exception as err:  # a bug in one CCD must not stop the night: dead-letter it with the trace
+            log.exception("%s: unexpected error", what)
+            self._dead_letter(err, envelope, item.exposure.exposure_id, item.detector)
+
+    def _dead_letter(self, err: BaseException, envelope: Envelope, exposure_id: int | None,
+                     detector: int | None) -> None:
+        record = dead_letter_record(err, envelope, exposure_id=exposure_id, detector=detector)
+        log.error("dead letter (%s, stage %s) for %s: %s", record["reason"], record["stage"],
+                  envelope.where(), record["message"])
+        metrics.DEAD_LETTERS.labels(reason=record["reason"], stage=record["stage"]).inc()
+        self.dead_letters.send(record)
+        self.results.append(CcdResult(exposure_id or -1, detector or -1, None, 0, error=err))
+
+
+def _read_local(envelope: Envelope) -> ExposureReady:
+    from streamer.events import read_event_file
+
+    return read_event_file(envelope.path)
+
+
+def empty_region() -> RegionData:
+    """An APDB region with no rows (typed tables), for tests."""
+    from streamer.apdb.columns import empty_table
+
+    return RegionData(empty_table("DiaObjectLast"), empty_table("DiaSource"), empty_table("DiaForcedSource"))
+
+
+__all__ = ["CcdProcessor", "Worker", "RetryPolicy", "CcdResult", "region_of", "empty_region", "Table", "np"]
