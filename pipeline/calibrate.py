@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import sep
 from astropy.table import Table
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +17,7 @@ from pipeline.astrometry import AstrometryConfig, fit_wcs
 from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.errors import AlgorithmError, NoWorkError
 from pipeline.photometry import fit_zero_point, njy_per_electron
-from pipeline.psf import GaussianPsf, fit_psf
+from pipeline.psf import GaussianPsf, PixelPsf, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.types import CalibratedExposure, ExposureInfo, MaskedImage
@@ -33,6 +34,9 @@ class CalibrateConfig(BaseModel):
     astrometry: AstrometryConfig = AstrometryConfig()
     psf_spatial_order: int = Field(1, description="Order of the PSF width's variation across the CCD.")
     astrometry_min_snr: float = Field(30.0, description="Least SNR of stars used in the astrometric fit.")
+    psf_half_size: int | None = Field(None, description="Half size of the pixel PSF model, pixels; None "
+                                                          "sizes it to 3.3 FWHM (all but ~0.3% of the wings).")
+    do_pixel_psf: bool = Field(True, description="Empirical pixel PSF; False for the Gaussian-moment model.")
     min_stars: int = Field(5, description="Fewest stars for PSF and zero point; fewer is a NoWorkError (clouds).")
 
 
@@ -75,8 +79,10 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
                           stage="calibrate")
     star_x = np.asarray(sources["x"][stars])
     star_y = np.asarray(sources["y"][stars])
-    sigma = measure_gaussian_sigma(subtracted, star_x, star_y)
-    psf = fit_psf(star_x, star_y, sigma, spatial_order=config.psf_spatial_order)
+    psf = _measure_psf(subtracted, mask, star_x, star_y, config)
+    ny, nx = image.shape
+    aperture_correction = psf_aperture_correction(psf, config.detection.aperture_radius_pix,
+                                                  (nx - 1) / 2, (ny - 1) / 2)
     # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
     astro = (np.asarray(sources["snr"]) > config.astrometry_min_snr) & (np.asarray(sources["sep_flags"]) == 0) \
         & ((np.asarray(sources["mask_flags"]) & int(UNUSABLE | MaskBit.INTRP)) == 0)
@@ -93,25 +99,56 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     matched_is_star = stars[np.asarray(matches["src_index"])]
     phot = matches[matched_is_star] if matched_is_star.sum() >= config.min_stars else matches
     zero_point, zp_err, n_zp = fit_zero_point(
-        np.asarray(sources["flux_aper"][np.asarray(phot["src_index"])]),
+        np.asarray(sources["flux_aper"][np.asarray(phot["src_index"])]) * aperture_correction,
         np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float), min_stars=config.min_stars)
     scale = njy_per_electron(zero_point)
     calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32), mask=mask,
                              variance=(variance * scale**2).astype(np.float32))
-    ny, nx = image.shape
     fwhm = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     ra, dec = wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
     sources["ra"] = ra
     sources["dec"] = dec
     sources["is_psf_star"] = stars
-    sources["flux_njy"] = np.asarray(sources["flux_aper"]) * scale
+    sources["flux_njy"] = np.asarray(sources["flux_aper"]) * scale * aperture_correction
     metadata = {"astrometry_rms_arcsec": matches.meta["rms_arcsec"], "n_astrometry_matches": len(matches),
-                "zero_point_err": zp_err, "n_zero_point_stars": n_zp, "n_psf_stars": int(stars.sum())}
+                "zero_point_err": zp_err, "n_zero_point_stars": n_zp, "n_psf_stars": int(stars.sum()),
+                "aperture_correction": aperture_correction}
     log.info("calibrated CCD %d: fwhm %.2f pix, zp %.3f, astrometry rms %.3f arcsec (%d stars)",
              ccdnum, fwhm, zero_point, matches.meta["rms_arcsec"], len(matches))
     exposure = CalibratedExposure(masked=calibrated, wcs=wcs, psf_fwhm_pix=fwhm, psf_model=psf,
                                   zero_point=zero_point, info=info, ccdnum=ccdnum, metadata=metadata)
     return exposure, sources
+
+
+def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 config: CalibrateConfig) -> PixelPsf | GaussianPsf:
+    """The PSF model from the selected stars: a pixel PSF, or the Gaussian model if that fails."""
+    sigma = measure_gaussian_sigma(image, x, y)
+    gaussian = fit_psf(x, y, sigma, spatial_order=config.psf_spatial_order)
+    if not config.do_pixel_psf:
+        return gaussian
+    ny, nx = image.shape
+    bad = (mask & int(UNUSABLE | MaskBit.SAT)) != 0
+    try:
+        return build_pixel_psf(image, x, y, mask=bad, half_size=config.psf_half_size,
+                               fwhm_guess_pix=float(gaussian.fwhm_at((nx - 1) / 2, (ny - 1) / 2)),
+                               spatial_order=config.psf_spatial_order)
+    except AlgorithmError as err:
+        log.warning("pixel PSF failed (%s); using the Gaussian model", err)
+        return gaussian
+
+
+def psf_aperture_correction(psf: PixelPsf | GaussianPsf, radius_pix: float, x: float, y: float) -> float:
+    """Total over aperture flux of the PSF model at (x, y): multiplies star aperture fluxes to total fluxes.
+
+    The aperture flux is measured on the model exactly as on the stars (``sep.sum_circle``, subpix 5).
+    """
+    half = int(max(np.ceil(radius_pix) + 2, getattr(psf, "half_size", 0)))
+    stamp = np.ascontiguousarray(psf.stamps(np.array([float(x)]), np.array([float(y)]), half)[0])
+    inside, _, _ = sep.sum_circle(stamp.astype(np.float64), np.array([float(half)]), np.array([float(half)]),
+                                  radius_pix, subpix=5)
+    total = float(stamp.sum())
+    return total / float(inside[0]) if inside[0] > 0 else 1.0
 
 
 def measure_gaussian_sigma(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, half_size: int = 12,
@@ -143,4 +180,4 @@ def measure_gaussian_sigma(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, h
     return sigma
 
 
-__all__ = ["CalibrateConfig", "calibrate", "measure_gaussian_sigma", "GaussianPsf"]
+__all__ = ["CalibrateConfig", "calibrate", "measure_gaussian_sigma", "psf_aperture_correction", "GaussianPsf"]

@@ -124,8 +124,9 @@ def process_ccd(inputs: CcdInputs, config: PipelineConfig = PipelineConfig()) ->
     stars = stars[np.argsort(-np.asarray(stars["snr"]))]
     with _stage("subtract", timings):
         result = subtract(exposure.masked, template, np.asarray(stars["x"]), np.asarray(stars["y"]),
-                          science_sigma, template_sigma, config.subtract)
-    diff_psf = GaussianPsf((result.psf_sigma_pix, 0.0, 0.0))
+                          science_sigma, template_sigma, config.subtract, science_psf=science_psf)
+    diff_psf = result.difference_psf if result.difference_psf is not None \
+        else GaussianPsf((result.psf_sigma_pix, 0.0, 0.0))
     with _stage("detect", timings):
         dia_sources = detect_dia_sources(result.difference, exposure.masked, result.matched_template,
                                          exposure.wcs, diff_psf, science_psf, info, detector, config.detect)

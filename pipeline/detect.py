@@ -91,7 +91,7 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
     bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(image) | ~(difference.variance > 0)
     ny, nx = image.shape
     sigma = float(diff_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
-    kernel = GaussianPsf((sigma, 0.0, 0.0)).kernel(0, 0, int(np.clip(np.ceil(3 * sigma), 2, 15)))
+    kernel = diff_psf.kernel((nx - 1) / 2, (ny - 1) / 2, int(np.clip(np.ceil(3 * sigma), 2, 15)))
     score = score_image(image, difference.variance, bad, kernel)
     positive = _detect_sign(score, bad, config)
     negative = _detect_sign(-score, bad, config)

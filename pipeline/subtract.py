@@ -17,7 +17,7 @@ from scipy import ndimage, signal
 
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
-from pipeline.psf import FWHM_PER_SIGMA
+from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf
 from pipeline.types import MaskedImage
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class SubtractionResult:
     variance_scale : float
         Factor applied to the predicted variance to match the measured noise.
     n_stamps : int
+    difference_psf : PixelPsf or None
+        PSF model of the difference image (the science PSF convolved with the decorrelation kernel, or with
+        the matching kernel when the science image was convolved); None without a science PSF model.
     """
 
     difference: MaskedImage
@@ -69,6 +72,7 @@ class SubtractionResult:
     kernel_fallback: bool
     variance_scale: float
     n_stamps: int
+    difference_psf: PixelPsf | None = None
 
 
 def _basis(match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
@@ -180,7 +184,8 @@ def _kernel_sigma(kernel: np.ndarray) -> float:
 
 def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, star_y: np.ndarray,
              science_sigma_pix: float, template_sigma_pix: float,
-             config: SubtractConfig = SubtractConfig()) -> SubtractionResult:
+             config: SubtractConfig = SubtractConfig(), *,
+             science_psf: PixelPsf | GaussianPsf | None = None) -> SubtractionResult:
     """PSF-match and subtract the template from the science image.
 
     Parameters
@@ -191,6 +196,8 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
         Positions of isolated stars for the kernel fit, 0-based pixels.
     science_sigma_pix, template_sigma_pix : float
         Gaussian PSF sigma of each image in science pixels.
+    science_psf : PixelPsf or GaussianPsf, optional
+        Science PSF model; with it the result carries the difference image's PSF model.
 
     Returns
     -------
@@ -231,7 +238,14 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     if config.do_decorrelation:
         diff = _convolve(diff, decor)
         psf_sigma = float(np.sqrt(psf_sigma**2 + _kernel_sigma(decor) ** 2))
-    variance = (science.variance + template.variance).astype(np.float32)
+    # Predicted variance: the science variance (sky and source Poisson noise) plus the matched template's
+    # (convolved by the kernel squared when the template was convolved).
+    template_var = template.variance if convolve_science else convolved_var
+    variance = (science.variance + template_var).astype(np.float32)
+    diff_psf = _difference_psf(science_psf, science.image.shape, kernel if convolve_science else None,
+                               decor if config.do_decorrelation else None)
+    if diff_psf is not None:
+        psf_sigma = float(diff_psf.sigma_at((science.image.shape[1] - 1) / 2, (science.image.shape[0] - 1) / 2))
     scale = 1.0
     if config.do_scale_variance:
         clean = ((mask & int(UNUSABLE | MaskBit.DETECTED | MaskBit.EDGE)) == 0) & (variance > 0)
@@ -249,7 +263,24 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     return SubtractionResult(difference=MaskedImage(image=diff, mask=mask, variance=variance),
                              matched_template=matched, kernel=kernel, convolved_science=convolve_science,
                              psf_sigma_pix=float(psf_sigma), kernel_fallback=fallback, variance_scale=scale,
-                             n_stamps=n_stamps)
+                             n_stamps=n_stamps, difference_psf=diff_psf)
+
+
+def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],
+                    matching: np.ndarray | None, decorrelation: np.ndarray | None) -> PixelPsf | None:
+    """The difference image's PSF: the science PSF convolved with the kernels applied to the science side."""
+    if science_psf is None:
+        return None
+    if isinstance(science_psf, PixelPsf):
+        psf = science_psf
+    else:
+        ny, nx = shape
+        sigma = float(science_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
+        psf = PixelPsf(images=science_psf.kernel(0, 0, int(np.clip(np.ceil(5 * sigma), 8, 27)))[None], shape=shape)
+    for k in (matching, decorrelation):
+        if k is not None:
+            psf = psf.convolved(k / k.sum())
+    return psf
 
 
 def _mean_variance(image: MaskedImage) -> float:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: bool = False,
-                workers: int = 1) -> list[CcdResult]:
+                workers: int = 1, idle_timeout_s: float | None = None) -> list[CcdResult]:
     """Run one worker until idle (or forever) and return what it processed.
 
     Parameters
@@ -56,7 +56,9 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
                     fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None)
     worker.install_signal_handlers()
     try:
-        return worker.run(until_idle=not forever, idle_timeout_s=1.0 if kafka is None else 5.0)
+        if idle_timeout_s is None:
+            idle_timeout_s = 1.0 if kafka is None else 10.0
+        return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
         source.close()
         alert_sink.close()

@@ -1,0 +1,269 @@
+"""APDB load generator: per-CCD read_region and store times.
+
+Fills an APDB (SQLite by default, ``--cassandra`` for the local Cassandra) with N synthetic DiaObjects and
+``--sources-per-object`` (10) DiaSources each, spread uniformly over a square sky patch at ``--density``
+objects/deg^2, with DiaSource times spread over the 12 months before the benchmark visits. Then, for
+``--visits`` CCD-visits at random places in the patch:
+
+* ``read_region``: a circle of ``--radius`` (0.2 deg) around the CCD: DiaObjectLast + 12 months of history;
+* ``store``: what one CCD writes: ``--sources-per-ccd`` new DiaSources and DiaObject versions (on objects of
+  the region) plus one DiaForcedSource for every DiaObject read.
+
+Finally a small series: read time on one fixed CCD footprint vs the number of visits stored there.
+
+Goal: read <= 150 ms and write <= 100 ms per CCD.
+
+Run: ``python bench/bench_apdb.py`` (20k objects / 200k sources: a few minutes);
+``-n 1000000`` or ``-n 10000000`` for bigger databases; ``--cassandra`` (``ops/cassandra.sh start``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from astropy.table import Table  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table as RichTable  # noqa: E402
+
+from _common import OUT_DIR, console, machine_line, median, p95, verdict  # noqa: E402
+
+READ_GOAL_S = 0.150
+WRITE_GOAL_S = 0.100
+T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
+DEC0 = -30.0
+RA0 = 150.0
+
+
+def random_fill(table: Table, spec_name: str, rng: np.random.Generator, keep: set[str]) -> Table:
+    """Give every nullable float column random values (rows as wide as real ones, not mostly NULL)."""
+    from streamer.apdb.columns import TABLES
+
+    n = len(table)
+    for c in TABLES[spec_name].columns:
+        if c.is_float and c.name not in keep and c.name in table.colnames:
+            table[c.name] = rng.normal(100.0, 30.0, n).astype(c.dtype)
+    return table
+
+
+def make_objects(ids, ra, dec, validity, n_sources, rng) -> Table:
+    from streamer.apdb.testing import make_objects as _mk
+
+    t = _mk(ids, ra, dec, validity=validity, n_sources=0)
+    t["nDiaSources"] = np.asarray(n_sources, np.int32) * np.ones(len(ids), np.int32)
+    return random_fill(t, "DiaObject", rng, {"ra", "dec", "validityStartMjdTai"})
+
+
+def make_sources(ids, object_ids, ra, dec, mjd, visit, detector, rng, forced=False) -> Table:
+    from streamer.apdb.testing import make_sources as _mk
+
+    t = _mk(ids, object_ids, ra, dec, mjd, visit=visit, detector=detector, forced=forced)
+    t["timeProcessedMjdTai"] = np.asarray(mjd, float) + 0.001
+    name = "DiaForcedSource" if forced else "DiaSource"
+    return random_fill(t, name, rng, {"ra", "dec", "midpointMjdTai", "timeProcessedMjdTai"})
+
+
+def patch_positions(n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    dec = DEC0 + rng.uniform(-side_deg / 2, side_deg / 2, n)
+    ra = RA0 + rng.uniform(-side_deg / 2, side_deg / 2, n) / np.cos(np.radians(dec))
+    return ra % 360.0, dec
+
+
+def open_store(args):
+    from streamer.apdb import open_apdb
+
+    if args.cassandra:
+        url = args.cassandra
+        apdb = open_apdb(url)
+        where = url
+    else:
+        path = Path(args.sqlite) if args.sqlite else OUT_DIR / f"apdb_bench_{args.n_objects}.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not args.reuse:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        apdb = open_apdb(f"sqlite:///{path.resolve()}")
+        where = str(path)
+    apdb.init_schema()
+    return apdb, where
+
+
+def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
+    """Store N objects with their history, in chunks (one store call each); returns (s, sources, forced)."""
+    from streamer.apdb.columns import empty_table
+
+    n, spo, fpo = args.n_objects, args.sources_per_object, args.forced_per_object
+    n_src = n_fs = 0
+    t0 = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("filling APDB", total=n)
+        for k, start in enumerate(range(0, n, args.chunk)):
+            m = min(args.chunk, n - start)
+            ids = np.arange(start, start + m, dtype=np.int64) + 1
+            ra, dec = patch_positions(m, side_deg, rng)
+            objs = make_objects(ids, ra, dec, validity=T0 - 1.0, n_sources=spo, rng=rng)
+            obj_rep = np.repeat(ids, spo)
+            jit = rng.normal(0, 0.1 / 3600, (2, m * spo))
+            mjd = rng.uniform(T0 - 365.0, T0 - 1.0, m * spo)
+            src = make_sources(10**12 + (start * spo) + np.arange(m * spo), obj_rep, np.repeat(ra, spo) + jit[0],
+                               np.repeat(dec, spo) + jit[1], mjd, visit=100 + k, detector=0, rng=rng)
+            if fpo:
+                fobj = np.repeat(ids, fpo)
+                fs = make_sources(2 * 10**12 + start * fpo + np.arange(m * fpo), fobj, np.repeat(ra, fpo),
+                                  np.repeat(dec, fpo), rng.uniform(T0 - 365.0, T0 - 1.0, m * fpo), visit=100 + k,
+                                  detector=0, rng=rng, forced=True)
+            else:
+                fs = empty_table("DiaForcedSource")
+            apdb.store(visit=100 + k, detector=0, dia_objects=objs, dia_sources=src, dia_forced_sources=fs)
+            n_src += len(src)
+            n_fs += len(fs)
+            progress.advance(task, m)
+    return time.perf_counter() - t0, n_src, n_fs
+
+
+class CcdWriter:
+    """Builds what one CCD-visit writes, from what it read."""
+
+    def __init__(self, rng, sources_per_ccd: int) -> None:
+        self.rng = rng
+        self.sources_per_ccd = sources_per_ccd
+        self.next_source = 5 * 10**12
+        self.next_forced = 6 * 10**12
+        self.visit = 1_000_000
+
+    def outputs(self, region, mjd: float, detector: int):
+        objs = region.dia_objects
+        n_obj = len(objs)
+        self.visit += 1
+        pick = np.sort(self.rng.choice(n_obj, size=min(self.sources_per_ccd, n_obj), replace=False)) \
+            if n_obj else np.array([], int)
+        ids = np.asarray(objs["diaObjectId"], np.int64)
+        ra, dec = np.asarray(objs["ra"], float), np.asarray(objs["dec"], float)
+        nsrc = np.asarray(objs["nDiaSources"], np.int32) if n_obj else np.array([], np.int32)
+        new_objs = make_objects(ids[pick], ra[pick], dec[pick], validity=mjd, n_sources=nsrc[pick] + 1,
+                                rng=self.rng)
+        k = len(pick)
+        src = make_sources(self.next_source + np.arange(k), ids[pick], ra[pick], dec[pick], mjd, visit=self.visit,
+                           detector=detector, rng=self.rng)
+        self.next_source += k
+        fs = make_sources(self.next_forced + np.arange(n_obj), ids, ra, dec, mjd, visit=self.visit,
+                          detector=detector, rng=self.rng, forced=True)
+        self.next_forced += n_obj
+        return new_objs, src, fs
+
+
+def timed_read(apdb, region, mjd):
+    t0 = time.perf_counter()
+    data = apdb.read_region(region, mjd)
+    return time.perf_counter() - t0, data
+
+
+def timed_store(apdb, writer: CcdWriter, data, mjd, detector):
+    objs, src, fs = writer.outputs(data, mjd, detector)
+    t0 = time.perf_counter()
+    apdb.store(visit=writer.visit, detector=detector, dia_objects=objs, dia_sources=src, dia_forced_sources=fs)
+    return time.perf_counter() - t0, (len(objs), len(src), len(fs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", "--n-objects", type=int, default=20_000, help="DiaObjects to fill (default 20000)")
+    ap.add_argument("--sources-per-object", type=int, default=10, help="DiaSources per DiaObject (default 10)")
+    ap.add_argument("--forced-per-object", type=int, default=0,
+                    help="DiaForcedSources per DiaObject in the fill (default 0)")
+    ap.add_argument("--density", type=float, default=10_000.0,
+                    help="DiaObjects per deg^2 (default 10000: ~1250 in a 0.2 deg CCD region)")
+    ap.add_argument("--radius", type=float, default=0.2, help="read_region radius, deg (default 0.2)")
+    ap.add_argument("--visits", type=int, default=30, help="CCD-visits timed (default 30)")
+    ap.add_argument("--sources-per-ccd", type=int, default=100, help="new DiaSources written per CCD-visit")
+    ap.add_argument("--series", default="0,5,10,20,40",
+                    help="visits stored on one footprint at which read time is measured (default 0,5,10,20,40)")
+    ap.add_argument("--chunk", type=int, default=5000, help="objects per store call while filling")
+    ap.add_argument("--sqlite", help="SQLite file (default bench/out/apdb_bench_<N>.sqlite, recreated)")
+    ap.add_argument("--cassandra", nargs="?", const="cassandra://127.0.0.1:9042/blink_bench",
+                    help="use Cassandra (default URL cassandra://127.0.0.1:9042/blink_bench)")
+    ap.add_argument("--reuse", action="store_true", help="keep an existing database and skip the fill")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    side = float(np.sqrt(args.n_objects / args.density))
+    apdb, where = open_store(args)
+    console.print(f"[bold]bench_apdb[/bold] | {machine_line()} | {where}")
+    console.print(f"patch {side:.2f} x {side:.2f} deg at ({RA0}, {DEC0}), {args.density:,.0f} objects/deg^2, "
+                  f"{args.n_objects:,} objects, {args.sources_per_object} sources/object")
+    if args.reuse:
+        fill_s, n_src, n_fs = 0.0, -1, -1
+        console.print("reusing the database (no fill)")
+    else:
+        fill_s, n_src, n_fs = fill(apdb, args, side, rng)
+        console.print(f"filled in {fill_s:.1f} s: {args.n_objects:,} objects, {n_src:,} sources, {n_fs:,} forced "
+                      f"({(args.n_objects + n_src + n_fs) / fill_s:,.0f} rows/s)")
+
+    from streamer.apdb import SkyRegion
+
+    writer = CcdWriter(rng, args.sources_per_ccd)
+    margin = min(args.radius, side / 2)
+    reads, writes, sizes, wsizes = [], [], [], []
+    for i in range(args.visits):
+        dec = DEC0 + rng.uniform(-(side / 2 - margin), side / 2 - margin)
+        ra = (RA0 + rng.uniform(-(side / 2 - margin), side / 2 - margin) / np.cos(np.radians(dec))) % 360.0
+        mjd = T0 + 0.01 * i
+        region = SkyRegion(ra, dec, args.radius)
+        rt, data = timed_read(apdb, region, mjd)
+        wt, wsize = timed_store(apdb, writer, data, mjd, detector=1 + i % 62)
+        reads.append(rt)
+        writes.append(wt)
+        sizes.append((len(data.dia_objects), len(data.dia_sources), len(data.dia_forced_sources)))
+        wsizes.append(wsize)
+
+    mean_read = np.mean(sizes, axis=0) if sizes else np.zeros(3)
+    mean_write = np.mean(wsizes, axis=0) if wsizes else np.zeros(3)
+    kind = "Cassandra" if args.cassandra else "SQLite"
+    t = RichTable(title=f"APDB per-CCD times ({kind}, {args.n_objects:,} objects, {args.visits} CCD-visits, "
+                        f"r = {args.radius} deg)")
+    for col, j in (("operation", "left"), ("rows per CCD (mean obj/src/forced)", "right"), ("median ms", "right"),
+                   ("p95 ms", "right"), ("max ms", "right"), ("goal ms", "right"), ("verdict", "left")):
+        t.add_column(col, justify=j)
+    t.add_row("read_region", " / ".join(f"{v:,.0f}" for v in mean_read), f"{median(reads) * 1e3:.1f}",
+              f"{p95(reads) * 1e3:.1f}", f"{max(reads) * 1e3:.1f}", f"{READ_GOAL_S * 1e3:.0f}",
+              verdict(p95(reads), READ_GOAL_S) + " (p95)")
+    t.add_row("store", " / ".join(f"{v:,.0f}" for v in mean_write), f"{median(writes) * 1e3:.1f}",
+              f"{p95(writes) * 1e3:.1f}", f"{max(writes) * 1e3:.1f}", f"{WRITE_GOAL_S * 1e3:.0f}",
+              verdict(p95(writes), WRITE_GOAL_S) + " (p95)")
+    console.print(t)
+
+    # Series: read time on one footprint vs visits stored there.
+    checkpoints = sorted({int(v) for v in args.series.split(",") if v.strip()})
+    if checkpoints:
+        region = SkyRegion(RA0, DEC0, args.radius)
+        s = RichTable(title="read_region vs visits stored on the same CCD footprint (median of 3 reads)")
+        for col in ("visits stored", "objects", "sources", "forced", "read median ms", "last store ms"):
+            s.add_column(col, justify="right")
+        stored, last_store = 0, float("nan")
+        mjd = T0 + 1.0
+        for target in checkpoints:
+            while stored < target:
+                _, data = timed_read(apdb, region, mjd)
+                last_store, _ = timed_store(apdb, writer, data, mjd, detector=28)
+                stored += 1
+                mjd += 1.0  # one visit a night
+            times = []
+            for _ in range(3):
+                rt, data = timed_read(apdb, region, mjd)
+                times.append(rt)
+            s.add_row(str(target), f"{len(data.dia_objects):,}", f"{len(data.dia_sources):,}",
+                      f"{len(data.dia_forced_sources):,}", f"{median(times) * 1e3:.1f}",
+                      "-" if target == 0 else f"{last_store * 1e3:.1f}")
+        console.print(s)
+    apdb.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Shared fixtures: a small simulated night (made once per session) and the real servers' addresses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.sim import SimConfig, simulate
+
+SKELETON_CCDS = [28, 35]
+
+
+def require_servers() -> bool:
+    """True in CI (``BLINK_REQUIRE_SERVERS=1``): a missing server fails the test instead of skipping it."""
+    return os.environ.get("BLINK_REQUIRE_SERVERS") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip elsewhere."""
+    if require_servers():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def small_night(tmp_path_factory) -> Path:
+    """Two epochs of two CCDs of one field, small mode (about 20 s to make)."""
+    root = tmp_path_factory.mktemp("night")
+    simulate(root, SimConfig(seed=7, n_epochs=2, ccds=SKELETON_CCDS, small=True))
+    return root
+
+
+@pytest.fixture
+def night_copy(small_night, tmp_path) -> Path:
+    """A private copy of the small night's inputs (outputs start empty)."""
+    root = tmp_path / "night"
+    shutil.copytree(small_night, root, ignore=shutil.ignore_patterns("out"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap address of the Kafka broker started by ops/ (checked with a real request)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = os.environ.get("BLINK_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000}).list_topics(timeout=5)
+    except KafkaException as err:
+        unavailable(f"Kafka not reachable at {bootstrap} (ops/up.sh starts it): {err}")
+    return bootstrap
+
+
+@pytest.fixture(scope="session")
+def cassandra_hosts() -> tuple[str, int]:
+    """Contact point of the Cassandra server started by ops/ (checked with a real query)."""
+    from cassandra.cluster import Cluster
+
+    hosts = os.environ.get("BLINK_CASSANDRA_HOSTS", "127.0.0.1")
+    port = int(os.environ.get("BLINK_CASSANDRA_PORT", "9042"))
+    try:
+        cluster = Cluster(hosts.split(","), port=port, connect_timeout=5)
+        cluster.connect().execute("SELECT release_version FROM system.local")
+        cluster.shutdown()
+    except Exception as err:  # the driver raises several types when nothing listens
+        unavailable(f"Cassandra not reachable at {hosts}:{port} (ops/up.sh starts it): {err}")
+    return hosts, port

@@ -1,0 +1,73 @@
+"""Walking skeleton against the real servers started by ops/: exposure-ready events on Kafka in,
+DiaSources in Cassandra and alerts on Kafka out."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer
+from lsst.alert.packet import Schema
+
+from streamer.alerts import unframe
+from streamer.apdb.cassandra_store import CassandraApdb
+from streamer.config import BlinkSettings
+from streamer.events import read_event_file
+from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+from streamer.service import run_service
+from tests.e2e.skeleton_checks import check_against_truth, check_alerts
+
+pytestmark = pytest.mark.integration
+
+
+def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    messages, idle = [], 0
+    try:
+        while len(messages) < expected and idle < timeout_s:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                idle += 1
+                continue
+            assert msg.error() is None, msg.error()
+            messages.append(msg)
+    finally:
+        consumer.close()
+    return messages
+
+
+def test_events_on_kafka_to_cassandra_and_alerts(night_copy, kafka_bootstrap, cassandra_hosts):
+    tag = uuid.uuid4().hex[:10]
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, group_id=f"skeleton-{tag}",
+                          events_topic=f"skel.{tag}.exposures", work_topic=f"skel.{tag}.ccd-work",
+                          alerts_topic=f"skel.{tag}.alerts", dead_letter_topic=f"skel.{tag}.dead-letter",
+                          work_partitions=4, alerts_partitions=4)
+    create_topics(kafka)
+    for path in sorted((night_copy / "events").glob("*.avro")):
+        publish_event(kafka, read_event_file(path))
+    hosts, port = cassandra_hosts
+    apdb = CassandraApdb(hosts.split(","), port, keyspace=f"skel_{tag}", consistency="ONE")
+    apdb.init_schema()
+    try:
+        results = run_service(BlinkSettings(data_root=night_copy), apdb, kafka, idle_timeout_s=20.0)
+        assert results and all(r.error is None for r in results), [repr(r.error) for r in results]
+        tables = apdb.dump_tables()
+    finally:
+        apdb.drop_keyspace()
+        apdb.close()
+    dia_sources = tables["DiaSource"]
+    check_against_truth(night_copy, dia_sources)
+    messages = _consume_all(kafka_bootstrap, kafka.alerts_topic, expected=len(dia_sources))
+    schema = Schema.from_file()
+    alerts = []
+    for msg in messages:
+        schema_id, body = unframe(msg.value())
+        assert schema_id == 1101
+        alert = schema.deserialize(body)
+        assert msg.key() == str(alert["diaObject"]["diaObjectId"]).encode()
+        alerts.append(alert)
+    check_alerts(alerts, dia_sources)
+    assert np.all(np.isin([a["diaSourceId"] for a in alerts], np.asarray(dia_sources["diaSourceId"])))

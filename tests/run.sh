@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: install Blink, start the real Kafka and Cassandra (ops/), run every test, stop them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+started_here=0
+if ! ops/status.sh >/dev/null 2>&1; then
+  ops/up.sh
+  started_here=1
+fi
+cleanup() { if [ "$started_here" = 1 ]; then ops/down.sh || true; fi; }
+trap cleanup EXIT
+export BLINK_REQUIRE_SERVERS=1
+python3 -m pytest -q -p no:cacheprovider "$@"
