@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.astrometry import AstrometryConfig, fit_wcs
 from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.errors import AlgorithmError, NoWorkError
+from pipeline.measure import psf_flux
 from pipeline.photometry import fit_zero_point, njy_per_electron
 from pipeline.psf import GaussianPsf, PixelPsf, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
@@ -81,6 +82,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     star_y = np.asarray(sources["y"][stars])
     psf = _measure_psf(subtracted, mask, star_x, star_y, config)
     ny, nx = image.shape
+    fwhm_center = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     aperture_correction = psf_aperture_correction(psf, config.detection.aperture_radius_pix,
                                                   (nx - 1) / 2, (ny - 1) / 2)
     # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
@@ -98,8 +100,16 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
         raise AlgorithmError(f"reference catalog has no {mag_col} column", stage="photometry")
     matched_is_star = stars[np.asarray(matches["src_index"])]
     phot = matches[matched_is_star] if matched_is_star.sum() >= config.min_stars else matches
+    phot_index = np.asarray(phot["src_index"])
+    if isinstance(psf, PixelPsf):
+        # PSF fluxes refer to the model's total flux and are less sensitive to neighbours than apertures.
+        fit = psf_flux(subtracted, variance, mask, np.asarray(sources["x"])[phot_index],
+                       np.asarray(sources["y"])[phot_index], psf, half=int(np.clip(np.ceil(1.5 * fwhm_center), 4, 15)))
+        phot_flux = fit["flux"]
+    else:
+        phot_flux = np.asarray(sources["flux_aper"])[phot_index] * aperture_correction
     zero_point, zp_err, n_zp = fit_zero_point(
-        np.asarray(sources["flux_aper"][np.asarray(phot["src_index"])]) * aperture_correction,
+        phot_flux,
         np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float), min_stars=config.min_stars)
     scale = njy_per_electron(zero_point)
     calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32), mask=mask,

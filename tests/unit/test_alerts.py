@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 
 import fastavro
 import pytest
@@ -184,19 +183,15 @@ def test_now_mjd_tai_plausible():
     assert now_mjd_tai() > 60310.0
 
 
-def test_serialize_throughput(schema):
-    """Realistic alerts (10 prvDiaSources, three 20 kB cutouts): well above 1000 alerts/s on any core.
+def test_generated_encoder_matches_fastavro_on_realistic_alerts(schema):
+    """The fast encoder writes exactly fastavro's bytes on realistic alerts (speed lives in bench/)."""
+    import io
 
-    The target (5000/s/core) is checked loosely so that a loaded CI machine does not fail the test; the
-    measured rate is in the test log (-rA).
-    """
-    alerts = [sample_alert(dia_object_id=i + 1, dia_source_id=10_000 + i) for i in range(50)]
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:
-        for a in alerts:
-            schema.serialize_framed(a)
-        n += len(alerts)
-    rate = n / (time.perf_counter() - t0)
-    print(f"alert serialization: {rate:.0f} alerts/s")
-    assert rate > 1000
+    import fastavro
+
+    parsed = fastavro.parse_schema(schema.definition)
+    for i in range(5):
+        alert = sample_alert(dia_object_id=i + 1, dia_source_id=10_000 + i)
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, parsed, alert)
+        assert schema.serialize(alert) == buffer.getvalue()
