@@ -14,45 +14,47 @@ from pipeline.types import MaskedImage
 MIN_CUTOUT_SIZE = 31
 
 
-def cutout_fits(masked: MaskedImage, wcs: WCS, x: float, y: float, size: int, psf_stamp: np.ndarray | None
-                ) -> bytes:
+def _stamp_header(parent: fits.Header, x0: int, y0: int) -> fits.Header:
+    """The parent CCD's WCS header moved to a stamp whose first pixel is parent pixel (x0, y0), 0-based."""
+    header = parent.copy()
+    header["CRPIX1"] = parent["CRPIX1"] - x0
+    header["CRPIX2"] = parent["CRPIX2"] - y0
+    header["CRVAL1A"], header["CRVAL2A"] = float(x0), float(y0)
+    return header
+
+
+def parent_header(wcs: WCS) -> fits.Header:
+    """WCS header of the CCD (TAN-SIP) plus the LTV-like alternate WCS 'A' giving parent pixels."""
+    header = wcs.to_header(relax=True)
+    header["BUNIT"] = "nJy"
+    header["WCSNAMEA"] = "PARENT"
+    header["CTYPE1A"], header["CTYPE2A"] = "LINEAR", "LINEAR"
+    header["CRPIX1A"], header["CRPIX2A"] = 1.0, 1.0
+    header["CRVAL1A"], header["CRVAL2A"] = 0.0, 0.0
+    return header
+
+
+def cutout_fits(masked: MaskedImage, header: fits.Header, x: float, y: float, size: int,
+                psf_stamp: np.ndarray | None) -> bytes:
     """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
 
     Pixels outside the CCD are NaN in IMAGE and VARIANCE.
     """
     half = size // 2
     xs, ys = np.array([x]), np.array([y])
-    image, outside = cut_stamps(masked.image, xs, ys, half, fill=np.nan)
+    image, _ = cut_stamps(masked.image, xs, ys, half, fill=np.nan)
     variance, _ = cut_stamps(masked.variance, xs, ys, half, fill=np.nan)
     mask, _ = cut_stamps(masked.mask, xs, ys, half, fill=0)
-    x0, y0 = int(np.rint(x)) - half, int(np.rint(y)) - half
-    stamp_wcs = wcs.slice((slice(y0, y0 + size), slice(x0, x0 + size))) if x0 >= 0 and y0 >= 0 else \
-        _shifted_wcs(wcs, x0, y0)
-    header = stamp_wcs.to_header(relax=True)
-    header["BUNIT"] = "nJy"
-    header["CRVAL1A"], header["CRVAL2A"] = x0, y0
-    header["CTYPE1A"], header["CTYPE2A"] = "LINEAR", "LINEAR"
-    header["CRPIX1A"], header["CRPIX2A"] = 1.0, 1.0
-    header["WCSNAMEA"] = "PARENT"
+    stamp_header = _stamp_header(header, int(np.rint(x)) - half, int(np.rint(y)) - half)
     hdus = [fits.PrimaryHDU(),
-            fits.ImageHDU(image[0].astype(np.float32), header=header, name="IMAGE"),
-            fits.ImageHDU(mask[0].astype(np.int32), header=header, name="MASK"),
-            fits.ImageHDU(variance[0].astype(np.float32), header=header, name="VARIANCE")]
+            fits.ImageHDU(image[0].astype(np.float32), header=stamp_header, name="IMAGE"),
+            fits.ImageHDU(mask[0].astype(np.int32), header=stamp_header, name="MASK"),
+            fits.ImageHDU(variance[0].astype(np.float32), header=stamp_header, name="VARIANCE")]
     if psf_stamp is not None:
         hdus.append(fits.ImageHDU(psf_stamp.astype(np.float32), name="PSF"))
     buffer = io.BytesIO()
-    fits.HDUList(hdus).writeto(buffer, output_verify="silentfix")
+    fits.HDUList(hdus).writeto(buffer, output_verify="ignore")
     return buffer.getvalue()
-
-
-def _shifted_wcs(wcs: WCS, x0: int, y0: int) -> WCS:
-    out = wcs.deepcopy()
-    out.wcs.crpix = out.wcs.crpix - np.array([x0, y0])
-    if out.sip is not None:
-        from astropy.wcs import Sip
-
-        out.sip = Sip(out.sip.a, out.sip.b, out.sip.ap, out.sip.bp, out.sip.crpix - np.array([x0, y0]))
-    return out
 
 
 def make_cutouts(science: MaskedImage, template: MaskedImage, difference: MaskedImage, wcs: WCS,
@@ -74,12 +76,13 @@ def make_cutouts(science: MaskedImage, template: MaskedImage, difference: Masked
     list of tuple
         (science, template, difference) FITS bytes per source.
     """
+    header = parent_header(wcs)
     out = []
     for k in range(len(x)):
         size = int(max(MIN_CUTOUT_SIZE, 2 * int(bbox_size[k]) + 1))
         size += 1 - size % 2
         psf = psf_stamps[k] if psf_stamps is not None else None
-        out.append((cutout_fits(science, wcs, x[k], y[k], size, None),
-                    cutout_fits(template, wcs, x[k], y[k], size, None),
-                    cutout_fits(difference, wcs, x[k], y[k], size, psf)))
+        out.append((cutout_fits(science, header, x[k], y[k], size, None),
+                    cutout_fits(template, header, x[k], y[k], size, None),
+                    cutout_fits(difference, header, x[k], y[k], size, psf)))
     return out
