@@ -32,6 +32,8 @@ class DetectConfig(BaseModel):
     aperture_radius_pix: float = Field(7.0, description="Aperture flux radius, pixels (about 2 arcsec).")
     dipole_match_fwhm: float = Field(1.5, description="Opposite-sign pairs closer than this many FWHM are "
                                                       "merged into one dipole DiaSource.")
+    do_drop_flagged: bool = Field(True, description="Drop detections with bad or saturated pixels within 3 "
+                                                     "pixels of their centre.")
     edge_margin_pix: int = Field(8, description="Detections closer to the CCD edge are dropped.")
 
 
@@ -121,6 +123,14 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
     x, y, cx, cy, lobe_x, lobe_y = (a[order] for a in (x, y, cx, cy, lobe_x, lobe_y))
     is_negative, has_pair, npix = is_negative[order], has_pair[order], npix[order]
     moments = {k: v[order] for k, v in moments.items()}
+    if config.do_drop_flagged and x.size:
+        # Detections touching bad or saturated pixels are residuals of defects and bright stars (in the
+        # simulator's truth none of the real transients are); they are dropped, not flagged.
+        near = pixel_flags(difference.mask, cx, cy)
+        keep = ~(near["pixelFlags_bad"] | near["pixelFlags_saturated"])
+        x, y, cx, cy, lobe_x, lobe_y = (a[keep] for a in (x, y, cx, cy, lobe_x, lobe_y))
+        is_negative, has_pair, npix = is_negative[keep], has_pair[keep], npix[keep]
+        moments = {k: v[keep] for k, v in moments.items()}
     n = x.size
     if n > SOURCE_INDEX_LIMIT:
         raise ValueError(f"{n} DiaSources exceed the id packing limit {SOURCE_INDEX_LIMIT}")

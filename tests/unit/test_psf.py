@@ -1,0 +1,51 @@
+"""Pixel PSF model against synthetic Moffat stars of known FWHM and flux."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.measure import psf_flux
+from pipeline.psf import PixelPsf, build_pixel_psf, psf_from_gaussian
+from pipeline.sim.render import add_point_sources
+
+
+def _star_field(fwhm_pix: float, seed: int = 3, n: int = 30, shape=(800, 800), sky: float = 1000.0):
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    grid = np.stack(np.meshgrid(np.arange(6), np.arange(5)), -1).reshape(-1, 2)[:n]
+    x = 60.0 + grid[:, 0] * 130.0 + rng.uniform(-0.5, 0.5, n)
+    y = 60.0 + grid[:, 1] * 150.0 + rng.uniform(-0.5, 0.5, n)
+    flux = 10 ** rng.uniform(5.0, 5.7, n)
+    truth = np.zeros(shape)
+    add_point_sources(truth, x, y, flux, fwhm_pix)
+    image = truth + rng.normal(0.0, np.sqrt(sky + truth))
+    return image, x, y, flux
+
+
+@pytest.mark.parametrize("fwhm_pix", [3.5, 5.0, 7.5])
+def test_pixel_psf_fwhm_and_flux(fwhm_pix):
+    image, x, y, _ = _star_field(fwhm_pix)
+    psf = build_pixel_psf(image, x, y, spatial_order=0)
+    assert isinstance(psf, PixelPsf)
+    assert abs(float(psf.fwhm_at(400.0, 400.0)) / fwhm_pix - 1) < 0.03
+    # PSF flux of noiseless point sources at random sub-pixel positions.
+    rng = np.random.default_rng(7)
+    xs, ys = rng.uniform(50, 750, 40), rng.uniform(50, 750, 40)
+    true_flux = np.full(40, 2.0e5)
+    clean = np.zeros(image.shape)
+    add_point_sources(clean, xs[:20], ys[:20], true_flux[:20], fwhm_pix)
+    fit = psf_flux(clean, np.ones_like(clean), np.zeros(clean.shape, np.int32), xs[:20], ys[:20], psf)
+    assert abs(np.median(fit["flux"] / true_flux[:20]) - 1) < 0.02
+
+
+def test_stamps_are_normalised_and_centred():
+    psf = psf_from_gaussian(2.0, (100, 100))
+    stamps = psf.stamps(np.array([10.3, 50.0]), np.array([20.0, 60.4]), 12)
+    assert stamps.shape == (2, 25, 25)
+    np.testing.assert_allclose(stamps.sum(axis=(1, 2)), 1.0, atol=1e-3)
+    u = np.arange(-12, 13)
+    cx = np.sum(stamps[0] * u[None, :]) / stamps[0].sum()
+    cy = np.sum(stamps[1] * u[:, None]) / stamps[1].sum()
+    assert abs(cx - 0.3) < 0.02 and abs(cy - 0.4) < 0.02
+    assert abs(float(psf.sigma_at(0, 0)) - 2.0) < 0.05
