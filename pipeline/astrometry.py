@@ -21,7 +21,12 @@ class AstrometryConfig(BaseModel):
     """Configuration of the astrometric fit."""
 
     model_config = ConfigDict(frozen=True)
-    max_offset_arcsec: float = Field(40.0, description="Largest header-WCS pointing error searched.")
+    max_offset_arcsec: float = Field(60.0, description="Largest header-WCS pointing error searched (a rotation "
+                                                       "error about the boresight adds to it on outer CCDs).")
+    max_rotation_deg: float = Field(0.6, description="Largest header-WCS rotation error searched.")
+    rotation_step_deg: float = Field(0.1, description="Step of the rotation search (the offset vote's 2-pixel "
+                                                      "bins tolerate about 0.05 degrees across a CCD).")
+    clip_sigma: float = Field(4.0, description="Matches beyond this many robust sigma are rejected in the fit.")
     match_radius_arcsec: float = Field(1.0, description="Final match radius.")
     sip_degree: int = Field(3, description="Polynomial distortion order of the fitted TAN-SIP WCS.")
     min_matches: int = Field(8, description="Fewest matched stars for a fit.")
@@ -76,11 +81,11 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
                              stage="astrometry")
     ref_idx_all = np.flatnonzero(on_ccd)
     order = np.argsort(-flux)[: config.n_brightest]
-    dx, dy = _vote_offset(x[order], y[order], rx[on_ccd], ry[on_ccd], config.max_offset_arcsec / scale)
+    ref_pix = np.column_stack([rx[on_ccd], ry[on_ccd]])
+    affine = _vote_rotation_offset(x[order], y[order], ref_pix, ((nx - 1) / 2, (ny - 1) / 2),
+                                   config.max_offset_arcsec / scale, config)
     # Affine refinement with shrinking radius, in pixel space.
     src = np.column_stack([x, y])
-    ref_pix = np.column_stack([rx[on_ccd] + dx, ry[on_ccd] + dy])
-    affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     for radius_pix in (8.0, 4.0, 2.0):
         moved = ref_pix @ affine[:, :2].T + affine[:, 2]
         i_src, i_ref = _nearest_unique(src, moved, radius_pix)
@@ -95,14 +100,16 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     ref_rows = ref_idx_all[i_ref]
     world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
     # Enough stars per distortion term, else a lower order: overfitting bends the corners.
-    sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 10 * (d + 1) * (d + 2) // 2),
+    sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 3 * (d + 1) * (d + 2) // 2),
                None)
     centre = header_wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
     wcs = fit_wcs_from_points((x[i_src], y[i_src]), world, proj_point=centre, sip_degree=sip)
-    for _ in range(2):
+    for _ in range(5):
         resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
-        rms = np.sqrt(np.mean(np.sum(resid**2, axis=1)))
-        keep = np.hypot(resid[:, 0], resid[:, 1]) < max(5 * rms, 0.05)
+        dist = np.hypot(resid[:, 0], resid[:, 1])
+        # Robust per-axis sigma: the median distance of a 2-D Gaussian is 1.177 sigma.
+        sigma = float(np.median(dist)) / 1.177
+        keep = dist < max(config.clip_sigma * sigma, 0.02)
         if keep.all() or keep.sum() < config.min_matches:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
@@ -120,9 +127,43 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     return wcs, matches
 
 
+def _vote_rotation_offset(x: np.ndarray, y: np.ndarray, ref_pix: np.ndarray, centre: tuple[float, float],
+                          max_offset_pix: float, config: AstrometryConfig) -> np.ndarray:
+    """Rotation (about the CCD centre) and offset of the references onto the detections, as a 2x3 affine.
+
+    For each trial angle the references are rotated about the CCD centre and the (detection - reference)
+    offsets vote in 2-pixel bins; the angle with the tallest peak wins, refined by the peak's neighbours.
+    """
+    n_steps = int(np.ceil(config.max_rotation_deg / config.rotation_step_deg))
+    angles = np.arange(-n_steps, n_steps + 1) * np.radians(config.rotation_step_deg)
+    cx, cy = centre
+    best = (-1.0, 0.0, 0.0, 0.0)
+    for angle in angles:
+        c, s = np.cos(angle), np.sin(angle)
+        rx = cx + c * (ref_pix[:, 0] - cx) - s * (ref_pix[:, 1] - cy)
+        ry = cy + s * (ref_pix[:, 0] - cx) + c * (ref_pix[:, 1] - cy)
+        try:
+            dx, dy, votes = _vote_offset(x, y, rx, ry, max_offset_pix)
+        except AlgorithmError:
+            continue
+        if votes > best[0]:
+            best = (votes, float(angle), dx, dy)
+    if best[0] < 3:
+        raise AlgorithmError("no consistent rotation and offset between detections and references "
+                             "(no overlap with the reference catalog?)", stage="astrometry")
+    _, angle, dx, dy = best
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s], [s, c]])
+    shift = np.array([cx, cy]) - rot @ np.array([cx, cy]) + np.array([dx, dy])
+    return np.column_stack([rot, shift])
+
+
 def _vote_offset(x: np.ndarray, y: np.ndarray, rx: np.ndarray, ry: np.ndarray, max_offset_pix: float
-                 ) -> tuple[float, float]:
-    """Most common (detection - reference) offset within ``max_offset_pix``, by a 2-D histogram vote."""
+                 ) -> tuple[float, float, int]:
+    """Most common (detection - reference) offset within ``max_offset_pix``, by a 2-D histogram vote.
+
+    Returns the offset (dx, dy) in pixels and the number of pairs that voted for it.
+    """
     tree = cKDTree(np.column_stack([rx, ry]))
     pairs = tree.query_ball_point(np.column_stack([x, y]), r=max_offset_pix)
     lengths = np.fromiter((len(p) for p in pairs), dtype=int, count=len(pairs))
@@ -136,7 +177,7 @@ def _vote_offset(x: np.ndarray, y: np.ndarray, rx: np.ndarray, ry: np.ndarray, m
     hist, xe, ye = np.histogram2d(ddx, ddy, bins=[bins, bins])
     ix, iy = np.unravel_index(np.argmax(hist), hist.shape)
     near = (np.abs(ddx - 0.5 * (xe[ix] + xe[ix + 1])) < 3) & (np.abs(ddy - 0.5 * (ye[iy] + ye[iy + 1])) < 3)
-    return float(np.median(ddx[near])), float(np.median(ddy[near]))
+    return float(np.median(ddx[near])), float(np.median(ddy[near])), int(hist[ix, iy])
 
 
 def _nearest_unique(src: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:

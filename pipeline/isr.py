@@ -8,12 +8,14 @@ and interpolated).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from pipeline.decam.camera import decam_reference_dir
 from pipeline.decam.raw import amp_geometry
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
@@ -33,8 +35,10 @@ class IsrConfig(BaseModel):
     overscan_smooth_rows: int = Field(9, description="Running-median length of the per-row overscan.")
     do_parallel_overscan: bool = Field(True, description="Subtract the per-column parallel overscan.")
     do_crosstalk: bool = Field(False, description="Correct intra-CCD crosstalk with the given coefficients.")
-    crosstalk_a_from_b: float = Field(0.0, description="Fraction of amp B's signal seen in amp A.")
-    crosstalk_b_from_a: float = Field(0.0, description="Fraction of amp A's signal seen in amp B.")
+    crosstalk_a_from_b: float | None = Field(None, description="Fraction of amp B's signal seen in amp A; None "
+                                                                "reads it from the DECam crosstalk table.")
+    crosstalk_b_from_a: float | None = Field(None, description="Fraction of amp A's signal seen in amp B; None "
+                                                                "reads it from the DECam crosstalk table.")
     linearity_coeff: float = Field(0.0, description="Quadratic linearity term c: e_true = e (1 + c e).")
     saturation_grow_pix: int = Field(1, description="Saturation masks are grown by this many pixels.")
     suspect_fraction: float = Field(0.9, description="Pixels above this fraction of saturation are SUSPECT.")
@@ -43,6 +47,7 @@ class IsrConfig(BaseModel):
     cr_sharpness: float = Field(1.6, description="Least Laplacian-to-peak ratio of a CR pixel (stars at "
                                                   "DECam seeing stay near or below 1.1).")
     cr_grow_sigma: float = Field(2.5, description="Neighbours of CR pixels above this are masked too.")
+    cr_grow_rounds: int = Field(4, description="Rounds of one-pixel growth of the CR mask.")
 
 
 def _overscan_per_row(raw: np.ndarray, rows: slice, cols: slice, config: IsrConfig) -> np.ndarray:
@@ -149,7 +154,10 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     mask[nonfinite] |= int(MaskBit.NO_DATA)
     image = np.where(nonfinite, 0.0, image - bias).astype(np.float32)
     if config.do_crosstalk:
-        image = _correct_crosstalk(image, amps, config)
+        table_a, table_b = intra_ccd_crosstalk(raw_ccd.ccdnum)
+        a_from_b = table_a if config.crosstalk_a_from_b is None else config.crosstalk_a_from_b
+        b_from_a = table_b if config.crosstalk_b_from_a is None else config.crosstalk_b_from_a
+        image = correct_crosstalk(image, amps, a_from_b=a_from_b, b_from_a=b_from_a)
     electrons = image * gain
     if config.linearity_coeff:
         electrons = electrons * (1.0 + config.linearity_coeff * electrons)
@@ -165,18 +173,62 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     return MaskedImage(image=electrons, mask=mask, variance=variance)
 
 
-def _correct_crosstalk(image: np.ndarray, amps: dict, config: IsrConfig) -> np.ndarray:
-    """Subtract the linear crosstalk between the two amplifiers of the CCD.
+@functools.cache
+def _crosstalk_table() -> dict[tuple[int, str, int, str], float]:
+    """Linear coefficients of ``camera/DECam_xtalk_20130606.txt``: (victim ccd, amp, source ccd, amp) -> x."""
+    path = decam_reference_dir() / "camera" / "DECam_xtalk_20130606.txt"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise InputError(f"crosstalk table {path} unreadable: {err}", stage="isr") from err
+    table = {}
+    for line in lines:
+        words = line.split()
+        if len(words) < 3 or line.lstrip().startswith("#"):
+            continue
+        victim, source = words[0], words[1]
+        table[(int(victim[3:-1]), victim[-1], int(source[3:-1]), source[-1])] = float(words[2])
+    return table
 
-    The amplifiers read out from opposite sides, so a victim pixel sees the source pixel mirrored about
-    the CCD's centre column.
+
+def intra_ccd_crosstalk(ccdnum: int) -> tuple[float, float]:
+    """(A from B, B from A): the fractions of one amplifier's signal seen in the other, DECam 2013 table.
+
+    Raises
+    ------
+    InputError
+        The table is missing.
+    """
+    table = _crosstalk_table()
+    return table.get((ccdnum, "A", ccdnum, "B"), 0.0), table.get((ccdnum, "B", ccdnum, "A"), 0.0)
+
+
+def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_a: float) -> np.ndarray:
+    """Subtract the linear crosstalk between the two amplifiers of a CCD.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (4096, 2048) assembled, overscan- and bias-subtracted CCD, ADU.
+    amps : dict
+        Amplifier geometry (:func:`pipeline.decam.raw.amp_geometry`).
+    a_from_b, b_from_a : float
+        Fraction of amp B's signal seen in amp A, and of A's in B.
+
+    Returns
+    -------
+    numpy.ndarray
+        Corrected copy.
+
+    Notes
+    -----
+    The amplifiers read out from opposite sides, so a victim pixel sees the source pixel read at the same
+    time: mirrored about the CCD's centre column.
     """
     out = image.copy()
     a, b = amps["A"], amps["B"]
-    src_a = image[a.ccd][:, ::-1]
-    src_b = image[b.ccd][:, ::-1]
-    out[a.ccd] -= config.crosstalk_a_from_b * src_b
-    out[b.ccd] -= config.crosstalk_b_from_a * src_a
+    out[a.ccd] -= np.float32(a_from_b) * image[b.ccd][:, ::-1]
+    out[b.ccd] -= np.float32(b_from_a) * image[a.ccd][:, ::-1]
     return out
 
 
@@ -209,11 +261,15 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
     if not cr.any():
         return image, mask
     # Grow into bright neighbours (tracks), judged against the local sky of each seed's neighbourhood.
-    grown = ndimage.binary_dilation(cr, iterations=2)
-    gy, gx = np.nonzero(grown & ~cr)
-    if gy.size:
-        sky = _neighbourhood_median(image, gy, gx, half=3, skip_nan=False)
+    # One pixel at a time, so that a track is followed along its length.
+    for _ in range(config.cr_grow_rounds):
+        gy, gx = np.nonzero(ndimage.binary_dilation(cr) & ~cr)
+        if gy.size == 0:
+            break
+        sky = _neighbourhood_median(np.where(cr, np.nan, image), gy, gx, half=3)
         bright = image[gy, gx] - sky > config.cr_grow_sigma * sigma[gy, gx]
+        if not bright.any():
+            break
         cr[gy[bright], gx[bright]] = True
     cy, cx = np.nonzero(cr)
     fill = _neighbourhood_median(np.where(cr, np.nan, image), cy, cx, half=3)

@@ -126,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True))
     apdb = _open_apdb(settings, cassandra, init=True)
     try:
-        results = run_service(settings, apdb, kafka, forever=args.forever, workers=args.workers)
+        results = run_service(settings, apdb, kafka, forever=args.forever, workers=args.workers,
+                              exactly_once=not args.at_least_once, worker_id=args.worker_id)
     finally:
         apdb.close()
     if args.report or args.simulate:
@@ -135,6 +136,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_truth_report(settings, cassandra)
     failed = [r for r in results if r.error is not None and r.error.__class__.__name__ != "NoWorkError"]
     return 1 if (failed and args.strict) else 0
+
+
+def _kafka_or_default(args: argparse.Namespace):
+    from streamer.kafka_io import KafkaSettings
+
+    _, _, kafka = _settings(args)
+    return kafka or KafkaSettings()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-publish exposure-ready events of a time or offset range with replay=true."""
+    from streamer.ops_tools import replay_events
+
+    if all(v is None for v in (args.from_mjd, args.to_mjd, args.from_offset, args.to_offset)) and not args.all:
+        log.error("give a range (--from-mjd/--to-mjd or --from-offset/--to-offset) or --all")
+        return 2
+    events = replay_events(_kafka_or_default(args), from_mjd=args.from_mjd, to_mjd=args.to_mjd,
+                           from_offset=args.from_offset, to_offset=args.to_offset, dry_run=args.dry_run)
+    for ev in events:
+        log.info("%s exposure %d (%s, shutter close %.6f)", "would replay" if args.dry_run else "replayed",
+                 ev.exposure_id, ev.event_id, ev.shutter_close_mjd_tai)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print lag and throughput per partition of the workers' consumer group."""
+    from streamer.ops_tools import group_status, print_status
+
+    kafka = _kafka_or_default(args)
+    print_status(group_status(kafka, sample_s=args.sample_s), kafka.group_id)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -170,7 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
     p.add_argument("--report", action="store_true", help="print the truth report at the end")
     p.add_argument("--strict", action="store_true", help="exit 1 if any CCD failed")
+    p.add_argument("--worker-id", help="stable name of this worker instance (transactional.id suffix; "
+                                       "default BLINK_WORKER_ID or the host name)")
+    p.add_argument("--at-least-once", action="store_true",
+                   help="Kafka mode without transactions (wait for acks, then commit offsets)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="re-publish exposure-ready events with replay=true")
+    _add_common(p)
+    p.add_argument("--from-mjd", type=float, help="shutter close >= this MJD (TAI)")
+    p.add_argument("--to-mjd", type=float, help="shutter close <= this MJD (TAI)")
+    p.add_argument("--from-offset", type=int, help="first offset of the events topic")
+    p.add_argument("--to-offset", type=int, help="last offset (inclusive)")
+    p.add_argument("--all", action="store_true", help="every event of the topic")
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("status", help="consumer lag and throughput per partition")
+    _add_common(p)
+    p.add_argument("--sample-s", type=float, default=2.0, help="throughput sampling window, s")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("apdb", help="APDB administration")
     apdb_sub = p.add_subparsers(dest="apdb_command", required=True)

@@ -287,6 +287,41 @@ class KafkaEventSource:
         except KafkaException as exc:
             raise _wrap(exc, f"cannot commit {envelope.where()}") from exc
 
+    def group_metadata(self) -> Any:
+        """The consumer group metadata, for ``send_offsets_to_transaction`` (KIP-447 fencing)."""
+        return self._consumer.consumer_group_metadata()
+
+    def keepalive(self) -> None:
+        """Poll without consuming (all assigned partitions paused), so a long wait between messages does not
+        exceed ``max.poll.interval.ms`` and trigger a rebalance."""
+        if self._closed:
+            return
+        assigned = self._consumer.assignment()
+        try:
+            if assigned:
+                self._consumer.pause(assigned)
+            msg = self._consumer.poll(0)
+            if msg is not None and msg.error() is None:  # cannot happen while paused; never drop silently
+                log.warning("keepalive received %s[%s]@%s; it will be redelivered", msg.topic(), msg.partition(),
+                            msg.offset())
+                self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        finally:
+            assigned = self._consumer.assignment()
+            if assigned:
+                self._consumer.resume(assigned)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Return ``{(topic, partition): lag}`` for the assigned partitions (high watermark - position)."""
+        out: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+                pos = self._consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            out[(tp.topic, tp.partition)] = max(0, high - pos) if pos >= 0 else high
+        return out
+
     def close(self) -> None:
         """Leave the group and close the consumer (idempotent)."""
         if not self._closed:

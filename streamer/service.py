@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
-from prometheus_client import start_http_server
-
+from streamer import metrics
 from streamer.apdb.base import Apdb
 from streamer.config import BlinkSettings
 from streamer.datastore import DataRepository
@@ -14,8 +15,15 @@ from streamer.worker import CcdProcessor, CcdResult, Worker
 log = logging.getLogger(__name__)
 
 
+def default_worker_id() -> str:
+    """``BLINK_WORKER_ID`` or the host name: stable across restarts of one worker instance (it names the
+    transactional producer, so a restarted instance fences its predecessor)."""
+    return os.environ.get("BLINK_WORKER_ID") or socket.gethostname()
+
+
 def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: bool = False,
-                workers: int = 1, idle_timeout_s: float | None = None) -> list[CcdResult]:
+                workers: int = 1, idle_timeout_s: float | None = None, exactly_once: bool = True,
+                worker_id: str | None = None) -> list[CcdResult]:
     """Run one worker until idle (or forever) and return what it processed.
 
     Parameters
@@ -27,10 +35,15 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         When given, consume events and work from Kafka and publish alerts and dead letters there.
     forever : bool
         Keep polling when idle (a long-running consumer).
+    exactly_once : bool
+        Kafka mode: commit each message's outputs and offset in one Kafka transaction (default). False:
+        at-least-once (wait for acks, then commit the offset).
+    worker_id : str, optional
+        Stable name of this worker instance (default :func:`default_worker_id`).
     """
     repo = DataRepository(settings.data_root)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
+    transactions = None
     if kafka is None:
         from streamer.local_io import LocalAlertSink, LocalDeadLetterSink, LocalEventSource
 
@@ -46,14 +59,23 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
 
         create_topics(kafka)
         source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic])
-        alert_sink = KafkaAlertSink(kafka)
-        dead_letters = KafkaDeadLetterSink(kafka)
+        if exactly_once:
+            from streamer.kafka_txn import KafkaTransactions
 
-        def fan_out_to(items):
-            publish_work(kafka, items)
+            transactions = KafkaTransactions(kafka, source, worker_id=worker_id or default_worker_id())
+            log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)
+            alert_sink = dead_letters = transactions
+            fan_out_to = transactions.publish_work
+        else:
+            alert_sink = KafkaAlertSink(kafka)
+            dead_letters = KafkaDeadLetterSink(kafka)
+
+            def fan_out_to(items):
+                publish_work(kafka, items)
 
     worker = Worker(source=source, processor=CcdProcessor(repo, apdb, alert_sink), dead_letters=dead_letters,
-                    fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None)
+                    fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
+                    transactions=transactions)
     worker.install_signal_handlers()
     try:
         if idle_timeout_s is None:
@@ -62,4 +84,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     finally:
         source.close()
         alert_sink.close()
-        dead_letters.close()
+        if dead_letters is not alert_sink:
+            dead_letters.close()
+        if server is not None:
+            server.shutdown()

@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from astropy.table import Table
@@ -28,6 +28,7 @@ from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.datastore import DataRepository
 from streamer.deadletter import dead_letter_record
 from streamer.events import CcdWork, ExposureReady, decode_event, decode_work, fan_out
+from streamer.errors import FencedError
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,12 @@ class RetryPolicy:
     max_s: float = 30.0
     max_tries: int = 5
 
-    def run(self, what: str, call: Callable[[], CcdResult], stop: Callable[[], bool]) -> CcdResult:
-        """Call ``call`` until it does not raise TransientError."""
+    def run(self, what: str, call: Callable[[], CcdResult], stop: Callable[[], bool],
+            keepalive: Callable[[], None] | None = None) -> CcdResult:
+        """Call ``call`` until it does not raise TransientError.
+
+        ``keepalive`` is called about once a second while waiting (a Kafka consumer polls with its partitions
+        paused, so a long outage does not exceed ``max.poll.interval.ms``)."""
         tries = 0
         while True:
             try:
@@ -131,7 +136,12 @@ class RetryPolicy:
                     raise
                 delay = min(self.initial_s * 2 ** (tries - 1), self.max_s)
                 log.warning("%s: transient failure (%s); retry %d in %.1f s", what, err, tries, delay)
-                time.sleep(delay)
+                metrics.RETRIES.inc()
+                deadline = time.monotonic() + delay
+                while (left := deadline - time.monotonic()) > 0 and not stop():
+                    time.sleep(min(left, 1.0))
+                    if keepalive is not None:
+                        keepalive()
 
 
 @dataclass
@@ -157,7 +167,11 @@ class Worker:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     results: list[CcdResult] = field(default_factory=list)
     keep_outputs: bool = False
+    transactions: Any = None
+    """A :class:`streamer.kafka_txn.KafkaTransactions` (exactly-once Kafka mode): every output of a message
+    and its offset are committed in one transaction; ``None`` = produce, wait for acks, then commit."""
     _stopping: bool = False
+    _lag_checked: float = 0.0
 
     def stop(self, *_: object) -> None:
         """Finish the current CCD, then leave the loop (SIGTERM handler)."""
@@ -170,19 +184,59 @@ class Worker:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self, *, until_idle: bool = True, idle_timeout_s: float = 1.0) -> list[CcdResult]:
-        """Process messages until the source is empty (``until_idle``) or a stop is requested."""
+        """Process messages until the source is empty (``until_idle``) or a stop is requested.
+
+        A stop request (SIGTERM) lets the current CCD finish, commits it, then leaves the loop.
+        """
         try:
             while not self._stopping:
                 envelope = self.source.poll(idle_timeout_s)
                 if envelope is None:
+                    metrics.HEALTH.beat()
+                    self._observe_lag()
                     if until_idle:
                         break
                     continue
-                if self.handle(envelope):
-                    self.source.commit(envelope)
+                metrics.HEALTH.beat()
+                if self.transactions is None:
+                    if self.handle(envelope):
+                        self.source.commit(envelope)
+                else:
+                    self.retry.run(envelope.where(), lambda env=envelope: self._handle_in_transaction(env),
+                                   lambda: self._stopping, getattr(self.source, "keepalive", None))
+                metrics.HEALTH.beat()
+                self._observe_lag()
         finally:
             self.processor.alert_sink.flush()
         return self.results
+
+    def _observe_lag(self, every_s: float = 15.0) -> None:
+        lag = getattr(self.source, "lag", None)
+        now = time.monotonic()
+        if lag is None or now - self._lag_checked < every_s:
+            return
+        self._lag_checked = now
+        metrics.observe_lag(lag())
+
+    def _handle_in_transaction(self, envelope: Envelope) -> None:
+        """Begin; handle (outputs go into the transaction); commit outputs + offset, or abort."""
+        txn = self.transactions
+        n_results = len(self.results)
+        txn.begin()
+        try:
+            done = self.handle(envelope)
+        except BaseException:
+            del self.results[n_results:]
+            txn.abort()
+            raise
+        if not done:
+            txn.abort()
+            return
+        try:
+            txn.commit(envelope)
+        except BaseException:
+            del self.results[n_results:]
+            raise
 
     def _is_work(self, envelope: Envelope) -> bool:
         return envelope.topic is not None and envelope.topic == self.work_topic
@@ -214,13 +268,16 @@ class Worker:
     def _process_item(self, item: CcdWork, envelope: Envelope) -> None:
         what = f"visit {item.exposure.exposure_id} detector {item.detector}"
         try:
-            result = self.retry.run(what, lambda: self.processor.process(item.exposure, item.detector),
-                                    lambda: self._stopping)
+            if self.transactions is not None:  # the whole message is retried in a fresh transaction
+                result = self.processor.process(item.exposure, item.detector)
+            else:
+                result = self.retry.run(what, lambda: self.processor.process(item.exposure, item.detector),
+                                        lambda: self._stopping, getattr(self.source, "keepalive", None))
             log.info("%s: %d alerts", what, result.n_alerts)
             if not self.keep_outputs:
                 result.outputs = None
             self.results.append(result)
-        except TransientError:
+        except (TransientError, FencedError):
             raise
         except NoWorkError as err:
             log.info("%s: no work (%s)", what, err)

@@ -1,0 +1,147 @@
+"""Bad-input corpus through the Kafka worker: every malformed event or unusable input reaches the dead-letter
+topic with a clear reason and stage, and a good exposure in the same stream still produces its alerts."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from streamer.alerts import AlertSchema
+from streamer.apdb.sqlite_store import SqliteApdb
+from streamer.config import BlinkSettings
+from streamer.deadletter import decode_dead_letter
+from streamer.events import _write_schemaless, event_to_record, exposure_ready_schema, read_event_file
+from streamer.kafka_io import KafkaPublisher, create_topics, publish_event
+from streamer.service import run_service
+from tests.integration.test_stream_exactly_once import make_settings, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _raw_variant(root, name, edit):
+    """Copy the first raw, apply ``edit(hdul)`` and write it as ``raw/<name>.fits``; return the relative path."""
+    src = sorted((root / "raw").glob("DECam_*.fits"))[0]
+    dst = root / "raw" / f"{name}.fits"
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+        edit(hdul)
+        hdul.writeto(dst, overwrite=True)
+    return f"raw/{name}.fits"
+
+
+def _ccd_hdu(hdul, ccdnum=28):
+    return next(h for h in hdul[1:] if h.header.get("CCDNUM") == ccdnum)
+
+
+def _bytes_variant(root, name, edit_bytes):
+    src = sorted((root / "raw").glob("DECam_*.fits"))[0]
+    (root / "raw" / f"{name}.fits").write_bytes(edit_bytes(src.read_bytes()))
+    return f"raw/{name}.fits"
+
+
+def _corrupt(data: bytes) -> bytes:
+    out = bytearray(data)
+    start = 2880 * 3  # past the primary header: clobber the first extension's header and data
+    out[start:start + 2880 * 4] = bytes(range(256)) * (2880 * 4 // 256) + b"\xff" * (2880 * 4 % 256)
+    return bytes(out)
+
+
+@pytest.mark.timeout(300)
+def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy, kafka_bootstrap):
+    root = night_copy
+    good = read_event_file(sorted((root / "events").glob("*.avro"))[0])
+    n = iter(range(1, 100))
+
+    def bad_event(**changes):
+        k = next(n)
+        changes.setdefault("detectors", (28,))
+        return dataclasses.replace(good, event_id=f"DECam-bad-{k}", exposure_id=good.exposure_id + 1000 + k,
+                                   **changes)
+
+    def set_primary(**kw):
+        def edit(hdul):
+            for key, value in kw.items():
+                hdul[0].header[key] = value
+        return edit
+
+    def nan_image(hdul):
+        _ccd_hdu(hdul).data = np.full_like(_ccd_hdu(hdul).data, np.nan, dtype=np.float32)
+
+    shutil.copy(root / "calib" / "flat_r.fits", root / "calib" / "flat_g.fits")  # g: flat but no templates
+    cases = {  # name -> (event or raw bytes, expected dead-letter reason, expected stage)
+        "garbage bytes": (b"\x00\x01garbage", "malformed_event", "decode_event"),
+        "wrong instrument": (bad_event(instrument="HSC"), "malformed_event", "decode_event"),
+        "rawPath escapes root": (bad_event(raw_path="../../etc/passwd"), "malformed_event", "decode_event"),
+        "NaN times": (bad_event(midpoint_mjd_tai=float("nan"), shutter_close_mjd_tai=float("nan")),
+                      "malformed_event", "decode_event"),
+        "missing raw": (bad_event(raw_path="raw/nope.fits"), "bad_input", "read_raw"),
+        "truncated FITS": (bad_event(raw_path=_bytes_variant(root, "truncated", lambda b: b[: len(b) // 3])),
+                           "bad_input", "read_raw"),
+        "corrupt FITS": (bad_event(raw_path=_bytes_variant(root, "corrupt", _corrupt)), "bad_input", "read_raw"),
+        "another instrument's FITS": (bad_event(raw_path=_raw_variant(root, "hsc", set_primary(INSTRUME="HSC"))),
+                                      "bad_input", "read_raw"),
+        "missing CCD": (bad_event(detectors=(5,)), "bad_input", "read_raw"),
+        "NaN image": (bad_event(raw_path=_raw_variant(root, "nan", nan_image)), "bad_input", "read_raw"),
+        "absurd header value": (bad_event(raw_path=_raw_variant(root, "absurd", set_primary(EXPTIME="fast"))),
+                                "bad_input", "read_raw"),
+        "missing calibration": (bad_event(band="z", raw_path=_raw_variant(
+            root, "zband", set_primary(FILTER="z DECam SDSS c0004 9260.0 1520.0"))), "bad_input",
+            "load_calibrations"),
+        "missing template": (bad_event(band="g", raw_path=_raw_variant(
+            root, "gband", set_primary(FILTER="g DECam SDSS c0001 4720.0 1520.0"))), None, "load_template"),
+    }
+    kafka = make_settings(kafka_bootstrap, "bad")
+    create_topics(kafka)
+    producer = KafkaPublisher(kafka)
+    expected = {}
+    for name, (what, reason, stage) in cases.items():
+        if isinstance(what, bytes):
+            value, exposure_id = what, None
+        else:
+            value, exposure_id = _write_schemaless(exposure_ready_schema(), event_to_record(what), "ev"), \
+                what.exposure_id
+        producer.produce(kafka.events_topic, value, name, None)
+        expected[name] = (exposure_id, reason, stage)
+    producer.wait("bad events")
+    publish_event(kafka, good)  # last: the bad ones must not block it
+
+    apdb = SqliteApdb(root / "apdb.sqlite")
+    apdb.init_schema()
+    try:
+        results = run_service(BlinkSettings(data_root=root), apdb, kafka, idle_timeout_s=15.0,
+                              worker_id="bad-w0")
+        dia_sources = apdb.dump_tables()["DiaSource"]
+    finally:
+        apdb.close()
+    ok = [r for r in results if r.error is None]
+    assert {r.detector for r in ok} == set(good.detectors or (28, 35)) and all(r.visit == good.exposure_id for r in ok)
+    assert len(dia_sources) > 0
+
+    letters = [decode_dead_letter(m.value()) for m in read_topic(kafka_bootstrap, kafka.dead_letter_topic)]
+    by_payload = {}
+    for rec in letters:
+        assert rec["message"] and rec["stage"] and rec["reason"], rec
+        by_payload.setdefault(rec["exposureId"], []).append(rec)
+    for name, (exposure_id, reason, stage) in expected.items():
+        if exposure_id is None:  # undecodable: matched by payload
+            recs = [r for r in letters if r["payload"] == cases[name][0]]
+        else:
+            recs = [r for r in letters if r["exposureId"] == exposure_id or (
+                r["exposureId"] is None and r["payload"] == _write_schemaless(
+                    exposure_ready_schema(), event_to_record(cases[name][0]), "ev"))]
+        assert len(recs) == 1, f"{name}: {len(recs)} dead letters"
+        rec = recs[0]
+        assert rec["stage"] == stage, f"{name}: stage {rec['stage']!r} ({rec['message']})"
+        if reason is not None:
+            assert rec["reason"] == reason, f"{name}: reason {rec['reason']!r} ({rec['message']})"
+        assert rec["sourceTopic"] == kafka.events_topic or rec["sourceTopic"] == kafka.work_topic
+    assert len(letters) == len(cases)
+
+    schema = AlertSchema.latest()
+    alerts = [schema.deserialize(m.value()) for m in read_topic(kafka_bootstrap, kafka.alerts_topic)]
+    assert sorted(a["diaSourceId"] for a in alerts) == sorted(np.asarray(dia_sources["diaSourceId"]).tolist())
+    assert {a["diaSource"]["visit"] for a in alerts} == {good.exposure_id}

@@ -1,0 +1,63 @@
+"""Astrometric fit from a header WCS that is off by 30 arcsec and 0.3 degrees of rotation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+import _calib_data as data
+from pipeline.astrometry import fit_wcs
+from pipeline.calibrate import calibrate
+from pipeline.ccd import header_wcs
+from pipeline.errors import AlgorithmError, BlinkError
+
+
+def _perturbed(wcs, offset_arcsec: float, rotation_deg: float):
+    out = wcs.deepcopy()
+    out.wcs.crval = out.wcs.crval + np.array([offset_arcsec / 3600.0 / np.cos(np.radians(out.wcs.crval[1])), 0.0])
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    out.wcs.cd = np.array([[c, -s], [s, c]]) @ out.wcs.cd if out.wcs.has_cd() else out.wcs.cd
+    if not wcs.wcs.has_cd():
+        out.wcs.pc = np.array([[c, -s], [s, c]]) @ out.wcs.pc
+    return out
+
+
+@pytest.mark.parametrize(("name", "ccd"), [("good", 35), ("poor", 1)])
+@pytest.mark.parametrize("rotation_deg", [0.3, -0.3])
+def test_fit_from_bad_header_wcs(name, ccd, rotation_deg):
+    """The fit from a bad header WCS is the fit from the good one (within 5 mas over the CCD).
+
+    Where the CCD has enough stars (good seeing, CCD 35) it also agrees with the truth within 30 mas.
+    """
+    i = data.inputs(name, ccd)
+    exposure, sources = data.calibrated(name, ccd)
+    stars = np.asarray(sources["snr"]) > 30
+    bad = _perturbed(header_wcs(i.raw.header), 30.0, rotation_deg)
+    wcs, matches = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
+                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, (4096, 2048))
+    assert matches.meta["rms_arcsec"] < 0.05
+    gx, gy = np.meshgrid(np.linspace(100, 1947, 8), np.linspace(100, 3995, 16))
+    fr, fd = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+    good_wcs, _ = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
+                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), (4096, 2048))
+    er, ed = good_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+    same = np.hypot((fr - er) * np.cos(np.radians(ed)), fd - ed) * 3.6e6
+    assert np.sqrt(np.mean(same**2)) < 5.0
+    if (name, ccd) == ("good", 35):
+        tr, td = i.truth_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+        diff = np.hypot((fr - tr) * np.cos(np.radians(td)), fd - td) * 3.6e6
+        assert np.sqrt(np.mean(diff**2)) < 30.0
+
+
+def test_reference_catalog_elsewhere_is_named_error():
+    """A reference catalog that does not overlap the CCD raises AlgorithmError (not a numpy traceback)."""
+    i = data.inputs("good", 35)
+    exposure, sources = data.calibrated("good", 35)
+    far = Table(i.refcat, copy=True)
+    far["dec"] = np.clip(np.asarray(far["dec"]) + 2.0, -89.0, 89.0)
+    with pytest.raises(AlgorithmError):
+        fit_wcs(np.asarray(sources["x"]), np.asarray(sources["y"]), np.asarray(sources["flux_aper"]), far,
+                header_wcs(i.raw.header), (4096, 2048))
+    with pytest.raises(BlinkError):
+        calibrate(data.isr("good", 35), header_wcs(i.raw.header), far, i.raw.info, 35)
