@@ -36,6 +36,14 @@ class SubtractConfig(BaseModel):
                                            "Gaussian fallback (flagged).")
     do_decorrelation: bool = Field(True, description="Apply DMTN-021 decorrelation.")
     do_scale_variance: bool = Field(True, description="Rescale the variance plane to the measured noise.")
+    do_model_error_variance: bool = Field(True, description="Add the subtraction's model error near bright "
+                                                            "sources to the variance plane (see Notes of "
+                                                            "``subtract``).")
+    model_error_fraction_bounds: tuple[float, float] = Field(
+        (0.005, 0.1), description="Bounds of the fitted fractional model error (residual flux per unit of "
+                                  "matched-template flux).")
+    astrometric_error_pix: float = Field(0.03, description="Registration error assumed between the images, "
+                                                           "pixels: adds (error * gradient)^2 to the variance.")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class SubtractionResult:
     variance_scale : float
         Factor applied to the predicted variance to match the measured noise.
     n_stamps : int
+    model_error_fraction : float
+        Fractional model error added to the variance near bright sources (0 when switched off).
     difference_psf : PixelPsf or None
         PSF model of the difference image (the science PSF convolved with the decorrelation kernel, or with
         the matching kernel when the science image was convolved); None without a science PSF model.
@@ -73,6 +83,7 @@ class SubtractionResult:
     variance_scale: float
     n_stamps: int
     difference_psf: PixelPsf | None = None
+    model_error_fraction: float = 0.0
 
 
 def _basis(match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
@@ -203,6 +214,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     -------
     SubtractionResult
     """
+    science, template = _finite_inputs(science), _finite_inputs(template)
     convolve_science = template_sigma_pix > science_sigma_pix
     sharp, blurry = (science, template) if convolve_science else (template, science)
     sharp_sigma, blurry_sigma = sorted((science_sigma_pix, template_sigma_pix))
@@ -222,19 +234,33 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     half = kernel.shape[0] // 2
     spread = ndimage.maximum_filter(sharp.mask, size=2 * half + 1)
     conv_mask = spread | sharp.mask
+    sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
     if convolve_science:
         diff = convolved - blurry.image
-        sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
         decor = _decorrelation_kernel(kernel, sci_var_mean, tmpl_var_mean)
         matched = MaskedImage(image=template.image, mask=template.mask, variance=template.variance)
         psf_sigma = np.sqrt(template_sigma_pix**2)
+        static = template.image
     else:
         diff = blurry.image - convolved
-        sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
         decor = _decorrelation_kernel(kernel, tmpl_var_mean, sci_var_mean)
         matched = MaskedImage(image=convolved, mask=conv_mask, variance=convolved_var)
         psf_sigma = science_sigma_pix
+        static = convolved
     mask = (science.mask | conv_mask | template.mask) if convolve_science else (science.mask | conv_mask)
+    # Unusable pixels carry no signal into the decorrelation; missing data (no template, NaN) grows by the
+    # decorrelation kernel's reach, and the CCD border the convolutions cannot reach is flagged EDGE.
+    unusable = (mask & int(UNUSABLE)) != 0
+    diff = np.where(unusable, np.float32(0.0), diff)
+    reach = half + (decor.shape[0] // 2 if config.do_decorrelation else 0)
+    no_data = (mask & int(MaskBit.NO_DATA)) != 0
+    if config.do_decorrelation and no_data.any():
+        grown = ndimage.maximum_filter(no_data.view(np.uint8), size=decor.shape[0]) > 0
+        mask = np.where(grown, mask | int(MaskBit.NO_DATA), mask)
+    border = np.zeros(diff.shape, bool)
+    border[:reach, :] = border[-reach:, :] = True
+    border[:, :reach] = border[:, -reach:] = True
+    mask = np.where(border, mask | int(MaskBit.EDGE), mask).astype(np.int32)
     if config.do_decorrelation:
         diff = _convolve(diff, decor)
         psf_sigma = float(np.sqrt(psf_sigma**2 + _kernel_sigma(decor) ** 2))
@@ -255,15 +281,60 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
             _, _, std = sigma_clipped_stats(pulls, sigma=3, maxiters=5)
             scale = float(std**2) if np.isfinite(std) and std > 0 else 1.0
         variance = variance * np.float32(scale)
+    model_error = 0.0
+    if config.do_model_error_variance:
+        model_error, error_var = _model_error_variance(diff, variance, mask, static, star_x, star_y, config)
+        variance = (variance + error_var).astype(np.float32)
     bad = ~np.isfinite(diff)
     mask = np.where(bad, mask | int(MaskBit.NO_DATA), mask).astype(np.int32)
     diff = np.where(bad, 0.0, diff).astype(np.float32)
-    log.debug("subtraction: kernel from %d stamps, convolved %s, variance scale %.3f",
-              n_stamps, "science" if convolve_science else "template", scale)
+    log.debug("subtraction: kernel from %d stamps, convolved %s, variance scale %.3f, model error %.3f",
+              n_stamps, "science" if convolve_science else "template", scale, model_error)
     return SubtractionResult(difference=MaskedImage(image=diff, mask=mask, variance=variance),
                              matched_template=matched, kernel=kernel, convolved_science=convolve_science,
                              psf_sigma_pix=float(psf_sigma), kernel_fallback=fallback, variance_scale=scale,
-                             n_stamps=n_stamps, difference_psf=diff_psf)
+                             n_stamps=n_stamps, difference_psf=diff_psf, model_error_fraction=model_error)
+
+
+def _finite_inputs(image: MaskedImage) -> MaskedImage:
+    """The image with non-finite pixel values (or variances) set to 0 and flagged NO_DATA (a copy if any)."""
+    bad = ~np.isfinite(image.image) | ~np.isfinite(image.variance)
+    if not bad.any():
+        return image
+    return MaskedImage(image=np.where(bad, 0.0, image.image).astype(np.float32),
+                       mask=np.where(bad, image.mask | int(MaskBit.NO_DATA), image.mask).astype(np.int32),
+                       variance=np.where(bad, 0.0, image.variance).astype(np.float32))
+
+
+def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, static: np.ndarray,
+                          star_x: np.ndarray, star_y: np.ndarray, config: SubtractConfig
+                          ) -> tuple[float, np.ndarray]:
+    """Variance of the subtraction's model error: ``(f * S)^2 + (a * |grad S|)^2`` with S the matched
+    template (the static sky as subtracted), ``a`` the assumed registration error and ``f`` fitted on the
+    kernel stars as the median fractional excess of the residuals over the noise variance."""
+    static = np.asarray(static, np.float32)
+    gy, gx = np.gradient(static)
+    grad2 = (gx * gx + gy * gy).astype(np.float32)
+    a2 = np.float32(config.astrometric_error_pix**2)
+    lo, hi = config.model_error_fraction_bounds
+    frac = lo
+    ny, nx = diff.shape
+    h = 3
+    x, y = np.asarray(star_x, float), np.asarray(star_y, float)
+    inside = (x > h) & (x < nx - 1 - h) & (y > h) & (y < ny - 1 - h)
+    if inside.sum() >= 3:
+        x, y = x[inside][:200], y[inside][:200]
+        d = _stamps(diff, x, y, h).astype(float)
+        v = _stamps(variance, x, y, h).astype(float)
+        s = _stamps(static, x, y, h).astype(float)
+        g = _stamps(grad2, x, y, h).astype(float)
+        ok = ((_stamps(mask, x, y, h) & int(UNUSABLE)) == 0).all(axis=(1, 2))
+        if ok.sum() >= 3:
+            excess = np.sum(d**2 - v - a2 * g, axis=(1, 2))[ok]
+            power = np.sum(s**2, axis=(1, 2))[ok]
+            f2 = np.median(excess / np.maximum(power, 1e-30))
+            frac = float(np.clip(np.sqrt(max(f2, 0.0)), lo, hi))
+    return frac, (np.float32(frac**2) * static * static + a2 * grad2).astype(np.float32)
 
 
 def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],

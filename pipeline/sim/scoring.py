@@ -67,3 +67,31 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
         names=["expnum", "source_id", "kind", "snr_true", "delta_flux_njy", "psfFlux", "psfFluxErr", "offset_arcsec"],
         dtype=[np.int64, np.int64, str, float, float, float, float, float])
     return per_exposure, matches
+
+
+def label_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Table, *,
+                      radius_arcsec: float = 1.0) -> np.ndarray:
+    """True for each DiaSource that matches (one to one, within ``radius_arcsec``) an injected variable
+    source of the same exposure and CCD: the "real" label for training and scoring reliability.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) bool, in the order of ``dia_sources``.
+    """
+    is_real = np.zeros(len(dia_sources), bool)
+    if len(dia_sources) == 0 or len(truth_fluxes) == 0:
+        return is_real
+    fluxes = join(truth_fluxes, truth_sources["source_id", "ra", "dec"], keys="source_id")
+    visits = np.asarray(dia_sources["visit"])
+    detectors = np.asarray(dia_sources["detector"])
+    for expnum in np.unique(visits):
+        truth = fluxes[np.asarray(fluxes["expnum"]) == expnum]
+        if len(truth) == 0:
+            continue
+        rows = np.flatnonzero((visits == expnum) & np.isin(detectors, np.unique(np.asarray(truth["ccdnum"]))))
+        found = dia_sources[rows]
+        s, _ = match_one_to_one(unit_vectors(found["ra"], found["dec"]), unit_vectors(truth["ra"], truth["dec"]),
+                                np.radians(radius_arcsec / 3600.0))
+        is_real[rows[np.asarray(s, int)]] = True
+    return is_real
