@@ -262,23 +262,41 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
         return image, mask
     # Grow into bright neighbours (tracks), judged against the local sky of each seed's neighbourhood.
     # One pixel at a time, so that a track is followed along its length.
+    cy, cx = iy[seed], ix[seed]
+    work = image.copy()                      # image with CR pixels blanked, kept up to date
+    work[cy, cx] = np.nan
+    front_y, front_x = cy, cx
     for _ in range(config.cr_grow_rounds):
-        gy, gx = np.nonzero(ndimage.binary_dilation(cr) & ~cr)
+        gy, gx = _cross_neighbours(cr, front_y, front_x)
         if gy.size == 0:
             break
-        sky = _neighbourhood_median(np.where(cr, np.nan, image), gy, gx, half=3)
+        sky = _neighbourhood_median(work, gy, gx, half=3)
         bright = image[gy, gx] - sky > config.cr_grow_sigma * sigma[gy, gx]
         if not bright.any():
             break
-        cr[gy[bright], gx[bright]] = True
-    cy, cx = np.nonzero(cr)
-    fill = _neighbourhood_median(np.where(cr, np.nan, image), cy, cx, half=3)
-    out = image.copy()
+        front_y, front_x = gy[bright], gx[bright]
+        cr[front_y, front_x] = True
+        work[front_y, front_x] = np.nan
+        cy, cx = np.concatenate([cy, front_y]), np.concatenate([cx, front_x])
+    fill = _neighbourhood_median(work, cy, cx, half=3)
+    out = work                               # a private copy already: reuse it
     out[cy, cx] = np.where(np.isfinite(fill), fill, 0.0)
     mask = mask.copy()
     mask[cr] |= int(MaskBit.CR | MaskBit.INTRP)
     log.debug("masked %d cosmic-ray pixels", int(cr.sum()))
     return out, mask
+
+
+def _cross_neighbours(flags: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels 4-adjacent to ``(iy, ix)`` that are not set in ``flags``: ``binary_dilation(flags) & ~flags``
+    restricted to the given pixels, at a cost proportional to their number rather than the image's."""
+    ny, nx = flags.shape
+    yy = (iy[:, None] + np.array([-1, 1, 0, 0])[None, :]).ravel()
+    xx = (ix[:, None] + np.array([0, 0, -1, 1])[None, :]).ravel()
+    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    flat = np.unique(yy[ok].astype(np.int64) * nx + xx[ok])
+    flat = flat[~flags.ravel()[flat]]
+    return flat // nx, flat % nx
 
 
 def _coarse_sky(image: np.ndarray, block: int = 64) -> np.ndarray:

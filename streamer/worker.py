@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -74,25 +75,45 @@ class CcdProcessor:
         self.alert_sink = alert_sink
         self.config = config
         self.schema = AlertSchema.latest()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._prefetched: dict[tuple[int, int], Future] = {}
 
-    def gather(self, event: ExposureReady, detector: int) -> tuple[CcdInputs, RegionData]:
-        """Read every input of one CCD."""
+    def load_static(self, event: ExposureReady, detector: int) -> CcdInputs:
+        """Read the inputs of one CCD that do not depend on the APDB (raw, calibrations, references,
+        templates); the APDB region is left empty, to be read just before processing."""
         raw_path = self.repo.resolve(event.raw_path)
         raw = read_raw_ccd(raw_path, detector)
         info = raw.info
         ra, dec, radius = region_of(raw.header)
-        region = self.apdb.read_region(SkyRegion(ra, dec, radius), info.mjd_mid_tai)
-        inputs = CcdInputs(
+        empty = empty_region()
+        return CcdInputs(
             raw=raw,
             bias=self.repo.bias(detector),
             flat=self.repo.flat(info.band, detector),
             refcat=self.repo.refcat_in(ra, dec, radius + 0.02),
             template_tiles=self.repo.templates_in(info.band, ra, dec, radius),
-            dia_objects=region.dia_objects,
-            dia_sources=region.dia_sources,
-            dia_forced_sources=region.dia_forced_sources,
+            dia_objects=empty.dia_objects,
+            dia_sources=empty.dia_sources,
+            dia_forced_sources=empty.dia_forced_sources,
             defects=self.repo.defects(detector, info.mjd_mid_tai),
         )
+
+    def prefetch(self, event: ExposureReady, detector: int) -> None:
+        """Start reading a CCD's static inputs in the background (while the current CCD runs), as Rubin's
+        prompt-processing workers preload calibrations and templates before the pixels are needed."""
+        key = (event.exposure_id, detector)
+        if key not in self._prefetched:
+            self._prefetched[key] = self._pool.submit(self.load_static, event, detector)
+
+    def gather(self, event: ExposureReady, detector: int) -> tuple[CcdInputs, RegionData]:
+        """Every input of one CCD: the static ones (prefetched when available) and the APDB region, read
+        now so that the CCD sees every earlier CCD's writes."""
+        future = self._prefetched.pop((event.exposure_id, detector), None)
+        static = future.result() if future is not None else self.load_static(event, detector)
+        ra, dec, radius = region_of(static.raw.header)
+        region = self.apdb.read_region(SkyRegion(ra, dec, radius), static.raw.info.mjd_mid_tai)
+        inputs = replace(static, dia_objects=region.dia_objects, dia_sources=region.dia_sources,
+                         dia_forced_sources=region.dia_forced_sources)
         return inputs, region
 
     def process(self, event: ExposureReady, detector: int) -> CcdResult:
@@ -259,9 +280,11 @@ class Worker:
         except InputError as err:
             self._dead_letter(err, envelope, None, None)
             return True
-        for item in items:
+        for k, item in enumerate(items):
             if self._stopping:
                 return False
+            if k + 1 < len(items):
+                self.processor.prefetch(items[k + 1].exposure, items[k + 1].detector)
             self._process_item(item, envelope)
         return True
 
