@@ -105,7 +105,10 @@ def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
         for k, start in enumerate(range(0, n, args.chunk)):
             m = min(args.chunk, n - start)
             ids = np.arange(start, start + m, dtype=np.int64) + 1
+            # objects of one chunk fill one strip of the patch, so a chunk writes few partitions
             ra, dec = patch_positions(m, side_deg, rng)
+            lo_frac, hi_frac = start / n, (start + m) / n
+            dec = DEC0 - side_deg / 2 + side_deg * (lo_frac + (hi_frac - lo_frac) * rng.uniform(0, 1, m))
             objs = make_objects(ids, ra, dec, validity=T0 - 1.0, n_sources=spo, rng=rng)
             obj_rep = np.repeat(ids, spo)
             jit = rng.normal(0, 0.1 / 3600, (2, m * spo))
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cassandra", nargs="?", const="cassandra://127.0.0.1:9042/blink_bench",
                     help="use Cassandra (default URL cassandra://127.0.0.1:9042/blink_bench)")
     ap.add_argument("--reuse", action="store_true", help="keep an existing database and skip the fill")
+    ap.add_argument("--keep", action="store_true", help="keep the Cassandra keyspace at the end (default: drop it)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -261,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(data.dia_forced_sources):,}", f"{median(times) * 1e3:.1f}",
                       "-" if target == 0 else f"{last_store * 1e3:.1f}")
         console.print(s)
+    if args.cassandra and not args.keep:
+        apdb.drop_keyspace()
     apdb.close()
     return 0
 

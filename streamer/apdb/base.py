@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from astropy.table import Table
 
-APDB_SCHEMA_VERSION = "1.0.0"
+APDB_SCHEMA_VERSION = "2.0.0"
 """Version of the APDB tables; a store refuses to open a database of another major version."""
 
 HISTORY_DAYS = 365.0
@@ -44,7 +44,8 @@ class RegionData:
     Attributes
     ----------
     dia_objects : Table
-        Latest version (DiaObjectLast) of every DiaObject inside the region.
+        Latest version before the visit of every DiaObject inside the region (DiaObjectLast, or DiaObject
+        when a later visit has already stored a newer version).
     dia_sources : Table
         DiaSources of those objects from the 12 months before the visit.
     dia_forced_sources : Table
@@ -67,7 +68,14 @@ class Apdb(Protocol):
         """Raise :class:`pipeline.errors.InputError` when the stored schema version does not match."""
 
     def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
-        """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``."""
+        """Read the region's DiaObjects as of ``visit_mjd_tai``, and their history before it.
+
+        An object is returned in its latest version with ``validityStartMjdTai < visit_mjd_tai``; objects
+        first seen at or after the visit, and newer versions, are invisible; DiaSource and DiaForcedSource
+        history is ``[visit_mjd_tai - 365, visit_mjd_tai)``. So re-processing a CCD-visit, even after later
+        visits were stored, reads what its first processing read, and the CCDs of one visit never see each
+        other's outputs. Time order between overlapping visits is :mod:`streamer.apdb.ordering`'s job.
+        """
 
     def store(
         self,

@@ -1,11 +1,14 @@
 """Production APDB on Apache Cassandra, laid out for one CCD-visit's reads.
 
-The DDL is ``schemas/apdb.cql`` (see :mod:`streamer.apdb.cql_schema` for the layout). A region read is one
-round of concurrent single-partition queries on DiaObjectLast (one per HEALPix pixel covering the circle),
-then one round on DiaSource and DiaForcedSource (one per pixel and 30-day bucket of the 12-month window),
-each routed by a token-aware policy to a replica; rows are filtered exactly in numpy (distance, diaObjectId,
-time window). Writes are concurrent prepared single-row inserts, which Cassandra applies as upserts, so
-writing a CCD-visit twice leaves the tables as one write would.
+The DDL is ``schemas/apdb.cql`` (see :mod:`streamer.apdb.cql_schema` for the layout). A region read is a
+few concurrent multi-partition queries on DiaObjectLast (``apdb_part IN ?``, one per group of HEALPix pixels
+covering the circle), then on DiaSource and DiaForcedSource (``apdb_part IN ? AND apdb_time_part IN ?``).
+Reads go through the driver's NumPy protocol handler (Cython), which decodes a page straight into column
+arrays, so no Python object is made per value; rows are then filtered exactly in numpy (distance,
+diaObjectId, time window). Writes are unlogged single-partition batches of prepared inserts (one partition
+of DiaSource, DiaForcedSource or DiaObjectLast per batch, concurrently), which Cassandra applies as upserts,
+so writing a CCD-visit twice leaves the tables as one write would. The ApdbVisitDetector marker is written
+last, after every other write was acknowledged.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from streamer.apdb.columns import (
     DIA_OBJECT_LAST,
     DIA_SOURCE,
     TABLES,
-    rows_to_table,
+    pack_rows,
+    pack_table,
     sort_table,
-    table_to_columns,
+    unpack_rows,
 )
-from streamer.apdb.cql_schema import load_cql
+from streamer.apdb.cql_schema import KEY_COLUMNS, ROW_COLUMN, load_cql
 from streamer.apdb.sky import ang2pix_nested, cover_disc, in_circle
 from streamer.apdb.sqlite_store import (
     METADATA_TABLE,
@@ -48,6 +52,10 @@ _log = logging.getLogger(__name__)
 _HISTORY_MARGIN_DEG = 10.0 / 3600.0
 """Sources of an object inside the region lie within this distance of the circle (association radius is 1")."""
 _LAST_TO_PART = "DiaObjectLastToPartition"
+_PIXELS_PER_QUERY = 4
+"""Pixels per multi-partition read query (the queries of one region run concurrently)."""
+_BATCH_BYTES = 40_000
+"""Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
@@ -78,7 +86,8 @@ class CassandraApdb:
     ssl : bool, optional
         Use TLS (system trust store).
     nside : int, optional
-        HEALPix nside of the spatial partitions (256: pixels of about 0.23 deg, 10 to 15 per CCD region).
+        HEALPix nside of the spatial partitions (512: pixels of about 0.11 deg, about 20 cover a 0.2 deg
+        CCD region, which holds about half of their rows).
     time_partition_days : int, optional
         Width of the time partitions of DiaSource, DiaForcedSource and DiaObject.
     connect_timeout_s : float, optional
@@ -97,7 +106,7 @@ class CassandraApdb:
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
                  keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
-                 nside: int = 256, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
+                 nside: int = 512, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
                  protocol_version: int | None = 5) -> None:
         from cassandra import ConsistencyLevel
@@ -171,14 +180,29 @@ class CassandraApdb:
 
         Returns the rows of each execution, in order.
         """
-        from cassandra.concurrent import execute_concurrent_with_args
+        return self._run_all([(statement, tuple(p)) for p in params])
 
-        results: list[list[tuple] | None] = [None] * len(params)
-        todo = list(range(len(params)))
+    def _run_all(self, work: Sequence[tuple[Any, Any]]) -> list[list[tuple]]:
+        """Run (statement, parameters) pairs concurrently; retry the failed ones with backoff.
+
+        Every statement is an idempotent upsert or a read, so a retry after a timeout cannot change the
+        result. Returns the rows of each execution, in order.
+
+        Raises
+        ------
+        TransientError
+            Some still fail (timeouts, unavailable replicas) after ``max_retries`` retries.
+        """
+        from cassandra.concurrent import execute_concurrent
+
+        results: list[list[tuple] | None] = [None] * len(work)
+        todo = list(range(len(work)))
         delay = 0.2
+        failed: list[int] = []
+        last_exc: BaseException | None = None
         for attempt in range(self.max_retries + 1):
-            out = execute_concurrent_with_args(self._session, statement, [params[i] for i in todo],
-                                               concurrency=self.concurrency, raise_on_first_error=False)
+            out = execute_concurrent(self._session, [work[i] for i in todo], concurrency=self.concurrency,
+                                     raise_on_first_error=False)
             failed, last_exc = [], None
             for i, (ok, res) in zip(todo, out):
                 if ok:
@@ -200,6 +224,11 @@ class CassandraApdb:
         raise TransientError(f"Cassandra at {self._where}: {len(failed)} requests still failing after "
                              f"{self.max_retries + 1} tries: {last_exc}", stage="apdb") from last_exc
 
+    def _read_rows(self, table: str, statement: Any, params: Sequence[Sequence[Any]]) -> Table:
+        """Run a SELECT of ``apdb_row`` once per parameter tuple, concurrently; unpack every row into one Table."""
+        blobs = [r[0] for part in self._concurrent(statement, params) for r in part]
+        return unpack_rows(table, blobs)
+
     def _prepare(self, key: str, cql: str) -> Any:
         if key not in self._prepared:
             self._prepared[key] = self._session.prepare(cql)
@@ -211,8 +240,7 @@ class CassandraApdb:
         return self._prepare(f"insert:{table}", f"INSERT INTO {self._t(table)} ({cols}) VALUES ({marks})")
 
     def _select(self, table: str, where: str) -> Any:
-        cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
-        return self._prepare(f"select:{table}:{where}", f"SELECT {cols} FROM {self._t(table)} WHERE {where}")
+        return self._prepare(f"select:{table}:{where}", f"SELECT {ROW_COLUMN} FROM {self._t(table)} WHERE {where}")
 
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
@@ -259,16 +287,22 @@ class CassandraApdb:
     def _time_parts(self, mjd: np.ndarray) -> np.ndarray:
         return np.floor(np.asarray(mjd, dtype=float) / self.time_partition_days).astype(np.int64)
 
+    def _pixel_groups(self, pixels: np.ndarray) -> list[list[int]]:
+        pixels = np.sort(np.asarray(pixels, dtype=np.int64))
+        return [pixels[i:i + _PIXELS_PER_QUERY].tolist() for i in range(0, len(pixels), _PIXELS_PER_QUERY)]
+
     def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
-        """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``.
+        """Read the region's DiaObjects as they were before ``visit_mjd_tai``, and their history.
 
         Parameters
         ----------
         region : SkyRegion
             Circle to read.
         visit_mjd_tai : float
-            Visit time; history is read from ``visit_mjd_tai - 365`` (inclusive) to ``visit_mjd_tai``
-            (exclusive).
+            Visit time. Objects are returned in their latest version with ``validityStartMjdTai <
+            visit_mjd_tai`` (objects first seen at or after the visit are left out), so re-processing a visit
+            after later visits were stored reads what the first processing read. History is read from
+            ``visit_mjd_tai - 365`` (inclusive) to ``visit_mjd_tai`` (exclusive).
 
         Returns
         -------
@@ -279,29 +313,47 @@ class CassandraApdb:
         TransientError
             Requests still timing out after the retries.
         """
-        pixels = cover_disc(self.nside, region.ra_deg, region.dec_deg, region.radius_deg)
+        pixels = cover_disc(self.nside, region.ra_deg, region.dec_deg, region.radius_deg + _HISTORY_MARGIN_DEG)
+        groups = self._pixel_groups(pixels)
+        lo, hi = history_window(visit_mjd_tai)
+        buckets = np.arange(self._time_parts(lo), self._time_parts(hi) + 1).tolist()
+        # One concurrent round for the three tables: the history of every object in the pixels is read and
+        # then filtered to the objects inside the region.
+        tables = (DIA_OBJECT_LAST, DIA_SOURCE, DIA_FORCED_SOURCE)
+        work = [(self._select(DIA_OBJECT_LAST, "apdb_part IN ?"), (g,)) for g in groups]
+        for name in tables[1:]:
+            stmt = self._select(name, "apdb_part IN ? AND apdb_time_part IN ?")
+            work += [(stmt, (g, buckets)) for g in groups]
+        results = self._run_all(work)
+        n = len(groups)
+        read = {name: unpack_rows(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
+                for k, name in enumerate(tables)}
         spec = TABLES[DIA_OBJECT_LAST]
-        stmt = self._select(DIA_OBJECT_LAST, "apdb_part = ?")
-        rows = [r for part in self._concurrent(stmt, [(int(p),) for p in pixels]) for r in part]
-        objects = rows_to_table(spec, spec.names, rows)
+        objects = self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai)
         inside = in_circle(np.asarray(objects["ra"]), np.asarray(objects["dec"]),
                            region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_table(spec, objects[inside])
         ids = np.asarray(objects["diaObjectId"], dtype=np.int64)
-
-        history: list[Table] = []
-        lo, hi = history_window(visit_mjd_tai)
-        src_pixels = cover_disc(self.nside, region.ra_deg, region.dec_deg,
-                                region.radius_deg + _HISTORY_MARGIN_DEG)
-        buckets = np.arange(self._time_parts(lo), self._time_parts(hi) + 1)
-        params = [(int(p), int(b)) for p in src_pixels for b in buckets] if len(ids) else []
-        for name in (DIA_SOURCE, DIA_FORCED_SOURCE):
-            hspec = TABLES[name]
-            stmt = self._select(name, "apdb_part = ? AND apdb_time_part = ?")
-            rows = [r for part in self._concurrent(stmt, params) for r in part]
-            table = select_history(rows_to_table(hspec, hspec.names, rows), ids, visit_mjd_tai)
-            history.append(sort_table(hspec, table))
+        history = [sort_table(TABLES[name], select_history(read[name], ids, visit_mjd_tai))
+                   for name in tables[1:]]
         return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
+
+    def _as_of(self, objects: Table, visit_mjd_tai: float) -> Table:
+        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them)."""
+        valid = np.asarray(objects["validityStartMjdTai"], dtype=float)
+        later = valid >= visit_mjd_tai
+        if not later.any():
+            return objects
+        stmt = self._select(DIA_OBJECT, '"diaObjectId" = ? AND "validityStartMjdTai" < ? LIMIT 1')
+        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)[later]
+        older = self._read_rows(DIA_OBJECT, stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
+        from astropy.table import vstack
+
+        kept = objects[~later]
+        if len(older) == 0:
+            return kept
+        older = older[TABLES[DIA_OBJECT_LAST].names]
+        return vstack([kept, older], join_type="exact", metadata_conflicts="silent") if len(kept) else older
 
     # ------------------------------------------------------------------ writes
     def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,
@@ -310,7 +362,9 @@ class CassandraApdb:
 
         DiaObject, DiaSource and DiaForcedSource rows are written first, then DiaObjectLast (only where the
         new version is at least as recent as the stored one; a row left in another pixel by a moved object is
-        deleted), then the ApdbVisitDetector marker, so a CCD-visit with a marker is complete.
+        deleted), then the ApdbVisitDetector marker, so a CCD-visit with a marker is complete. A write that
+        fails half-way leaves no marker, and writing again (every write is an upsert of deterministic keys)
+        completes it.
 
         Raises
         ------
@@ -319,65 +373,112 @@ class CassandraApdb:
         TransientError
             Writes still timing out after the retries.
         """
-        obj = table_to_columns(DIA_OBJECT, dia_objects)
-        src = table_to_columns(DIA_SOURCE, dia_sources)
-        fsrc = table_to_columns(DIA_FORCED_SOURCE, dia_forced_sources)
-        obj_part = ang2pix_nested(self.nside, np.asarray(obj["ra"], float), np.asarray(obj["dec"], float))
-        obj_valid = np.asarray(obj["validityStartMjdTai"], float)
+        obj = pack_table(DIA_OBJECT, dia_objects)
+        src = pack_table(DIA_SOURCE, dia_sources)
+        fsrc = pack_table(DIA_FORCED_SOURCE, dia_forced_sources)
+        obj_part = ang2pix_nested(self.nside, obj["ra"], obj["dec"])
+        obj_valid = obj["validityStartMjdTai"].astype(float)
 
-        # Append-only tables: write unset (not null) for missing values, so no tombstones are created.
-        self._write(DIA_OBJECT, obj, obj_part, self._time_parts(obj_valid), unset_nulls=True)
-        for name, cols in ((DIA_SOURCE, src), (DIA_FORCED_SOURCE, fsrc)):
-            part = ang2pix_nested(self.nside, np.asarray(cols["ra"], float), np.asarray(cols["dec"], float))
-            self._write(name, cols, part, self._time_parts(np.asarray(cols["midpointMjdTai"], float)),
-                        unset_nulls=True)
-        self._write_last(obj, obj_part, obj_valid)
+        # Round 1: the append-only tables, and the lookups DiaObjectLast needs. Round 2: DiaObjectLast.
+        # Round 3: the marker.
+        lookups = self._last_lookups(np.asarray(obj["diaObjectId"], dtype=np.int64))
+        work = self._inserts(DIA_OBJECT, obj, None, None)
+        for name, rows in ((DIA_SOURCE, src), (DIA_FORCED_SOURCE, fsrc)):
+            part = ang2pix_nested(self.nside, rows["ra"], rows["dec"])
+            work += self._inserts(name, rows, part, self._time_parts(rows["midpointMjdTai"]))
+        results = self._run_all(lookups + work)
+        stored = [r for rows in results[:len(lookups)] for r in rows]
+        self._run_all(self._last_writes(obj, obj_part, obj_valid, stored))
         stmt = self._prepare("insert:vd", f"INSERT INTO {self._t(VISIT_DETECTOR_TABLE)} "
                              f"({', '.join(_VD_NAMES)}) VALUES (?, ?, ?, ?, ?)")
-        self._concurrent(stmt, [(int(visit), int(detector), len(obj_part), len(src["ra"]), len(fsrc["ra"]))])
+        self._concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
         _log.debug("stored visit %d detector %d in %s", visit, detector, self._where)
 
-    def _write(self, table: str, cols: dict[str, list[Any]], part: np.ndarray, time_part: np.ndarray | None,
-               unset_nulls: bool, select: np.ndarray | None = None) -> None:
-        from cassandra.query import UNSET_VALUE
+    def _inserts(self, table: str, packed: np.ndarray, part: np.ndarray | None, time_part: np.ndarray | None,
+                 select: np.ndarray | None = None) -> list[tuple[Any, Any]]:
+        """(statement, parameters) pairs writing the packed rows: unlogged batches of one partition each.
 
-        names = ["apdb_part"] + (["apdb_time_part"] if time_part is not None else []) + list(cols)
-        values = [part.tolist()] + ([time_part.tolist()] if time_part is not None else [])
-        for col in cols.values():
-            values.append([UNSET_VALUE if v is None else v for v in col] if unset_nulls and None in col else col)
-        rows = list(zip(*values))
+        Without ``part`` (DiaObject, partitioned by id) every row is its own statement.
+        """
+        from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+
         if select is not None:
-            rows = [rows[i] for i in np.flatnonzero(select)]
-        if rows:
-            self._concurrent(self._insert(table, names), rows)
+            packed = packed[select]
+            part = part[select] if part is not None else None
+            time_part = time_part[select] if time_part is not None else None
+        if len(packed) == 0:
+            return []
+        names = (["apdb_part"] if part is not None else []) + (["apdb_time_part"] if time_part is not None
+                                                               else [])
+        values: list[list[Any]] = ([part.tolist()] if part is not None else []) + \
+            ([time_part.tolist()] if time_part is not None else [])
+        for k in KEY_COLUMNS[table]:
+            names.append(k)
+            col = packed[k].tolist()
+            if k + "__null" in packed.dtype.names:  # a missing key value is left unset (no tombstone)
+                col = [UNSET_VALUE if null else v for v, null in zip(col, packed[k + "__null"].tolist())]
+            values.append(col)
+        names.append(ROW_COLUMN)
+        values.append(pack_rows(packed))
+        rows = list(zip(*values))
+        stmt = self._insert(table, names)
+        if part is None:
+            return [(stmt, row) for row in rows]
+        key = part * 1_000_000 + (time_part if time_part is not None else 0)
+        order = np.argsort(key, kind="stable")
+        key_sorted = key[order]
+        starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        per_batch = max(1, _BATCH_BYTES // (packed.dtype.itemsize + 64))
+        work: list[tuple[Any, Any]] = []
+        for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            for b0 in range(s0, e0, per_batch):
+                members = order[b0:min(e0, b0 + per_batch)].tolist()
+                if len(members) == 1:
+                    work.append((stmt, rows[members[0]]))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self.consistency)
+                for i in members:
+                    batch.add(stmt, rows[i])
+                work.append((batch, None))
+        return work
 
-    def _write_last(self, obj: dict[str, list[Any]], obj_part: np.ndarray, obj_valid: np.ndarray) -> None:
-        """Upsert DiaObjectLast where the new version is not older than the stored one."""
+    def _last_lookups(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
+        """Reads of DiaObjectLastToPartition for ``ids`` (run in the same round as the append-only writes)."""
+        stmt = self._prepare("select:last2part", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
+                             f'FROM {self._t(_LAST_TO_PART)} WHERE "diaObjectId" IN ?')
+        ids = np.unique(ids)
+        return [(stmt, (ids[i:i + 100].tolist(),)) for i in range(0, len(ids), 100)]
+
+    def _last_writes(self, obj: np.ndarray, obj_part: np.ndarray, obj_valid: np.ndarray,
+                     stored_rows: list[tuple]) -> list[tuple[Any, Any]]:
+        """Writes of DiaObjectLast (and its partition index) where the new version is not older than the stored one.
+
+        ``stored_rows`` are the rows read by :meth:`_last_lookups`. A row left in another pixel by an object
+        that moved is deleted.
+        """
         ids = np.asarray(obj["diaObjectId"], dtype=np.int64)
         if len(ids) == 0:
-            return
+            return []
         # The latest version of each object within this write.
         order = np.lexsort((obj_valid, ids))
         last_of_id = np.r_[ids[order][1:] != ids[order][:-1], True]
         keep = np.zeros(len(ids), bool)
         keep[order[last_of_id]] = True
-        stmt = self._prepare("select:last2part", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
-                             f'FROM {self._t(_LAST_TO_PART)} WHERE "diaObjectId" = ?')
-        stored = {r[0]: (r[1], r[2]) for part in self._concurrent(stmt, [(int(i),) for i in ids[keep]])
-                  for r in part}
+        stored = {r[0]: (r[1], r[2]) for r in stored_rows}
         old_part = np.array([stored.get(i, (-1, -np.inf))[0] for i in ids.tolist()], dtype=np.int64)
         old_valid = np.array([stored.get(i, (-1, -np.inf))[1] for i in ids.tolist()], dtype=float)
         keep &= obj_valid >= old_valid
-        self._write(DIA_OBJECT_LAST, obj, obj_part, None, unset_nulls=False, select=keep)
+        work = self._inserts(DIA_OBJECT_LAST, obj, obj_part, None, select=keep)
         moved = keep & (old_part >= 0) & (old_part != obj_part)
         if moved.any():
             delete = self._prepare("delete:last", f'DELETE FROM {self._t(DIA_OBJECT_LAST)} '
                                    'WHERE apdb_part = ? AND "diaObjectId" = ?')
-            self._concurrent(delete, list(zip(old_part[moved].tolist(), ids[moved].tolist())))
+            work += [(delete, p) for p in zip(old_part[moved].tolist(), ids[moved].tolist())]
         insert = self._prepare("insert:last2part", f'INSERT INTO {self._t(_LAST_TO_PART)} '
                                '("diaObjectId", apdb_part, "validityStartMjdTai") VALUES (?, ?, ?)')
-        self._concurrent(insert, list(zip(ids[keep].tolist(), obj_part[keep].tolist(),
-                                          obj_valid[keep].tolist())))
+        work += [(insert, r) for r in zip(ids[keep].tolist(), obj_part[keep].tolist(), obj_valid[keep].tolist())]
+        return work
 
     # ------------------------------------------------------------------ bookkeeping
     def is_stored(self, visit: int, detector: int) -> bool:
@@ -390,9 +491,8 @@ class CassandraApdb:
         """Every table, sorted by primary key (full scans: for tests and replay comparisons)."""
         out = {}
         for name, spec in TABLES.items():
-            cols = ", ".join(f'"{n}"' for n in spec.names)
-            rows = self._execute(f"SELECT {cols} FROM {self._t(name)}")
-            out[name] = sort_table(spec, rows_to_table(spec, spec.names, rows))
+            rows = self._execute(f"SELECT {ROW_COLUMN} FROM {self._t(name)}")
+            out[name] = sort_table(spec, unpack_rows(spec, [r[0] for r in rows]))
         rows = sorted(self._execute(f"SELECT {', '.join(_VD_NAMES)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
         out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=_VD_NAMES, dtype=[np.int64] * len(_VD_NAMES))
         meta = sorted(self._read_metadata().items())

@@ -39,8 +39,14 @@ __all__ = [
     "table_to_columns",
     "table_to_rows",
     "rows_to_table",
+    "arrays_to_table",
     "sort_table",
     "tables_equal",
+    "PACKED_STRING_BYTES",
+    "packed_dtype",
+    "pack_table",
+    "pack_rows",
+    "unpack_rows",
 ]
 
 ALERT_SCHEMA_VERSION = "11.1"
@@ -319,20 +325,64 @@ def rows_to_table(kind: str | TableSpec, names: Sequence[str], rows: Iterable[Se
     index = {n: i for i, n in enumerate(names)}
     by_col = list(zip(*rows))
     n = len(rows)
+    arrays: dict[str, np.ndarray] = {}
+    for c in spec.columns:
+        if c.name not in index:
+            continue
+        vals = by_col[index[c.name]]
+        if c.is_float:
+            arrays[c.name] = np.array(vals, dtype=c.dtype)  # None -> NaN
+        elif not c.nullable and c.avro_type != "string":
+            arrays[c.name] = np.array(vals, dtype=c.dtype)
+        else:
+            arrays[c.name] = np.array(vals, dtype=object)
+    return arrays_to_table(spec, arrays, n)
+
+
+def arrays_to_table(kind: str | TableSpec, arrays: dict[str, np.ndarray], n_rows: int) -> Table:
+    """Build a typed Table from per-column arrays (as the driver's NumPy protocol handler returns them).
+
+    Parameters
+    ----------
+    kind : str
+        Source table.
+    arrays : dict of str to ndarray
+        Column name -> values: numeric arrays (masked where NULL, or NaN for floats) or object arrays with
+        None for NULL. Names not in the spec are ignored; spec columns absent here are all missing.
+    n_rows : int
+        Number of rows.
+
+    Returns
+    -------
+    Table
+        Every column of the spec, typed as in :func:`empty_table`.
+    """
+    spec = _spec(kind)
+    if n_rows == 0:
+        return empty_table(spec)
     cols = []
     for c in spec.columns:
-        vals = by_col[index[c.name]] if c.name in index else (None,) * n
-        obj = np.array(vals, dtype=object)
-        mask = np.equal(obj, None)
+        arr = arrays.get(c.name)
+        if arr is None:
+            arr = np.full(n_rows, None, dtype=object)
+        if arr.dtype == object:
+            mask = np.equal(arr, None)
+            if mask.any():
+                arr = arr.copy()
+                arr[mask] = np.nan if c.is_float else ("" if c.avro_type == "string" else 0)
+            values = arr.astype(str) if c.avro_type == "string" else arr.astype(c.dtype)
+        else:
+            mask = np.ma.getmaskarray(arr)
+            values = np.ma.getdata(arr).astype(c.dtype, copy=False)
+            if c.is_float and mask.any():
+                values = np.where(mask, np.nan, values).astype(c.dtype, copy=False)
         if c.is_float:
-            obj[mask] = np.nan
-            cols.append(Column(obj.astype(c.dtype), name=c.name))
-            continue
-        fill = "" if c.avro_type == "string" else 0
-        obj[mask] = fill
-        values = obj.astype(str) if c.avro_type == "string" else obj.astype(c.dtype)
-        cols.append(_make_column(c, values, mask))
-    return Table(cols, meta={"apdb_table": spec.name})
+            cols.append(Column(values, name=c.name, dtype=c.dtype, copy=False))
+        elif not c.nullable:
+            cols.append(Column(values, name=c.name, dtype=c.dtype, copy=False))
+        else:
+            cols.append(MaskedColumn(values, name=c.name, dtype=c.dtype, mask=mask, copy=False))
+    return Table(cols, meta={"apdb_table": spec.name}, copy=False)
 
 
 def sort_table(kind: str | TableSpec, table: Table) -> Table:
@@ -360,3 +410,121 @@ def tables_equal(a: Table, b: Table) -> bool:
         elif not np.array_equal(da, db):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------- packed rows
+PACKED_STRING_BYTES = 32
+"""Width of a string field in a packed row (UTF-8 bytes); longer values are refused."""
+
+
+def packed_dtype(kind: str | TableSpec) -> np.dtype:
+    """Little-endian structured dtype of one packed row of table ``kind`` (see :func:`pack_rows`).
+
+    Floats and ints keep their schema widths, booleans are one byte, strings ``S32``; each nullable non-float
+    column has a one-byte null flag ``<name>__null`` after it (a missing float is NaN).
+    """
+    spec = _spec(kind)
+    fields: list[tuple[str, str]] = []
+    for c in spec.columns:
+        if c.avro_type == "string":
+            fields.append((c.name, f"S{PACKED_STRING_BYTES}"))
+        elif c.avro_type == "boolean":
+            fields.append((c.name, "u1"))
+        else:
+            fields.append((c.name, np.dtype(c.dtype).newbyteorder("<").str))
+        if c.nullable and not c.is_float:
+            fields.append((c.name + "__null", "u1"))
+    return np.dtype(fields)
+
+
+def pack_table(kind: str | TableSpec, table: Table) -> np.ndarray:
+    """Convert a Table into a structured array of :func:`packed_dtype` (vectorised, no per-value Python).
+
+    Parameters
+    ----------
+    kind : str
+        Target table.
+    table : Table
+        Catalog (see :func:`table_to_columns` for missing columns and values).
+
+    Returns
+    -------
+    numpy.ndarray
+        One record per row; ``out.tobytes()`` sliced by ``out.itemsize`` gives each row's bytes.
+
+    Raises
+    ------
+    InputError
+        A non-nullable column is missing or holds missing values, or a string is too long.
+    """
+    spec = _spec(kind)
+    n = len(table)
+    out = np.zeros(n, dtype=packed_dtype(spec))
+    for c in spec.columns:
+        if c.name not in table.colnames:
+            if not c.nullable:
+                raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
+            if c.is_float:
+                out[c.name] = np.nan
+            else:
+                out[c.name + "__null"] = 1
+            continue
+        data = np.ma.asarray(table[c.name])
+        mask = np.ma.getmaskarray(data)
+        raw = np.ma.getdata(data)
+        if c.is_float:
+            raw = raw.astype(c.dtype, copy=False)
+            missing = mask | np.isnan(raw)
+        else:
+            missing = mask
+        if not c.nullable and missing.any():
+            raise InputError(f"{spec.name}: required column {c.name!r} has missing values", stage="apdb")
+        if c.is_float:
+            out[c.name] = np.where(mask, np.nan, raw)
+        elif c.avro_type == "string":
+            encoded = np.char.encode(raw.astype(str), "utf-8") if n else np.zeros(0, "S1")
+            if n and encoded.dtype.itemsize > PACKED_STRING_BYTES:
+                raise InputError(f"{spec.name}: {c.name!r} longer than {PACKED_STRING_BYTES} bytes", stage="apdb")
+            out[c.name] = np.where(mask, b"", encoded)
+        else:
+            out[c.name] = np.where(mask, 0, raw.astype(c.dtype, copy=False))
+        if c.nullable and not c.is_float:
+            out[c.name + "__null"] = mask
+    return out
+
+
+def pack_rows(packed: np.ndarray) -> list[bytes]:
+    """Split a :func:`pack_table` array into one ``bytes`` per row."""
+    buf, size = packed.tobytes(), packed.dtype.itemsize
+    return [buf[i:i + size] for i in range(0, len(buf), size)]
+
+
+def unpack_rows(kind: str | TableSpec, blobs: Sequence[bytes]) -> Table:
+    """Build a typed Table from packed rows (the inverse of :func:`pack_table` + :func:`pack_rows`).
+
+    Raises
+    ------
+    InputError
+        A blob is not one packed row of this table (e.g. written by another schema version).
+    """
+    spec = _spec(kind)
+    dtype = packed_dtype(spec)
+    if not blobs:
+        return empty_table(spec)
+    buf = b"".join(blobs)
+    if len(buf) != len(blobs) * dtype.itemsize:
+        raise InputError(f"{spec.name}: packed rows of {len(buf) // max(len(blobs), 1)} bytes, expected "
+                         f"{dtype.itemsize} (another APDB schema version?)", stage="apdb")
+    packed = np.frombuffer(buf, dtype=dtype)
+    cols = []
+    for c in spec.columns:
+        values = packed[c.name]
+        if c.avro_type == "string":
+            values = np.char.decode(values, "utf-8").astype("U32")
+        else:
+            values = values.astype(c.dtype)
+        if c.nullable and not c.is_float:
+            cols.append(MaskedColumn(values, name=c.name, dtype=values.dtype, mask=packed[c.name + "__null"] > 0))
+        else:
+            cols.append(Column(values, name=c.name, dtype=values.dtype))
+    return Table(cols, meta={"apdb_table": spec.name}, copy=False)

@@ -6,12 +6,24 @@ schemas/apdb.cql``) and checked against it by the tests, and the store executes 
 
 Layout
 ------
-``apdb_part`` is the HEALPix nested pixel (nside stored in the metadata) of a row's position and
-``apdb_time_part`` is ``floor(midpointMjdTai / 30)`` (``validityStartMjdTai`` for DiaObject).
+``apdb_part`` is the HEALPix nested pixel (nside stored in the metadata, 512 by default: 0.11 deg pixels, so
+the pixels covering a CCD region hold about twice the region's rows) of a row's position and
+``apdb_time_part`` is ``floor(midpointMjdTai / time_partition_days)`` (30 days by default).
 
-* ``DiaObjectLast``: partition ``apdb_part``, clustering ``diaObjectId``: one query per pixel of the region.
-* ``DiaSource`` / ``DiaForcedSource`` / ``DiaObject``: partition ``(apdb_part, apdb_time_part)``, clustering
-  by id: the 12-month history of a region is one query per (pixel, 30-day bucket).
+Rows are stored packed: the key columns (:data:`KEY_COLUMNS`) are CQL columns and the whole row is one
+``apdb_row`` blob, a fixed-width little-endian record (:func:`streamer.apdb.columns.packed_dtype`). The
+Python driver spends about 2 us binding or decoding each CQL value, so a CCD-visit's 50,000 values written
+and 1.5 million read would take 0.1 s and 1 to 3 s; packed, it binds 4 to 6 values a row, and reads decode
+with one ``numpy.frombuffer``.
+
+* ``DiaObjectLast``: partition ``apdb_part``, clustering ``diaObjectId``: the region is one multi-partition
+  query (``apdb_part IN ?``) per group of pixels.
+* ``DiaSource`` / ``DiaForcedSource``: partition ``(apdb_part, apdb_time_part)``, clustering by id: the
+  12-month history of a region is one query (``apdb_part IN ? AND apdb_time_part IN ?``) per group of pixels.
+  A source lies within an arcsecond of its object, so the pixels of the region plus a 10" margin hold the
+  whole history of the region's objects.
+* ``DiaObject``: every version, partition ``diaObjectId``, clustering ``validityStartMjdTai DESC``: read
+  only when a CCD-visit is re-processed after later visits stored newer versions.
 * ``DiaObjectLastToPartition``: ``diaObjectId`` -> pixel and validity of its DiaObjectLast row, so that a newer
   version that moved to another pixel deletes the old row, and an older version never overwrites a newer one.
 * ``ApdbVisitDetector``: one row per stored CCD-visit, written last (a completion marker).
@@ -27,17 +39,30 @@ from pathlib import Path
 import schemas
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_OBJECT_LAST, DIA_SOURCE, TABLES
 
-__all__ = ["CQL_PATH", "render_cql", "load_cql", "split_statements"]
+__all__ = ["KEY_COLUMNS", "ROW_COLUMN", "CQL_PATH", "render_cql", "load_cql", "split_statements"]
 
 CQL_PATH = Path(schemas.__file__).resolve().parent / "apdb.cql"
 """Location of the DDL (package data of :mod:`schemas`)."""
 
 _PARTITIONING = {
-    DIA_OBJECT: ("(apdb_part, apdb_time_part)", ("apdb_part int", "apdb_time_part int")),
+    DIA_OBJECT: ('("diaObjectId")', ()),
     DIA_OBJECT_LAST: ("(apdb_part)", ("apdb_part int",)),
     DIA_SOURCE: ("(apdb_part, apdb_time_part)", ("apdb_part int", "apdb_time_part int")),
     DIA_FORCED_SOURCE: ("(apdb_part, apdb_time_part)", ("apdb_part int", "apdb_time_part int")),
 }
+
+
+KEY_COLUMNS = {
+    DIA_OBJECT: ("diaObjectId", "validityStartMjdTai"),
+    DIA_OBJECT_LAST: ("diaObjectId", "validityStartMjdTai"),
+    DIA_SOURCE: ("diaSourceId", "diaObjectId", "midpointMjdTai"),
+    DIA_FORCED_SOURCE: ("diaForcedSourceId", "diaObjectId", "midpointMjdTai"),
+}
+"""Columns kept as CQL columns (keys and what a query may need); the whole row is in ``apdb_row``."""
+
+ROW_COLUMN = "apdb_row"
+"""Blob column holding the whole row, packed by :func:`streamer.apdb.columns.pack_table` (little-endian
+fixed-width record, layout fixed by the column spec and so by ``alert_schema_version`` in the metadata)."""
 
 
 def render_cql() -> str:
@@ -47,7 +72,11 @@ def render_cql() -> str:
         "-- from streamer/apdb/columns.py (lsst-alert-packet 11.1 records); do not edit by hand.",
         "-- ${KEYSPACE} and ${REPLICATION} are substituted by CassandraApdb.init_schema.",
         "-- apdb_part: HEALPix nested pixel of the row position (nside in ApdbMetadata);",
-        "-- apdb_time_part: floor(MJD TAI / 30) of midpointMjdTai (validityStartMjdTai for DiaObject).",
+        "-- apdb_time_part: floor(midpointMjdTai / time_partition_days) (in ApdbMetadata).",
+        "-- apdb_row: the whole row, packed (little-endian fixed-width record of every alert-schema column, in",
+        "-- schema order; see streamer.apdb.columns.packed_dtype); a few key columns are also CQL columns.",
+        "-- DiaObject (every version) is partitioned by diaObjectId: read only to find the version valid at a",
+        "-- given time when a CCD-visit is re-processed after later visits were stored.",
         "",
         "CREATE KEYSPACE IF NOT EXISTS ${KEYSPACE} WITH replication = ${REPLICATION};",
         "",
@@ -56,12 +85,16 @@ def render_cql() -> str:
         spec = TABLES[name]
         part, part_cols = _PARTITIONING[name]
         lines = [f"    {c}," for c in part_cols]
-        lines += [f'    "{c.name}" {c.cql_type},' for c in spec.columns]
-        clustering = ", ".join(f'"{k}"' for k in spec.primary_key)
-        lines.append(f"    PRIMARY KEY ({part}, {clustering})")
+        lines += [f'    "{k}" {spec.column(k).cql_type},' for k in KEY_COLUMNS[name]]
+        lines.append(f"    {ROW_COLUMN} blob,")
+        clustering = [f'"{k}"' for k in spec.primary_key if f'"{k}"' not in part]
+        lines.append(f"    PRIMARY KEY ({part}, {', '.join(clustering)})")
         out.append(f'CREATE TABLE IF NOT EXISTS ${{KEYSPACE}}."{name}" (')
         out += lines
-        out.append(");")
+        if name == DIA_OBJECT:  # newest version first: "latest version before t" is LIMIT 1
+            out.append(') WITH CLUSTERING ORDER BY ("validityStartMjdTai" DESC);')
+        else:
+            out.append(");")
         out.append("")
     out += [
         'CREATE TABLE IF NOT EXISTS ${KEYSPACE}."DiaObjectLastToPartition" (',

@@ -41,6 +41,8 @@ VISIT_DETECTOR_TABLE = "ApdbVisitDetector"
 """One row per stored CCD-visit, written last: its presence means the CCD-visit is complete."""
 
 _IN_CHUNK = 500
+_AS_OF_MARGIN_DEG = 10.0 / 3600.0
+"""An object's version valid at an earlier visit lies within this distance of its latest one."""
 
 
 def _q(name: str) -> str:
@@ -192,18 +194,22 @@ class SqliteApdb:
         region : SkyRegion
             Circle to read.
         visit_mjd_tai : float
-            Visit time; history is read from ``visit_mjd_tai - 365`` (inclusive) to ``visit_mjd_tai``
-            (exclusive).
+            Visit time. Objects are returned in their latest version with ``validityStartMjdTai <
+            visit_mjd_tai`` (objects first seen at or after the visit are left out), so re-processing a visit
+            after later visits were stored reads what the first processing read. History is read from
+            ``visit_mjd_tai - 365`` (inclusive) to ``visit_mjd_tai`` (exclusive).
 
         Returns
         -------
         RegionData
         """
-        dec_min, dec_max, ra_ranges = bounding_box(region.ra_deg, region.dec_deg, region.radius_deg)
+        dec_min, dec_max, ra_ranges = bounding_box(region.ra_deg, region.dec_deg,
+                                                   region.radius_deg + _AS_OF_MARGIN_DEG)
         ra_sql = " OR ".join('("ra" >= ? AND "ra" <= ?)' for _ in ra_ranges)
         params: list[float] = [dec_min, dec_max] + [v for r in ra_ranges for v in r]
         spec = TABLES[DIA_OBJECT_LAST]
         objects = self._select(spec, f'"dec" >= ? AND "dec" <= ? AND ({ra_sql})', params)
+        objects = self._as_of(objects, visit_mjd_tai)
         inside = in_circle(np.asarray(objects["ra"]), np.asarray(objects["dec"]),
                            region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_table(spec, objects[inside])
@@ -219,6 +225,27 @@ class SqliteApdb:
             table = _vstack(hspec, parts)
             history.append(sort_table(hspec, table))
         return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
+
+    def _as_of(self, objects: Table, visit_mjd_tai: float) -> Table:
+        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them)."""
+        later = np.asarray(objects["validityStartMjdTai"], dtype=float) >= visit_mjd_tai
+        if not later.any():
+            return objects
+        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)[later].tolist()
+        spec = TABLES[DIA_OBJECT]
+        cols = ", ".join(f"o.{_q(n)}" for n in spec.names)
+        parts = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i:i + _IN_CHUNK]
+            sql = (f"SELECT {cols} FROM {_q(DIA_OBJECT)} o JOIN (SELECT \"diaObjectId\" AS id, "
+                   f"MAX(\"validityStartMjdTai\") AS v FROM {_q(DIA_OBJECT)} WHERE \"validityStartMjdTai\" < ? "
+                   f"AND \"diaObjectId\" IN ({', '.join('?' * len(chunk))}) GROUP BY \"diaObjectId\") m "
+                   "ON o.\"diaObjectId\" = m.id AND o.\"validityStartMjdTai\" = m.v")
+            with self._lock:
+                rows = self._conn.execute(sql, (float(visit_mjd_tai), *chunk)).fetchall()
+            parts.append(rows_to_table(spec, spec.names, rows))
+        older = _vstack(spec, parts)[TABLES[DIA_OBJECT_LAST].names]
+        return _vstack(TABLES[DIA_OBJECT_LAST], [objects[~later], older])
 
     # ------------------------------------------------------------------ writes
     def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,
@@ -302,7 +329,7 @@ def _vstack(spec: TableSpec, parts: list[Table]) -> Table:
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_table(spec)
-    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact")
+    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact", metadata_conflicts="silent")
 
 
 class _Transaction:

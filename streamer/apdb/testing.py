@@ -20,7 +20,7 @@ from streamer.apdb.sky import angular_distance_deg
 VISIT_MJD = 60500.0
 
 
-def make_objects(ids, ra, dec, validity=VISIT_MJD, n_sources=1) -> Table:
+def make_objects(ids, ra, dec, validity=VISIT_MJD - 1, n_sources=1) -> Table:
     """DiaObjects with every column; nullable floats NaN except a few set."""
     n = len(ids)
     cols = {}
@@ -162,8 +162,39 @@ def check_moving_object_single_last_row(apdb) -> None:
     _store(apdb, v1, visit=1)
     _store(apdb, v2, visit=2)
     assert len(apdb.dump_tables()["DiaObjectLast"]) == 1
-    assert len(apdb.read_region(SkyRegion(120.0, 0.0, 0.1), VISIT_MJD).dia_objects) == 0
-    assert len(apdb.read_region(SkyRegion(120.5, 0.0, 0.1), VISIT_MJD).dia_objects) == 1
+    assert len(apdb.read_region(SkyRegion(120.0, 0.0, 0.1), VISIT_MJD + 1).dia_objects) == 0
+    assert len(apdb.read_region(SkyRegion(120.5, 0.0, 0.1), VISIT_MJD + 1).dia_objects) == 1
+
+
+def check_read_as_of_visit(apdb) -> None:
+    """Re-processing a visit after later visits were stored reads what the first processing read.
+
+    An object is returned in its latest version with ``validityStartMjdTai`` before the visit; objects first
+    seen at or after the visit, and newer versions, are invisible; history stops before the visit.
+    """
+    t1, t2, t3 = VISIT_MJD - 2, VISIT_MJD - 1, VISIT_MJD
+    region = SkyRegion(200.0, 10.0, 0.05)
+    v1 = make_objects([7], [200.0], [10.0], validity=t1)
+    v2 = make_objects([7], [200.000001], [10.0], validity=t2, n_sources=2)
+    v3 = make_objects([7], [200.000002], [10.0], validity=t3, n_sources=3)
+    born_later = make_objects([9], [200.001], [10.0], validity=t3)
+    for visit, (objects, t) in enumerate([(v1, t1), (v2, t2), (v3, t3), (born_later, t3)], start=1):
+        ids = np.asarray(objects["diaObjectId"])
+        _store(apdb, objects, make_sources(ids * 100 + visit, ids, objects["ra"], objects["dec"], t),
+               make_sources(ids * 100 + visit, ids, objects["ra"], objects["dec"], t, forced=True),
+               visit=visit)
+    before = apdb.read_region(region, t1)
+    assert len(before.dia_objects) == 0 and len(before.dia_sources) == 0
+    mid = apdb.read_region(region, t2)
+    assert list(mid.dia_objects["diaObjectId"]) == [7]
+    assert tables_equal(mid.dia_objects, v1)
+    assert list(mid.dia_sources["diaSourceId"]) == [701] and list(mid.dia_forced_sources["diaForcedSourceId"]) == [701]
+    late = apdb.read_region(region, t3)
+    assert list(late.dia_objects["diaObjectId"]) == [7] and list(late.dia_objects["nDiaSources"]) == [2]
+    assert list(late.dia_sources["diaSourceId"]) == [701, 702]
+    after = apdb.read_region(region, t3 + 1)
+    assert list(after.dia_objects["diaObjectId"]) == [7, 9] and list(after.dia_objects["nDiaSources"]) == [3, 1]
+    assert len(after.dia_sources) == 4
 
 
 def check_ra_wrap(apdb: Apdb) -> None:
@@ -203,6 +234,7 @@ CONTRACT = [
     check_store_twice_identical,
     check_last_holds_latest,
     check_moving_object_single_last_row,
+    check_read_as_of_visit,
     check_ra_wrap,
     check_near_pole,
     check_missing_required_column,

@@ -71,7 +71,7 @@ def test_is_apdb(apdb):
 
 
 def test_partitioning_mismatch_refuses(apdb):
-    other = CassandraApdb(_server()[0], _server()[1], keyspace=apdb.keyspace, nside=512, consistency="ONE")
+    other = CassandraApdb(_server()[0], _server()[1], keyspace=apdb.keyspace, nside=256, consistency="ONE")
     try:
         with pytest.raises(InputError, match="nside"):
             other.check_schema()
@@ -107,3 +107,89 @@ def test_same_results_as_sqlite(apdb, tmp_path):
 def test_unreachable_raises_transient():
     with pytest.raises(TransientError, match="unavailable after"):
         CassandraApdb(["127.0.0.1"], 1, connect_timeout_s=1.0)
+
+
+def _ccd(seed: int = 5):
+    rng = np.random.default_rng(seed)
+    n = 60
+    ra, dec = 80.0 + 0.1 * rng.standard_normal(n), 20.0 + 0.1 * rng.standard_normal(n)
+    ids = np.arange(1, n + 1)
+    return dict(dia_objects=make_objects(ids, ra, dec), dia_sources=make_sources(ids + 10**5, ids, ra, dec, VISIT_MJD),
+                dia_forced_sources=make_sources(ids + 10**6, ids, ra, dec, VISIT_MJD, forced=True))
+
+
+def _flaky_concurrent(monkeypatch, fail_calls: set[int]):
+    """Make the given calls (0-based) of execute_concurrent report a timeout for half their statements."""
+    import cassandra.concurrent as cc
+    from cassandra import OperationTimedOut
+
+    real = cc.execute_concurrent
+    calls = iter(range(10**6))
+
+    def flaky(session, work, *args, **kwargs):
+        work = list(work)
+        k = next(calls)
+        if k not in fail_calls:
+            return real(session, work, *args, **kwargs)
+        done = real(session, work[::2], *args, **kwargs)  # half applied, half "timed out"
+        out = []
+        for i in range(len(work)):
+            out.append(done[i // 2] if i % 2 == 0 else (False, OperationTimedOut("injected")))
+        return out
+
+    monkeypatch.setattr(cc, "execute_concurrent", flaky)
+
+
+def test_write_timeout_mid_ccd_is_retried(apdb, keyspace, monkeypatch):
+    admin, hosts, port, base = keyspace
+    clean = CassandraApdb(hosts, port, keyspace=f"{base}_clean", consistency="ONE")
+    clean.init_schema()
+    try:
+        clean.store(visit=1, detector=2, **_ccd())
+        _flaky_concurrent(monkeypatch, {0, 1, 2})
+        apdb.store(visit=1, detector=2, **_ccd())
+        monkeypatch.undo()
+        a, b = apdb.dump_tables(), clean.dump_tables()
+        for name in ("DiaObject", "DiaObjectLast", "DiaSource", "DiaForcedSource", "ApdbVisitDetector"):
+            assert tables_equal(a[name], b[name]), name
+    finally:
+        clean.drop_keyspace()
+        clean.close()
+
+
+def test_persistent_write_failure_leaves_no_marker(apdb, monkeypatch):
+    apdb.max_retries = 1
+    _flaky_concurrent(monkeypatch, set(range(0, 10)))  # every try of the first writes fails
+    with pytest.raises(TransientError, match="still failing"):
+        apdb.store(visit=1, detector=2, **_ccd())
+    monkeypatch.undo()
+    assert not apdb.is_stored(1, 2)  # half-written, and it does not look complete
+    apdb.max_retries = 5
+    apdb.store(visit=1, detector=2, **_ccd())  # the redelivered work completes it
+    assert apdb.is_stored(1, 2)
+    assert len(apdb.dump_tables()["DiaSource"]) == 60
+
+
+def test_unreachable_retries_with_backoff(caplog):
+    import time
+
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING"), pytest.raises(TransientError, match=r"unavailable after [2-9]\d* tries"):
+        CassandraApdb(["127.0.0.1"], 19999, connect_timeout_s=2.0)
+    assert time.monotonic() - t0 >= 1.0
+    assert any("retrying in" in r.getMessage() for r in caplog.records)
+
+
+def test_claims_on_cassandra(apdb):
+    from streamer.apdb.ordering import CassandraWorkClaims
+
+    claims = CassandraWorkClaims(apdb, poll_s=0.01)
+    a, b = SkyRegion(10.0, 0.0, 0.2), SkyRegion(10.1, 0.0, 0.2)
+    claims.register("early", a, 1.0)
+    claims.register("late", b, 2.0)
+    claims.wait_turn("early", a, 1.0, timeout_s=1)
+    with pytest.raises(TransientError, match="earlier overlapping work"):
+        claims.wait_turn("late", b, 2.0, timeout_s=0.2)
+    claims.done("early")
+    claims.wait_turn("late", b, 2.0, timeout_s=2)
+    claims.done("late")
