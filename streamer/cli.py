@@ -125,6 +125,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True))
     apdb = _open_apdb(settings, cassandra, init=True)
+    if args.workers > 1:
+        apdb.close()
+        if kafka is None:
+            log.error("--workers N needs Kafka (--kafka-bootstrap or source: kafka); the embedded mode has one worker")
+            return 2
+        rc = run_workers(args, args.workers)
+        if args.report or args.simulate:
+            from streamer.report import print_truth_report
+
+            print_truth_report(settings, cassandra)
+        return rc
     try:
         results = run_service(settings, apdb, kafka, forever=args.forever, workers=args.workers,
                               exactly_once=not args.at_least_once, worker_id=args.worker_id)
@@ -136,6 +147,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_truth_report(settings, cassandra)
     failed = [r for r in results if r.error is not None and r.error.__class__.__name__ != "NoWorkError"]
     return 1 if (failed and args.strict) else 0
+
+
+def _child_argv(argv: list[str], worker_id: str) -> list[str]:
+    """The command line of one worker process: the parent's, without --workers/--worker-id/--simulate/--report
+    (the parent simulates, creates the APDB and reports once) and with its own --worker-id."""
+    out: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workers", "--worker-id"):
+            skip_next = "=" not in arg
+            continue
+        if name in ("--simulate", "--report"):
+            continue
+        out.append(arg)
+    return out + ["--worker-id", worker_id]
+
+
+def run_workers(args: argparse.Namespace, n: int) -> int:
+    """Run ``n`` worker processes (``python -m streamer.cli run ... --worker-id <id>-<k>``), each its own consumer
+    of the group; forward SIGTERM/SIGINT to them and wait. Returns the worst exit status."""
+    import signal
+    import subprocess
+
+    from streamer.service import default_worker_id
+
+    base = args.worker_id or default_worker_id()
+    procs = [subprocess.Popen([sys.executable, "-m", "streamer.cli", *_child_argv(args.argv, f"{base}-{k}")])
+             for k in range(n)]
+    log.info("started %d workers: %s", n, ", ".join(str(p.pid) for p in procs))
+
+    def forward(signum, _frame):
+        log.info("forwarding signal %d to the workers", signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    for p, code in zip(procs, codes):
+        if code != 0:
+            log.error("worker pid %d exited with status %d", p.pid, code)
+    return max(codes, key=abs) if any(codes) else 0
 
 
 def _kafka_or_default(args: argparse.Namespace):
@@ -198,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "then print a report against the truth")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--forever", action="store_true", help="keep consuming (default: stop when idle)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (Kafka mode)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (Kafka mode): each its own consumer of the group; SIGTERM is forwarded")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
     p.add_argument("--report", action="store_true", help="print the truth report at the end")
     p.add_argument("--strict", action="store_true", help="exit 1 if any CCD failed")
@@ -248,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``blink`` command."""
     args = build_parser().parse_args(argv)
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a stuck worker)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     setup_logging(args.log_format or "text", logging.DEBUG if args.verbose else logging.INFO)
     from pipeline.errors import BlinkError
 

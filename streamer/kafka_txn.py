@@ -86,6 +86,7 @@ class KafkaTransactions:
         self._producer = Producer(conf)
         self._errors: list[str] = []
         self._open = False
+        self._abort_pending = False
         self.n_committed = 0
         self._call("init_transactions", lambda: self._producer.init_transactions(settings.delivery_timeout_s))
 
@@ -97,9 +98,19 @@ class KafkaTransactions:
             raise _classify(exc, what) from exc
 
     def begin(self) -> None:
-        """Open a transaction (aborting one left open)."""
-        if self._open:
+        """Open a transaction (aborting one left open, or finishing an abort that failed, e.g. while the
+        broker was down).
+
+        Raises
+        ------
+        TransientError
+            The previous transaction could not be aborted yet, or the broker refused; retry later.
+        """
+        if self._open or self._abort_pending:
+            self._open = True
             self.abort()
+            if self._abort_pending:
+                raise TransientError("the previous transaction is not aborted yet", stage="kafka")
         self._errors = []
         self._call("begin_transaction", self._producer.begin_transaction)
         self._open = True
@@ -150,13 +161,18 @@ class KafkaTransactions:
         if not self._open:
             return
         self._open = False
+        self._abort_pending = False
         try:
             self._producer.abort_transaction(self.settings.delivery_timeout_s)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
                 raise FencedError(f"abort_transaction: {err}", stage="kafka") from exc
-            log.warning("abort_transaction: %s", err)
+            # Typically a timeout while the broker is unreachable: the abort must be called again before the
+            # next begin_transaction (librdkafka keeps the transaction in its aborting state).
+            self._abort_pending = bool(isinstance(err, KafkaError) and (err.retriable() or err.code() in (
+                KafkaError._TIMED_OUT, KafkaError._TRANSPORT)))
+            log.warning("abort_transaction: %s%s", err, " (will retry)" if self._abort_pending else "")
 
     # -- outputs ---------------------------------------------------------------------------------------------
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:

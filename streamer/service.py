@@ -10,7 +10,7 @@ from streamer import metrics
 from streamer.apdb.base import Apdb
 from streamer.config import BlinkSettings
 from streamer.datastore import DataRepository
-from streamer.worker import CcdProcessor, CcdResult, Worker
+from streamer.worker import CcdProcessor, CcdResult, RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,10 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
 
     worker = Worker(source=source, processor=CcdProcessor(repo, apdb, alert_sink), dead_letters=dead_letters,
                     fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
-                    transactions=transactions)
+                    transactions=transactions,
+                    # A long-running consumer retries transient faults (broker or APDB outages) forever, with
+                    # backoff and paused-partition keepalives; a run-until-idle one gives up after a few tries.
+                    retry=RetryPolicy(initial_s=1.0, max_s=10.0, max_tries=0) if forever else RetryPolicy())
     worker.install_signal_handlers()
     try:
         if idle_timeout_s is None:

@@ -47,6 +47,8 @@ class CcdResult:
     outputs: CcdOutputs | None
     n_alerts: int
     error: BaseException | None = None
+    seconds: float = 0.0
+    """Inputs to alerts handed to the sink (acknowledged, or produced into the open transaction)."""
 
 
 def region_of(raw_header, margin_deg: float = 0.02) -> tuple[float, float, float]:
@@ -127,9 +129,10 @@ class CcdProcessor:
         headers = alert_headers(shutter_close_mjd_tai=event.shutter_close_mjd_tai, replay=event.replay,
                                 schema_id=self.schema.schema_id)
         self.alert_sink.publish(alerts, headers=headers)
-        metrics.observe_ccd(outputs.metadata.get("timings_s", {}), time.perf_counter() - start, len(alerts),
+        seconds = time.perf_counter() - start
+        metrics.observe_ccd(outputs.metadata.get("timings_s", {}), seconds, len(alerts),
                             event.shutter_close_mjd_tai)
-        return CcdResult(event.exposure_id, detector, outputs, len(alerts))
+        return CcdResult(event.exposure_id, detector, outputs, len(alerts), seconds=seconds)
 
 
 @dataclass
@@ -221,7 +224,8 @@ class Worker:
                 metrics.HEALTH.beat()
                 if self.transactions is None:
                     if self.handle(envelope):
-                        self.source.commit(envelope)
+                        self.retry.run(f"commit {envelope.where()}", lambda env=envelope: self.source.commit(env),
+                                       lambda: self._stopping, getattr(self.source, "keepalive", None))
                 else:
                     self.retry.run(envelope.where(), lambda env=envelope: self._handle_in_transaction(env),
                                    lambda: self._stopping, getattr(self.source, "keepalive", None))
@@ -296,7 +300,7 @@ class Worker:
             else:
                 result = self.retry.run(what, lambda: self.processor.process(item.exposure, item.detector),
                                         lambda: self._stopping, getattr(self.source, "keepalive", None))
-            log.info("%s: %d alerts", what, result.n_alerts)
+            log.info("%s: %d alerts in %.2f s", what, result.n_alerts, result.seconds)
             if not self.keep_outputs:
                 result.outputs = None
             self.results.append(result)

@@ -1,0 +1,149 @@
+"""End-to-end latency of one exposure through Kafka + Cassandra: event published -> last alert committed.
+
+Simulates (once, cached under ``bench/out/``) one full-density exposure of K CCDs, then for 1 and 2 workers
+(``blink run --forever --workers N``) on the running servers (default ports; the bench uses its own topics,
+group and keyspace and drops the keyspace after): waits until the workers are ready, publishes the
+exposure-ready event, reads the alert topic (read_committed) until every CCD is done, and reports the time from
+the event's publication to the last committed alert, plus per-CCD latency percentiles taken from the workers'
+``... alerts in X s`` log lines (the same quantity as the ``blink_ccd_seconds`` metric).
+
+Run: ``python bench/bench_exposure.py`` (K=4); ``--ccds 62`` for a whole DECam exposure; ``--workers 1 2``;
+``--kafka-bootstrap``, ``--cassandra-port``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import OUT_DIR, console, machine_line, median, p95  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_CCDS = [c for c in range(1, 63) if c not in (2, 61)] + [2, 61]  # 62 science CCDs (N30/S7 last)
+CCD_LINE = re.compile(r"visit (\d+) detector (\d+): (\d+) alerts in ([0-9.]+) s")
+
+
+def ensure_exposure(n_ccds: int) -> Path:
+    from pipeline.sim import SimConfig, simulate
+
+    ccds = sorted([28, 35, 1, 29, 34, 27, 36, 22, 23, 42, 41, 30, 33, 21][:n_ccds]) if n_ccds <= 14 \
+        else sorted(ALL_CCDS[:n_ccds])
+    root = OUT_DIR / f"sim_exposure_{n_ccds}ccd_full"
+    if (root / "events").is_dir():
+        return root
+    console.print(f"simulating one full-density exposure of {n_ccds} CCDs {ccds} into {root} (once)...")
+    t0 = time.perf_counter()
+    tmp = root.with_suffix(".tmp")
+    simulate(tmp, SimConfig(seed=5, n_epochs=1, ccds=ccds, small=False))
+    tmp.rename(root)
+    console.print(f"  simulated in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds: int, timeout_s: float) -> dict:
+    from confluent_kafka import Consumer
+
+    from streamer.apdb.cassandra_store import CassandraApdb
+    from streamer.events import read_event_file
+    from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"bench-{tag}", events_topic=f"bench.{tag}.exposures",
+                          work_topic=f"bench.{tag}.ccd-work", alerts_topic=f"bench.{tag}.alerts",
+                          dead_letter_topic=f"bench.{tag}.dead-letter", work_partitions=8, alerts_partitions=4)
+    create_topics(kafka)
+    keyspace = f"bench_{tag}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINK_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    for name in ("group_id", "events_topic", "work_topic", "alerts_topic", "dead_letter_topic", "work_partitions",
+                 "alerts_partitions"):
+        env[f"BLINK_KAFKA_{name.upper()}"] = str(getattr(kafka, name))
+    log_path = OUT_DIR / f"bench_exposure_{tag}.log"
+    cmd = [sys.executable, "-m", "streamer.cli", "run", "--forever", "--workers", str(n_workers), "--root", str(root),
+           "--apdb", f"cassandra://127.0.0.1:{cass_port}/{keyspace}", "--kafka-bootstrap", bootstrap,
+           "--worker-id", f"bench-{tag}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{tag}", "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    reader.subscribe([kafka.alerts_topic])
+    try:
+        deadline = time.monotonic() + 120
+        while log_path.read_text(errors="replace").count("exactly-once mode") < n_workers:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"workers not ready:\n{log_path.read_text(errors='replace')[-3000:]}")
+            reader.poll(0.2)
+        time.sleep(5.0)  # let the group settle (assignment of every partition)
+        event = read_event_file(sorted((root / "events").glob("*.avro"))[0])
+        t0 = time.monotonic()
+        publish_event(kafka, event)
+        n_alerts, t_last, deadline = 0, None, t0 + timeout_s
+        while time.monotonic() < deadline:
+            msg = reader.poll(0.2)
+            if msg is not None and msg.error() is None:
+                n_alerts += 1
+                t_last = time.monotonic()
+            done = CCD_LINE.findall(log_path.read_text(errors="replace"))
+            if len(done) >= n_ccds and msg is None and t_last is not None and time.monotonic() - t_last > 3.0:
+                break
+        else:
+            raise RuntimeError(f"exposure not finished in {timeout_s} s:\n{log_path.read_text(errors='replace')[-3000:]}")
+        per_ccd = [float(m[3]) for m in done]
+        expected = sum(int(m[2]) for m in done)
+    finally:
+        reader.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            apdb = CassandraApdb(["127.0.0.1"], cass_port, keyspace=keyspace, consistency="ONE")
+            apdb.drop_keyspace()
+            apdb.close()
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[yellow]could not drop keyspace {keyspace}: {exc}[/yellow]")
+    return {"workers": n_workers, "e2e_s": t_last - t0, "alerts": n_alerts, "expected": expected,
+            "per_ccd": per_ccd, "log": log_path}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ccds", type=int, default=4, help="CCDs of the exposure (62 = a whole DECam exposure)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--kafka-bootstrap", default=os.environ.get("BLINK_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    ap.add_argument("--cassandra-port", type=int, default=int(os.environ.get("BLINK_CASSANDRA_PORT", "9042")))
+    ap.add_argument("--timeout-s", type=float, default=900.0)
+    args = ap.parse_args(argv)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    root = ensure_exposure(args.ccds)
+    rows = [run_once(root, n, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s)
+            for n in args.workers]
+    table = Table(title=f"one full-density exposure of {args.ccds} CCDs: event published -> last alert committed "
+                        f"(Kafka + Cassandra, exactly-once)")
+    for col in ("workers", "event -> last alert (s)", "alerts (committed / logged)", "CCD p50 (s)", "CCD p95 (s)",
+                "CCD max (s)", "CCDs/min"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        pc = r["per_ccd"]
+        table.add_row(str(r["workers"]), f"{r['e2e_s']:.1f}", f"{r['alerts']} / {r['expected']}", f"{median(pc):.2f}",
+                      f"{p95(pc):.2f}", f"{max(pc):.2f}", f"{60 * len(pc) / r['e2e_s']:.1f}")
+    console.print(table)
+    console.print(f"{machine_line()} | per-CCD = inputs to alerts produced (log 'alerts in X s' = blink_ccd_seconds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
