@@ -2,10 +2,11 @@
 
 Simulates (once, cached under ``bench/out/``) ``SimConfig(ccds=[28], n_epochs=2, small=False)`` (or uses
 ``--root``), gathers the inputs of epoch 2 the way the worker does (``CcdProcessor.gather``, empty APDB
-region), then runs ``process_ccd`` ``--repeat`` times (default 3) with BLAS/OpenMP pools limited to one thread
-(threadpoolctl; scipy.fft workers left at their default of 1) and the process pinned to one CPU. Prints the
-median of each stage's time (``outputs.metadata['timings_s']``) against the goals, and the peak memory of one
-more run under tracemalloc (Python + NumPy allocations) and the process's max RSS.
+region), then runs ``process_ccd`` ``--repeat`` times (default 3) with BLAS/OpenMP pools limited to ``--threads``
+(threadpoolctl, default 1), scipy.fft workers set to ``--threads`` (``scipy.fft.set_workers``) and, with one
+thread, the process pinned to one CPU. Prints the median of each stage's time
+(``outputs.metadata['timings_s']``) against the goals, and the peak memory of one more run under tracemalloc
+(Python + NumPy allocations) and the process's max RSS.
 
 Goals: ISR 0.5 s, calibration 1.0 s, subtraction chain (template + subtract + detect/measure) 2.0 s;
 peak memory 1.5 GB (target) / 2 GB (limit).
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    pin = "not pinned" if args.no_pin else pin_to_one_core()
+    pin = "not pinned" if args.no_pin or args.threads > 1 else pin_to_one_core()
     root = ensure_data(args.root, args.ccd, max(2, args.epoch))
     from pipeline.ccd import PipelineConfig, process_ccd
 
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[dict[str, float]] = []
     walls: list[float] = []
-    with threadpool_limits(limits=args.threads):
+    import scipy.fft
+
+    with threadpool_limits(limits=args.threads), scipy.fft.set_workers(args.threads):
         pools = ", ".join(f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()) or "none"
         for i in range(args.repeat):
             gc.collect()

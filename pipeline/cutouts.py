@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -34,27 +32,87 @@ def parent_header(wcs: WCS) -> fits.Header:
     return header
 
 
-def cutout_fits(masked: MaskedImage, header: fits.Header, x: float, y: float, size: int,
-                psf_stamp: np.ndarray | None) -> bytes:
-    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
+_BLOCK = 2880
+_STAMP_KEYS = ("CRPIX1", "CRPIX2", "CRVAL1A", "CRVAL2A")
+_PRIMARY = fits.PrimaryHDU().header.tostring().encode("ascii")
 
-    Pixels outside the CCD are NaN in IMAGE and VARIANCE.
-    """
+
+def _pad(raw: bytes, fill: bytes) -> bytes:
+    return raw + fill * (-len(raw) % _BLOCK)
+
+
+def _data_bytes(array: np.ndarray) -> bytes:
+    return _pad(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).tobytes(), b"\0")
+
+
+class _HeaderCache:
+    """FITS header bytes of the cutout extensions built once per (type, name) with astropy; per stamp only
+    the cards that change with it (NAXISn and ``_STAMP_KEYS``) are re-formatted and spliced in."""
+
+    def __init__(self, parent: fits.Header):
+        self.parent = parent
+        self.comments = {k: parent.comments[k] if k in parent else "" for k in _STAMP_KEYS}
+        self.templates: dict[tuple, tuple[list[bytes], dict[str, int], dict]] = {}
+        self.sized: dict[tuple[str, int], bytes] = {}
+
+    def _template(self, dtype: np.dtype, name: str, with_wcs: bool) -> tuple[list[bytes], dict[str, int], dict]:
+        key = (dtype.str, name, with_wcs)
+        if key not in self.templates:
+            hdu = fits.ImageHDU(np.zeros((1, 1), dtype), header=self.parent.copy() if with_wcs else None, name=name)
+            text = hdu.header.tostring(padding=False).encode("ascii")
+            cards = [text[i:i + 80] for i in range(0, len(text), 80)]
+            where = {c[:8].decode().strip(): i for i, c in enumerate(cards)}
+            keys = ("NAXIS1", "NAXIS2") + (_STAMP_KEYS if with_wcs else ())
+            self.templates[key] = (cards, {k: where[k] for k in keys if k in where},
+                                   {k: hdu.header.comments[k] for k in ("NAXIS1", "NAXIS2")})
+        return self.templates[key]
+
+    def stamp_cards(self, x0: int, y0: int) -> dict[str, bytes]:
+        """The moved cards of a stamp whose first pixel is parent pixel (x0, y0) (as ``_stamp_header``)."""
+        values = {"CRPIX1": self.parent["CRPIX1"] - x0, "CRPIX2": self.parent["CRPIX2"] - y0,
+                  "CRVAL1A": float(x0), "CRVAL2A": float(y0)}
+        return {k: fits.Card(k, v, self.comments[k]).image.encode("ascii") for k, v in values.items()}
+
+    def hdu(self, data: np.ndarray, name: str, cards: dict[str, bytes] | None) -> bytes:
+        template, where, naxis_comments = self._template(data.dtype, name, cards is not None)
+        cards = dict(cards or {})
+        for axis, n in (("NAXIS1", data.shape[1]), ("NAXIS2", data.shape[0])):
+            sized = (axis, n)
+            if sized not in self.sized:
+                self.sized[sized] = fits.Card(axis, n, naxis_comments[axis]).image.encode("ascii")
+            cards[axis] = self.sized[sized]
+        template = list(template)
+        for k, i in where.items():
+            template[i] = cards[k]
+        return _pad(b"".join(template), b" ") + _data_bytes(data)
+
+
+def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float, size: int,
+                  psf_stamp: np.ndarray | None, cards: dict[str, bytes] | None = None) -> bytes:
     half = size // 2
     xs, ys = np.array([x]), np.array([y])
     image, _ = cut_stamps(masked.image, xs, ys, half, fill=np.nan)
     variance, _ = cut_stamps(masked.variance, xs, ys, half, fill=np.nan)
     mask, _ = cut_stamps(masked.mask, xs, ys, half, fill=0)
-    stamp_header = _stamp_header(header, int(np.rint(x)) - half, int(np.rint(y)) - half)
-    hdus = [fits.PrimaryHDU(),
-            fits.ImageHDU(image[0].astype(np.float32), header=stamp_header, name="IMAGE"),
-            fits.ImageHDU(mask[0].astype(np.int32), header=stamp_header, name="MASK"),
-            fits.ImageHDU(variance[0].astype(np.float32), header=stamp_header, name="VARIANCE")]
+    if cards is None:
+        cards = headers.stamp_cards(int(np.rint(x)) - half, int(np.rint(y)) - half)
+    parts = [_PRIMARY,
+             headers.hdu(image[0].astype(np.float32), "IMAGE", cards),
+             headers.hdu(mask[0].astype(np.int32), "MASK", cards),
+             headers.hdu(variance[0].astype(np.float32), "VARIANCE", cards)]
     if psf_stamp is not None:
-        hdus.append(fits.ImageHDU(psf_stamp.astype(np.float32), name="PSF"))
-    buffer = io.BytesIO()
-    fits.HDUList(hdus).writeto(buffer, output_verify="ignore")
-    return buffer.getvalue()
+        parts.append(headers.hdu(np.asarray(psf_stamp, np.float32), "PSF", None))
+    return b"".join(parts)
+
+
+def cutout_fits(masked: MaskedImage, header: fits.Header, x: float, y: float, size: int,
+                psf_stamp: np.ndarray | None) -> bytes:
+    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
+
+    Pixels outside the CCD are NaN in IMAGE and VARIANCE. The bytes are those astropy's
+    ``HDUList.writeto`` writes, assembled directly from header strings and big-endian pixel bytes.
+    """
+    return _cutout_bytes(masked, _HeaderCache(header), x, y, size, psf_stamp)
 
 
 def make_cutouts(science: MaskedImage, template: MaskedImage, difference: MaskedImage, wcs: WCS,
@@ -76,13 +134,15 @@ def make_cutouts(science: MaskedImage, template: MaskedImage, difference: Masked
     list of tuple
         (science, template, difference) FITS bytes per source.
     """
-    header = parent_header(wcs)
+    headers = _HeaderCache(parent_header(wcs))
     out = []
     for k in range(len(x)):
         size = int(max(MIN_CUTOUT_SIZE, 2 * int(bbox_size[k]) + 1))
         size += 1 - size % 2
         psf = psf_stamps[k] if psf_stamps is not None else None
-        out.append((cutout_fits(science, header, x[k], y[k], size, None),
-                    cutout_fits(template, header, x[k], y[k], size, None),
-                    cutout_fits(difference, header, x[k], y[k], size, psf)))
+        half = size // 2
+        cards = headers.stamp_cards(int(np.rint(x[k])) - half, int(np.rint(y[k])) - half)
+        out.append((_cutout_bytes(science, headers, x[k], y[k], size, None, cards),
+                    _cutout_bytes(template, headers, x[k], y[k], size, None, cards),
+                    _cutout_bytes(difference, headers, x[k], y[k], size, psf, cards)))
     return out

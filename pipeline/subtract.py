@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage, signal
+from scipy import fft as sp_fft
+from scipy import ndimage
 
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
@@ -104,6 +105,36 @@ def _basis(match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
     return np.concatenate([first[None], rest])
 
 
+def _basis_convolved(stamps: np.ndarray, match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
+    """``fftconvolve(stamps, _basis(...), mode="valid")`` per stamp and basis kernel, (n, n_basis, p, p).
+
+    Every raw basis kernel is separable (a Gaussian times x^i times y^j), so the stamps are convolved by
+    1-D kernels along rows, then along columns; the normalisation of ``_basis`` (first kernel summing to 1,
+    the others to 0) is the same linear combination applied to the convolved stamps.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    u = np.arange(-half, half + 1, dtype=float)
+    m = u.size
+    raw, sums = [], []
+    for width, degree in zip(config.basis_sigmas, config.basis_degrees):
+        s = max(width * match_sigma, 0.5)
+        g = np.exp(-0.5 * u**2 / s**2)
+        poly = np.array([g * (u / half) ** i for i in range(degree + 1)])  # (degree + 1, m)
+        rows = sliding_window_view(stamps, m, axis=2) @ poly[:, ::-1].T  # (n, L, p, degree + 1) along x
+        both = sliding_window_view(rows, m, axis=1) @ poly[:, ::-1].T  # (n, p, p, degree + 1 (x), degree + 1 (y))
+        psum = poly.sum(axis=1)
+        for i in range(degree + 1):
+            for j in range(degree + 1 - i):
+                raw.append(both[..., i, j])
+                sums.append(psum[i] * psum[j])
+    conv = np.stack(raw, axis=1)
+    sums = np.asarray(sums)
+    first = conv[:, 0] / sums[0]
+    rest = conv[:, 1:] - np.where(np.abs(sums[1:]) > 1e-12, sums[1:], 0.0)[None, :, None, None] * first[:, None]
+    return np.concatenate([first[:, None], rest], axis=1)
+
+
 def _stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
     off = np.arange(-half, half + 1)
     ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
@@ -144,7 +175,7 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     bad = (_stamps(blurry.mask | sharp.mask, x, y, half_s) & int(UNUSABLE)) != 0
     weights = np.where(bad | ~np.isfinite(var) | (var <= 0), 0.0, 1.0 / np.where(var > 0, var, 1.0))
     basis = _basis(match_sigma, half_k, config)
-    conv = signal.fftconvolve(sharp_st[:, None], basis[None, :, :, :], mode="valid", axes=(2, 3))
+    conv = _basis_convolved(sharp_st, match_sigma, half_k, config)
     n_basis = basis.shape[0]
     design = np.concatenate([conv, np.ones((x.size, 1) + target.shape[1:])], axis=1)
     design = design.reshape(x.size, n_basis + 1, -1)
@@ -152,10 +183,12 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     t = target.reshape(x.size, -1)
     keep = np.ones(x.size, dtype=bool)
     for _ in range(3):
-        normal = np.einsum("skp,sp,slp->kl", design[keep], w[keep], design[keep])
-        rhs = np.einsum("skp,sp,sp->k", design[keep], w[keep], t[keep])
+        flat = design[keep].transpose(1, 0, 2).reshape(n_basis + 1, -1)  # (basis, stamp pixels)
+        weighted = flat * w[keep].reshape(-1)
+        normal = weighted @ flat.T
+        rhs = weighted @ t[keep].reshape(-1)
         coeffs = np.linalg.lstsq(normal, rhs, rcond=None)[0]
-        model = np.einsum("skp,k->sp", design, coeffs)
+        model = coeffs @ design
         chi2 = np.sum((t - model) ** 2 * w, axis=1) / np.maximum((w > 0).sum(axis=1), 1)
         _, med, std = sigma_clipped_stats(chi2[keep], sigma=3)
         new_keep = chi2 < med + 3 * max(std, 0.1 * med)
@@ -166,8 +199,40 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     return kernel, float(coeffs[n_basis]), int(keep.sum())
 
 
+def fft_shape(image_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Fast (5-smooth) FFT shape for a linear (not circular) convolution of an image by a kernel."""
+    return tuple(sp_fft.next_fast_len(n + k - 1, real=True) for n, k in zip(image_shape, kernel_shape))
+
+
+def kernel_ft(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real-to-complex FFT (complex64) of a small kernel zero-padded to ``shape``: the row transforms of the
+    kernel's few rows only, then the column transforms (half the work of a full ``rfft2``)."""
+    rows = sp_fft.rfft(np.asarray(kernel, np.float32), n=shape[1], axis=1)
+    return sp_fft.fft(rows, n=shape[0], axis=0)
+
+
+def convolve_same(image: np.ndarray, kernel: np.ndarray, kft: np.ndarray | None = None) -> np.ndarray:
+    """``scipy.signal.convolve(image, kernel, mode="same")`` in float32 by one zero-padded FFT pass.
+
+    The transforms use ``scipy.fft``'s default number of workers (set it with ``scipy.fft.set_workers``).
+    ``kft``, from ``kernel_ft(kernel, fft_shape(image.shape, kernel.shape))``, lets several images share one
+    kernel transform. Round-off is float32's (~1e-7 of the image's largest absolute values).
+    """
+    ny, nx = image.shape
+    kh, kw = kernel.shape
+    shape = fft_shape(image.shape, kernel.shape)
+    if kft is None:
+        kft = kernel_ft(kernel, shape)
+    spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
+    spectrum *= kft
+    full = sp_fft.irfft2(spectrum, s=shape)
+    del spectrum
+    y0, x0 = (kh - 1) // 2, (kw - 1) // 2
+    return np.ascontiguousarray(full[y0:y0 + ny, x0:x0 + nx])
+
+
 def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    return signal.oaconvolve(image, kernel, mode="same").astype(np.float32)
+    return convolve_same(image, kernel)
 
 
 def _decorrelation_kernel(kernel: np.ndarray, var_conv: float, var_other: float, size: int = 64) -> np.ndarray:
@@ -284,7 +349,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     model_error = 0.0
     if config.do_model_error_variance:
         model_error, error_var = _model_error_variance(diff, variance, mask, static, star_x, star_y, config)
-        variance = (variance + error_var).astype(np.float32)
+        variance += error_var
     bad = ~np.isfinite(diff)
     mask = np.where(bad, mask | int(MaskBit.NO_DATA), mask).astype(np.int32)
     diff = np.where(bad, 0.0, diff).astype(np.float32)
@@ -314,7 +379,10 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
     kernel stars as the median fractional excess of the residuals over the noise variance."""
     static = np.asarray(static, np.float32)
     gy, gx = np.gradient(static)
-    grad2 = (gx * gx + gy * gy).astype(np.float32)
+    gx *= gx
+    gy *= gy
+    gx += gy
+    grad2, gx, gy = gx, None, None  # float32, as (gx * gx + gy * gy)
     a2 = np.float32(config.astrometric_error_pix**2)
     lo, hi = config.model_error_fraction_bounds
     frac = lo
@@ -334,7 +402,11 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
             power = np.sum(s**2, axis=(1, 2))[ok]
             f2 = np.median(excess / np.maximum(power, 1e-30))
             frac = float(np.clip(np.sqrt(max(f2, 0.0)), lo, hi))
-    return frac, (np.float32(frac**2) * static * static + a2 * grad2).astype(np.float32)
+    error_var = np.multiply(static, np.float32(frac**2))
+    error_var *= static
+    grad2 *= a2
+    error_var += grad2
+    return frac, error_var
 
 
 def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],
@@ -359,4 +431,5 @@ def _mean_variance(image: MaskedImage) -> float:
     return float(np.median(image.variance[good][::97])) if good.any() else 1.0
 
 
-__all__ = ["SubtractConfig", "SubtractionResult", "subtract", "fit_kernel", "FWHM_PER_SIGMA"]
+__all__ = ["SubtractConfig", "SubtractionResult", "subtract", "fit_kernel", "convolve_same", "kernel_ft", "fft_shape",
+           "FWHM_PER_SIGMA"]
