@@ -109,6 +109,11 @@ class KafkaSettings(BaseSettings):
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
+            # Recover quickly from a broker restart: retry connections every 0.1-1 s (default backoff grows
+            # to 10 s) and give up on an unanswered request after 10 s (default 60 s).
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 1000,
+            "socket.timeout.ms": 10000,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
@@ -286,6 +291,32 @@ class KafkaEventSource:
             self._consumer.commit(offsets=[tp], asynchronous=False)
         except KafkaException as exc:
             raise _wrap(exc, f"cannot commit {envelope.where()}") from exc
+
+    def owns(self, envelope: Envelope) -> bool:
+        """True while ``envelope``'s partition is assigned to this consumer (False after it was revoked or
+        lost in a rebalance: its new owner redoes the message from the committed offset)."""
+        try:
+            return any(tp.topic == envelope.topic and tp.partition == envelope.partition
+                       for tp in self._consumer.assignment())
+        except KafkaException:
+            return True
+
+    def committed_offset(self, topic: str, partition: int, timeout_s: float = 10.0) -> int:
+        """The group's committed offset of one partition (-1001 when none).
+
+        Raises
+        ------
+        TransientError
+            The coordinator did not answer.
+        """
+        try:
+            tps = self._consumer.committed([TopicPartition(topic, partition)], timeout=timeout_s)
+        except KafkaException as exc:
+            raise _wrap(exc, f"committed offset of {topic}[{partition}]") from exc
+        if not tps or tps[0].error is not None:
+            raise TransientError(f"committed offset of {topic}[{partition}]: "
+                                 f"{tps[0].error if tps else 'no answer'}", stage="kafka")
+        return tps[0].offset
 
     def group_metadata(self) -> Any:
         """The consumer group metadata, for ``send_offsets_to_transaction`` (KIP-447 fencing)."""

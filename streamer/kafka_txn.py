@@ -18,8 +18,9 @@ re-processing after an abort leaves the APDB as one write would.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -37,11 +38,54 @@ __all__ = ["FencedError", "KafkaTransactions", "transactional_id"]
 log = logging.getLogger(__name__)
 
 
-def _classify(exc: KafkaException, what: str) -> BlinkError:
-    """Map a client error to :class:`FencedError` (fatal: exit) or :class:`TransientError` (abort, retry)."""
+_FENCED_CODES = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+
+CALL_TIMEOUT_S = 10.0
+"""librdkafka timeout of one transactional call (begin/send_offsets/commit/abort): short, so a broker restart
+costs a few retries rather than a minute per call."""
+HARD_GRACE_S = 10.0
+"""A call that has not returned ``HARD_GRACE_S`` after its own timeout is abandoned (librdkafka can block past
+its timeout, e.g. in ``send_offsets_to_transaction`` after a broker restart): the producer is recreated."""
+
+
+class _Hung(Exception):
+    """A client call did not return by its hard deadline."""
+
+
+def _with_deadline(what: str, fn: Callable[[], Any], deadline_s: float) -> Any:
+    """Run ``fn`` in a helper thread and wait at most ``deadline_s`` (the calling thread keeps serving signal
+    handlers meanwhile). Raise :class:`_Hung` when it has not returned in time (the thread is left behind)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["exc"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"kafka-{what}", daemon=True).start()
+    end = time.monotonic() + deadline_s
+    while not done.wait(min(0.5, max(end - time.monotonic(), 0.0))):
+        if time.monotonic() >= end:
+            raise _Hung(f"{what} did not return in {deadline_s:.0f} s")
+    if "exc" in box:
+        raise box["exc"]
+    return box.get("value")
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
     err = exc.args[0] if exc.args else None
-    if isinstance(err, KafkaError) and (err.fatal() or err.code() in (
-            KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)):
+    return err if isinstance(err, KafkaError) else None
+
+
+def _classify(exc: KafkaException, what: str) -> BlinkError:
+    """Map a client error to :class:`FencedError` (another instance took over: exit) or
+    :class:`TransientError` (abort, retry)."""
+    err = _kafka_error(exc)
+    if err is not None and err.fatal() and err.code() in _FENCED_CODES:
         return FencedError(f"{what}: {err}", stage="kafka")
     return TransientError(f"{what}: {err if err is not None else exc}", stage="kafka")
 
@@ -66,54 +110,128 @@ class KafkaTransactions:
         Alert schema (default: the latest).
     transaction_timeout_s : float
         Broker-side timeout of an open transaction (must exceed the processing time of one CCD).
+    call_timeout_s : float
+        Timeout of each transactional call.
 
     Notes
     -----
     Use as ``begin()`` -> ``publish``/``send``/``publish_work`` -> ``commit(envelope)``, or ``abort()`` on
     any error. Outside a transaction, ``publish`` and ``send`` raise ``RuntimeError``.
+
+    Recovery: every transactional call runs with a short timeout and a hard deadline. A retriable or abortable
+    error aborts the transaction (:class:`TransientError`: the worker redoes the message in a new one). A
+    non-fencing fatal error, a failed abort or a call past its hard deadline marks the producer broken; the next
+    :meth:`begin` recreates it with the same ``transactional.id`` (``init_transactions`` fences the old one and
+    finishes or aborts its transaction). When a commit's outcome is unknown, :meth:`was_committed` asks the
+    group's committed offset before the message is redone, so committed work is neither lost nor duplicated.
     """
 
     def __init__(self, settings: KafkaSettings, source: KafkaEventSource, *, worker_id: str = "0",
-                 schema: AlertSchema | None = None, transaction_timeout_s: float = 600.0) -> None:
+                 schema: AlertSchema | None = None, transaction_timeout_s: float = 300.0,
+                 call_timeout_s: float = CALL_TIMEOUT_S) -> None:
         self.settings = settings
         self.source = source
         self.schema = schema if schema is not None else AlertSchema.latest()
         self.transactional_id = transactional_id(settings, worker_id)
-        conf = settings.producer_config(**{
+        self.call_timeout_s = call_timeout_s
+        self._conf = settings.producer_config(**{
             "transactional.id": self.transactional_id,
-            "transaction.timeout.ms": int(transaction_timeout_s * 1000),
+            "transaction.timeout.ms": int(max(transaction_timeout_s, settings.delivery_timeout_s) * 1000),
         })
-        self._producer = Producer(conf)
+        self._producer: Producer | None = None
         self._errors: list[str] = []
         self._open = False
         self._abort_pending = False
+        self._broken = True
+        self._uncertain: tuple[str, int, int] | None = None  # (topic, partition, next offset) of an unknown commit
         self.n_committed = 0
-        self._call("init_transactions", lambda: self._producer.init_transactions(settings.delivery_timeout_s))
+        self.n_recreated = 0
+        self._ensure_producer(timeout_s=max(settings.delivery_timeout_s, call_timeout_s))
 
     # -- transaction control -------------------------------------------------------------------------------
-    def _call(self, what: str, fn: Any) -> Any:
+    def _ensure_producer(self, timeout_s: float | None = None) -> None:
+        """(Re)create the producer and ``init_transactions`` when it is missing or broken."""
+        if not self._broken and self._producer is not None:
+            return
+        if self._producer is not None:
+            log.warning("recreating the transactional producer %s", self.transactional_id)
+            self.n_recreated += 1
+        # A hung call may still hold the old producer: drop it without flushing (its transaction is fenced
+        # and aborted by the new producer's init_transactions).
+        self._producer = None
+        self._open = False
+        self._abort_pending = False
+        producer = Producer(self._conf)
+        timeout_s = timeout_s if timeout_s is not None else self.call_timeout_s
         try:
-            return fn()
+            _with_deadline("init_transactions", lambda: producer.init_transactions(timeout_s),
+                           timeout_s + HARD_GRACE_S)
+        except _Hung as exc:
+            raise TransientError(f"init_transactions: {exc}", stage="kafka") from exc
         except KafkaException as exc:
-            raise _classify(exc, what) from exc
+            raise _classify(exc, "init_transactions") from exc
+        self._producer = producer
+        self._broken = False
+
+    def _call(self, what: str, fn: Callable[[Producer, float], Any]) -> Any:
+        """Call ``fn(producer, timeout)`` with a hard deadline; classify errors; mark the producer broken on a
+        hang or a non-fencing fatal error."""
+        producer = self._producer
+        if producer is None or self._broken:
+            raise TransientError(f"{what}: the producer is being recreated", stage="kafka")
+        timeout = self.call_timeout_s
+        try:
+            return _with_deadline(what, lambda: fn(producer, timeout), timeout + HARD_GRACE_S)
+        except _Hung as exc:
+            log.error("%s; abandoning the producer", exc)
+            self._broken = True
+            raise TransientError(str(exc), stage="kafka") from exc
+        except KafkaException as exc:
+            blink = _classify(exc, what)
+            err = _kafka_error(exc)
+            if isinstance(blink, TransientError) and (err is None or err.fatal()):
+                self._broken = True
+            raise blink from exc
 
     def begin(self) -> None:
-        """Open a transaction (aborting one left open, or finishing an abort that failed, e.g. while the
-        broker was down).
+        """Open a transaction (aborting one left open, or recreating a broken producer).
 
         Raises
         ------
         TransientError
-            The previous transaction could not be aborted yet, or the broker refused; retry later.
+            The producer cannot be made ready yet, or the broker refused; retry later.
         """
-        if self._open or self._abort_pending:
+        if not self._broken and (self._open or self._abort_pending):
             self._open = True
             self.abort()
-            if self._abort_pending:
-                raise TransientError("the previous transaction is not aborted yet", stage="kafka")
+        self._ensure_producer()
         self._errors = []
-        self._call("begin_transaction", self._producer.begin_transaction)
+        self._call("begin_transaction", lambda p, t: p.begin_transaction())
         self._open = True
+
+    def was_committed(self, envelope: Envelope) -> bool:
+        """True when an earlier commit of ``envelope`` whose outcome was unknown did commit (the message must
+        then not be redone); False otherwise (also when no commit was uncertain).
+
+        Raises
+        ------
+        TransientError
+            The outcome cannot be determined yet (broker unreachable); retry later.
+        """
+        if self._uncertain is None:
+            return False
+        topic, partition, next_offset = self._uncertain
+        if (topic, partition, next_offset) != (envelope.topic, envelope.partition, envelope.offset + 1):
+            self._uncertain = None
+            return False
+        self._ensure_producer()  # init_transactions completes (or aborts) the pending transaction
+        committed = self.source.committed_offset(topic, partition, self.call_timeout_s)
+        self._uncertain = None
+        if committed >= next_offset:
+            log.warning("%s: the commit whose outcome was unknown did commit", envelope.where())
+            self.n_committed += 1
+            return True
+        return False
 
     def commit(self, envelope: Envelope) -> None:
         """Add the offset after ``envelope`` to the transaction and commit it.
@@ -129,9 +247,10 @@ class KafkaTransactions:
             raise RuntimeError("commit() without begin()")
         offsets = [TopicPartition(envelope.topic, envelope.partition, envelope.offset + 1)]
         try:
-            self._call("send_offsets_to_transaction", lambda: self._producer.send_offsets_to_transaction(
-                offsets, self.source.group_metadata(), self.settings.delivery_timeout_s))
-            self._commit_with_retries()
+            metadata = self.source.group_metadata()
+            self._call("send_offsets_to_transaction",
+                       lambda p, t: p.send_offsets_to_transaction(offsets, metadata, t))
+            self._commit_with_retries(envelope)
         except TransientError:
             self.abort()
             raise
@@ -141,38 +260,40 @@ class KafkaTransactions:
         self._open = False
         self.n_committed += 1
 
-    def _commit_with_retries(self) -> None:
-        for attempt in range(5):
+    def _commit_with_retries(self, envelope: Envelope) -> None:
+        for attempt in range(3):
             try:
-                self._producer.commit_transaction(self.settings.delivery_timeout_s)
+                self._call("commit_transaction", lambda p, t: p.commit_transaction(t))
                 return
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.retriable() and attempt < 4:
+            except TransientError as exc:
+                err = _kafka_error(exc.__cause__) if isinstance(exc.__cause__, KafkaException) else None
+                if err is not None and err.txn_requires_abort():
+                    raise  # certainly not committed: abort and redo
+                if err is not None and err.retriable() and not self._broken and attempt < 2:
                     log.warning("commit_transaction: %s; retrying", err)
                     time.sleep(0.5)
                     continue
-                if isinstance(err, KafkaError) and err.txn_requires_abort():
-                    raise TransientError(f"commit_transaction: {err}", stage="kafka") from exc
-                raise _classify(exc, "commit_transaction") from exc
+                # Outcome unknown (timed out, hung or fatal): recreate the producer, then ask the group.
+                self._broken = True
+                self._uncertain = (envelope.topic, envelope.partition, envelope.offset + 1)
+                raise
 
     def abort(self) -> None:
-        """Abort the open transaction (no-op when none is open)."""
+        """Abort the open transaction (no-op when none is open). A failed abort marks the producer broken: it
+        is recreated (which aborts the transaction) by the next :meth:`begin`."""
         if not self._open:
             return
         self._open = False
         self._abort_pending = False
+        if self._broken or self._producer is None:
+            return
         try:
-            self._producer.abort_transaction(self.settings.delivery_timeout_s)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.fatal():
-                raise FencedError(f"abort_transaction: {err}", stage="kafka") from exc
-            # Typically a timeout while the broker is unreachable: the abort must be called again before the
-            # next begin_transaction (librdkafka keeps the transaction in its aborting state).
-            self._abort_pending = bool(isinstance(err, KafkaError) and (err.retriable() or err.code() in (
-                KafkaError._TIMED_OUT, KafkaError._TRANSPORT)))
-            log.warning("abort_transaction: %s%s", err, " (will retry)" if self._abort_pending else "")
+            self._call("abort_transaction", lambda p, t: p.abort_transaction(t))
+        except FencedError:
+            raise
+        except TransientError as exc:
+            log.warning("%s; the producer will be recreated", exc)
+            self._broken = True
 
     # -- outputs ---------------------------------------------------------------------------------------------
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
@@ -180,16 +301,22 @@ class KafkaTransactions:
             self._errors.append(f"{msg.topic()}: {err}")
 
     def _produce(self, topic: str, value: bytes, key: bytes | str | None, headers: Headers | None) -> None:
-        if not self._open:
+        if not self._open or self._producer is None:
             raise RuntimeError("produce outside a transaction")
+        deadline = time.monotonic() + self.settings.delivery_timeout_s
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
                                        on_delivery=self._on_delivery)
                 break
             except BufferError:
+                if time.monotonic() > deadline:
+                    raise TransientError(f"produce to {topic}: the queue stays full", stage="kafka") from None
                 self._producer.poll(0.1)
             except KafkaException as exc:
+                err = _kafka_error(exc)
+                if err is not None and err.fatal() and err.code() not in _FENCED_CODES:
+                    self._broken = True
                 raise _classify(exc, f"produce to {topic}") from exc
         self._producer.poll(0)
 
@@ -232,4 +359,9 @@ class KafkaTransactions:
             self.abort()
         except BlinkError as exc:
             log.error("closing transactional producer: %s", exc)
-        self._producer.flush(5.0)
+        producer, self._producer = self._producer, None
+        if producer is not None and not self._broken:
+            try:
+                _with_deadline("flush", lambda: producer.flush(5.0), 10.0)
+            except _Hung:
+                log.error("closing transactional producer: flush hung")

@@ -196,6 +196,8 @@ class Worker:
     and its offset are committed in one transaction; ``None`` = produce, wait for acks, then commit."""
     _stopping: bool = False
     _lag_checked: float = 0.0
+    _next_offset: dict = field(default_factory=dict)
+    """``{(topic, partition): offset after the last message this worker committed}`` (exactly-once mode)."""
 
     def stop(self, *_: object) -> None:
         """Finish the current CCD, then leave the loop (SIGTERM handler)."""
@@ -227,8 +229,14 @@ class Worker:
                         self.retry.run(f"commit {envelope.where()}", lambda env=envelope: self.source.commit(env),
                                        lambda: self._stopping, getattr(self.source, "keepalive", None))
                 else:
-                    self.retry.run(envelope.where(), lambda env=envelope: self._handle_in_transaction(env),
-                                   lambda: self._stopping, getattr(self.source, "keepalive", None))
+                    try:
+                        self.retry.run(envelope.where(), lambda env=envelope: self._handle_in_transaction(env),
+                                       lambda: self._stopping, getattr(self.source, "keepalive", None))
+                    except TransientError as err:
+                        if not self._stopping:
+                            raise
+                        # Not committed: the message is redelivered from the committed offset after a restart.
+                        log.warning("%s: left uncommitted on stop (%s)", envelope.where(), err)
                 metrics.HEALTH.beat()
                 self._observe_lag()
         finally:
@@ -246,6 +254,19 @@ class Worker:
     def _handle_in_transaction(self, envelope: Envelope) -> None:
         """Begin; handle (outputs go into the transaction); commit outputs + offset, or abort."""
         txn = self.transactions
+        key = (envelope.topic, envelope.partition)
+        if envelope.offset < self._next_offset.get(key, -1):
+            # Redelivered after a rebalance reset the position, but this worker already committed it.
+            log.info("%s: already committed; skipped", envelope.where())
+            return
+        owns = getattr(self.source, "owns", None)
+        if owns is not None and not owns(envelope):
+            log.warning("%s: partition no longer assigned; its new owner redoes the message", envelope.where())
+            return
+        was_committed = getattr(txn, "was_committed", None)
+        if was_committed is not None and was_committed(envelope):
+            self._next_offset[key] = envelope.offset + 1
+            return
         n_results = len(self.results)
         txn.begin()
         try:
@@ -262,6 +283,7 @@ class Worker:
         except BaseException:
             del self.results[n_results:]
             raise
+        self._next_offset[key] = envelope.offset + 1
 
     def _is_work(self, envelope: Envelope) -> bool:
         return envelope.topic is not None and envelope.topic == self.work_topic
