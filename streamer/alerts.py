@@ -148,6 +148,7 @@ class _Codegen:
         self.funcs: list[str] = []
         self.records: dict[str, str] = {}
         self.logical: dict[str, Any] = {}
+        self.structs: dict[str, Any] = {}
 
     def var(self) -> str:
         self.n += 1
@@ -205,17 +206,58 @@ class _Codegen:
             return self.records[name]
         fname = "rec_" + name.replace(".", "_")
         self.records[name] = fname
-        body = ""
+        body = "    _get = d.get\n" if any("default" in f for f in schema["fields"]) else ""
+        fields = []
         for field in schema["fields"]:
             v = self.var()
             key = field["name"]
             if "default" in field:
-                body += f"    {v} = d.get({key!r}, {field['default']!r})\n"
+                body += f"    {v} = _get({key!r}, {field['default']!r})\n"
             else:
                 body += f"    {v} = d[{key!r}]\n"
-            body += self.emit(field["type"], v, "    ")
+            fields.append((v, field["type"]))
+        # Consecutive ["null", T] fields form runs: an all-null run is written as one constant, a run of
+        # non-null fixed-width values (float, double) with one precompiled struct; otherwise field by field.
+        k = 0
+        while k < len(fields):
+            j = k
+            while j < len(fields) and _null_first(fields[j][1]):
+                j += 1
+            if j - k >= 2:
+                body += self.null_run(fields[k:j], "    ")
+                k = j
+            else:
+                body += self.emit(fields[k][1], fields[k][0], "    ")
+                k += 1
         self.funcs.append(f"def {fname}(out, d):\n{body or '    pass'}\n")
         return fname
+
+    def null_run(self, run: list[tuple[str, Any]], i: str) -> str:
+        names = [v for v, _ in run]
+        code = f"{i}if {' and '.join(f'{v} is None' for v in names)}:\n{i}    out += {bytes(len(run))!r}\n"
+        fixed = [_FIXED.get(t[1] if isinstance(t[1], str) else "") for _, t in run]
+        if all(fixed):
+            sname = f"_s{len(self.structs)}"
+            self.structs[sname] = struct.Struct("<" + "".join("B" + c for c in fixed)).pack
+            args = ", ".join(f"2, {v}" for v in names)
+            code += (f"{i}elif {' and '.join(f'{v} is not None' for v in names)}:\n"
+                     f"{i}    out += {sname}({args})\n")
+        code += f"{i}else:\n"
+        if len(run) >= 4:  # mixed: split in halves, so scattered values cost a few tests, not one per field
+            half = len(run) // 2
+            return code + self.null_run(run[:half], i + "    ") + self.null_run(run[half:], i + "    ")
+        for v, t in run:
+            code += self.emit(t, v, i + "    ")
+        return code
+
+
+_FIXED = {"double": "d", "float": "f"}
+
+
+def _null_first(schema: Any) -> bool:
+    """``["null", T]`` with T a primitive (no logical type): a field a null run can hold."""
+    return (isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
+            and isinstance(schema[1], str) and schema[1] in _PRIMITIVE_CODE and schema[1] != "null")
 
 
 def _bad(value: Any, what: str) -> None:
@@ -240,6 +282,7 @@ def _compile_encoder(parsed: dict[str, Any]) -> Any:
         "_pd": struct.Struct("<d").pack,
         "_bad": _bad,
         "_lw": gen.logical,
+        **gen.structs,
     }
     exec(compile(src, "<blink-alert-encoder>", "exec"), namespace)  # noqa: S102 - source generated from the schema
     return namespace[top]

@@ -1,11 +1,16 @@
 """Embedded APDB on SQLite: the default store for a single machine, tests and replays.
 
-Every table of :mod:`streamer.apdb.columns` becomes an SQLite table with the same column names; the DDL is
-generated from that spec. A CCD-visit is written in one transaction, so a reader never sees half of it.
+Every table of :mod:`streamer.apdb.columns` becomes an SQLite table holding its key columns (primary key
+and the columns reads select on) plus ``packed``: the whole row as one fixed-width blob of
+:func:`~streamer.apdb.columns.packed_dtype` (the layout the Cassandra store uses). A read then fetches one
+blob per row and decodes all of them with one ``np.frombuffer``, instead of building a Python object per
+value. The DDL is generated from the column spec. A CCD-visit is written in one transaction, so a reader
+never sees half of it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -25,9 +30,10 @@ from streamer.apdb.columns import (
     DIA_SOURCE,
     TABLES,
     TableSpec,
-    rows_to_table,
+    pack_rows,
+    pack_table,
     sort_table,
-    table_to_rows,
+    unpack_rows,
 )
 from streamer.apdb.sky import bounding_box, in_circle
 
@@ -39,6 +45,19 @@ METADATA_TABLE = "ApdbMetadata"
 """Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
 VISIT_DETECTOR_TABLE = "ApdbVisitDetector"
 """One row per stored CCD-visit, written last: its presence means the CCD-visit is complete."""
+
+SQLITE_LAYOUT = "packed-1"
+"""Layout of the SQLite tables (key columns + one packed blob per row), recorded in the metadata; a file
+written with another layout (e.g. the earlier one column per field) is refused with a message."""
+PACKED = "packed"
+"""Name of the blob column holding a whole row."""
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    DIA_OBJECT: ("diaObjectId", "validityStartMjdTai"),
+    DIA_OBJECT_LAST: ("diaObjectId", "validityStartMjdTai", "ra", "dec"),
+    DIA_SOURCE: ("diaSourceId", "diaObjectId", "midpointMjdTai"),
+    DIA_FORCED_SOURCE: ("diaForcedSourceId", "diaObjectId", "midpointMjdTai"),
+}
+"""Columns stored beside the blob: the primary key and what reads select or upsert on."""
 
 _IN_CHUNK = 500
 _AS_OF_MARGIN_DEG = 10.0 / 3600.0
@@ -53,11 +72,14 @@ def sqlite_ddl() -> list[str]:
     """CREATE statements (``IF NOT EXISTS``) for every APDB table and index."""
     stmts = []
     for spec in TABLES.values():
-        cols = [f"{_q(c.name)} {c.sqlite_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns]
+        keys = _key_columns(spec)
+        cols = [f"{_q(c.name)} {c.sqlite_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns
+                if c.name in keys]
         pk = ", ".join(_q(k) for k in spec.primary_key)
-        stmts.append(f"CREATE TABLE IF NOT EXISTS {_q(spec.name)} ({', '.join(cols)}, PRIMARY KEY ({pk}))")
+        stmts.append(f"CREATE TABLE IF NOT EXISTS {_q(spec.name)} ({', '.join(cols)}, {_q(PACKED)} BLOB NOT NULL, "
+                     f"PRIMARY KEY ({pk}))")
     stmts += [
-        f'CREATE INDEX IF NOT EXISTS "DiaObjectLast_dec" ON {_q(DIA_OBJECT_LAST)} ("dec")',
+        f'CREATE INDEX IF NOT EXISTS "DiaObjectLast_dec_ra" ON {_q(DIA_OBJECT_LAST)} ("dec", "ra")',
         f'CREATE INDEX IF NOT EXISTS "DiaSource_object" ON {_q(DIA_SOURCE)} ("diaObjectId", "midpointMjdTai")',
         f'CREATE INDEX IF NOT EXISTS "DiaForcedSource_object" ON {_q(DIA_FORCED_SOURCE)} '
         '("diaObjectId", "midpointMjdTai")',
@@ -67,6 +89,32 @@ def sqlite_ddl() -> list[str]:
         '"n_dia_forced_sources" INTEGER NOT NULL, PRIMARY KEY ("visit", "detector"))',
     ]
     return stmts
+
+
+def _key_columns(spec: TableSpec) -> tuple[str, ...]:
+    keys = KEY_COLUMNS.get(spec.name, ())
+    return tuple(n for n in spec.names if n in keys or n in spec.primary_key)
+
+
+def _packed_rows(spec: TableSpec, table: Table) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, row tuples) to insert: the key columns (None for missing) and the packed row."""
+    packed = pack_table(spec, table)
+    names = list(_key_columns(spec))
+    cols: list[list[Any]] = []
+    null_flags = set(packed.dtype.names or ())
+    for name in names:
+        values = packed[name].tolist()
+        if name + "__null" in null_flags:
+            flags = packed[name + "__null"]
+            if flags.any():
+                values = [None if f else v for v, f in zip(values, flags.tolist())]
+        elif packed.dtype[name].kind == "f":
+            nan = np.isnan(packed[name])
+            if nan.any():
+                values = [None if f else v for v, f in zip(values, nan.tolist())]
+        cols.append(values)
+    cols.append(pack_rows(packed))
+    return names + [PACKED], list(zip(*cols))
 
 
 def check_versions(stored: dict[str, str], expected: dict[str, str], where: str) -> None:
@@ -136,13 +184,17 @@ class SqliteApdb:
                                          check_same_thread=False)
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA mmap_size=1073741824")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.OperationalError as exc:
             raise TransientError(f"cannot open SQLite APDB {self.path}: {exc}", stage="apdb") from exc
 
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
-        return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION}
+        return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION,
+                "sqlite_layout": SQLITE_LAYOUT}
 
     def _read_metadata(self) -> dict[str, str]:
         with self._lock:
@@ -179,12 +231,12 @@ class SqliteApdb:
             self._conn.execute(f"INSERT OR REPLACE INTO {_q(METADATA_TABLE)} VALUES (?, ?)", (name, value))
 
     # ------------------------------------------------------------------ reads
-    def _select(self, spec: TableSpec, where: str, params: Sequence[Any]) -> Table:
-        names = spec.names
-        sql = f"SELECT {', '.join(_q(n) for n in names)} FROM {_q(spec.name)} WHERE {where}"
+    def _select(self, spec: TableSpec, where: str, params: Sequence[Any], alias: str = "") -> Table:
+        col = f"{alias}.{_q(PACKED)}" if alias else _q(PACKED)
+        sql = f"SELECT {col} FROM {_q(spec.name)} {alias} WHERE {where}"
         with self._lock:
-            rows = self._conn.execute(sql, tuple(params)).fetchall()
-        return rows_to_table(spec, names, rows)
+            blobs = [r[0] for r in self._conn.execute(sql, tuple(params))]
+        return unpack_rows(spec, blobs)
 
     def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
         """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``.
@@ -216,13 +268,12 @@ class SqliteApdb:
         ids = np.asarray(objects["diaObjectId"], dtype=np.int64)
         lo, hi = history_window(visit_mjd_tai)
         history = []
+        id_list = json.dumps(ids.tolist())
         for name in (DIA_SOURCE, DIA_FORCED_SOURCE):
             hspec = TABLES[name]
-            parts = [self._select(hspec, f'"midpointMjdTai" >= ? AND "midpointMjdTai" < ? AND "diaObjectId" '
-                                  f'IN ({", ".join("?" * len(chunk))})', [lo, hi, *chunk.tolist()])
-                     for chunk in np.array_split(ids, max(1, int(np.ceil(len(ids) / _IN_CHUNK))))
-                     if len(chunk)]
-            table = _vstack(hspec, parts)
+            # one indexed lookup per id on ("diaObjectId", "midpointMjdTai"); ids travel as one JSON array
+            table = self._select(hspec, '"diaObjectId" IN (SELECT "value" FROM json_each(?)) AND '
+                                 '"midpointMjdTai" >= ? AND "midpointMjdTai" < ?', [id_list, lo, hi])
             history.append(sort_table(hspec, table))
         return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
 
@@ -233,7 +284,7 @@ class SqliteApdb:
             return objects
         ids = np.asarray(objects["diaObjectId"], dtype=np.int64)[later].tolist()
         spec = TABLES[DIA_OBJECT]
-        cols = ", ".join(f"o.{_q(n)}" for n in spec.names)
+        cols = f"o.{_q(PACKED)}"
         parts = []
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i:i + _IN_CHUNK]
@@ -242,8 +293,8 @@ class SqliteApdb:
                    f"AND \"diaObjectId\" IN ({', '.join('?' * len(chunk))}) GROUP BY \"diaObjectId\") m "
                    "ON o.\"diaObjectId\" = m.id AND o.\"validityStartMjdTai\" = m.v")
             with self._lock:
-                rows = self._conn.execute(sql, (float(visit_mjd_tai), *chunk)).fetchall()
-            parts.append(rows_to_table(spec, spec.names, rows))
+                blobs = [r[0] for r in self._conn.execute(sql, (float(visit_mjd_tai), *chunk))]
+            parts.append(unpack_rows(spec, blobs))
         older = _vstack(spec, parts)[TABLES[DIA_OBJECT_LAST].names]
         return _vstack(TABLES[DIA_OBJECT_LAST], [objects[~later], older])
 
@@ -262,19 +313,20 @@ class SqliteApdb:
         TransientError
             The database stayed locked by another writer.
         """
-        obj_names, obj_rows = table_to_rows(DIA_OBJECT, dia_objects)
-        src_names, src_rows = table_to_rows(DIA_SOURCE, dia_sources)
-        fs_names, fs_rows = table_to_rows(DIA_FORCED_SOURCE, dia_forced_sources)
+        obj_names, obj_rows = _packed_rows(TABLES[DIA_OBJECT], dia_objects)
+        last_names, last_rows = _packed_rows(TABLES[DIA_OBJECT_LAST], dia_objects)
+        src_names, src_rows = _packed_rows(TABLES[DIA_SOURCE], dia_sources)
+        fs_names, fs_rows = _packed_rows(TABLES[DIA_FORCED_SOURCE], dia_forced_sources)
         cols = lambda names: ", ".join(_q(n) for n in names)  # noqa: E731
         marks = lambda names: ", ".join("?" * len(names))  # noqa: E731
-        updates = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in obj_names if n != "diaObjectId")
-        last_sql = (f"INSERT INTO {_q(DIA_OBJECT_LAST)} ({cols(obj_names)}) VALUES ({marks(obj_names)}) "
+        updates = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in last_names if n != "diaObjectId")
+        last_sql = (f"INSERT INTO {_q(DIA_OBJECT_LAST)} ({cols(last_names)}) VALUES ({marks(last_names)}) "
                     f'ON CONFLICT ("diaObjectId") DO UPDATE SET {updates} '
                     f'WHERE excluded."validityStartMjdTai" >= {_q(DIA_OBJECT_LAST)}."validityStartMjdTai"')
         with self._transaction():
             self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_OBJECT)} ({cols(obj_names)}) "
                                    f"VALUES ({marks(obj_names)})", obj_rows)
-            self._conn.executemany(last_sql, obj_rows)
+            self._conn.executemany(last_sql, last_rows)
             self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_SOURCE)} ({cols(src_names)}) "
                                    f"VALUES ({marks(src_names)})", src_rows)
             self._conn.executemany(f"INSERT OR REPLACE INTO {_q(DIA_FORCED_SOURCE)} ({cols(fs_names)}) "
