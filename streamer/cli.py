@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 from pathlib import Path
@@ -314,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a stuck worker)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (io.UnsupportedOperation, AttributeError, ValueError):  # stderr without a file (captured)
+            pass
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     setup_logging(args.log_format or "text", logging.DEBUG if args.verbose else logging.INFO)
     from pipeline.errors import BlinkError
