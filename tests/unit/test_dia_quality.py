@@ -108,18 +108,7 @@ def _found(night: Night, matches: Table) -> np.ndarray:
     return np.array([k in keys for k in zip(np.asarray(tf["expnum"]).tolist(), np.asarray(tf["source_id"]).tolist())])
 
 
-_BLURRY_XFAIL = pytest.mark.xfail(
-    strict=True, reason="issue 4, open: with a blurrier template (science convolved) 25/27 transients above SNR "
-                        "10 are found and ~30 false DiaSources per CCD are made before the reliability cut")
-
-
-def _mark_known_misses(request, night: Night) -> None:
-    if night.root.name.startswith("dia_blurry"):
-        request.applymarker(_BLURRY_XFAIL)
-
-
-def test_completeness(night, request):
-    _mark_known_misses(request, night)
+def test_completeness(night):
     _, matches = _matches(night)
     snr = np.abs(np.asarray(night.truth_fluxes["snr"], float))
     hit = _found(night, matches)
@@ -129,8 +118,7 @@ def test_completeness(night, request):
     assert hit[faint].mean() >= MIN_COMPLETENESS_SNR5, f"{hit[faint].sum()}/{faint.sum()} at SNR 5.5-10"
 
 
-def test_false_detections(night, request):
-    _mark_known_misses(request, night)
+def test_false_detections(night):
     per_exposure, _ = _matches(night)
     n_false = int(per_exposure["n_false"].sum())
     assert n_false / night.n_ccd <= MAX_FALSE_PER_CCD, f"{n_false} false on {night.n_ccd} CCDs"
