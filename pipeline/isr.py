@@ -72,28 +72,58 @@ def assemble_overscan_corrected(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.
     amps : dict
         Amplifier geometry by name (see :func:`pipeline.decam.raw.amp_geometry`).
     """
+    image, amps = _assemble(raw_ccd, config)
+    amp_index = np.empty(CCD_SHAPE, dtype=np.int8)
+    for k, name in enumerate(sorted(amps)):
+        amp_index[amps[name].ccd] = k
+    return image, amp_index, amps
+
+
+def _oriented(data: np.ndarray, amp) -> np.ndarray:
+    """A view of an amplifier's data section in CCD orientation."""
+    if amp.flip_y:
+        data = data[::-1]
+    if amp.flip_x:
+        data = data[:, ::-1]
+    return data
+
+
+def _assemble(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.ndarray, dict]:
+    """Overscan-corrected, trimmed (4096, 2048) float32 CCD in ADU, and the amplifier geometry."""
     raw = raw_ccd.pixels
     amps = amp_geometry(raw_ccd.header)
     image = np.empty(CCD_SHAPE, dtype=np.float32)
-    amp_index = np.empty(CCD_SHAPE, dtype=np.int8)
-    for k, (name, amp) in enumerate(sorted(amps.items())):
+    for name, amp in sorted(amps.items()):
         data_rows, data_cols = amp.data
-        serial = _overscan_per_row(raw, data_rows, amp.overscan[1], config)
-        data = raw[data_rows, data_cols].astype(np.float32) - serial[:, None].astype(np.float32)
+        serial = _overscan_per_row(raw, data_rows, amp.overscan[1], config).astype(np.float32)
+        out = _oriented(image[amp.ccd], amp)          # a view: written in place, no assembly copy
+        np.subtract(raw[data_rows, data_cols], serial[:, None], out=out, dtype=np.float32)
         if config.do_parallel_overscan:
             par_rows, _ = amp.parallel_overscan
-            p_rows = raw[par_rows, data_cols].astype(np.float32)
-            p_serial = _overscan_per_row(raw, par_rows, amp.overscan[1], config)
-            p = p_rows - p_serial[:, None].astype(np.float32)
+            p_serial = _overscan_per_row(raw, par_rows, amp.overscan[1], config).astype(np.float32)
+            p = np.subtract(raw[par_rows, data_cols], p_serial[:, None], dtype=np.float32)
             column_level = np.median(p, axis=0)
-            data -= ndimage.median_filter(column_level, size=15, mode="nearest").astype(np.float32)[None, :]
-        if amp.flip_y:
-            data = data[::-1]
-        if amp.flip_x:
-            data = data[:, ::-1]
-        image[amp.ccd] = data
-        amp_index[amp.ccd] = k
-    return image, amp_index, amps
+            out -= ndimage.median_filter(column_level, size=15, mode="nearest").astype(np.float32)[None, :]
+    return image, amps
+
+
+def _dilate_cross(flags: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_dilation(flags, iterations=n)`` (4-connected, zero border), restricted to the row
+    bands and column ranges that hold set pixels, so the cost follows the flagged area, not the image's."""
+    rows = np.flatnonzero(flags.any(axis=1))
+    if rows.size == 0:
+        return flags
+    out = flags.copy()
+    n, ny, nx = iterations, flags.shape[0], flags.shape[1]
+    # Row bands: runs of flagged rows whose n-grown extents touch are merged (dilation cannot cross a gap
+    # wider than 2n rows).
+    breaks = np.flatnonzero(np.diff(rows) > 2 * n + 1)
+    for first, last in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]]):
+        r0, r1 = max(first - n, 0), min(last + n + 1, ny)
+        cols = np.flatnonzero(flags[first:last + 1].any(axis=0))
+        c0, c1 = max(cols[0] - n, 0), min(cols[-1] + n + 1, nx)
+        out[r0:r1, c0:c1] = ndimage.binary_dilation(flags[r0:r1, c0:c1], iterations=n)
+    return out
 
 
 def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.ndarray | None = None,
@@ -126,46 +156,55 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
             raise InputError(f"master {name} has shape {getattr(frame, 'shape', None)}, expected {CCD_SHAPE}",
                              stage="isr")
     raw = raw_ccd.pixels
-    image, amp_index, amps = assemble_overscan_corrected(raw_ccd, config)
-    # Saturation is judged on the raw ADU of each amplifier.
+    image, amps = _assemble(raw_ccd, config)
     ordered = [amps[n] for n in sorted(amps)]
-    saturation = np.array([a.saturation for a in ordered], dtype=np.float32)[amp_index]
-    gain = np.array([a.gain for a in ordered], dtype=np.float32)[amp_index]
-    read_noise = np.array([a.read_noise for a in ordered], dtype=np.float32)[amp_index]
-    raw_assembled = np.empty(CCD_SHAPE, dtype=np.float32)
-    for amp in ordered:
-        data = raw[amp.data]
-        if amp.flip_y:
-            data = data[::-1]
-        if amp.flip_x:
-            data = data[:, ::-1]
-        raw_assembled[amp.ccd] = data
-    mask = np.zeros(CCD_SHAPE, dtype=np.int32)
+    # Saturation is judged on the raw ADU of each amplifier (views in CCD orientation, no assembled copy).
     nonfinite = ~np.isfinite(image)
-    saturated = (raw_assembled >= saturation) | nonfinite
-    if config.saturation_grow_pix > 0 and saturated.any():
-        saturated = ndimage.binary_dilation(saturated, iterations=config.saturation_grow_pix)
-    mask[saturated] |= int(MaskBit.SAT)
-    mask[(raw_assembled >= config.suspect_fraction * saturation) & ~saturated] |= int(MaskBit.SUSPECT)
+    any_nonfinite = bool(nonfinite.any())
+    saturated = np.empty(CCD_SHAPE, dtype=bool)
+    suspect = np.empty(CCD_SHAPE, dtype=bool)
+    for amp in ordered:
+        data = _oriented(raw[amp.data], amp)
+        sat = np.float32(amp.saturation)
+        np.greater_equal(data, sat, out=saturated[amp.ccd])
+        np.greater_equal(data, np.float32(config.suspect_fraction) * sat, out=suspect[amp.ccd])
+    if any_nonfinite:
+        saturated |= nonfinite
+    if config.saturation_grow_pix > 0:
+        saturated = _dilate_cross(saturated, config.saturation_grow_pix)
+    mask = np.zeros(CCD_SHAPE, dtype=np.int32)
+    np.bitwise_or(mask, np.int32(MaskBit.SAT), out=mask, where=saturated)
+    suspect &= ~saturated
+    np.bitwise_or(mask, np.int32(MaskBit.SUSPECT), out=mask, where=suspect)
     if defects is not None:
-        mask[defects] |= int(MaskBit.BAD)
-    bad_flat = ~np.isfinite(flat) | (flat <= 0.05)
-    mask[bad_flat] |= int(MaskBit.BAD)
-    mask[nonfinite] |= int(MaskBit.NO_DATA)
-    image = np.where(nonfinite, 0.0, image - bias).astype(np.float32)
+        np.bitwise_or(mask, np.int32(MaskBit.BAD), out=mask, where=np.asarray(defects, dtype=bool))
+    bad_flat = flat <= 0.05
+    bad_flat |= ~np.isfinite(flat)
+    np.bitwise_or(mask, np.int32(MaskBit.BAD), out=mask, where=bad_flat)
+    if any_nonfinite:
+        np.bitwise_or(mask, np.int32(MaskBit.NO_DATA), out=mask, where=nonfinite)
+    image -= bias
+    if any_nonfinite:
+        image[nonfinite] = 0.0
     if config.do_crosstalk:
         table_a, table_b = intra_ccd_crosstalk(raw_ccd.ccdnum)
         a_from_b = table_a if config.crosstalk_a_from_b is None else config.crosstalk_a_from_b
         b_from_a = table_b if config.crosstalk_b_from_a is None else config.crosstalk_b_from_a
         image = correct_crosstalk(image, amps, a_from_b=a_from_b, b_from_a=b_from_a)
-    electrons = image * gain
-    if config.linearity_coeff:
-        electrons = electrons * (1.0 + config.linearity_coeff * electrons)
-    variance = np.clip(electrons, 0, None) + read_noise**2
-    safe_flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
-    electrons = (electrons / safe_flat).astype(np.float32)
-    variance = (variance / safe_flat**2).astype(np.float32)
-    if (mask & int(MaskBit.SAT)).all():
+    electrons = image                        # private: converted in place
+    variance = np.empty(CCD_SHAPE, dtype=np.float32)
+    safe_flat = np.where(bad_flat, np.float32(1.0), flat).astype(np.float32, copy=False)
+    for amp in ordered:
+        e, v, f = electrons[amp.ccd], variance[amp.ccd], safe_flat[amp.ccd]
+        e *= np.float32(amp.gain)
+        if config.linearity_coeff:
+            e *= 1.0 + config.linearity_coeff * e
+        np.clip(e, 0, None, out=v)
+        v += np.float32(amp.read_noise) ** 2
+        e /= f
+        v /= f
+        v /= f
+    if saturated.all():
         log.warning("CCD %d is saturated everywhere", raw_ccd.ccdnum)
     if config.do_cosmic_rays:
         electrons, mask = mask_cosmic_rays(electrons, variance, mask, config)
@@ -242,24 +281,16 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
     seeds grow into neighbours above ``cr_grow_sigma``. Only candidate pixels are examined in detail, so the
     cost is a few passes over the image.
     """
-    sigma = np.sqrt(np.clip(variance, 1e-6, None))
-    lap = np.zeros_like(image)
-    lap[1:-1, 1:-1] = 4 * image[1:-1, 1:-1] - image[:-2, 1:-1] - image[2:, 1:-1] - image[1:-1, :-2] - image[1:-1, 2:]
-    above_sky = image - _coarse_sky(image)
-    candidates = lap > config.cr_threshold_sigma * sigma * config.cr_sharpness
-    candidates &= lap > config.cr_sharpness * above_sky
-    candidates &= above_sky > config.cr_threshold_sigma * sigma
-    candidates &= (mask & int(MaskBit.SAT | MaskBit.BAD)) == 0
-    iy, ix = np.nonzero(candidates)
+    iy, ix = _cr_candidates(image, variance, mask, config)
     if iy.size == 0:
         return image, mask
     local = _neighbourhood_median(image, iy, ix, half=2, skip_nan=False)
     excess = image[iy, ix] - local
-    seed = excess > config.cr_threshold_sigma * sigma[iy, ix]
+    seed = excess > config.cr_threshold_sigma * _sigma_at(variance, iy, ix)
+    if not seed.any():
+        return image, mask
     cr = np.zeros(image.shape, dtype=bool)
     cr[iy[seed], ix[seed]] = True
-    if not cr.any():
-        return image, mask
     # Grow into bright neighbours (tracks), judged against the local sky of each seed's neighbourhood.
     # One pixel at a time, so that a track is followed along its length.
     cy, cx = iy[seed], ix[seed]
@@ -271,7 +302,7 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
         if gy.size == 0:
             break
         sky = _neighbourhood_median(work, gy, gx, half=3)
-        bright = image[gy, gx] - sky > config.cr_grow_sigma * sigma[gy, gx]
+        bright = image[gy, gx] - sky > config.cr_grow_sigma * _sigma_at(variance, gy, gx)
         if not bright.any():
             break
         front_y, front_x = gy[bright], gx[bright]
@@ -282,8 +313,8 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
     out = work                               # a private copy already: reuse it
     out[cy, cx] = np.where(np.isfinite(fill), fill, 0.0)
     mask = mask.copy()
-    mask[cr] |= int(MaskBit.CR | MaskBit.INTRP)
-    log.debug("masked %d cosmic-ray pixels", int(cr.sum()))
+    mask[cy, cx] |= int(MaskBit.CR | MaskBit.INTRP)
+    log.debug("masked %d cosmic-ray pixels", cy.size)
     return out, mask
 
 
@@ -299,15 +330,90 @@ def _cross_neighbours(flags: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tupl
     return flat // nx, flat % nx
 
 
-def _coarse_sky(image: np.ndarray, block: int = 64) -> np.ndarray:
-    """Per-block median sky, expanded back to full resolution (a cheap local background)."""
+def _sigma_at(variance: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Per-pixel noise at the given pixels (the full-image sigma is never formed)."""
+    return np.sqrt(np.clip(variance[iy, ix], 1e-6, None))
+
+
+def _cr_candidates(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, config: IsrConfig,
+                   block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels sharp enough (Laplacian) and bright enough above the coarse sky to be cosmic-ray candidates.
+
+    Evaluated in bands of ``block`` rows (one coarse-sky block high) so that every temporary stays in cache
+    and the sky is a single broadcast row per band.
+    """
+    ny, nx = image.shape
+    sky_blocks = _coarse_sky_blocks(image, block)
+    by, bx = sky_blocks.shape
+    bad = np.int32(MaskBit.SAT | MaskBit.BAD)
+    thr, sharp = np.float32(config.cr_threshold_sigma), np.float32(config.cr_sharpness)
+    ys, xs = [], []
+    for r0 in range(0, ny, block):
+        r1 = min(r0 + block, ny)
+        b = min(r0 // block, by - 1) if by else 0
+        row = np.repeat(sky_blocks[b], block) if by and bx else np.zeros(0, np.float32)
+        sky = np.empty(nx, dtype=np.float32)
+        sky[: row.size] = row
+        sky[row.size:] = row[-1] if row.size else 0.0
+        img = image[r0:r1]
+        above_sky = img - sky[None, :]
+        sigma = np.clip(variance[r0:r1], 1e-6, None)
+        np.sqrt(sigma, out=sigma)
+        sigma *= thr
+        cand = above_sky > sigma
+        lap = np.zeros_like(img)
+        lo, hi = max(r0, 1), min(r1, ny - 1)
+        if hi > lo:
+            lap[lo - r0:hi - r0, 1:-1] = (4 * image[lo:hi, 1:-1] - image[lo - 1:hi - 1, 1:-1]
+                                          - image[lo + 1:hi + 1, 1:-1] - image[lo:hi, :-2] - image[lo:hi, 2:])
+        sigma *= sharp
+        cand &= lap > sigma
+        above_sky *= sharp
+        cand &= lap > above_sky
+        cand &= (mask[r0:r1] & bad) == 0
+        y, x = np.nonzero(cand)
+        if y.size:
+            ys.append(y + r0)
+            xs.append(x)
+    if not ys:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    iy, ix = np.concatenate(ys), np.concatenate(xs)
+    # A defect (a low bad column) or saturated neighbour corrupts a pixel's Laplacian: there it is taken
+    # over the good neighbours only (the wing of a star beside a bad column is not a cosmic ray).
+    ny, nx = image.shape
+    dy, dx = np.array([-1, 1, 0, 0]), np.array([0, 0, -1, 1])
+    yy = np.clip(iy[:, None] + dy, 0, ny - 1)
+    xx = np.clip(ix[:, None] + dx, 0, nx - 1)
+    off_edge = (iy[:, None] + dy < 0) | (iy[:, None] + dy >= ny) | (ix[:, None] + dx < 0) | (ix[:, None] + dx >= nx)
+    nbad = ((mask[yy, xx] & bad) != 0) & ~off_edge
+    hit = nbad.any(axis=1)
+    if hit.any():
+        c = image[iy[hit], ix[hit]]
+        good = ~nbad[hit]
+        n_good = good.sum(axis=1)
+        diff = np.where(good, c[:, None] - image[yy[hit], xx[hit]], np.float32(0.0)).sum(axis=1)
+        lap = (diff * np.float32(4) / np.maximum(n_good, 1)).astype(np.float32)
+        sigma = np.sqrt(np.clip(variance[iy[hit], ix[hit]], 1e-6, None)) * thr * sharp
+        above = (c - _sky_at(sky_blocks, iy[hit], ix[hit], block)) * sharp
+        keep = np.ones(iy.size, dtype=bool)
+        keep[hit] = (n_good >= 2) & (lap > sigma) & (lap > above)
+        iy, ix = iy[keep], ix[keep]
+    return iy, ix
+
+
+def _sky_at(sky_blocks: np.ndarray, iy: np.ndarray, ix: np.ndarray, block: int) -> np.ndarray:
+    """The coarse sky of :func:`_coarse_sky_blocks` at the given pixels."""
+    by, bx = sky_blocks.shape
+    return sky_blocks[np.minimum(iy // block, by - 1), np.minimum(ix // block, bx - 1)]
+
+
+def _coarse_sky_blocks(image: np.ndarray, block: int = 64) -> np.ndarray:
+    """Per-block median sky (subsampled 4x4 in each block), shape (ny // block, nx // block)."""
     ny, nx = image.shape
     by, bx = ny // block, nx // block
     core = image[: by * block, : bx * block].reshape(by, block, bx, block)
-    med = np.median(core[:, ::4, :, ::4].reshape(by, block // 4, bx, block // 4).transpose(0, 2, 1, 3)
-                    .reshape(by, bx, -1), axis=2)
-    full = np.repeat(np.repeat(med, block, axis=0), block, axis=1)
-    return np.pad(full, ((0, ny - full.shape[0]), (0, nx - full.shape[1])), mode="edge").astype(np.float32)
+    return np.median(core[:, ::4, :, ::4].reshape(by, block // 4, bx, block // 4).transpose(0, 2, 1, 3)
+                     .reshape(by, bx, -1), axis=2).astype(np.float32)
 
 
 def _neighbourhood_median(image: np.ndarray, iy: np.ndarray, ix: np.ndarray, *, half: int,

@@ -57,6 +57,7 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
     objects, x, y = objects[inside], x[inside], y[inside]
     sig = 2.0 / 2.35 * np.sqrt(np.clip(objects["a"] * objects["b"], 0.25, None)) * 1.5
     xw, yw, wflag = sep.winpos(data, x, y, sig, mask=bad)
+    _winpos_over_defects(data, mask, bad, x, y, sig, xw, yw, wflag)
     use_w = (wflag == 0) & (np.hypot(xw - x, yw - y) < 2.0)
     x = np.where(use_w, xw, x)
     y = np.where(use_w, yw, y)
@@ -74,6 +75,45 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
         "snr": (flux / np.where(flux_err > 0, flux_err, np.inf)).astype(float),
     })
     return table
+
+
+def _winpos_over_defects(data: np.ndarray, mask: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray,
+                         sig: np.ndarray, xw: np.ndarray, yw: np.ndarray, wflag: np.ndarray) -> None:
+    """Redo the windowed centroid (in place) of sources with known-defect pixels (bad columns) in their
+    window, on a stamp where those pixels are interpolated along the row from their good neighbours.
+
+    Masked pixels on one side of a star leave the window lopsided and pull the centroid by up to a pixel;
+    a row interpolation across a one- or two-column defect restores the profile to well under 0.05 pixel.
+    """
+    ny, nx = data.shape
+    defect = (mask & int(MaskBit.BAD)) != 0
+    half = np.ceil(4 * sig).astype(int) + 2
+    ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
+    for k in np.flatnonzero(_box_any(defect, ix, iy, half)):
+        x0, x1 = max(ix[k] - half[k], 0), min(ix[k] + half[k] + 1, nx)
+        y0, y1 = max(iy[k] - half[k], 0), min(iy[k] + half[k] + 1, ny)
+        stamp = np.array(data[y0:y1, x0:x1], dtype=np.float32)
+        fix = defect[y0:y1, x0:x1] & ~((mask[y0:y1, x0:x1] & int(MaskBit.SAT | MaskBit.NO_DATA)) != 0)
+        cols = np.arange(x1 - x0)
+        for r in np.flatnonzero(fix.any(axis=1)):
+            good = ~bad[y0 + r, x0:x1]
+            if good.sum() < 2:
+                continue
+            stamp[r, fix[r]] = np.interp(cols[fix[r]], cols[good], stamp[r, good])
+        rest = np.ascontiguousarray(bad[y0:y1, x0:x1] & ~fix)
+        xs, ys, f = sep.winpos(stamp, np.array([x[k] - x0]), np.array([y[k] - y0]), np.array([sig[k]]),
+                               mask=rest)
+        xw[k], yw[k], wflag[k] = xs[0] + x0, ys[0] + y0, f[0]
+
+
+def _box_any(flags: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Whether any flag is set in the (2h+1)^2 box around each position (per-source h), via a summed table."""
+    ny, nx = flags.shape
+    table = np.zeros((ny + 1, nx + 1), dtype=np.int32)
+    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
+    x0, x1 = np.clip(ix - half, 0, nx), np.clip(ix + half + 1, 0, nx)
+    y0, y1 = np.clip(iy - half, 0, ny), np.clip(iy + half + 1, 0, ny)
+    return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
 
 
 def _box_or(mask: np.ndarray, ix: np.ndarray, iy: np.ndarray, *, half: int) -> np.ndarray:
