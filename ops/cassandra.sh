@@ -144,18 +144,4 @@ cmd_status() {
   echo "cassandra: stopped"; return 3
 }
 
-cmd_wipe() {
-  if pid_of $NAME >/dev/null; then die "cassandra: stop it before wiping"; fi
-  log "cassandra: removing $HOME_DIR"
-  rm -rf "$HOME_DIR"
-}
-
-case "${1:-}" in
-  fetch) cmd_fetch ;;
-  start) cmd_start ;;
-  stop) stop_server $NAME ;;
-  restart) stop_server $NAME; cmd_start ;;
-  status) cmd_status ;;
-  wipe) cmd_wipe ;;
-  *) echo "usage: $0 {fetch|start|stop|restart|status|wipe}" >&2; exit 2 ;;
-esac
+dispatch "$@"

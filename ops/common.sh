@@ -116,3 +116,21 @@ fail_with_log() {  # fail_with_log NAME MESSAGE
   done
   exit 1
 }
+
+wipe_server() {  # wipe_server NAME DIR: delete a stopped server's data
+  if pid_of "$1" >/dev/null; then die "$1: stop it before wiping"; fi
+  log "$1: removing $2"
+  rm -rf "$2"
+}
+
+dispatch() {  # dispatch SUBCOMMAND: the subcommands of kafka.sh and cassandra.sh (they define NAME, HOME_DIR, cmd_*)
+  case "${1:-}" in
+    fetch) cmd_fetch ;;
+    start) cmd_start ;;
+    stop) stop_server "$NAME" ;;
+    restart) stop_server "$NAME"; cmd_start ;;
+    status) cmd_status ;;
+    wipe) wipe_server "$NAME" "$HOME_DIR" ;;
+    *) echo "usage: $0 {fetch|start|stop|restart|status|wipe}" >&2; exit 2 ;;
+  esac
+}
