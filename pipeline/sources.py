@@ -8,6 +8,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.measure import cut_stamps
 
 sep.set_extract_pixstack(2_000_000)
 sep.set_sub_object_limit(4096)
@@ -118,12 +119,10 @@ def _box_any(flags: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: np.ndarray
 
 def _box_or(mask: np.ndarray, ix: np.ndarray, iy: np.ndarray, *, half: int) -> np.ndarray:
     """Bitwise OR of mask bits in a (2h+1)^2 box around each pixel, vectorised over positions."""
-    ny, nx = mask.shape
-    off = np.arange(-half, half + 1)
-    yy = np.clip(iy[:, None, None] + off[None, :, None], 0, ny - 1)
-    xx = np.clip(ix[:, None, None] + off[None, None, :], 0, nx - 1)
-    boxes = mask[yy, xx]
-    return np.bitwise_or.reduce(boxes.reshape(len(ix), -1), axis=1) if len(ix) else np.zeros(0, np.int32)
+    if len(ix) == 0:
+        return np.zeros(0, np.int32)
+    boxes, _ = cut_stamps(mask, ix, iy, half, fill=0)
+    return np.bitwise_or.reduce(boxes.reshape(len(ix), -1), axis=1)
 
 
 def _empty_source_table() -> Table:

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.measure import cut_stamps
 from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf
 from pipeline.types import MaskedImage
 
@@ -141,9 +142,8 @@ def _basis_convolved(stamps: np.ndarray, match_sigma: float, half: int, config: 
 
 
 def _stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
-    off = np.arange(-half, half + 1)
-    ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
-    return image[iy[:, None, None] + off[None, :, None], ix[:, None, None] + off[None, None, :]]
+    """Stamps around star positions that lie inside the image (see :func:`pipeline.measure.cut_stamps`)."""
+    return cut_stamps(image, x, y, half, fill=image.dtype.type(0))[0]
 
 
 def _gaussian_kernel(sigma: float, half: int) -> np.ndarray:

@@ -16,11 +16,19 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from pipeline import datarepo
+from pipeline.associate import unit_vectors
 from pipeline.decam.camera import defect_mask
 from pipeline.errors import InputError
 from pipeline.types import TemplateTile
 
 log = logging.getLogger(__name__)
+
+
+def _separation_deg(table: Table, ra_deg: float, dec_deg: float) -> np.ndarray:
+    """Angular distance (deg) of each row's ``ra``, ``dec`` from a point."""
+    position = unit_vectors([ra_deg], [dec_deg])[0]
+    cos_d = unit_vectors(np.asarray(table["ra"]), np.asarray(table["dec"])) @ position
+    return np.degrees(np.arccos(np.clip(cos_d, -1.0, 1.0)))
 
 
 class DataRepository:
@@ -92,10 +100,7 @@ class DataRepository:
     def refcat_in(self, ra_deg: float, dec_deg: float, radius_deg: float) -> Table:
         """Reference stars within a circle."""
         cat = self.refcat
-        ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
-        ra, dec = np.radians(np.asarray(cat["ra"])), np.radians(np.asarray(cat["dec"]))
-        cos_d = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-        return cat[cos_d >= np.cos(np.radians(radius_deg))]
+        return cat[_separation_deg(cat, ra_deg, dec_deg) <= radius_deg]
 
     @functools.lru_cache(maxsize=8)
     def template_index(self, band: str) -> Table:
@@ -125,10 +130,7 @@ class DataRepository:
     def templates_in(self, band: str, ra_deg: float, dec_deg: float, radius_deg: float) -> list[TemplateTile]:
         """Template tiles whose circumscribed circle meets the given circle, nearest first."""
         index = self.template_index(band)
-        ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
-        ra, dec = np.radians(np.asarray(index["ra"])), np.radians(np.asarray(index["dec"]))
-        cos_d = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-        sep_deg = np.degrees(np.arccos(np.clip(cos_d, -1, 1)))
+        sep_deg = _separation_deg(index, ra_deg, dec_deg)
         near = np.flatnonzero(sep_deg <= radius_deg + np.asarray(index["radius_deg"]))
         near = near[np.argsort(sep_deg[near])]
         if near.size == 0:

@@ -15,9 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-import numpy as np
-from astropy.table import Table
-
 from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
 from pipeline.decam.raw import list_ccds, read_raw_ccd
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
@@ -360,4 +357,4 @@ def empty_region() -> RegionData:
     return RegionData(empty_table("DiaObjectLast"), empty_table("DiaSource"), empty_table("DiaForcedSource"))
 
 
-__all__ = ["CcdProcessor", "Worker", "RetryPolicy", "CcdResult", "region_of", "empty_region", "Table", "np"]
+__all__ = ["CcdProcessor", "Worker", "RetryPolicy", "CcdResult", "region_of", "empty_region"]

@@ -17,7 +17,7 @@ from streamer.apdb.base import Apdb, SkyRegion
 from streamer.apdb.columns import tables_equal
 from streamer.apdb.testing import CONTRACT, VISIT_MJD, make_objects, make_sources
 
-pytest.importorskip("cassandra")
+import cassandra  # noqa: F401  (a core dependency: a missing driver must fail)
 
 from streamer.apdb.cassandra_store import CassandraApdb  # noqa: E402
 

@@ -28,6 +28,7 @@ from streamer.alerts import AlertSchema
 from streamer.events import read_event_file
 from streamer.kafka_io import KafkaSettings, create_topics, publish_event
 from tests.conftest import unavailable
+from tests.integration.test_stream_exactly_once import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -94,24 +95,6 @@ def _have_tools() -> bool:
     cache = Path(os.environ.get("BLINK_OPS_CACHE", REPO / "ops" / ".cache"))
     return shutil.which("java") is not None and any(cache.glob("kafka-*/lib/.fetched")) and any(
         cache.glob("cassandra-*/lib/.fetched"))
-
-
-def _read_topic(bootstrap: str, topic: str, idle_s: float = 4.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
-    consumer.subscribe([topic])
-    out, last = [], time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            out.append(msg)
-            last = time.monotonic()
-    finally:
-        consumer.close()
-    return out
 
 
 def _work_done(kafka: KafkaSettings) -> int:
@@ -204,9 +187,9 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
         assert set(np.asarray(tables["DiaSource"]["detector"]).tolist()) == {28, 35}
         schema = AlertSchema.latest()
         alert_ids = sorted(schema.deserialize(m.value())["diaSourceId"]
-                           for m in _read_topic(servers.bootstrap, kafka.alerts_topic))
+                           for m in read_topic(servers.bootstrap, kafka.alerts_topic, idle_s=4.0))
         assert alert_ids == source_ids  # each DiaSource: exactly one committed alert
-        assert _read_topic(servers.bootstrap, kafka.dead_letter_topic, idle_s=2.0) == []
+        assert read_topic(servers.bootstrap, kafka.dead_letter_topic, idle_s=2.0) == []
         print(f"restart test: Kafka outage {t_k:.1f} s, Cassandra outage {t_c:.1f} s, {len(source_ids)} alerts, "
               f"total {time.monotonic() - t_start:.0f} s; retries logged: {logs.count('transient failure')}")
     finally:
