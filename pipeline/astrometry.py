@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -28,7 +29,12 @@ class AstrometryConfig(BaseModel):
                                                       "bins tolerate about 0.05 degrees across a CCD).")
     clip_sigma: float = Field(4.0, description="Matches beyond this many robust sigma are rejected in the fit.")
     match_radius_arcsec: float = Field(1.0, description="Final match radius.")
-    sip_degree: int = Field(3, description="Polynomial distortion order of the fitted TAN-SIP WCS.")
+    sip_degree: int = Field(3, description="Polynomial distortion order of the fitted TAN-SIP WCS (without a "
+                                           "camera model: fitted to the stars; with one: the order of the "
+                                           "TAN-SIP that represents the composed model).")
+    camera_residual_order: int = Field(2, description="With a camera model: order of the polynomial from its "
+                                                      "field angles to the sky's tangent plane (1 = affine; "
+                                                      "2 needs 10 stars per term).")
     min_matches: int = Field(8, description="Fewest matched stars for a fit.")
     n_brightest: int = Field(300, description="Brightest detections used in the offset search.")
 
@@ -37,9 +43,18 @@ def _pixel_scale_arcsec(wcs: WCS) -> float:
     return float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
 
 
+CameraModel = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Pixel (x, y) -> gnomonic field angles (xi, eta) in radians: the instrument's nominal optical distortion."""
+
+
 def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, header_wcs: WCS,
-            shape: tuple[int, int], config: AstrometryConfig = AstrometryConfig()) -> tuple[WCS, Table]:
+            shape: tuple[int, int], config: AstrometryConfig = AstrometryConfig(),
+            camera: CameraModel | None = None) -> tuple[WCS, Table]:
     """Fit a TAN-SIP WCS of a CCD against the reference catalog.
+
+    With a camera model the stars fit only a low-order map from the model's field angles to the sky's
+    tangent plane (as Rubin starts from camera geometry), so the distortion stays right in corners with few
+    stars; the composed mapping is then written as a TAN-SIP. Without one, the TAN-SIP is fitted to the stars.
 
     Parameters
     ----------
@@ -53,6 +68,8 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
         Starting guess (the raw's header WCS), possibly off by tens of arcsec.
     shape : tuple
         (ny, nx) of the image.
+    camera : callable, optional
+        The nominal optical model, pixel -> field angles (see :data:`CameraModel`).
 
     Returns
     -------
@@ -99,6 +116,10 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     i_src, i_ref = _nearest_unique(src, moved, config.match_radius_arcsec / scale * 2)
     ref_rows = ref_idx_all[i_ref]
     world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
+    if camera is not None:
+        wcs, i_src, ref_rows = _fit_through_camera(x, y, i_src, ref_ra, ref_dec, ref_rows, camera, header_wcs,
+                                                   shape, config)
+        return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows)
     # Enough stars per distortion term, else a lower order: overfitting bends the corners.
     sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 3 * (d + 1) * (d + 2) // 2),
                None)
@@ -115,6 +136,12 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
         i_src, ref_rows = i_src[keep], ref_rows[keep]
         world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
         wcs = fit_wcs_from_points((x[i_src], y[i_src]), world, proj_point=centre, sip_degree=sip)
+    return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows)
+
+
+def _checked(wcs: WCS, x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
+             ref_rows: np.ndarray) -> tuple[WCS, Table]:
+    """The fitted WCS and its match table; AlgorithmError if the fit diverged."""
     resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
     rms = float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
     if not np.isfinite(rms) or rms > 1.0:
@@ -125,6 +152,64 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
                      "dra_arcsec": resid[:, 0], "ddec_arcsec": resid[:, 1]})
     matches.meta["rms_arcsec"] = rms
     return wcs, matches
+
+
+def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
+                        ref_rows: np.ndarray, camera: CameraModel, header_wcs: WCS, shape: tuple[int, int],
+                        config: AstrometryConfig) -> tuple[WCS, np.ndarray, np.ndarray]:
+    """Fit camera field angles -> sky tangent plane with clipping; write the composition as a TAN-SIP WCS.
+
+    The sky is projected about the header's reference point (the boresight on DECam): a pointing error of
+    tens of arcsec changes the projection by much less than a milliarcsecond across a CCD, and the polynomial
+    absorbs it.
+    """
+    tangent = _tangent_plane(header_wcs)
+    order = config.camera_residual_order
+    while order > 1 and i_src.size < 10 * _n_terms(order):
+        order -= 1
+    field = np.column_stack(camera(x, y))
+    sky = np.column_stack(tangent.wcs_world2pix(ref_ra, ref_dec, 0))
+    for attempt in range(7):
+        design = _poly_terms(field[i_src], order)
+        coeffs, *_ = np.linalg.lstsq(design, sky[ref_rows], rcond=None)
+        dist = np.hypot(*((design @ coeffs - sky[ref_rows]) * 3600.0).T)
+        sigma = float(np.median(dist)) / 1.177
+        keep = dist < max(config.clip_sigma * sigma, 0.02)
+        if keep.all() or keep.sum() < config.min_matches or attempt == 6:
+            break
+        i_src, ref_rows = i_src[keep], ref_rows[keep]
+
+    def model_sky(px: np.ndarray, py: np.ndarray) -> SkyCoord:
+        projected = _poly_terms(np.column_stack(camera(px, py)), order) @ coeffs
+        return SkyCoord(*tangent.wcs_pix2world(projected[:, 0], projected[:, 1], 0), unit="deg")
+
+    # Write the smooth composed model as a TAN-SIP through a dense grid of noise-free points.
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(-20, nx + 19, 17), np.linspace(-20, ny + 19, 33))
+    centre = model_sky(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))[0]
+    wcs = fit_wcs_from_points((gx.ravel(), gy.ravel()), model_sky(gx.ravel(), gy.ravel()), proj_point=centre,
+                              sip_degree=config.sip_degree)
+    return wcs, i_src, ref_rows
+
+
+def _tangent_plane(header_wcs: WCS) -> WCS:
+    """A TAN projection about the header's reference point whose 'pixels' are tangent-plane degrees."""
+    tangent = WCS(naxis=2)
+    tangent.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    tangent.wcs.crval = header_wcs.wcs.crval
+    tangent.wcs.crpix = [0.0, 0.0]
+    tangent.wcs.cdelt = [1.0, 1.0]
+    return tangent
+
+
+def _n_terms(order: int) -> int:
+    return (order + 1) * (order + 2) // 2
+
+
+def _poly_terms(uv: np.ndarray, order: int) -> np.ndarray:
+    """(n, n_terms) monomials u^i v^j, i + j <= order, of (n, 2) coordinates (scaled to about unity)."""
+    u, v = uv[:, 0] * 100.0, uv[:, 1] * 100.0
+    return np.column_stack([u**i * v**(k - i) for k in range(order + 1) for i in range(k + 1)])
 
 
 def _vote_rotation_offset(x: np.ndarray, y: np.ndarray, ref_pix: np.ndarray, centre: tuple[float, float],

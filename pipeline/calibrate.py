@@ -5,18 +5,20 @@ The result is a :class:`pipeline.types.CalibratedExposure` in nJy and its source
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import sep
+from astropy.stats import sigma_clip
 from astropy.table import Table
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.astrometry import AstrometryConfig, fit_wcs
+from pipeline.astrometry import AstrometryConfig, CameraModel, fit_wcs
 from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.errors import AlgorithmError, NoWorkError
-from pipeline.measure import psf_flux
+from pipeline.measure import cut_stamps, psf_flux
 from pipeline.photometry import fit_zero_point, njy_per_electron
 from pipeline.psf import GaussianPsf, PixelPsf, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
@@ -42,7 +44,8 @@ class CalibrateConfig(BaseModel):
 
 
 def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: ExposureInfo, ccdnum: int,
-              config: CalibrateConfig = CalibrateConfig()) -> tuple[CalibratedExposure, Table]:
+              config: CalibrateConfig = CalibrateConfig(), camera: CameraModel | None = None
+              ) -> tuple[CalibratedExposure, Table]:
     """Calibrate an ISR-corrected CCD in electrons.
 
     Parameters
@@ -55,6 +58,10 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
         Reference stars: ``ra``, ``dec`` and ``<band>_mag``.
     info : ExposureInfo
     ccdnum : int
+    config : CalibrateConfig
+    camera : callable, optional
+        The instrument's nominal pixel -> field-angle model of this CCD; the astrometric fit then solves only
+        for a low-order map on top of it.
 
     Returns
     -------
@@ -82,7 +89,21 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     star_y = np.asarray(sources["y"][stars])
     psf = _measure_psf(subtracted, mask, star_x, star_y, config)
     ny, nx = image.shape
+    # Stars in a bright neighbour's halo or on a gradient bend the model's wings and bias every PSF flux
+    # (and so the zero point) by per cent: drop them and build the model again.
+    in_halo = halo_contaminated(subtracted, variance, mask, star_x, star_y, psf,
+                                float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)))
+    if in_halo.any() and (~in_halo).sum() >= config.min_stars:
+        stars[np.flatnonzero(stars)[in_halo]] = False
+        star_x, star_y = star_x[~in_halo], star_y[~in_halo]
+        psf = _measure_psf(subtracted, mask, star_x, star_y, config)
     fwhm_center = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
+    if isinstance(psf, PixelPsf):
+        flux_scale, n_flux_scale = psf_flux_scale(subtracted, variance, mask, star_x, star_y, psf, fwhm_center,
+                                                  min_stars=config.min_stars)
+        psf = dataclasses.replace(psf, flux_scale=flux_scale)
+    else:
+        flux_scale, n_flux_scale = 1.0, 0
     aperture_correction = psf_aperture_correction(psf, config.detection.aperture_radius_pix,
                                                   (nx - 1) / 2, (ny - 1) / 2)
     # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
@@ -93,7 +114,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     astro_index = np.flatnonzero(astro)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
                            np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, image.shape,
-                           config.astrometry)
+                           config.astrometry, camera=camera)
     matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
     mag_col = f"{info.band}_mag"
     if mag_col not in refcat.colnames:
@@ -105,12 +126,13 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
         # PSF fluxes refer to the model's total flux and are less sensitive to neighbours than apertures.
         fit = psf_flux(subtracted, variance, mask, np.asarray(sources["x"])[phot_index],
                        np.asarray(sources["y"])[phot_index], psf, half=int(np.clip(np.ceil(1.5 * fwhm_center), 4, 15)))
-        phot_flux = fit["flux"]
+        phot_flux, phot_flux_err = fit["flux"], fit["flux_err"]
     else:
         phot_flux = np.asarray(sources["flux_aper"])[phot_index] * aperture_correction
+        phot_flux_err = np.asarray(sources["flux_aper_err"])[phot_index] * aperture_correction
     zero_point, zp_err, n_zp = fit_zero_point(
-        phot_flux,
-        np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float), min_stars=config.min_stars)
+        phot_flux, np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float),
+        instrumental_flux_err_e=phot_flux_err, min_stars=config.min_stars)
     scale = njy_per_electron(zero_point)
     calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32), mask=mask,
                              variance=(variance * scale**2).astype(np.float32))
@@ -122,7 +144,8 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     sources["flux_njy"] = np.asarray(sources["flux_aper"]) * scale * aperture_correction
     metadata = {"astrometry_rms_arcsec": matches.meta["rms_arcsec"], "n_astrometry_matches": len(matches),
                 "zero_point_err": zp_err, "n_zero_point_stars": n_zp, "n_psf_stars": int(stars.sum()),
-                "aperture_correction": aperture_correction}
+                "aperture_correction": aperture_correction, "psf_flux_scale": flux_scale,
+                "n_psf_flux_scale_stars": n_flux_scale}
     log.info("calibrated CCD %d: fwhm %.2f pix, zp %.3f, astrometry rms %.3f arcsec (%d stars)",
              ccdnum, fwhm, zero_point, matches.meta["rms_arcsec"], len(matches))
     exposure = CalibratedExposure(masked=calibrated, wcs=wcs, psf_fwhm_pix=fwhm, psf_model=psf,
@@ -146,6 +169,71 @@ def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarr
     except AlgorithmError as err:
         log.warning("pixel PSF failed (%s); using the Gaussian model", err)
         return gaussian
+
+
+def halo_contaminated(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
+                      psf: PixelPsf | GaussianPsf, fwhm_pix: float, *, n_sigma: float = 4.0) -> np.ndarray:
+    """True for stars with significant light beyond their own PSF wing in an annulus at 2 to 3.5 FWHM.
+
+    The star's PSF fit is subtracted and the residual summed over the annulus's usable pixels; the sum is
+    compared with its noise from the variance plane.
+    """
+    half = int(np.ceil(3.5 * fwhm_pix))
+    fit = psf_flux(image, variance, mask, x, y, psf)
+    data, outside = cut_stamps(image, x, y, half)
+    var, _ = cut_stamps(variance, x, y, half, fill=np.inf)
+    bits, _ = cut_stamps(mask, x, y, half, fill=int(MaskBit.NO_DATA))
+    resid = data - np.nan_to_num(fit["flux"])[:, None, None] * psf.stamps(x, y, half)
+    off = np.arange(-half, half + 1)
+    r = np.hypot(off[None, :], off[:, None])
+    annulus = (r >= 2.0 * fwhm_pix) & (r <= 3.5 * fwhm_pix) & ~outside & ((bits & int(UNUSABLE)) == 0) \
+        & np.isfinite(var) & np.isfinite(data)
+    excess = np.sum(np.where(annulus, resid, 0.0), axis=(1, 2))
+    noise = np.sqrt(np.sum(np.where(annulus, var, 0.0), axis=(1, 2)))
+    return np.abs(excess) > n_sigma * noise
+
+
+def psf_flux_scale(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
+                   psf: PixelPsf, fwhm_pix: float, *, min_stars: int = 5, clip_sigma: float = 3.0,
+                   min_snr: float = 100.0) -> tuple[float, int]:
+    """Aperture correction of a pixel PSF's fluxes, from the PSF stars.
+
+    Each star's flux in a circle of radius 3 FWHM with no masked pixel, carried to total flux by the model's
+    own curve of growth beyond that radius, over its PSF flux, for stars of PSF SNR ``min_snr`` and more
+    (all usable stars if fewer than ``min_stars`` are that bright). The result is the inverse-variance weighted,
+    sigma-clipped mean of these ratios: PSF fluxes times it are total fluxes, whatever small error the
+    model's profile has (an empirical model from a few dozen stars is a per cent off in its core).
+
+    Returns
+    -------
+    scale : float
+        1.0 when fewer than ``min_stars`` stars are usable.
+    n_used : int
+    """
+    ny, nx = image.shape
+    radius = float(min(3.0 * fwhm_pix, psf.half_size - 1))
+    fit = psf_flux(image, variance, mask, x, y, dataclasses.replace(psf, flux_scale=1.0))
+    bad = (np.asarray(mask) & int(UNUSABLE)) != 0
+    aperture, aperture_err, flag = sep.sum_circle(np.ascontiguousarray(image, dtype=np.float32), x, y, radius,
+                                                  var=np.ascontiguousarray(variance, dtype=np.float32),
+                                                  mask=bad, subpix=5)
+    wing = psf_aperture_correction(psf, radius, (nx - 1) / 2, (ny - 1) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = aperture * wing / fit["flux"]
+        ratio_err = np.abs(ratio) * np.hypot(aperture_err / aperture, fit["flux_err"] / fit["flux"])
+    usable = (flag == 0) & np.isfinite(ratio) & np.isfinite(ratio_err) & (ratio_err > 0) & (fit["flux"] > 0)
+    # Faint stars' apertures gather relatively more unrelated light (undetected neighbours, background
+    # error): use the bright ones when there are enough.
+    bright = usable & (fit["flux"] >= min_snr * fit["flux_err"])
+    if bright.sum() >= min_stars:
+        usable = bright
+    if usable.sum() < min_stars:
+        return 1.0, 0
+    ratio, weight = ratio[usable], 1.0 / ratio_err[usable] ** 2
+    kept = ~sigma_clip(ratio, sigma=clip_sigma, maxiters=5).mask
+    if kept.sum() < min_stars:
+        return 1.0, 0
+    return float(np.average(ratio[kept], weights=weight[kept])), int(kept.sum())
 
 
 def psf_aperture_correction(psf: PixelPsf | GaussianPsf, radius_pix: float, x: float, y: float) -> float:
@@ -190,4 +278,4 @@ def measure_gaussian_sigma(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, h
     return sigma
 
 
-__all__ = ["CalibrateConfig", "calibrate", "measure_gaussian_sigma", "psf_aperture_correction", "GaussianPsf"]
+__all__ = ["CalibrateConfig", "calibrate", "halo_contaminated", "psf_flux_scale", "measure_gaussian_sigma", "psf_aperture_correction", "GaussianPsf"]

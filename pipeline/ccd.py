@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.associate import AssociationConfig, associate, history_with, summarize_objects
 from pipeline.calibrate import CalibrateConfig, calibrate
 from pipeline.cutouts import make_cutouts
+from pipeline.decam.camera import field_angle_model
 from pipeline.detect import DetectConfig, detect_dia_sources
 from pipeline.errors import BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
@@ -42,6 +43,8 @@ class PipelineConfig(BaseModel):
     association: AssociationConfig = AssociationConfig()
     forced: ForcedConfig = ForcedConfig()
     do_cutouts: bool = Field(True, description="Make science/template/difference cutouts for alerts.")
+    use_camera_model: bool = Field(True, description="Start the astrometric fit from DECam's nominal optical "
+                                                     "distortion (fit only an affine map on top of it).")
 
 
 @contextmanager
@@ -109,8 +112,9 @@ def process_ccd(inputs: CcdInputs, config: PipelineConfig = PipelineConfig()) ->
     with _stage("isr", timings):
         isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config.isr)
     with _stage("calibrate", timings):
+        camera = field_angle_model(detector) if config.use_camera_model else None
         exposure, sources = calibrate(isr_image, header_wcs(raw.header), inputs.refcat, info, detector,
-                                      config.calibrate)
+                                      config.calibrate, camera=camera)
     shape = exposure.masked.image.shape
     scale_arcsec = float(np.sqrt(abs(np.linalg.det(exposure.wcs.pixel_scale_matrix))) * 3600.0)
     with _stage("template", timings):

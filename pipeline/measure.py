@@ -64,6 +64,9 @@ def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.nd
     flux = np.where(ok, numer / np.where(ok, denom, 1.0), np.nan)
     err = np.where(ok, 1.0 / np.sqrt(np.where(ok, denom, 1.0)), np.nan)
     resid = np.where(usable, data - flux[:, None, None] * model, 0.0)
+    # The PSF model's aperture correction (1 for an analytic model) makes the flux a total flux.
+    flux_scale = float(getattr(psf, "flux_scale", 1.0))
+    flux, err = flux * flux_scale, err * flux_scale
     n_data = usable.sum(axis=(1, 2))
     chi2 = np.sum(resid**2 * inv_var, axis=(1, 2))
     return {"flux": flux, "flux_err": err, "chi2": chi2, "n_data": n_data,

@@ -9,8 +9,9 @@ from pipeline.datarepo import NJY_AB_ZERO_POINT
 from pipeline.errors import AlgorithmError
 
 
-def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *, min_stars: int = 5,
-                   clip_sigma: float = 3.0) -> tuple[float, float, int]:
+def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *,
+                   instrumental_flux_err_e: np.ndarray | None = None, min_stars: int = 5,
+                   clip_sigma: float = 3.0, mag_error_floor: float = 0.003) -> tuple[float, float, int]:
     """Zero point (AB magnitude of one electron) from matched stars.
 
     Parameters
@@ -19,11 +20,14 @@ def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *, min_
         Aperture-corrected fluxes of matched stars, electrons.
     ref_mag : numpy.ndarray
         Their reference AB magnitudes in the exposure's band.
+    instrumental_flux_err_e : numpy.ndarray, optional
+        Flux errors: stars are then weighted by ``1 / (sigma_mag^2 + mag_error_floor^2)``, so that bright
+        stars count most without any one star dominating; equal weights without them.
 
     Returns
     -------
     zero_point, zero_point_err : float
-        Sigma-clipped mean of ``ref_mag + 2.5 log10(flux)`` and its standard error.
+        Sigma-clipped weighted mean of ``ref_mag + 2.5 log10(flux)`` and its standard error.
     n_used : int
         Stars kept after clipping.
 
@@ -36,10 +40,17 @@ def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *, min_
     if good.sum() < min_stars:
         raise AlgorithmError(f"zero point needs {min_stars} stars, got {int(good.sum())}", stage="photometry")
     zp_each = ref_mag[good] + 2.5 * np.log10(instrumental_flux_e[good])
+    if instrumental_flux_err_e is None:
+        weight = np.ones_like(zp_each)
+    else:
+        sigma_mag = 1.0857 * np.asarray(instrumental_flux_err_e, float)[good] / instrumental_flux_e[good]
+        weight = 1.0 / (np.nan_to_num(sigma_mag, nan=1.0) ** 2 + mag_error_floor**2)
     mean, median, std = sigma_clipped_stats(zp_each, sigma=clip_sigma, maxiters=5)
     kept = np.abs(zp_each - median) < clip_sigma * max(std, 1e-4)
     n_used = int(kept.sum())
-    return float(np.mean(zp_each[kept])), float(std / np.sqrt(max(n_used, 1))), n_used
+    zero_point = float(np.average(zp_each[kept], weights=weight[kept]))
+    n_effective = weight[kept].sum() ** 2 / np.sum(weight[kept] ** 2)
+    return zero_point, float(std / np.sqrt(max(n_effective, 1.0))), n_used
 
 
 def njy_per_electron(zero_point: float) -> float:

@@ -85,10 +85,14 @@ class PixelPsf:
         (n_terms, n, n) model components; n_terms is 1 (constant) or 3 (linear).
     shape : tuple of int
         (ny, nx) of the CCD, for the position scaling.
+    flux_scale : float
+        Aperture correction of PSF fluxes: multiplies a PSF fit's flux so that bright stars' PSF fluxes equal
+        their total (large-aperture) fluxes, whatever small error the model's profile has.
     """
 
     images: np.ndarray
     shape: tuple[int, int]
+    flux_scale: float = 1.0
 
     @property
     def half_size(self) -> int:
@@ -152,7 +156,7 @@ class PixelPsf:
     def convolved(self, kernel: np.ndarray) -> "PixelPsf":
         """This PSF convolved with a (normalised, centred, odd-sized) kernel: e.g. a difference image's PSF."""
         conv = signal.fftconvolve(self.images, np.asarray(kernel, float)[None], mode="same", axes=(1, 2))
-        return PixelPsf(images=conv, shape=self.shape)
+        return PixelPsf(images=conv, shape=self.shape, flux_scale=self.flux_scale)
 
 
 def _crop_or_pad(images: np.ndarray, half_size: int) -> np.ndarray:

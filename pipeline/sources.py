@@ -6,6 +6,7 @@ import numpy as np
 import sep
 from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.spatial import cKDTree
 
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
@@ -132,11 +133,14 @@ def _empty_source_table() -> Table:
     return Table(names=names, dtype=dtypes)
 
 
-def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT), max_stars: int = 300) -> np.ndarray:
+def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT), max_stars: int = 300,
+                     isolation_sigmas: float = 6.0, max_neighbour_flux_ratio: float = 0.02) -> np.ndarray:
     """Boolean selection of bright, isolated, unflagged, star-like sources for PSF, WCS and photometry.
 
     Stars are picked on the stellar locus: SNR above 30, no sep or mask flags, and a size within 20% of the
-    median size of such sources (galaxies and blends are larger; cosmic rays smaller).
+    median size of such sources (galaxies and blends are larger; cosmic rays smaller). A star with a detected
+    neighbour brighter than ``max_neighbour_flux_ratio`` of its flux within ``isolation_sigmas`` PSF sigmas
+    (about 2.5 FWHM) is dropped: the neighbour's light would bend the PSF model and bias its flux.
     """
     if len(sources) == 0:
         return np.zeros(0, dtype=bool)
@@ -147,6 +151,7 @@ def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT),
         return clean
     median_size = np.median(size[clean])
     clean &= np.abs(size / median_size - 1) < 0.2
+    clean &= _isolated(sources, radius=isolation_sigmas * median_size, max_flux_ratio=max_neighbour_flux_ratio)
     if clean.sum() > max_stars:
         order = np.argsort(-np.asarray(sources["snr"]))
         rank = np.empty(len(sources), dtype=int)
@@ -154,6 +159,22 @@ def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT),
         cut = np.sort(rank[clean])[max_stars - 1]
         clean &= rank <= cut
     return np.asarray(clean)
+
+
+def _isolated(sources: Table, *, radius: float, max_flux_ratio: float) -> np.ndarray:
+    """True for sources with no detected neighbour brighter than ``max_flux_ratio`` of them within ``radius``."""
+    xy = np.column_stack([np.asarray(sources["x"], float), np.asarray(sources["y"], float)])
+    flux = np.asarray(sources["flux_aper"], float)
+    i, j = cKDTree(xy).query_pairs(r=max(float(radius), 1.0), output_type="ndarray").T
+    if i.size == 0:
+        return np.ones(len(sources), dtype=bool)
+    # Each pair spoils whichever member the other outshines by more than max_flux_ratio.
+    spoiled_i = flux[j] > max_flux_ratio * np.abs(flux[i])
+    spoiled_j = flux[i] > max_flux_ratio * np.abs(flux[j])
+    crowded = np.zeros(len(sources), dtype=bool)
+    crowded[i[spoiled_i]] = True
+    crowded[j[spoiled_j]] = True
+    return ~crowded
 
 
 def saturated_star_centroids(mask: np.ndarray, *, saturation_flag: int = int(MaskBit.SAT),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,11 @@ DEAD_CCDS: frozenset[int] = frozenset({61})
 
 RADIAL_COEFFS = (0.0, 8.5165e-05, 0.0, -4.5014e-12)
 """Field angle (radians) as a polynomial of focal-plane radius (mm), obs_decam."""
+
+CCD_CENTRE_X_PIX = 1023.5
+"""Pixel x of the trimmed CCD's centre (0-based)."""
+CCD_CENTRE_Y_PIX = 2047.5
+"""Pixel y of the trimmed CCD's centre (0-based)."""
 
 
 def shared_dir() -> Path:
@@ -133,6 +139,46 @@ def camera() -> dict[int, CcdInfo]:
 def ccd_info(ccdnum: int) -> CcdInfo:
     """One CCD by CCDNUM; raises KeyError for an unknown number."""
     return camera()[int(ccdnum)]
+
+
+def field_angle_of_radius(r: np.ndarray) -> np.ndarray:
+    """Field angle (radians) at focal-plane radius ``r`` (mm)."""
+    c = RADIAL_COEFFS
+    return c[0] + r * (c[1] + r * (c[2] + r * c[3]))
+
+
+def pixel_to_focal(ccd: CcdInfo, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Trimmed 0-based pixel -> focal plane (mm)."""
+    u = (np.asarray(x, dtype=float) - CCD_CENTRE_X_PIX) * PIXEL_SIZE_MM
+    v = (np.asarray(y, dtype=float) - CCD_CENTRE_Y_PIX) * PIXEL_SIZE_MM
+    t = np.deg2rad(ccd.rotation_deg)
+    xc, yc = ccd.center_mm
+    return xc + np.cos(t) * u - np.sin(t) * v, yc + np.sin(t) * u + np.cos(t) * v
+
+
+def focal_to_tangent(fx, fy) -> tuple[np.ndarray, np.ndarray]:
+    """Focal plane (mm) -> gnomonic tangent-plane coordinates (xi East, eta North), radians (tan units)."""
+    fx = np.asarray(fx, dtype=float)
+    fy = np.asarray(fy, dtype=float)
+    r = np.hypot(fx, fy)
+    theta = field_angle_of_radius(r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(r > 0, np.tan(theta) / np.where(r > 0, r, 1.0), RADIAL_COEFFS[1])
+    return k * fy, -k * fx
+
+
+def field_angle_model(ccdnum: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The nominal optical model of one CCD: trimmed 0-based pixel -> gnomonic field angles (radians).
+
+    A callable ``(x, y) -> (xi, eta)``: focal plane from chipcenters.txt and the CCD's rotation, then the
+    obs_decam radial distortion. An astrometric fit on top of it needs only an affine map to the sky.
+    """
+    info = ccd_info(ccdnum)
+
+    def model(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return focal_to_tangent(*pixel_to_focal(info, x, y))
+
+    return model
 
 
 def ccdnum_of(detpos: str) -> int:

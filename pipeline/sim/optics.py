@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.decam.camera import PIXEL_SIZE_MM, RADIAL_COEFFS, CcdInfo
-
-_XC_PIX = 1023.5
-_YC_PIX = 2047.5
+from pipeline.decam.camera import (PIXEL_SIZE_MM, RADIAL_COEFFS, CcdInfo, CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_of_radius,
+                                   focal_to_tangent, pixel_to_focal)
 
 
-def _theta_of_r(r: np.ndarray) -> np.ndarray:
-    c = RADIAL_COEFFS
-    return c[0] + r * (c[1] + r * (c[2] + r * c[3]))
 
 
 def _dtheta_dr(r: np.ndarray) -> np.ndarray:
@@ -30,17 +25,10 @@ def _dtheta_dr(r: np.ndarray) -> np.ndarray:
 def _r_of_theta(theta: np.ndarray) -> np.ndarray:
     r = (theta - RADIAL_COEFFS[0]) / RADIAL_COEFFS[1]
     for _ in range(6):
-        r = r - (_theta_of_r(r) - theta) / _dtheta_dr(r)
+        r = r - (field_angle_of_radius(r) - theta) / _dtheta_dr(r)
     return r
 
 
-def pixel_to_focal(ccd: CcdInfo, x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Trimmed 0-based pixel -> focal plane (mm)."""
-    u = (np.asarray(x, dtype=float) - _XC_PIX) * PIXEL_SIZE_MM
-    v = (np.asarray(y, dtype=float) - _YC_PIX) * PIXEL_SIZE_MM
-    t = np.deg2rad(ccd.rotation_deg)
-    xc, yc = ccd.center_mm
-    return xc + np.cos(t) * u - np.sin(t) * v, yc + np.sin(t) * u + np.cos(t) * v
 
 
 def focal_to_pixel(ccd: CcdInfo, fx, fy) -> tuple[np.ndarray, np.ndarray]:
@@ -51,18 +39,9 @@ def focal_to_pixel(ccd: CcdInfo, fx, fy) -> tuple[np.ndarray, np.ndarray]:
     t = np.deg2rad(ccd.rotation_deg)
     u = np.cos(t) * dx + np.sin(t) * dy
     v = -np.sin(t) * dx + np.cos(t) * dy
-    return u / PIXEL_SIZE_MM + _XC_PIX, v / PIXEL_SIZE_MM + _YC_PIX
+    return u / PIXEL_SIZE_MM + CCD_CENTRE_X_PIX, v / PIXEL_SIZE_MM + CCD_CENTRE_Y_PIX
 
 
-def focal_to_tangent(fx, fy) -> tuple[np.ndarray, np.ndarray]:
-    """Focal plane (mm) -> gnomonic tangent-plane coordinates (xi East, eta North), radians (tan units)."""
-    fx = np.asarray(fx, dtype=float)
-    fy = np.asarray(fy, dtype=float)
-    r = np.hypot(fx, fy)
-    theta = _theta_of_r(r)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.where(r > 0, np.tan(theta) / np.where(r > 0, r, 1.0), RADIAL_COEFFS[1])
-    return k * fy, -k * fx
 
 
 def tangent_to_focal(xi, eta) -> tuple[np.ndarray, np.ndarray]:

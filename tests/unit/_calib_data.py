@@ -90,9 +90,11 @@ def calibrated(name: str, ccd: int):
     """(exposure, sources) from ``calibrate`` on one simulated CCD."""
     from pipeline.calibrate import calibrate
     from pipeline.ccd import header_wcs
+    from pipeline.decam.camera import field_angle_model
 
     i = inputs(name, ccd)
-    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, i.raw.info, ccd)
+    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, i.raw.info, ccd,
+                     camera=field_angle_model(ccd))
 
 
 def truth_sources(name: str) -> Table:

@@ -10,6 +10,7 @@ import _calib_data as data
 from pipeline.astrometry import fit_wcs
 from pipeline.calibrate import calibrate
 from pipeline.ccd import header_wcs
+from pipeline.decam.camera import field_angle_model
 from pipeline.errors import AlgorithmError, BlinkError
 
 
@@ -25,26 +26,30 @@ def _perturbed(wcs, offset_arcsec: float, rotation_deg: float):
 
 @pytest.mark.parametrize(("name", "ccd"), [("good", 35), ("poor", 1)])
 @pytest.mark.parametrize("rotation_deg", [0.3, -0.3])
-def test_fit_from_bad_header_wcs(name, ccd, rotation_deg):
+@pytest.mark.parametrize("with_camera", [False, True], ids=["stars-only", "camera-model"])
+def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     """The fit from a bad header WCS is the fit from the good one (within 5 mas over the CCD).
 
-    Where the CCD has enough stars (good seeing, CCD 35) it also agrees with the truth within 30 mas.
+    It also agrees with the truth within 30 mas over the whole CCD where the CCD has enough stars for a
+    distortion fit of its own (good seeing, CCD 35), and everywhere when it starts from the camera model.
     """
     i = data.inputs(name, ccd)
     exposure, sources = data.calibrated(name, ccd)
     stars = np.asarray(sources["snr"]) > 30
+    camera = field_angle_model(ccd) if with_camera else None
     bad = _perturbed(header_wcs(i.raw.header), 30.0, rotation_deg)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, (4096, 2048))
+                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, (4096, 2048), camera=camera)
     assert matches.meta["rms_arcsec"] < 0.05
     gx, gy = np.meshgrid(np.linspace(100, 1947, 8), np.linspace(100, 3995, 16))
     fr, fd = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     good_wcs, _ = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), (4096, 2048))
+                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), (4096, 2048),
+                          camera=camera)
     er, ed = good_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     same = np.hypot((fr - er) * np.cos(np.radians(ed)), fd - ed) * 3.6e6
     assert np.sqrt(np.mean(same**2)) < 5.0
-    if (name, ccd) == ("good", 35):
+    if (name, ccd) == ("good", 35) or with_camera:
         tr, td = i.truth_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
         diff = np.hypot((fr - tr) * np.cos(np.radians(td)), fd - td) * 3.6e6
         assert np.sqrt(np.mean(diff**2)) < 30.0

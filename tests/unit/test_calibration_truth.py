@@ -109,16 +109,7 @@ def _isolated_bright_stars(name: str, ccd: int):
     return exposure, sources[rows], truth[idx[ok]]
 
 
-SPARSE_EDGE = pytest.mark.xfail(strict=False, reason="issue 3, open: CCD 1 at 2\" seeing in small mode has ~12 "
-                                 "fitted stars; a star 60 px from the edge is 133 mas off the fitted distortion "
-                                 "(its centroid is right): 39 mas RMS, about 10 mas without it")
-ASTRO_CASES = [pytest.param(n, c, marks=SPARSE_EDGE) if (n, c) == ("poor", 1) else (n, c) for n, c in data.CASES]
-ZP_PENDING = pytest.mark.xfail(strict=False, reason="issue 3, open: at 2\" seeing the pixel-PSF fluxes of bright "
-                                                    "stars are ~5% high (32-px apertures agree with truth), "
-                                                    "so the zero point is +25 mmag")
-
-
-@pytest.mark.parametrize(("name", "ccd"), ASTRO_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("name", "ccd"), data.CASES, ids=CASE_IDS)
 def test_astrometry_vs_truth(name, ccd):
     """Bright isolated stars through the fitted WCS land within 15 mas RMS of their true positions."""
     exposure, stars, truth = _isolated_bright_stars(name, ccd)
@@ -139,8 +130,7 @@ def test_psf_fwhm_vs_truth(name, ccd):
     assert abs(fwhm / true_fwhm - 1) <= FWHM_FRACTION, f"FWHM {fwhm:.3f} vs true {true_fwhm:.3f} arcsec"
 
 
-@pytest.mark.parametrize(("name", "ccd"), [pytest.param(n, c, marks=ZP_PENDING) if (n, c) == ("poor", 1)
-                                           else (n, c) for n, c in data.CASES], ids=CASE_IDS)
+@pytest.mark.parametrize(("name", "ccd"), data.CASES, ids=CASE_IDS)
 def test_zero_point_vs_truth(name, ccd):
     exposure, _ = data.calibrated(name, ccd)
     error_mmag = (exposure.zero_point - float(data.inputs(name, ccd).truth["zero_point"])) * 1000
