@@ -169,16 +169,40 @@ def _child_argv(argv: list[str], worker_id: str) -> list[str]:
     return out + ["--worker-id", worker_id]
 
 
+def spawn_child(command: list[str]):
+    """Start a worker process that Linux sends SIGTERM when its parent dies, even by SIGKILL.
+
+    SIGTERM makes a worker finish or hand back its CCD and exit, so no orphan keeps consuming after an
+    operator kills the ``--workers`` parent. Elsewhere than Linux the child just starts.
+    """
+    import os
+    import signal
+    import subprocess
+
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(0)
+
+    return subprocess.Popen(command, preexec_fn=die_with_parent if sys.platform == "linux" else None)
+
+
 def run_workers(args: argparse.Namespace, n: int) -> int:
     """Run ``n`` worker processes (``python -m streamer.cli run ... --worker-id <id>-<k>``), each its own consumer
     of the group; forward SIGTERM/SIGINT to them and wait. Returns the worst exit status."""
     import signal
-    import subprocess
 
     from streamer.service import default_worker_id
 
     base = args.worker_id or default_worker_id()
-    procs = [subprocess.Popen([sys.executable, "-m", "streamer.cli", *_child_argv(args.argv, f"{base}-{k}")])
+    procs = [spawn_child([sys.executable, "-m", "streamer.cli", *_child_argv(args.argv, f"{base}-{k}")])
              for k in range(n)]
     log.info("started %d workers: %s", n, ", ".join(str(p.pid) for p in procs))
 
