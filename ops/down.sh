@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop local Kafka + Cassandra (SIGTERM, then SIGKILL after BLINK_STOP_TIMEOUT s).
+# Stop local Kafka, Cassandra and the schema registry (SIGTERM, then SIGKILL after BLINK_STOP_TIMEOUT s).
 # Usage: ops/down.sh [--wipe]   (--wipe also deletes their data; logs and jar cache are kept)
 set -euo pipefail
 OPS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -7,9 +7,11 @@ case "${1:-}" in ""|--wipe) ;; *) echo "usage: $0 [--wipe]" >&2; exit 2 ;; esac
 # stop both at once (Cassandra drains on SIGTERM, which takes a few seconds)
 "$OPS/kafka.sh" stop & k=$!
 "$OPS/cassandra.sh" stop & c=$!
-rc=0; wait $k || rc=1; wait $c || rc=1
+"$OPS/registry.sh" stop & r=$!
+rc=0; wait $k || rc=1; wait $c || rc=1; wait $r || rc=1
 if [[ "${1:-}" == "--wipe" ]]; then
   "$OPS/kafka.sh" wipe
   "$OPS/cassandra.sh" wipe
+  "$OPS/registry.sh" wipe
 fi
 exit $rc

@@ -102,6 +102,16 @@ class KafkaSettings(BaseSettings):
     max_poll_interval_s: float = Field(900.0, gt=0, description="Longest processing of one message, s.")
     session_timeout_s: float = Field(45.0, gt=0, description="Consumer liveness timeout, s.")
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where a new group starts.")
+    schema_registry_url: str | None = Field(
+        None, validation_alias=AliasChoices("schema_registry_url", "BLINK_KAFKA_SCHEMA_REGISTRY_URL",
+                                            "BLINK_REGISTRY_URL"),
+        description="Confluent-compatible schema registry API (Apicurio: http://host:8081/apis/ccompat/v7); "
+                    "workers publish the alert schema there under its framing id at start-up. None: no "
+                    "registry (the schema files ship with lsst-alert-packet and in schemas/).")
+    static_membership: bool = Field(True, description="Join the group as a static member named by the worker "
+                                                      "id (group.instance.id): a restarted worker gets its "
+                                                      "partitions back without a rebalance; a worker that is "
+                                                      "gone for good releases them after session_timeout_s.")
 
     def common_config(self) -> dict[str, Any]:
         """Return the librdkafka settings shared by every client (connection and security)."""

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BlinkError, TransientError
 from streamer.events import ExposureReady, decode_event
@@ -145,20 +145,63 @@ def group_status(settings: KafkaSettings, *, sample_s: float = 2.0, timeout_s: f
             time.sleep(sample_s)
         second = committed()
         dt = max(time.monotonic() - t0, 1e-9)
-        out = []
+        ends = {}
         for tp in tps:
             key = (tp.topic, tp.partition)
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            c2 = second[key]
-            c1 = first[key]
-            done = c2 if c2 >= 0 else low
+            ends[key] = (second[key] if second[key] >= 0 else low, high)
+        pending = _pending_messages(settings, ends, timeout_s=timeout_s)
+        out = []
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            c1, c2 = first[key], second[key]
             rate = (c2 - c1) / dt if c1 >= 0 and c2 >= 0 else 0.0
-            out.append(PartitionStatus(tp.topic, tp.partition, c2, high, max(0, high - done), rate))
+            out.append(PartitionStatus(tp.topic, tp.partition, c2, ends[key][1], pending[key], rate))
         return out
     except KafkaException as exc:
         raise TransientError(f"reading group {settings.group_id}: {exc}", stage="status") from exc
     finally:
         consumer.close()
+
+
+def _pending_messages(settings: KafkaSettings, ends: dict[tuple[str, int], tuple[int, int]], *,
+                      timeout_s: float, max_scan: int = 1000) -> dict[tuple[str, int], int]:
+    """Messages a read_committed consumer would still get between each partition's (done, high) offsets.
+
+    Offsets also number transaction markers (one after every transaction of the exactly-once workers) and
+    aborted records, so ``high - done`` overstates the lag; a short read_committed scan from ``done`` counts
+    the real messages. Partitions more than ``max_scan`` behind report ``high - done``.
+    """
+    lag = {key: max(0, high - done) for key, (done, high) in ends.items()}
+    scan = {key: done for key, (done, high) in ends.items() if 0 < high - done <= max_scan}
+    if not scan:
+        return lag
+    scanner = Consumer(settings.consumer_config(**{
+        "group.id": f"blink-status-{uuid.uuid4().hex[:8]}", "isolation.level": "read_committed",
+        "enable.partition.eof": True}))
+    try:
+        scanner.assign([TopicPartition(topic, part, done) for (topic, part), done in scan.items()])
+        counted = dict.fromkeys(scan, 0)
+        open_parts = set(scan)
+        deadline = time.monotonic() + timeout_s
+        while open_parts and time.monotonic() < deadline:
+            msg = scanner.poll(0.2)
+            if msg is None:
+                continue
+            key = (msg.topic(), msg.partition())
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    open_parts.discard(key)
+                continue
+            if key in open_parts and msg.offset() < ends[key][1]:
+                counted[key] += 1
+            else:
+                open_parts.discard(key)
+        # A partition still open at the deadline keeps the offset difference (an upper bound).
+        lag.update({key: n for key, n in counted.items() if key not in open_parts})
+        return lag
+    finally:
+        scanner.close()
 
 
 def print_status(rows: list[PartitionStatus], group_id: str) -> None:

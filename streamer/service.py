@@ -21,6 +21,19 @@ def default_worker_id() -> str:
     return os.environ.get("BLINK_WORKER_ID") or socket.gethostname()
 
 
+def publish_alert_schema(kafka) -> int:
+    """Serve the alert schema from the configured registry under the id alerts are framed with."""
+    from streamer.alerts import AlertSchema
+    from streamer.schema_registry import publish_schema
+
+    schema = AlertSchema.latest()
+    subject = f"{kafka.alerts_topic}-value"  # Confluent's TopicNameStrategy
+    schema_id = publish_schema(kafka.schema_registry_url, subject, schema.definition, schema.schema_id)
+    log.info("alert schema %s served by %s as id %d (subject %s)", schema.version, kafka.schema_registry_url,
+             schema_id, subject)
+    return schema_id
+
+
 def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: bool = False,
                 workers: int = 1, idle_timeout_s: float | None = None, exactly_once: bool = True,
                 worker_id: str | None = None) -> list[CcdResult]:
@@ -58,11 +71,15 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
                                        publish_work)
 
         create_topics(kafka)
-        source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic])
+        if kafka.schema_registry_url:
+            publish_alert_schema(kafka)
+        worker_id = worker_id or default_worker_id()
+        membership = {"group.instance.id": worker_id} if kafka.static_membership else {}
+        source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic], **membership)
         if exactly_once:
             from streamer.kafka_txn import KafkaTransactions
 
-            transactions = KafkaTransactions(kafka, source, worker_id=worker_id or default_worker_id())
+            transactions = KafkaTransactions(kafka, source, worker_id=worker_id)
             log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)
             alert_sink = dead_letters = transactions
             fan_out_to = transactions.publish_work

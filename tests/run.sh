@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: install Blink, start the real Kafka and Cassandra (ops/), run every test, stop them.
+# The test command: install Blink, start the real Kafka, Cassandra and schema registry (ops/), run every test,
+# stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -11,4 +12,5 @@ fi
 cleanup() { if [ "$started_here" = 1 ]; then ops/down.sh || true; fi; }
 trap cleanup EXIT
 export BLINK_REQUIRE_SERVERS=1
+export BLINK_REGISTRY_URL="${BLINK_REGISTRY_URL:-http://127.0.0.1:${BLINK_REGISTRY_PORT:-8081}/apis/ccompat/v7}"
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -3,8 +3,11 @@ DiaSources in Cassandra and alerts on Kafka out."""
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 
+import fastavro
 import numpy as np
 import pytest
 from confluent_kafka import Consumer
@@ -15,6 +18,7 @@ from streamer.apdb.cassandra_store import CassandraApdb
 from streamer.config import BlinkSettings
 from streamer.events import read_event_file
 from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+from streamer.schema_registry import schema_by_id
 from streamer.service import run_service
 from tests.e2e.skeleton_checks import check_against_truth, check_alerts
 
@@ -70,4 +74,8 @@ def test_events_on_kafka_to_cassandra_and_alerts(night_copy, kafka_bootstrap, ca
         assert msg.key() == str(alert["diaObject"]["diaObjectId"]).encode()
         alerts.append(alert)
     check_alerts(alerts, dia_sources)
+    if kafka.schema_registry_url:  # tests/run.sh sets it: a broker resolves the framing id through the registry
+        served = fastavro.parse_schema(json.loads(schema_by_id(kafka.schema_registry_url, 1101)["schema"]))
+        first = fastavro.schemaless_reader(io.BytesIO(unframe(messages[0].value())[1]), served)
+        assert first["diaSourceId"] == alerts[0]["diaSourceId"]
     assert np.all(np.isin([a["diaSourceId"] for a in alerts], np.asarray(dia_sources["diaSourceId"])))
