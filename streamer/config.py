@@ -41,6 +41,9 @@ class BlinkSettings(BaseSettings):
     source: Literal["local", "kafka"] = Field("local", description="Where events come from.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics and /healthz on this port.")
     log_format: Literal["text", "json"] = Field("text", description="Console or JSON-lines logs.")
+    ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
+                                                        "CCD-visits associate in time order across workers "
+                                                        "(streamer.apdb.ordering).")
 
     @property
     def outputs(self) -> Path:

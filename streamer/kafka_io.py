@@ -249,6 +249,8 @@ class KafkaEventSource:
         self._consumer = Consumer(settings.consumer_config(**overrides))
         self._consumer.subscribe(self.topics)
         self._closed = False
+        self._deferred: dict[tuple[str, int], float] = {}
+        """``{(topic, partition): monotonic time to resume}`` of partitions handed back by :meth:`defer`."""
 
     def poll(self, timeout_s: float = 1.0) -> Envelope | None:
         """Return the next message or ``None``.
@@ -260,6 +262,9 @@ class KafkaEventSource:
         """
         if self._closed:
             return None
+        self._resume_due()
+        if self._deferred:  # wake up in time to resume a deferred partition
+            timeout_s = max(0.0, min(timeout_s, min(self._deferred.values()) - time.monotonic()))
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None
@@ -301,6 +306,41 @@ class KafkaEventSource:
             self._consumer.commit(offsets=[tp], asynchronous=False)
         except KafkaException as exc:
             raise _wrap(exc, f"cannot commit {envelope.where()}") from exc
+
+    def defer(self, envelope: Envelope, delay_s: float = 0.5) -> None:
+        """Hand a message back without committing it: its partition is paused and rewound to it, and is
+        resumed ``delay_s`` later; meanwhile :meth:`poll` serves the other partitions.
+
+        Raises
+        ------
+        TransientError
+            The consumer refused (e.g. the partition was just revoked; its new owner gets the message).
+        """
+        tp = TopicPartition(envelope.topic, envelope.partition, envelope.offset)
+        try:
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+        except KafkaException as exc:
+            raise _wrap(exc, f"cannot hand back {envelope.where()}") from exc
+        self._deferred[(envelope.topic, envelope.partition)] = time.monotonic() + delay_s
+
+    @property
+    def has_deferred(self) -> bool:
+        """True while some partition waits to be resumed (the source is not idle)."""
+        return bool(self._deferred)
+
+    def _resume_due(self) -> None:
+        """Resume the deferred partitions whose time has come (those still assigned)."""
+        now = time.monotonic()
+        due = [key for key, at in self._deferred.items() if at <= now]
+        if not due:
+            return
+        for key in due:
+            del self._deferred[key]
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        resume = [TopicPartition(topic, part) for topic, part in due if (topic, part) in assigned]
+        if resume:
+            self._consumer.resume(resume)
 
     def owns(self, envelope: Envelope) -> bool:
         """True while ``envelope``'s partition is assigned to this consumer (False after it was revoked or
@@ -347,7 +387,7 @@ class KafkaEventSource:
                             msg.offset())
                 self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
         finally:
-            assigned = self._consumer.assignment()
+            assigned = [tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) not in self._deferred]
             if assigned:
                 self._consumer.resume(assigned)
 

@@ -25,6 +25,8 @@ ALERT_LATENCY_SECONDS = Histogram("blink_alert_latency_seconds",
 ALERTS = Counter("blink_alerts_total", "Alerts published and acknowledged")
 DEAD_LETTERS = Counter("blink_dead_letters_total", "Work sent to the dead-letter sink", ["reason", "stage"])
 RETRIES = Counter("blink_transient_retries_total", "Transient failures retried with backoff")
+WORK_DEFERRED = Counter("blink_work_deferred_total", "Work items handed back while earlier overlapping work "
+                        "was unfinished (association in time order)")
 CONSUMER_LAG = Gauge("blink_consumer_lag_messages", "High watermark minus position, per assigned partition",
                      ["topic", "partition"])
 

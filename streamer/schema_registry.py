@@ -85,11 +85,12 @@ def avro_schema_json(schema: str | Mapping[str, Any]) -> str:
     Returns
     -------
     str
-        The schema as JSON text.
+        The schema as JSON text, with sorted keys: the parser builds its dicts in an order that changes with
+        Python's hash seed, and a registry identifies a schema by its exact text.
     """
     if isinstance(schema, str):
         return schema
-    return json.dumps(_strip_parser_keys(schema))
+    return json.dumps(_strip_parser_keys(schema), sort_keys=True)
 
 
 def _request(method: str, url: str, *, body: bytes | None = None, content_type: str = _CONTENT_TYPE,

@@ -90,9 +90,14 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
             def fan_out_to(items):
                 publish_work(kafka, items)
 
+    claims = None
+    if kafka is not None and settings.ordered_association:
+        from streamer.apdb.ordering import open_claims
+
+        claims = open_claims(apdb)
     worker = Worker(source=source, processor=CcdProcessor(repo, apdb, alert_sink), dead_letters=dead_letters,
                     fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
-                    transactions=transactions,
+                    transactions=transactions, claims=claims,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with
                     # backoff and paused-partition keepalives; a run-until-idle one gives up after a few tries.
                     retry=RetryPolicy(initial_s=1.0, max_s=10.0, max_tries=0) if forever else RetryPolicy())
@@ -103,6 +108,8 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
         source.close()
+        if claims is not None:
+            claims.close()
         alert_sink.close()
         if dead_letters is not alert_sink:
             dead_letters.close()

@@ -191,6 +191,9 @@ class Worker:
     transactions: Any = None
     """A :class:`streamer.kafka_txn.KafkaTransactions` (exactly-once Kafka mode): every output of a message
     and its offset are committed in one transaction; ``None`` = produce, wait for acks, then commit."""
+    claims: Any = None
+    """A :class:`streamer.apdb.ordering.WorkClaims` (Kafka mode): overlapping CCD-visits associate in time
+    order whatever worker gets them; ``None`` = no ordering across partitions."""
     _stopping: bool = False
     _lag_checked: float = 0.0
     _next_offset: dict = field(default_factory=dict)
@@ -217,10 +220,12 @@ class Worker:
                 if envelope is None:
                     metrics.HEALTH.beat()
                     self._observe_lag()
-                    if until_idle:
+                    if until_idle and not getattr(self.source, "has_deferred", False):
                         break
                     continue
                 metrics.HEALTH.beat()
+                if self._not_its_turn(envelope):
+                    continue
                 if self.transactions is None:
                     if self.handle(envelope):
                         self.retry.run(f"commit {envelope.where()}", lambda env=envelope: self.source.commit(env),
@@ -282,6 +287,33 @@ class Worker:
             raise
         self._next_offset[key] = envelope.offset + 1
 
+    def _not_its_turn(self, envelope: Envelope) -> bool:
+        """Hand a work item back (uncommitted) while earlier overlapping work is unfinished; True if handed back."""
+        if self.claims is None or not self._is_work(envelope):
+            return False
+        try:
+            claim = _claim_of(decode_work(envelope.value))
+        except InputError:
+            return False  # handle() dead-letters it
+        if claim is None or self.claims.is_turn(claim[1], claim[2]):
+            return False
+        log.debug("%s: earlier overlapping work unfinished; handed back", envelope.where())
+        metrics.WORK_DEFERRED.inc()
+        self.source.defer(envelope)
+        return True
+
+    def _register_claims(self, items: list[CcdWork]) -> None:
+        """Fan-out: claim each item's sky before publishing it (the fan-out sees exposures in time order)."""
+        if self.claims is None:
+            return
+        for claim in filter(None, map(_claim_of, items)):
+            self.claims.register(*claim)
+
+    def _release_claim(self, item: CcdWork) -> None:
+        claim = _claim_of(item) if self.claims is not None else None
+        if claim is not None:
+            self.claims.done(*claim)
+
     def _is_work(self, envelope: Envelope) -> bool:
         return envelope.topic is not None and envelope.topic == self.work_topic
 
@@ -294,9 +326,11 @@ class Worker:
             else:
                 event = decode_event(envelope.value) if envelope.path is None else _read_local(envelope)
                 if self.fan_out_to is not None:
-                    self.fan_out_to(fan_out(event, all_detectors=tuple(list_ccds(
-                        self.processor.repo.resolve(event.raw_path)))) if event.detectors is None
-                        else fan_out(event))
+                    work_items = fan_out(event, all_detectors=tuple(list_ccds(
+                        self.processor.repo.resolve(event.raw_path)))) if event.detectors is None \
+                        else fan_out(event)
+                    self._register_claims(work_items)
+                    self.fan_out_to(work_items)
                     return True
                 detectors = event.detectors or tuple(list_ccds(self.processor.repo.resolve(event.raw_path)))
                 items = [CcdWork(exposure=event, detector=d) for d in detectors]
@@ -309,6 +343,8 @@ class Worker:
             if k + 1 < len(items):
                 self.processor.prefetch(items[k + 1].exposure, items[k + 1].detector)
             self._process_item(item, envelope)
+            if self._is_work(envelope):
+                self._release_claim(item)
         return True
 
     def _process_item(self, item: CcdWork, envelope: Envelope) -> None:
@@ -342,6 +378,18 @@ class Worker:
         metrics.DEAD_LETTERS.labels(reason=record["reason"], stage=record["stage"]).inc()
         self.dead_letters.send(record)
         self.results.append(CcdResult(exposure_id or -1, detector or -1, None, 0, error=err))
+
+
+def _claim_of(item: CcdWork) -> tuple[str, SkyRegion, float] | None:
+    """(work id, claim region, mjd) of a work item; None for a detector the camera does not know (it is
+    dead-lettered by the pipeline)."""
+    from streamer.apdb.ordering import claim_region
+
+    try:
+        region = claim_region(item.exposure.ra, item.exposure.dec, item.detector)
+    except KeyError:
+        return None
+    return f"{item.exposure.exposure_id}-{item.detector}", region, float(item.exposure.midpoint_mjd_tai)
 
 
 def _read_local(envelope: Envelope) -> ExposureReady:

@@ -23,9 +23,14 @@ Claims expire (``ttl_s``) so a lost consumer cannot block a cell forever; its wo
 (the worker stores offsets after the APDB write). ``wait_turn`` raises :class:`TransientError` after
 ``timeout_s``: the work is retried, not lost.
 
-Wiring (for ``streamer/worker.py`` and the fan-out): ``claims = open_claims(apdb)``; fan-out:
-``claims.register(work_id, region, mjd)`` before producing each work item; worker:
-``claims.wait_turn(work_id, region, mjd)`` before ``read_region``, ``claims.done(work_id)`` after ``store``.
+Wiring (``streamer/worker.py``, Kafka mode): the fan-out calls :meth:`WorkClaims.register` for every work
+item before publishing it; a worker checks :meth:`WorkClaims.is_turn` before it starts a work item and, when it
+is not, hands the message back (:meth:`streamer.kafka_io.KafkaEventSource.defer`: its partition is paused and
+rewound, and the worker goes on with its other partitions); after the item's APDB write, or its dead letter, it
+calls :meth:`WorkClaims.done`. Never blocking is what makes this safe for a consumer of many partitions: the
+earliest unfinished claim never waits, and it is never queued behind a later one of its own partition,
+because the fan-out registers and publishes in time order. Regions are :func:`claim_region`: the CCD's
+footprint from the camera model and the event's boresight, the same at the fan-out and in the worker.
 """
 
 from __future__ import annotations
@@ -35,16 +40,45 @@ import threading
 import time
 from typing import Any, Protocol
 
+import numpy as np
+
 from pipeline.errors import TransientError
 from streamer.apdb.base import SkyRegion
 from streamer.apdb.sky import cover_disc
 
-__all__ = ["CLAIM_NSIDE", "claim_cells", "WorkClaims", "SqliteWorkClaims", "CassandraWorkClaims", "open_claims"]
+__all__ = ["CLAIM_NSIDE", "CLAIM_RADIUS_DEG", "claim_cells", "claim_region", "WorkClaims", "SqliteWorkClaims", "CassandraWorkClaims", "open_claims"]
 
 CLAIM_NSIDE = 64
 """HEALPix nside of the claim cells (0.92 deg): a CCD region touches 1 to 4 of them."""
 
 CLAIMS_TABLE = "ApdbWorkClaim"
+
+
+CLAIM_RADIUS_DEG = 0.25
+"""Radius of a CCD's claim region: its half-diagonal (0.17 deg) plus pointing and dither slop."""
+
+
+def claim_region(ra_deg: float, dec_deg: float, detector: int) -> SkyRegion:
+    """The sky region a CCD-visit claims: a disc about the CCD centre, placed by the camera model.
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : float
+        The exposure's boresight (from its exposure-ready event).
+    detector : int
+        CCDNUM.
+    """
+    from astropy.wcs import WCS
+
+    from pipeline.decam.camera import CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_model
+
+    xi, eta = field_angle_model(detector)(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
+    tangent = WCS(naxis=2)  # "pixels" are tangent-plane degrees (East, North) about the boresight
+    tangent.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    tangent.wcs.crval = [ra_deg, dec_deg]
+    tangent.wcs.crpix = [1.0, 1.0]
+    ra, dec = tangent.wcs_pix2world(np.degrees(xi), np.degrees(eta), 0)
+    return SkyRegion(float(ra[0]) % 360.0, float(dec[0]), CLAIM_RADIUS_DEG)
 
 
 def claim_cells(region: SkyRegion, nside: int = CLAIM_NSIDE) -> list[int]:
@@ -58,10 +92,13 @@ class WorkClaims(Protocol):
     def register(self, work_id: str, region: SkyRegion, mjd_tai: float) -> None:
         """Record that ``work_id`` (a CCD-visit at ``mjd_tai`` over ``region``) will be processed."""
 
+    def is_turn(self, region: SkyRegion, mjd_tai: float) -> bool:
+        """True when no unfinished earlier claim overlaps ``region`` (one check, never blocks)."""
+
     def wait_turn(self, work_id: str, region: SkyRegion, mjd_tai: float, *, timeout_s: float = 600.0) -> None:
         """Block until no earlier claim overlaps ``region``; raise TransientError after ``timeout_s``."""
 
-    def done(self, work_id: str) -> None:
+    def done(self, work_id: str, region: SkyRegion, mjd_tai: float) -> None:
         """Delete the claims of ``work_id`` (after its APDB write)."""
 
 
@@ -105,20 +142,19 @@ class SqliteWorkClaims:
             self._conn.executemany(f'INSERT OR REPLACE INTO "{CLAIMS_TABLE}" VALUES (?, ?, ?, ?)',
                                    [(c, float(mjd_tai), work_id, now) for c in claim_cells(region)])
 
-    def wait_turn(self, work_id: str, region: SkyRegion, mjd_tai: float, *, timeout_s: float = 600.0) -> None:
-        """Block until no unexpired claim with an earlier mjd remains on the region's cells."""
+    def is_turn(self, region: SkyRegion, mjd_tai: float) -> bool:
+        """True when no unexpired claim with an earlier mjd remains on the region's cells."""
         cells = claim_cells(region)
         sql = (f'SELECT 1 FROM "{CLAIMS_TABLE}" WHERE "cell" IN ({", ".join("?" * len(cells))}) AND "mjd" < ? '
                'AND "registered" > ? LIMIT 1')
+        with self._lock:
+            return self._conn.execute(sql, (*cells, float(mjd_tai), time.time() - self.ttl_s)).fetchone() is None
 
-        def earlier() -> bool:
-            with self._lock:
-                return self._conn.execute(sql, (*cells, float(mjd_tai), time.time() - self.ttl_s)
-                                          ).fetchone() is not None
+    def wait_turn(self, work_id: str, region: SkyRegion, mjd_tai: float, *, timeout_s: float = 600.0) -> None:
+        """Block until :meth:`is_turn`."""
+        _wait(lambda: not self.is_turn(region, mjd_tai), work_id, timeout_s, self.poll_s)
 
-        _wait(earlier, work_id, timeout_s, self.poll_s)
-
-    def done(self, work_id: str) -> None:
+    def done(self, work_id: str, region: SkyRegion | None = None, mjd_tai: float | None = None) -> None:
         """Delete the claims of ``work_id``."""
         with self._lock:
             self._conn.execute(f'DELETE FROM "{CLAIMS_TABLE}" WHERE "work_id" = ?', (work_id,))
@@ -158,16 +194,15 @@ class CassandraWorkClaims:
         cells = claim_cells(region)
         self._apdb._concurrent(self._insert, [(c, float(mjd_tai), work_id) for c in cells])
 
+    def is_turn(self, region: SkyRegion, mjd_tai: float) -> bool:
+        """True when no claim with an earlier mjd remains on the region's cells."""
+        rows = self._apdb._concurrent(self._earlier, [(c, float(mjd_tai)) for c in claim_cells(region)])
+        return not any(len(r) for r in rows)
+
     def wait_turn(self, work_id: str, region: SkyRegion, mjd_tai: float, *, timeout_s: float = 600.0) -> None:
-        """Block until no claim with an earlier mjd remains on the region's cells."""
-        cells = claim_cells(region)
-        self._mine[work_id] = (cells, float(mjd_tai))
-
-        def earlier() -> bool:
-            rows = self._apdb._concurrent(self._earlier, [(c, float(mjd_tai)) for c in cells])
-            return any(len(r) for r in rows)
-
-        _wait(earlier, work_id, timeout_s, self.poll_s)
+        """Block until :meth:`is_turn`."""
+        self._mine[work_id] = (claim_cells(region), float(mjd_tai))
+        _wait(lambda: not self.is_turn(region, mjd_tai), work_id, timeout_s, self.poll_s)
 
     def done(self, work_id: str, region: SkyRegion | None = None, mjd_tai: float | None = None) -> None:
         """Delete the claims of ``work_id`` (its region and mjd are remembered from :meth:`wait_turn`)."""
