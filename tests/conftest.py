@@ -69,3 +69,17 @@ def cassandra_hosts() -> tuple[str, int]:
     except Exception as err:  # the driver raises several types when nothing listens
         unavailable(f"Cassandra not reachable at {hosts}:{port} (ops/up.sh starts it): {err}")
     return hosts, port
+
+
+def unique_kafka_settings(bootstrap: str, prefix: str, **extra):
+    """KafkaSettings with a group and four topics no other test (or earlier run) used; ``extra`` overrides."""
+    import uuid
+
+    from streamer.kafka_io import KafkaSettings
+
+    tag = uuid.uuid4().hex[:10]
+    options = dict(bootstrap_servers=bootstrap, group_id=f"{prefix}-{tag}", events_topic=f"{prefix}.{tag}.exposures",
+                   work_topic=f"{prefix}.{tag}.ccd-work", alerts_topic=f"{prefix}.{tag}.alerts",
+                   dead_letter_topic=f"{prefix}.{tag}.dead-letter", work_partitions=4, alerts_partitions=4,
+                   session_timeout_s=10.0)
+    return KafkaSettings(**(options | extra))

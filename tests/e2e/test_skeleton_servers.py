@@ -17,9 +17,10 @@ from streamer.alerts import unframe
 from streamer.apdb.cassandra_store import CassandraApdb
 from streamer.config import BlinkSettings
 from streamer.events import read_event_file
-from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+from streamer.kafka_io import create_topics, publish_event
 from streamer.schema_registry import schema_by_id
 from streamer.service import run_service
+from tests.conftest import unique_kafka_settings
 from tests.e2e.skeleton_checks import check_against_truth, check_alerts
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,8 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 6
 
 
 def test_events_on_kafka_to_cassandra_and_alerts(night_copy, kafka_bootstrap, cassandra_hosts):
-    tag = uuid.uuid4().hex[:10]
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, group_id=f"skeleton-{tag}",
-                          events_topic=f"skel.{tag}.exposures", work_topic=f"skel.{tag}.ccd-work",
-                          alerts_topic=f"skel.{tag}.alerts", dead_letter_topic=f"skel.{tag}.dead-letter",
-                          work_partitions=4, alerts_partitions=4)
+    kafka = unique_kafka_settings(kafka_bootstrap, "skeleton", session_timeout_s=45.0)
+    tag = kafka.group_id.rsplit("-", 1)[-1]
     create_topics(kafka)
     for path in sorted((night_copy / "events").glob("*.avro")):
         publish_event(kafka, read_event_file(path))

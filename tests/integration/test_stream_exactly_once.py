@@ -23,20 +23,17 @@ from streamer.errors import FencedError
 from streamer.events import read_event_file
 from streamer.kafka_io import KafkaEventSource, KafkaSettings, create_topics, publish_event
 from streamer.kafka_txn import KafkaTransactions
+from tests.conftest import unique_kafka_settings
 from tests.e2e.skeleton_checks import check_against_truth
 
 pytestmark = pytest.mark.integration
+
 
 REPO = Path(__file__).resolve().parents[2]
 THREE_CCDS = [1, 28, 35]
 
 
-def make_settings(bootstrap: str, prefix: str, **extra) -> KafkaSettings:
-    tag = uuid.uuid4().hex[:10]
-    return KafkaSettings(bootstrap_servers=bootstrap, group_id=f"{prefix}-{tag}",
-                         events_topic=f"{prefix}.{tag}.exposures", work_topic=f"{prefix}.{tag}.ccd-work",
-                         alerts_topic=f"{prefix}.{tag}.alerts", dead_letter_topic=f"{prefix}.{tag}.dead-letter",
-                         work_partitions=4, alerts_partitions=4, session_timeout_s=10.0, **extra)
+make_settings = unique_kafka_settings
 
 
 def settings_env(kafka: KafkaSettings) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.apdb.testing import VISIT_MJD
 from streamer.events import ExposureReady
-from streamer.kafka_io import KafkaEventSource, KafkaSettings, create_topics, publish_event, publish_work
+from streamer.kafka_io import KafkaEventSource, create_topics, publish_event, publish_work
 from streamer.worker import CcdResult, Worker
+from tests.conftest import unique_kafka_settings
 from tests.unit.test_apdb_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
 
 pytestmark = pytest.mark.integration
@@ -76,11 +76,8 @@ class _AssociationOnly:
 
 
 def _run_night(kafka_bootstrap: str, path: str, n_workers: int) -> tuple[dict, float]:
-    tag = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, group_id=f"order-{tag}",
-                          events_topic=f"order.{tag}.events", work_topic=f"order.{tag}.work",
-                          alerts_topic=f"order.{tag}.alerts", dead_letter_topic=f"order.{tag}.dead-letter",
-                          work_partitions=8, session_timeout_s=10.0)
+    kafka = unique_kafka_settings(kafka_bootstrap, "order", work_partitions=8)
+    tag = kafka.group_id.rsplit("-", 1)[-1]
     create_topics(kafka)
     setup = SqliteApdb(path)
     setup.init_schema()

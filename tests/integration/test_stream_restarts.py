@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streamer.alerts import AlertSchema
 from streamer.events import read_event_file
 from streamer.kafka_io import KafkaSettings, create_topics, publish_event
-from tests.conftest import unavailable
+from tests.conftest import unavailable, unique_kafka_settings
 from tests.integration.test_stream_exactly_once import read_topic
 
 pytestmark = pytest.mark.integration
@@ -135,11 +134,8 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
     t_start = time.monotonic()
     try:
         servers.start_both()
-        tag = uuid.uuid4().hex[:8]
-        kafka = KafkaSettings(bootstrap_servers=servers.bootstrap, group_id=f"restart-{tag}",
-                              events_topic=f"restart.{tag}.exposures", work_topic=f"restart.{tag}.ccd-work",
-                              alerts_topic=f"restart.{tag}.alerts", dead_letter_topic=f"restart.{tag}.dead-letter",
-                              work_partitions=4, alerts_partitions=4, session_timeout_s=30.0)
+        kafka = unique_kafka_settings(servers.bootstrap, "restart", session_timeout_s=30.0)
+        tag = kafka.group_id.rsplit("-", 1)[-1]
         create_topics(kafka)
         for path in sorted((small_night / "events").glob("*.avro")):
             publish_event(kafka, read_event_file(path))
