@@ -109,13 +109,16 @@ def _winpos_over_defects(data: np.ndarray, mask: np.ndarray, bad: np.ndarray, x:
 
 
 def _box_any(flags: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Whether any flag is set in the (2h+1)^2 box around each position (per-source h), via a summed table."""
-    ny, nx = flags.shape
-    table = np.zeros((ny + 1, nx + 1), dtype=np.int32)
-    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
-    x0, x1 = np.clip(ix - half, 0, nx), np.clip(ix + half + 1, 0, nx)
-    y0, y1 = np.clip(iy - half, 0, ny), np.clip(iy + half + 1, 0, ny)
-    return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
+    """Whether any flag is set in the (2h+1)^2 box around each position (per-source h).
+
+    Stamps are cut once per distinct box size (a handful), so memory stays at one stamp per source.
+    """
+    out = np.zeros(len(ix), dtype=bool)
+    for h in np.unique(half):
+        group = np.flatnonzero(half == h)
+        stamps, _ = cut_stamps(flags, ix[group], iy[group], int(h), fill=False)
+        out[group] = stamps.any(axis=(1, 2))
+    return out
 
 
 def _box_or(mask: np.ndarray, ix: np.ndarray, iy: np.ndarray, *, half: int) -> np.ndarray:
