@@ -47,3 +47,28 @@ def test_embedded_run_matches_truth_and_reruns_identically(night_copy):
         assert tables_equal(first[name], second[name]), f"{name} changed on replay"
     _, replay_bytes = _read_alerts(out / "alerts")
     assert replay_bytes == alert_bytes
+
+
+def test_truth_report_table_and_figure(night_copy, capsys):
+    """``blink report`` prints the per-exposure table (before and above the reliability cut) and writes the
+    figure; the figure's inputs agree with the table."""
+    from streamer.config import BlinkSettings, CassandraSettings
+    from streamer.report import load_truth, print_truth_report
+    from streamer.report_plots import detection_flags
+
+    assert main(["run", "--root", str(night_copy), "--strict"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--root", str(night_copy)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert '"above cut": DiaSources with reliability >= 0.6' in printed and "truth_report.png" in printed
+    png = night_copy / "out" / "truth_report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    per_exposure, matches = print_truth_report(BlinkSettings(data_root=night_copy), CassandraSettings(),
+                                               plot_path=night_copy / "again.png")
+    _, fluxes = load_truth(night_copy)
+    processed = {(int(e), int(c)) for e, c in zip(fluxes["expnum"], fluxes["ccdnum"])}
+    snr, found = detection_flags(fluxes, matches, processed)
+    detectable = snr >= 5.0
+    assert int(found[detectable].sum()) == int(np.sum(per_exposure["n_found"]))
+    assert int(detectable.sum()) == int(np.sum(per_exposure["n_injected"]))
