@@ -23,6 +23,14 @@ from pipeline.types import TemplateTile
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_CACHE_SIZE = 8
+"""Per-CCD planes (bias, flat, defect mask; 8-34 MB each) kept per kind. A worker can see all 62 CCDs, so
+caching them all would hold 4 GB; a CCD-visit needs one of each."""
+
+TILE_CACHE_SIZE = 8
+"""Template tiles kept (about 170 MB each): a CCD needs up to six. The bound is what keeps a long-running
+worker's memory flat (64 tiles grew a worker to 11 GB over a 62-CCD exposure, and the OOM killer stopped it)."""
+
 
 def _separation_deg(table: Table, ra_deg: float, dec_deg: float) -> np.ndarray:
     """Angular distance (deg) of each row's ``ra``, ``dec`` from a point."""
@@ -70,17 +78,17 @@ class DataRepository:
             raise InputError(f"{what} {relative} CCD {ccdnum} has non-finite pixels", stage="load_calibrations")
         return data
 
-    @functools.lru_cache(maxsize=128)
+    @functools.lru_cache(maxsize=CALIBRATION_CACHE_SIZE)
     def bias(self, ccdnum: int) -> np.ndarray:
         """Master bias of one CCD (ADU)."""
         return self._calib_plane(datarepo.bias_path(), ccdnum, "master bias")
 
-    @functools.lru_cache(maxsize=128)
+    @functools.lru_cache(maxsize=CALIBRATION_CACHE_SIZE)
     def flat(self, band: str, ccdnum: int) -> np.ndarray:
         """Master flat of one CCD in one band."""
         return self._calib_plane(datarepo.flat_path(band), ccdnum, f"{band}-band master flat")
 
-    @functools.lru_cache(maxsize=128)
+    @functools.lru_cache(maxsize=CALIBRATION_CACHE_SIZE)
     def defects(self, ccdnum: int, mjd: float) -> np.ndarray | None:
         """Known-defect mask of a CCD at a date, from the camera's defect lists."""
         try:
@@ -111,7 +119,7 @@ class DataRepository:
                              stage="load_template")
         return Table.read(path, format="ascii.ecsv")
 
-    @functools.lru_cache(maxsize=64)
+    @functools.lru_cache(maxsize=TILE_CACHE_SIZE)
     def _tile(self, relative: str, tile_id: int) -> TemplateTile:
         path = self.resolve(relative)
         try:
