@@ -13,7 +13,7 @@ import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
 from pipeline.decam.raw import list_ccds, read_raw_ccd
@@ -30,6 +30,8 @@ from streamer.errors import FencedError
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CCD_HALF_DIAGONAL_DEG = 0.17
 """Half the diagonal of a DECam CCD (2048 x 4096 pixels at 0.263 arcsec)."""
@@ -141,8 +143,8 @@ class RetryPolicy:
     max_s: float = 30.0
     max_tries: int = 5
 
-    def run(self, what: str, call: Callable[[], CcdResult], stop: Callable[[], bool],
-            keepalive: Callable[[], None] | None = None) -> CcdResult:
+    def run(self, what: str, call: Callable[[], T], stop: Callable[[], bool],
+            keepalive: Callable[[], None] | None = None) -> T:
         """Call ``call`` until it does not raise TransientError.
 
         ``keepalive`` is called about once a second while waiting (a Kafka consumer polls with its partitions
@@ -295,7 +297,8 @@ class Worker:
             claim = _claim_of(decode_work(envelope.value))
         except InputError:
             return False  # handle() dead-letters it
-        if claim is None or self.claims.is_turn(claim[1], claim[2]):
+        if claim is None or self._retried(f"claims of {envelope.where()}",
+                                          lambda: self.claims.is_turn(claim[1], claim[2])):
             return False
         log.debug("%s: earlier overlapping work unfinished; handed back", envelope.where())
         metrics.WORK_DEFERRED.inc()
@@ -307,12 +310,16 @@ class Worker:
         if self.claims is None:
             return
         for claim in filter(None, map(_claim_of, items)):
-            self.claims.register(*claim)
+            self._retried(f"claim of {claim[0]}", lambda c=claim: self.claims.register(*c))
 
     def _release_claim(self, item: CcdWork) -> None:
         claim = _claim_of(item) if self.claims is not None else None
         if claim is not None:
-            self.claims.done(*claim)
+            self._retried(f"release of {claim[0]}", lambda: self.claims.done(*claim))
+
+    def _retried(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` under the retry policy (an APDB outage must not stop the worker), with keepalives."""
+        return self.retry.run(what, call, lambda: self._stopping, getattr(self.source, "keepalive", None))
 
     def _is_work(self, envelope: Envelope) -> bool:
         return envelope.topic is not None and envelope.topic == self.work_topic
