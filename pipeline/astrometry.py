@@ -160,7 +160,7 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra:
     tens of arcsec changes the projection by much less than a milliarcsecond across a CCD, and the polynomial
     absorbs it.
     """
-    tangent = _tangent_plane(header_wcs.wcs.crval)
+    tangent = tangent_plane(header_wcs.wcs.crval)
     order = config.camera_residual_order
     while order > 1 and i_src.size < 10 * _n_terms(order):
         order -= 1
@@ -216,7 +216,7 @@ def tan_sip_through_points(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np
     crval = np.array([np.degrees(np.arctan2(np.mean(np.sin(np.radians(ra))), np.mean(np.cos(np.radians(ra))))),
                       float(np.mean(dec))])
     for with_constant in (True, False):
-        tangent = _tangent_plane(crval)
+        tangent = tangent_plane(crval)
         plane = np.column_stack(tangent.wcs_world2pix(ra, dec, 0))
         design = np.column_stack([np.ones_like(u), terms]) if with_constant else terms
         coeffs, *_ = np.linalg.lstsq(design, plane, rcond=None)
@@ -242,7 +242,7 @@ def tan_sip_through_points(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np
     return wcs
 
 
-def _tangent_plane(crval: np.ndarray) -> WCS:
+def tangent_plane(crval: np.ndarray) -> WCS:
     """A TAN projection about ``crval`` (degrees) whose 'pixels' are tangent-plane degrees."""
     tangent = WCS(naxis=2)
     tangent.wcs.ctype = ["RA---TAN", "DEC--TAN"]

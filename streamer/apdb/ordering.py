@@ -68,16 +68,11 @@ def claim_region(ra_deg: float, dec_deg: float, detector: int) -> SkyRegion:
     detector : int
         CCDNUM.
     """
-    from astropy.wcs import WCS
-
+    from pipeline.astrometry import tangent_plane
     from pipeline.decam.camera import CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_model
 
     xi, eta = field_angle_model(detector)(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
-    tangent = WCS(naxis=2)  # "pixels" are tangent-plane degrees (East, North) about the boresight
-    tangent.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    tangent.wcs.crval = [ra_deg, dec_deg]
-    tangent.wcs.crpix = [1.0, 1.0]
-    ra, dec = tangent.wcs_pix2world(np.degrees(xi), np.degrees(eta), 0)
+    ra, dec = tangent_plane(np.array([ra_deg, dec_deg])).wcs_pix2world(np.degrees(xi), np.degrees(eta), 0)
     return SkyRegion(float(ra[0]) % 360.0, float(dec[0]), CLAIM_RADIUS_DEG)
 
 
