@@ -52,6 +52,8 @@ def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, c
 
 _NPAD = 12
 """Edge padding before spline prefiltering, as ``scipy.ndimage.map_coordinates(mode="nearest")`` does."""
+_STRIPE_ROWS = 128
+"""Rows of the science grid warped per task: small enough for the stripe's coordinates to stay in cache."""
 
 
 def _workers() -> int:
@@ -59,42 +61,40 @@ def _workers() -> int:
     return max(1, int(sp_fft.get_workers()))
 
 
-def _interpolate(image: np.ndarray, variance: np.ndarray, coords: np.ndarray, order: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """``map_coordinates(image, coords, order=order, mode="nearest")`` and the same of the variance with
-    order 1, in float32; the spline prefilter runs once, then the points are interpolated in chunks on
-    ``_workers()`` threads (ndimage releases the GIL). Identical to the single calls."""
-    n = coords.shape[1]
-    warped = np.empty(n, np.float32)
-    warped_var = np.empty(n, np.float32)
-    if order > 1:
-        padded = np.pad(image, _NPAD, mode="edge")
-        source, shift = ndimage.spline_filter(padded, order, output=np.float64, mode="nearest"), float(_NPAD)
-    else:
-        source, shift = image, 0.0
-    workers = _workers()
-    bounds = np.linspace(0, n, 2 * workers + 1 if workers > 1 else 2).astype(int)
+def _prefiltered(image: np.ndarray, order: int) -> tuple[np.ndarray, float]:
+    """Spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads) and the
+    shift to add to coordinates; the image itself for ``order <= 1``."""
+    if order <= 1:
+        return image, 0.0
+    padded = np.pad(image, _NPAD, mode="edge")
+    return ndimage.spline_filter(padded, order, output=np.float64, mode="nearest"), float(_NPAD)
 
-    def run(i: int) -> None:
-        a, b = bounds[i], bounds[i + 1]
-        if b <= a:
-            return
-        chunk = np.ascontiguousarray(coords[:, a:b])
-        ndimage.map_coordinates(source, chunk + shift if shift else chunk, output=warped[a:b], order=order,
-                                mode="nearest", prefilter=False)
-        ndimage.map_coordinates(variance, chunk, output=warped_var[a:b], order=1, mode="nearest")
 
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, range(bounds.size - 1)))
-    else:
-        run(0)
-    return warped, warped_var
+def _coarse_box(coarse_in: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> tuple[slice, slice]:
+    """Science-pixel box spanned by the coarse-grid cells next to the coarse points where a tile lands."""
+    rows_in, cols_in = np.nonzero(coarse_in)
+    rows = slice(int(gy[max(rows_in.min() - 1, 0)]), int(gy[min(rows_in.max() + 1, gy.size - 1)]) + 1)
+    cols = slice(int(gx[max(cols_in.min() - 1, 0)]), int(gx[min(cols_in.max() + 1, gx.size - 1)]) + 1)
+    return rows, cols
+
+
+def _grid_span(values: np.ndarray, g: np.ndarray, box: slice) -> slice:
+    """Index range of the coarse grid ``g`` that brackets the science pixels of ``box``."""
+    i0 = max(int(np.searchsorted(g, box.start, side="right")) - 1, 0)
+    i1 = min(int(np.searchsorted(g, box.stop - 1, side="left")), g.size - 1)
+    return slice(i0, i1 + 1)
 
 
 def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int],
                   config: TemplateConfig = TemplateConfig()) -> tuple[MaskedImage, float]:
     """Warp template tiles to the science CCD's WCS.
+
+    The tile-to-science mapping is evaluated exactly on a coarse grid and bilinearly in between. Each tile is
+    spline-prefiltered once over the part the CCD needs, then warped in stripes of rows on ``_workers()``
+    threads (ndimage and numpy release the GIL); a pixel takes the first tile that covers it. The image is
+    interpolated with a spline of ``spline_order``, the variance linearly, the mask by nearest neighbour
+    (NO_DATA where the interpolation touches a non-finite tile pixel), and image and variance are scaled by
+    the pixel-area ratio.
 
     Parameters
     ----------
@@ -124,59 +124,82 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     mask = np.full(shape, int(MaskBit.NO_DATA), dtype=np.int32)
     covered = np.zeros(shape, dtype=bool)
     fwhm_weighted, n_cov = 0.0, 0
-    gy, gx = _coarse_grid(shape, config.grid_step_pix)
+    step = config.grid_step_pix
+    gy, gx = _coarse_grid(shape, step)
     mx, my = np.meshgrid(gx, gy)
     sky_ra, sky_dec = sci_wcs.all_pix2world(mx, my, 0)
-    for tile in tiles:
-        th, tw = tile.image.shape
-        ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
-        coarse_in = (ctx >= -config.grid_step_pix) & (ctx <= tw + config.grid_step_pix) \
-            & (cty >= -config.grid_step_pix) & (cty <= th + config.grid_step_pix)
-        if not coarse_in.any():
-            continue
-        rows_in, cols_in = np.nonzero(coarse_in)
-        rows = slice(int(gy[max(rows_in.min() - 1, 0)]), int(gy[min(rows_in.max() + 1, gy.size - 1)]) + 1)
-        cols = slice(int(gx[max(cols_in.min() - 1, 0)]), int(gx[min(cols_in.max() + 1, gx.size - 1)]) + 1)
-        # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
-        free = ~covered[rows, cols]
-        free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
-        if free_rows.size == 0:
-            continue
-        rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
-        cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
-        tx = _upsample(ctx, gy, gx, rows, cols)
-        ty = _upsample(cty, gy, gx, rows, cols)
-        inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[rows, cols]
-        if not inside.any():
-            continue
-        # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
-        dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
-        dty_dy, dty_dx = np.gradient(cty, gy, gx)
-        area = _upsample(np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx), gy, gx, rows, cols)[inside]
-        # Interpolate from the part of the tile that is needed only (spline prefiltering is global).
-        x0, x1 = int(max(np.floor(tx[inside].min()) - 4, 0)), int(min(np.ceil(tx[inside].max()) + 5, tw))
-        y0, y1 = int(max(np.floor(ty[inside].min()) - 4, 0)), int(min(np.ceil(ty[inside].max()) + 5, th))
-        coords = np.empty((2, int(np.count_nonzero(inside))))
-        np.subtract(ty[inside], y0, out=coords[0])
-        np.subtract(tx[inside], x0, out=coords[1])
-        sub = (slice(y0, y1), slice(x0, x1))
-        tile_image = np.nan_to_num(tile.image[sub], nan=0.0)
-        warped, warped_var = _interpolate(tile_image, tile.variance[sub], coords, config.spline_order)
-        # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped).
-        my = np.clip(np.floor(coords[0] + 0.5).astype(np.intp), 0, y1 - y0 - 1)
-        mx = np.clip(np.floor(coords[1] + 0.5).astype(np.intp), 0, x1 - x0 - 1)
-        warped_mask = tile.mask[sub][my, mx]
-        bad_src = ~np.isfinite(tile.image[sub]) | ~np.isfinite(tile.variance[sub])
-        if bad_src.any():
-            hit = ndimage.map_coordinates(bad_src.astype(np.float32), coords, order=1) > 0
-            warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
-        box_image, box_var, box_mask = image[rows, cols], variance[rows, cols], mask[rows, cols]
-        box_image[inside] = warped * area
-        box_var[inside] = warped_var * area**2
-        box_mask[inside] = warped_mask
-        covered[rows, cols] |= inside
-        fwhm_weighted += tile.psf_fwhm_arcsec * inside.sum()
-        n_cov += int(inside.sum())
+    workers = _workers()
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        for tile in tiles:
+            th, tw = tile.image.shape
+            ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
+            coarse_in = (ctx >= -step) & (ctx <= tw + step) & (cty >= -step) & (cty <= th + step)
+            if not coarse_in.any():
+                continue
+            rows, cols = _coarse_box(coarse_in, gy, gx)
+            # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
+            free = ~covered[rows, cols]
+            free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
+            if free_rows.size == 0:
+                continue
+            rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
+            cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
+            # Bilinear values lie between the coarse values around them: the coarse cells over the box bound
+            # the tile pixels it needs, and only that part of the tile is prefiltered.
+            span = (_grid_span(ctx, gy, rows), _grid_span(ctx, gx, cols))
+            x0 = int(np.clip(np.floor(ctx[span].min()) - 4, 0, tw))
+            x1 = int(np.clip(np.ceil(ctx[span].max()) + 5, 0, tw))
+            y0 = int(np.clip(np.floor(cty[span].min()) - 4, 0, th))
+            y1 = int(np.clip(np.ceil(cty[span].max()) + 5, 0, th))
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                continue
+            sub = (slice(y0, y1), slice(x0, x1))
+            source, shift = _prefiltered(np.nan_to_num(tile.image[sub], nan=0.0), config.spline_order)
+            tile_var = np.ascontiguousarray(tile.variance[sub])
+            tile_mask = tile.mask[sub]
+            bad_src = ~np.isfinite(tile.image[sub]) | ~np.isfinite(tile_var)
+            bad_src = bad_src.astype(np.float32) if bad_src.any() else None
+            # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
+            dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
+            dty_dy, dty_dx = np.gradient(cty, gy, gx)
+            area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
+
+            def warp_stripe(r0: int, r1: int) -> int:
+                stripe = slice(r0, r1)
+                tx = _upsample(ctx, gy, gx, stripe, cols)
+                ty = _upsample(cty, gy, gx, stripe, cols)
+                inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[stripe, cols]
+                if not inside.any():
+                    return 0
+                tx -= x0
+                ty -= y0
+                coords = np.stack([ty, tx])
+                warped = ndimage.map_coordinates(source, coords + shift if shift else coords, order=config.spline_order,
+                                                 mode="nearest", prefilter=False, output=np.float32)
+                warped_var = ndimage.map_coordinates(tile_var, coords, order=1, mode="nearest", output=np.float32)
+                # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped).
+                iy = np.clip(np.floor(ty + 0.5).astype(np.intp), 0, y1 - y0 - 1)
+                ix = np.clip(np.floor(tx + 0.5).astype(np.intp), 0, x1 - x0 - 1)
+                warped_mask = tile_mask[iy, ix]
+                if bad_src is not None:
+                    hit = ndimage.map_coordinates(bad_src, coords, order=1) > 0
+                    warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
+                area = _upsample(area_coarse, gy, gx, stripe, cols)
+                np.copyto(image[stripe, cols], warped * area, where=inside)
+                np.copyto(variance[stripe, cols], warped_var * area**2, where=inside)
+                np.copyto(mask[stripe, cols], warped_mask, where=inside)
+                covered[stripe, cols] |= inside
+                return int(np.count_nonzero(inside))
+
+            starts = range(rows.start, rows.stop, _STRIPE_ROWS)
+            tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]
+            filled = sum(pool.map(lambda t: warp_stripe(*t), tasks) if pool else (warp_stripe(*t) for t in tasks))
+            fwhm_weighted += tile.psf_fwhm_arcsec * filled
+            n_cov += filled
+    finally:
+        if pool is not None:
+            pool.shutdown()
     coverage = n_cov / (nx * ny)
     if coverage < config.min_coverage:
         raise NoWorkError(f"template covers {coverage:.1%} of the CCD", stage="template")
