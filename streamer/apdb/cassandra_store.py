@@ -3,9 +3,9 @@
 The DDL is ``schemas/apdb.cql`` (see :mod:`streamer.apdb.cql_schema` for the layout). A region read is a
 few concurrent multi-partition queries on DiaObjectLast (``apdb_part IN ?``, one per group of HEALPix pixels
 covering the circle), then on DiaSource and DiaForcedSource (``apdb_part IN ? AND apdb_time_part IN ?``).
-Reads go through the driver's NumPy protocol handler (Cython), which decodes a page straight into column
-arrays, so no Python object is made per value; rows are then filtered exactly in numpy (distance,
-diaObjectId, time window). Writes are unlogged single-partition batches of prepared inserts (one partition
+Each row comes back as one packed blob (see :mod:`streamer.apdb.columns`); the blobs are joined into one
+structured array, filtered exactly in numpy (distance, diaObjectId, time window) and sorted, and only then
+turned into Tables. Writes are unlogged single-partition batches of prepared inserts (one partition
 of DiaSource, DiaForcedSource or DiaObjectLast per batch, concurrently), which Cassandra applies as upserts,
 so writing a CCD-visit twice leaves the tables as one write would. The ApdbVisitDetector marker is written
 last, after every other write was acknowledged.
@@ -31,7 +31,10 @@ from streamer.apdb.columns import (
     TABLES,
     pack_rows,
     pack_table,
+    packed_to_table,
+    sort_packed,
     sort_table,
+    unpack_packed,
     unpack_rows,
 )
 from streamer.apdb.cql_schema import KEY_COLUMNS, ROW_COLUMN, load_cql
@@ -52,8 +55,10 @@ _log = logging.getLogger(__name__)
 _HISTORY_MARGIN_DEG = 10.0 / 3600.0
 """Sources of an object inside the region lie within this distance of the circle (association radius is 1")."""
 _LAST_TO_PART = "DiaObjectLastToPartition"
-_PIXELS_PER_QUERY = 4
+_PIXELS_PER_QUERY = 8
 """Pixels per multi-partition read query (the queries of one region run concurrently)."""
+_READ_FETCH_SIZE = 50_000
+"""Rows per page of a region read: one page per query (paging would fetch the next pages one by one)."""
 _BATCH_BYTES = 40_000
 """Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
 
@@ -86,8 +91,9 @@ class CassandraApdb:
     ssl : bool, optional
         Use TLS (system trust store).
     nside : int, optional
-        HEALPix nside of the spatial partitions (512: pixels of about 0.11 deg, about 20 cover a 0.2 deg
-        CCD region, which holds about half of their rows).
+        HEALPix nside of the spatial partitions (1024: pixels of about 0.057 deg; about 67 cover a 0.2 deg
+        CCD region plus margin, whose area is 1.75 times the region's. At 512, 22 pixels cover 2.3 times the
+        region, and reads took about 25% longer; at 2048, 206 pixels, and the partition count costs more).
     time_partition_days : int, optional
         Width of the time partitions of DiaSource, DiaForcedSource and DiaObject.
     connect_timeout_s : float, optional
@@ -106,7 +112,7 @@ class CassandraApdb:
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
                  keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
-                 nside: int = 512, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
+                 nside: int = 1024, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
                  protocol_version: int | None = 5) -> None:
         from cassandra import ConsistencyLevel
@@ -224,11 +230,6 @@ class CassandraApdb:
         raise TransientError(f"Cassandra at {self._where}: {len(failed)} requests still failing after "
                              f"{self.max_retries + 1} tries: {last_exc}", stage="apdb") from last_exc
 
-    def _read_rows(self, table: str, statement: Any, params: Sequence[Sequence[Any]]) -> Table:
-        """Run a SELECT of ``apdb_row`` once per parameter tuple, concurrently; unpack every row into one Table."""
-        blobs = [r[0] for part in self._concurrent(statement, params) for r in part]
-        return unpack_rows(table, blobs)
-
     def _prepare(self, key: str, cql: str) -> Any:
         if key not in self._prepared:
             self._prepared[key] = self._session.prepare(cql)
@@ -240,7 +241,11 @@ class CassandraApdb:
         return self._prepare(f"insert:{table}", f"INSERT INTO {self._t(table)} ({cols}) VALUES ({marks})")
 
     def _select(self, table: str, where: str) -> Any:
-        return self._prepare(f"select:{table}:{where}", f"SELECT {ROW_COLUMN} FROM {self._t(table)} WHERE {where}")
+        key = f"select:{table}:{where}"
+        if key not in self._prepared:
+            self._prepare(key, f"SELECT {ROW_COLUMN} FROM {self._t(table)} WHERE {where}").fetch_size = \
+                _READ_FETCH_SIZE
+        return self._prepared[key]
 
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
@@ -326,34 +331,32 @@ class CassandraApdb:
             work += [(stmt, (g, buckets)) for g in groups]
         results = self._run_all(work)
         n = len(groups)
-        read = {name: unpack_rows(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
+        # Filtering and sorting happen on the packed arrays; only the rows returned become Table columns.
+        read = {name: unpack_packed(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
                 for k, name in enumerate(tables)}
-        spec = TABLES[DIA_OBJECT_LAST]
         objects = self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai)
-        inside = in_circle(np.asarray(objects["ra"]), np.asarray(objects["dec"]),
-                           region.ra_deg, region.dec_deg, region.radius_deg)
-        objects = sort_table(spec, objects[inside])
-        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)
-        history = [sort_table(TABLES[name], select_history(read[name], ids, visit_mjd_tai))
+        inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
+        objects = sort_packed(DIA_OBJECT_LAST, objects[inside])
+        ids = objects["diaObjectId"].astype(np.int64)
+        history = [packed_to_table(name, sort_packed(name, select_history(read[name], ids, visit_mjd_tai)))
                    for name in tables[1:]]
-        return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
+        return RegionData(dia_objects=packed_to_table(DIA_OBJECT_LAST, objects), dia_sources=history[0],
+                          dia_forced_sources=history[1])
 
-    def _as_of(self, objects: Table, visit_mjd_tai: float) -> Table:
-        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them)."""
-        valid = np.asarray(objects["validityStartMjdTai"], dtype=float)
-        later = valid >= visit_mjd_tai
+    def _as_of(self, objects: np.ndarray, visit_mjd_tai: float) -> np.ndarray:
+        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them).
+
+        Works on packed rows; DiaObject and DiaObjectLast rows have the same layout.
+        """
+        later = objects["validityStartMjdTai"] >= visit_mjd_tai
         if not later.any():
             return objects
         stmt = self._select(DIA_OBJECT, '"diaObjectId" = ? AND "validityStartMjdTai" < ? LIMIT 1')
-        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)[later]
-        older = self._read_rows(DIA_OBJECT, stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
-        from astropy.table import vstack
-
-        kept = objects[~later]
-        if len(older) == 0:
-            return kept
-        older = older[TABLES[DIA_OBJECT_LAST].names]
-        return vstack([kept, older], join_type="exact", metadata_conflicts="silent") if len(kept) else older
+        ids = objects["diaObjectId"][later].tolist()
+        blobs = [r[0] for rows in self._concurrent(stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
+                 for r in rows]
+        older = unpack_packed(DIA_OBJECT, blobs).view(objects.dtype)
+        return np.concatenate([objects[~later], older])
 
     # ------------------------------------------------------------------ writes
     def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,

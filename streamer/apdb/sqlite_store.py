@@ -32,8 +32,10 @@ from streamer.apdb.columns import (
     TableSpec,
     pack_rows,
     pack_table,
+    packed_to_table,
+    sort_packed,
     sort_table,
-    unpack_rows,
+    unpack_packed,
 )
 from streamer.apdb.sky import bounding_box, in_circle
 
@@ -154,15 +156,16 @@ def history_window(visit_mjd_tai: float) -> tuple[float, float]:
     return visit_mjd_tai - HISTORY_DAYS, visit_mjd_tai
 
 
-def select_history(table: Table, object_ids: np.ndarray, visit_mjd_tai: float) -> Table:
-    """Rows of ``table`` whose diaObjectId is in ``object_ids`` and midpointMjdTai in the history window."""
-    if len(table) == 0:
-        return table
+def select_history(packed: np.ndarray, object_ids: np.ndarray, visit_mjd_tai: float) -> np.ndarray:
+    """Packed rows whose diaObjectId is in ``object_ids`` and midpointMjdTai in the history window."""
+    if len(packed) == 0:
+        return packed
     lo, hi = history_window(visit_mjd_tai)
-    t = np.asarray(table["midpointMjdTai"], dtype=float)
-    ids = table["diaObjectId"]
-    keep = np.isin(np.ma.getdata(ids), object_ids) & ~np.ma.getmaskarray(ids) & (t >= lo) & (t < hi)
-    return table[keep]
+    t = packed["midpointMjdTai"]
+    keep = np.isin(packed["diaObjectId"], object_ids) & (t >= lo) & (t < hi)
+    if "diaObjectId__null" in packed.dtype.names:
+        keep &= packed["diaObjectId__null"] == 0
+    return packed[keep]
 
 
 class SqliteApdb:
@@ -231,12 +234,15 @@ class SqliteApdb:
             self._conn.execute(f"INSERT OR REPLACE INTO {_q(METADATA_TABLE)} VALUES (?, ?)", (name, value))
 
     # ------------------------------------------------------------------ reads
-    def _select(self, spec: TableSpec, where: str, params: Sequence[Any], alias: str = "") -> Table:
+    def _select_packed(self, spec: TableSpec, where: str, params: Sequence[Any], alias: str = "") -> np.ndarray:
         col = f"{alias}.{_q(PACKED)}" if alias else _q(PACKED)
         sql = f"SELECT {col} FROM {_q(spec.name)} {alias} WHERE {where}"
         with self._lock:
             blobs = [r[0] for r in self._conn.execute(sql, tuple(params))]
-        return unpack_rows(spec, blobs)
+        return unpack_packed(spec, blobs)
+
+    def _select(self, spec: TableSpec, where: str, params: Sequence[Any], alias: str = "") -> Table:
+        return packed_to_table(spec, self._select_packed(spec, where, params, alias))
 
     def read_region(self, region: SkyRegion, visit_mjd_tai: float) -> RegionData:
         """Read DiaObjectLast rows in ``region`` and their history before ``visit_mjd_tai``.
@@ -259,33 +265,32 @@ class SqliteApdb:
                                                    region.radius_deg + _AS_OF_MARGIN_DEG)
         ra_sql = " OR ".join('("ra" >= ? AND "ra" <= ?)' for _ in ra_ranges)
         params: list[float] = [dec_min, dec_max] + [v for r in ra_ranges for v in r]
-        spec = TABLES[DIA_OBJECT_LAST]
-        objects = self._select(spec, f'"dec" >= ? AND "dec" <= ? AND ({ra_sql})', params)
+        objects = self._select_packed(TABLES[DIA_OBJECT_LAST], f'"dec" >= ? AND "dec" <= ? AND ({ra_sql})', params)
         objects = self._as_of(objects, visit_mjd_tai)
-        inside = in_circle(np.asarray(objects["ra"]), np.asarray(objects["dec"]),
-                           region.ra_deg, region.dec_deg, region.radius_deg)
-        objects = sort_table(spec, objects[inside])
-        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)
+        inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
+        objects = sort_packed(DIA_OBJECT_LAST, objects[inside])
         lo, hi = history_window(visit_mjd_tai)
         history = []
-        id_list = json.dumps(ids.tolist())
+        id_list = json.dumps(objects["diaObjectId"].tolist())
         for name in (DIA_SOURCE, DIA_FORCED_SOURCE):
-            hspec = TABLES[name]
             # one indexed lookup per id on ("diaObjectId", "midpointMjdTai"); ids travel as one JSON array
-            table = self._select(hspec, '"diaObjectId" IN (SELECT "value" FROM json_each(?)) AND '
-                                 '"midpointMjdTai" >= ? AND "midpointMjdTai" < ?', [id_list, lo, hi])
-            history.append(sort_table(hspec, table))
-        return RegionData(dia_objects=objects, dia_sources=history[0], dia_forced_sources=history[1])
+            packed = self._select_packed(TABLES[name], '"diaObjectId" IN (SELECT "value" FROM json_each(?)) AND '
+                                         '"midpointMjdTai" >= ? AND "midpointMjdTai" < ?', [id_list, lo, hi])
+            history.append(packed_to_table(name, sort_packed(name, packed)))
+        return RegionData(dia_objects=packed_to_table(DIA_OBJECT_LAST, objects), dia_sources=history[0],
+                          dia_forced_sources=history[1])
 
-    def _as_of(self, objects: Table, visit_mjd_tai: float) -> Table:
-        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them)."""
-        later = np.asarray(objects["validityStartMjdTai"], dtype=float) >= visit_mjd_tai
+    def _as_of(self, objects: np.ndarray, visit_mjd_tai: float) -> np.ndarray:
+        """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them).
+
+        Works on packed rows; DiaObject and DiaObjectLast rows have the same layout.
+        """
+        later = objects["validityStartMjdTai"] >= visit_mjd_tai
         if not later.any():
             return objects
-        ids = np.asarray(objects["diaObjectId"], dtype=np.int64)[later].tolist()
-        spec = TABLES[DIA_OBJECT]
+        ids = objects["diaObjectId"][later].tolist()
         cols = f"o.{_q(PACKED)}"
-        parts = []
+        parts = [objects[~later]]
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i:i + _IN_CHUNK]
             sql = (f"SELECT {cols} FROM {_q(DIA_OBJECT)} o JOIN (SELECT \"diaObjectId\" AS id, "
@@ -294,9 +299,8 @@ class SqliteApdb:
                    "ON o.\"diaObjectId\" = m.id AND o.\"validityStartMjdTai\" = m.v")
             with self._lock:
                 blobs = [r[0] for r in self._conn.execute(sql, (float(visit_mjd_tai), *chunk))]
-            parts.append(unpack_rows(spec, blobs))
-        older = _vstack(spec, parts)[TABLES[DIA_OBJECT_LAST].names]
-        return _vstack(TABLES[DIA_OBJECT_LAST], [objects[~later], older])
+            parts.append(unpack_packed(DIA_OBJECT, blobs).view(objects.dtype))
+        return np.concatenate(parts)
 
     # ------------------------------------------------------------------ writes
     def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,
@@ -371,17 +375,6 @@ class SqliteApdb:
 
 
 _VD_NAMES = ["visit", "detector", "n_dia_objects", "n_dia_sources", "n_dia_forced_sources"]
-
-
-def _vstack(spec: TableSpec, parts: list[Table]) -> Table:
-    from astropy.table import vstack
-
-    from streamer.apdb.columns import empty_table
-
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return empty_table(spec)
-    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact", metadata_conflicts="silent")
 
 
 class _Transaction:
