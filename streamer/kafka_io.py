@@ -98,6 +98,9 @@ class KafkaSettings(BaseSettings):
         "snappy", description="Producer compression (all four are built into the installed librdkafka)."
     )
     linger_ms: float = Field(5.0, ge=0, description="Producer batching delay, ms.")
+    batch_bytes: int = Field(4 * 1024 * 1024, ge=1024,
+                             description="Producer batch.size: bytes per partition batch (alerts are about 66 kB; "
+                                         "librdkafka's 1 MB default cost about 25% more CPU per alert).")
     delivery_timeout_s: float = Field(60.0, gt=0, description="Give up on an unacknowledged message after this.")
     max_poll_interval_s: float = Field(900.0, gt=0, description="Longest processing of one message, s.")
     session_timeout_s: float = Field(45.0, gt=0, description="Consumer liveness timeout, s.")
@@ -142,8 +145,12 @@ class KafkaSettings(BaseSettings):
             "acks": "all",
             "compression.type": self.compression,
             "linger.ms": self.linger_ms,
+            "batch.size": min(self.batch_bytes, self.max_message_bytes),
             "delivery.timeout.ms": int(self.delivery_timeout_s * 1000),
             "message.max.bytes": self.max_message_bytes,
+            # Delivery callbacks for failures only; successes are counted at flush (a Python call per
+            # message cost about 10% of publishing).
+            "delivery.report.only.error": True,
         }
         return conf | overrides
 
@@ -410,6 +417,10 @@ class KafkaEventSource:
             self._consumer.close()
 
 
+_POLL_EVERY = 1000
+"""Serve delivery reports (failures) every this many produced messages between flushes."""
+
+
 class KafkaPublisher:
     """An idempotent producer that collects delivery errors and waits for acknowledgements.
 
@@ -425,16 +436,19 @@ class KafkaPublisher:
         self.settings = settings
         self._producer = Producer(settings.producer_config(**overrides))
         self._errors: list[str] = []
+        self._in_flight = 0
         self.n_delivered = 0
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
+        if err is not None:  # called for failures only (delivery.report.only.error)
             self._errors.append(f"{msg.topic()}: {err}")
-        else:
-            self.n_delivered += 1
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: Headers | None) -> None:
-        """Queue one message; on a full queue (``BufferError``) serve delivery reports and retry."""
+        """Queue one message; on a full queue (``BufferError``) serve delivery reports and retry.
+
+        Delivery reports are served by :meth:`wait` (and every ``_POLL_EVERY`` messages), not after each message:
+        a ``poll(0)`` per message cost about a third of librdkafka's CPU per alert.
+        """
         while True:
             try:
                 self._producer.produce(
@@ -446,12 +460,16 @@ class KafkaPublisher:
                 self._producer.poll(0.1)  # queue full: serve delivery reports, then retry
             except KafkaException as exc:
                 raise _wrap(exc, f"cannot produce to {topic}") from exc
-        self._producer.poll(0)
+        self._in_flight += 1
+        if self._in_flight % _POLL_EVERY == 0:
+            self._producer.poll(0)
 
     def wait(self, what: str) -> None:
         """Flush and raise :class:`TransientError` if any message since the last wait was not acknowledged."""
         remaining = self._producer.flush(self.settings.delivery_timeout_s + 5.0)
         errors, self._errors = self._errors, []
+        sent, self._in_flight = self._in_flight, 0
+        self.n_delivered += max(sent - remaining - len(errors), 0)
         if remaining:
             raise TransientError(f"{what}: {remaining} message(s) not acknowledged in time", stage="kafka")
         if errors:

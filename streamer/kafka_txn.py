@@ -30,7 +30,7 @@ from streamer.alerts import HEADER_SCHEMA_ID, AlertSchema, alert_key
 from streamer.deadletter import encode_dead_letter
 from streamer.errors import FencedError
 from streamer.events import CcdWork, encode_work, work_key
-from streamer.kafka_io import KafkaEventSource, KafkaSettings
+from streamer.kafka_io import _POLL_EVERY, KafkaEventSource, KafkaSettings
 from streamer.ports import Envelope, Headers
 
 __all__ = ["FencedError", "KafkaTransactions", "transactional_id"]
@@ -140,6 +140,7 @@ class KafkaTransactions:
         })
         self._producer: Producer | None = None
         self._errors: list[str] = []
+        self._n_produced = 0
         self._open = False
         self._abort_pending = False
         self._broken = True
@@ -318,7 +319,9 @@ class KafkaTransactions:
                 if err is not None and err.fatal() and err.code() not in _FENCED_CODES:
                     self._broken = True
                 raise _classify(exc, f"produce to {topic}") from exc
-        self._producer.poll(0)
+        self._n_produced += 1
+        if self._n_produced % _POLL_EVERY == 0:  # reports are failures only; commit flushes the rest
+            self._producer.poll(0)
 
     def publish(self, alerts: Sequence[Mapping[str, Any]], *, headers: Headers = ()) -> None:
         """Produce alerts into the open transaction (durable and visible only at :meth:`commit`).
