@@ -1,8 +1,9 @@
 """Alard-Lupton image subtraction with DMTN-021 decorrelation.
 
-A convolution kernel, a sum of Gaussians times polynomials, is fitted by linear least squares on stamps
-around isolated stars so that ``kernel * sharper ~= blurrier``; the difference is then decorrelated so that
-its noise is white again and its variance plane is rescaled to the measured noise.
+A convolution kernel, a sum of Gaussians times polynomials whose coefficients vary as a polynomial over the
+CCD (Alard 2000), and a differential background of the same spatial order, are fitted by linear least squares
+on stamps around isolated stars so that ``kernel * sharper + background ~= blurrier``; the difference is then
+decorrelated so that its noise is white again and its variance plane is rescaled to the measured noise.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class SubtractConfig(BaseModel):
     max_stamps: int = Field(250, description="Most stars used in the kernel fit.")
     min_stamps: int = Field(5, description="Fewest stars for a fitted kernel; fewer uses the analytic "
                                            "Gaussian fallback (flagged).")
+    spatial_order: int = Field(1, ge=0, le=2, description="Polynomial order of the kernel's and the differential "
+                                                          "background's variation over the CCD.")
+    min_stamps_per_spatial_term: int = Field(10, description="Stamps needed per spatial polynomial term; with "
+                                                             "fewer the order is lowered (to 0 at the least).")
     do_decorrelation: bool = Field(True, description="Apply DMTN-021 decorrelation.")
     do_scale_variance: bool = Field(True, description="Rescale the variance plane to the measured noise of "
                                                       "PSF-weighted sums (matched-filter score), not per pixel.")
@@ -64,7 +69,7 @@ class SubtractionResult:
     matched_template : MaskedImage
         The template as it was subtracted (convolved when the template was the sharper image).
     kernel : numpy.ndarray
-        The fitted matching kernel.
+        The fitted matching kernel at the centre of the CCD.
     convolved_science : bool
         True when the science image was the sharper one and was convolved.
     psf_sigma_pix : float
@@ -79,6 +84,8 @@ class SubtractionResult:
     difference_psf : PixelPsf or None
         PSF model of the difference image (the science PSF convolved with the decorrelation kernel, or with
         the matching kernel when the science image was convolved); None without a science PSF model.
+    kernel_model : MatchingKernel or None
+        The spatially varying kernel and differential background as fitted (or the fallback).
     """
 
     difference: MaskedImage
@@ -91,6 +98,7 @@ class SubtractionResult:
     n_stamps: int
     difference_psf: PixelPsf | None = None
     model_error_fraction: float = 0.0
+    kernel_model: "MatchingKernel | None" = None
 
 
 def _basis(match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
@@ -153,16 +161,99 @@ def _gaussian_kernel(sigma: float, half: int) -> np.ndarray:
     return k / k.sum()
 
 
-def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float,
-               config: SubtractConfig) -> tuple[np.ndarray, float, int]:
-    """Fit ``kernel`` and a constant background so that ``kernel * sharp + bg ~= blurry`` on star stamps.
+def spatial_terms(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Polynomial terms ``xn**i * yn**j`` (``i + j <= order``; xn, yn in [-1, 1] over the image) at points.
 
     Returns
     -------
-    kernel : numpy.ndarray
-        (2k+1, 2k+1) kernel.
-    background : float
-        Differential background.
+    numpy.ndarray
+        (n_terms, *x.shape); the first term is 1.
+    """
+    ny, nx = shape
+    xn = 2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0
+    yn = 2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0
+    return np.array([xn**i * yn**j for i, j in _term_powers(order)])
+
+
+def _term_powers(order: int) -> list[tuple[int, int]]:
+    return [(i, d - i) for d in range(order + 1) for i in range(d, -1, -1)]
+
+
+@dataclass(frozen=True)
+class MatchingKernel:
+    """A spatially varying convolution kernel and differential background.
+
+    ``K(u, v; x, y) = sum_j P_j(x, y) K_j(u, v)`` and ``B(x, y) = sum_j P_j(x, y) b_j``, with ``P_j`` the
+    terms of :func:`spatial_terms` over an image of ``shape``.
+
+    Attributes
+    ----------
+    components : numpy.ndarray
+        (n_terms, 2h+1, 2h+1) kernel images ``K_j``.
+    background : numpy.ndarray
+        (n_terms,) background coefficients ``b_j``.
+    order : int
+        Spatial polynomial order.
+    shape : tuple of int
+        (ny, nx) of the image the polynomial spans.
+    """
+
+    components: np.ndarray
+    background: np.ndarray
+    order: int
+    shape: tuple[int, int]
+
+    @classmethod
+    def constant(cls, kernel: np.ndarray, background: float, shape: tuple[int, int]) -> "MatchingKernel":
+        """A kernel and background that do not vary."""
+        return cls(np.asarray(kernel, float)[None], np.array([float(background)]), 0, shape)
+
+    def at(self, x: float, y: float) -> np.ndarray:
+        """The kernel image at pixel (x, y)."""
+        terms = spatial_terms(np.array(x), np.array(y), self.shape, self.order)
+        return np.tensordot(terms, self.components, axes=1)
+
+    def background_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The differential background at pixels (x, y)."""
+        return np.tensordot(self.background, spatial_terms(x, y, self.shape, self.order), axes=1)
+
+    def convolve(self, image: np.ndarray) -> np.ndarray:
+        """``image`` convolved by the varying kernel plus the background (float32, same shape): one forward
+        FFT, and one kernel product and inverse FFT per spatial term."""
+        ny, nx = image.shape
+        kh, kw = self.components.shape[1:]
+        shape = fft_shape(image.shape, (kh, kw))
+        spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
+        y0, x0 = (kh - 1) // 2, (kw - 1) // 2
+        xn = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(np.float32)
+        yn = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(np.float32)
+        out = np.zeros(image.shape, np.float32)
+        background = np.zeros(image.shape, np.float32)
+        for (i, j), component, b in zip(_term_powers(self.order), self.components, self.background):
+            full = sp_fft.irfft2(spectrum * kernel_ft(component, shape), s=shape)[y0:y0 + ny, x0:x0 + nx]
+            if i == 0 and j == 0:
+                out += full
+            else:
+                out += full * (yn[:, None] ** j) * (xn[None, :] ** i)
+            background += np.float32(b) * (yn[:, None] ** j) * (xn[None, :] ** i)
+        out += background
+        return out
+
+
+def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float,
+               config: SubtractConfig) -> tuple[MatchingKernel, int]:
+    """Fit a spatially varying kernel and background so that ``kernel * sharp + bg ~= blurry`` on star stamps.
+
+    The design of one stamp is the sharp stamp convolved by each basis kernel (plus a constant for the
+    background), times each spatial term at the star; its normal equations are summed per stamp first
+    (``(n_basis + 1)^2`` numbers each), so the fit costs little more than a constant kernel's. Stamps whose
+    chi^2 is an outlier are dropped and the fit repeated (three rounds at most).
+
+    Returns
+    -------
+    kernel : MatchingKernel
+        Kernel components and background coefficients; the spatial order is ``config.spatial_order``, lowered
+        while there are fewer than ``min_stamps_per_spatial_term`` stamps per term.
     n_stamps : int
         Stamps kept after clipping.
     """
@@ -183,25 +274,33 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     conv = _basis_convolved(sharp_st, match_sigma, half_k, config)
     n_basis = basis.shape[0]
     design = np.concatenate([conv, np.ones((x.size, 1) + target.shape[1:])], axis=1)
-    design = design.reshape(x.size, n_basis + 1, -1)
+    design = design.reshape(x.size, n_basis + 1, -1)  # (stamp, basis + background, pixel)
     w = weights.reshape(x.size, -1)
     t = target.reshape(x.size, -1)
+    weighted = design * w[:, None, :]
+    stamp_normal = np.einsum("sap,sbp->sab", weighted, design, optimize=True)
+    stamp_rhs = np.einsum("sap,sp->sa", weighted, t, optimize=True)
+    order = config.spatial_order
+    while order > 0 and x.size < config.min_stamps_per_spatial_term * len(_term_powers(order)):
+        order -= 1
+    terms = spatial_terms(x, y, (ny, nx), order).T  # (stamp, term)
+    n_terms = terms.shape[1]
     keep = np.ones(x.size, dtype=bool)
     for _ in range(3):
-        flat = design[keep].transpose(1, 0, 2).reshape(n_basis + 1, -1)  # (basis, stamp pixels)
-        weighted = flat * w[keep].reshape(-1)
-        normal = weighted @ flat.T
-        rhs = weighted @ t[keep].reshape(-1)
-        coeffs = np.linalg.lstsq(normal, rhs, rcond=None)[0]
-        model = coeffs @ design
+        tk = terms[keep]
+        normal = np.einsum("sj,sk,sab->jakb", tk, tk, stamp_normal[keep], optimize=True)
+        normal = normal.reshape(n_terms * (n_basis + 1), -1)
+        rhs = np.einsum("sj,sa->ja", tk, stamp_rhs[keep], optimize=True).reshape(-1)
+        coeffs = np.linalg.lstsq(normal, rhs, rcond=None)[0].reshape(n_terms, n_basis + 1)
+        model = np.einsum("sj,ja,sap->sp", terms, coeffs, design, optimize=True)
         chi2 = np.sum((t - model) ** 2 * w, axis=1) / np.maximum((w > 0).sum(axis=1), 1)
         _, med, std = sigma_clipped_stats(chi2[keep], sigma=3)
         new_keep = chi2 < med + 3 * max(std, 0.1 * med)
         if new_keep.sum() < config.min_stamps or np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    kernel = np.tensordot(coeffs[:n_basis], basis, axes=1)
-    return kernel, float(coeffs[n_basis]), int(keep.sum())
+    components = np.tensordot(coeffs[:, :n_basis], basis, axes=1)
+    return MatchingKernel(components, coeffs[:, n_basis].copy(), order, (ny, nx)), int(keep.sum())
 
 
 def fft_shape(image_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -290,16 +389,22 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     sharp_sigma, blurry_sigma = sorted((science_sigma_pix, template_sigma_pix))
     match_sigma = float(np.sqrt(max(blurry_sigma**2 - sharp_sigma**2, 0.25)))
     fallback = False
+    shape = science.image.shape
     try:
-        kernel, background, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config)
+        kernel_model, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config)
         if n_stamps < config.min_stamps:
             raise AlgorithmError(f"only {n_stamps} stamps", stage="subtract")
     except AlgorithmError as err:
         log.warning("kernel fit failed (%s); using the analytic Gaussian kernel", err)
-        kernel = _gaussian_kernel(match_sigma, int(np.clip(np.ceil(4 * match_sigma), 3, 15)))
-        background, n_stamps, fallback = 0.0, 0, True
+        kernel_model = MatchingKernel.constant(
+            _gaussian_kernel(match_sigma, int(np.clip(np.ceil(4 * match_sigma), 3, 15))), 0.0, shape)
+        n_stamps, fallback = 0, True
+    # The kernel at the CCD centre stands for the whole CCD where a single kernel is needed: the variance's
+    # convolution (the variance is smooth, and K^2 varies by a few per cent), the mask's growth, the
+    # decorrelation and the difference PSF.
+    kernel = kernel_model.at((shape[1] - 1) / 2, (shape[0] - 1) / 2)
     no_data = (sharp.mask & int(MaskBit.NO_DATA)) != 0
-    convolved = _convolve(np.where(no_data, 0.0, sharp.image), kernel) + np.float32(background)
+    convolved = kernel_model.convolve(np.where(no_data, 0.0, sharp.image))
     convolved_var = _convolve(np.where(no_data, 0.0, sharp.variance), kernel**2)
     half = kernel.shape[0] // 2
     conv_mask = _grow_mask(sharp.mask, kernel)
@@ -361,12 +466,14 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     bad = ~np.isfinite(diff)
     mask = np.where(bad, mask | int(MaskBit.NO_DATA), mask).astype(np.int32)
     diff = np.where(bad, 0.0, diff).astype(np.float32)
-    log.debug("subtraction: kernel from %d stamps, convolved %s, variance scale %.3f, model error %.3f",
-              n_stamps, "science" if convolve_science else "template", scale, model_error)
+    log.debug("subtraction: kernel of spatial order %d from %d stamps, convolved %s, variance scale %.3f, "
+              "model error %.3f", kernel_model.order, n_stamps, "science" if convolve_science else "template",
+              scale, model_error)
     return SubtractionResult(difference=MaskedImage(image=diff, mask=mask, variance=variance),
                              matched_template=matched, kernel=kernel, convolved_science=convolve_science,
                              psf_sigma_pix=float(psf_sigma), kernel_fallback=fallback, variance_scale=scale,
-                             n_stamps=n_stamps, difference_psf=diff_psf, model_error_fraction=model_error)
+                             n_stamps=n_stamps, difference_psf=diff_psf, model_error_fraction=model_error,
+                             kernel_model=kernel_model)
 
 
 def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray,
@@ -505,5 +612,5 @@ def _mean_variance(image: MaskedImage) -> float:
     return float(np.median(image.variance[good][::97])) if good.any() else 1.0
 
 
-__all__ = ["SubtractConfig", "SubtractionResult", "subtract", "fit_kernel", "convolve_same", "kernel_ft", "fft_shape",
+__all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "fit_kernel", "convolve_same", "kernel_ft", "fft_shape",
            "FWHM_PER_SIGMA"]
