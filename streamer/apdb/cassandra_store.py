@@ -54,7 +54,6 @@ _log = logging.getLogger(__name__)
 
 _HISTORY_MARGIN_DEG = 10.0 / 3600.0
 """Sources of an object inside the region lie within this distance of the circle (association radius is 1")."""
-_LAST_TO_PART = "DiaObjectLastToPartition"
 _PIXELS_PER_QUERY = 8
 """Pixels per multi-partition read query (the queries of one region run concurrently)."""
 _READ_FETCH_SIZE = 50_000
@@ -69,6 +68,17 @@ def _retryable() -> tuple[type[BaseException], ...]:
     from cassandra.connection import ConnectionException
 
     return (OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable, NoHostAvailable, ConnectionException)
+
+
+def _newest_per_object(objects: np.ndarray) -> np.ndarray:
+    """Packed DiaObjectLast rows with one row per diaObjectId, the newest (a row a store failed to delete from
+    the pixel an object moved out of must not make it two objects)."""
+    if len(objects) < 2:
+        return objects
+    order = np.lexsort((objects["validityStartMjdTai"], objects["diaObjectId"]))
+    ids = objects["diaObjectId"][order]
+    last = np.r_[ids[1:] != ids[:-1], True]
+    return objects if last.all() else objects[order[last]]
 
 
 class CassandraApdb:
@@ -334,7 +344,7 @@ class CassandraApdb:
         # Filtering and sorting happen on the packed arrays; only the rows returned become Table columns.
         read = {name: unpack_packed(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
                 for k, name in enumerate(tables)}
-        objects = self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai)
+        objects = _newest_per_object(self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai))
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_packed(DIA_OBJECT_LAST, objects[inside])
         ids = objects["diaObjectId"].astype(np.int64)
@@ -382,26 +392,30 @@ class CassandraApdb:
         obj_part = ang2pix_nested(self.nside, obj["ra"], obj["dec"])
         obj_valid = obj["validityStartMjdTai"].astype(float)
 
-        # Round 1: the append-only tables, and the lookups DiaObjectLast needs. Round 2: DiaObjectLast.
-        # Round 3: the marker.
-        lookups = self._last_lookups(np.asarray(obj["diaObjectId"], dtype=np.int64))
-        work = self._inserts(DIA_OBJECT, obj, None, None)
+        # Round 1: the append-only source tables, and the latest stored version of each object (where its
+        # DiaObjectLast row is). Round 2: DiaObjectLast (and deletes of rows left in another pixel). Round 3:
+        # the DiaObject versions: written after DiaObjectLast, so that a retry after a crash between the two
+        # still finds the previous version, and deletes what it left behind. Round 4: the marker.
+        lookups = self._latest_versions(np.asarray(obj["diaObjectId"], dtype=np.int64))
+        work: list[tuple[Any, Any]] = []
         for name, rows in ((DIA_SOURCE, src), (DIA_FORCED_SOURCE, fsrc)):
             part = ang2pix_nested(self.nside, rows["ra"], rows["dec"])
             work += self._inserts(name, rows, part, self._time_parts(rows["midpointMjdTai"]))
         results = self._run_all(lookups + work)
         stored = [r for rows in results[:len(lookups)] for r in rows]
         self._run_all(self._last_writes(obj, obj_part, obj_valid, stored))
+        self._run_all(self._inserts(DIA_OBJECT, obj, obj_part, None, per_row=True))
         stmt = self._prepare("insert:vd", f"INSERT INTO {self._t(VISIT_DETECTOR_TABLE)} "
                              f"({', '.join(_VD_NAMES)}) VALUES (?, ?, ?, ?, ?)")
         self._concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
         _log.debug("stored visit %d detector %d in %s", visit, detector, self._where)
 
     def _inserts(self, table: str, packed: np.ndarray, part: np.ndarray | None, time_part: np.ndarray | None,
-                 select: np.ndarray | None = None) -> list[tuple[Any, Any]]:
+                 select: np.ndarray | None = None, per_row: bool = False) -> list[tuple[Any, Any]]:
         """(statement, parameters) pairs writing the packed rows: unlogged batches of one partition each.
 
-        Without ``part`` (DiaObject, partitioned by id) every row is its own statement.
+        With ``per_row`` (DiaObject: partitioned by id, ``apdb_part`` a plain column) every row is its own
+        statement.
         """
         from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
@@ -425,7 +439,7 @@ class CassandraApdb:
         values.append(pack_rows(packed))
         rows = list(zip(*values))
         stmt = self._insert(table, names)
-        if part is None:
+        if per_row or part is None:
             return [(stmt, row) for row in rows]
         key = part * 1_000_000 + (time_part if time_part is not None else 0)
         order = np.argsort(key, kind="stable")
@@ -446,18 +460,18 @@ class CassandraApdb:
                 work.append((batch, None))
         return work
 
-    def _last_lookups(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
-        """Reads of DiaObjectLastToPartition for ``ids`` (run in the same round as the append-only writes)."""
-        stmt = self._prepare("select:last2part", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
-                             f'FROM {self._t(_LAST_TO_PART)} WHERE "diaObjectId" IN ?')
+    def _latest_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
+        """Reads of the newest stored DiaObject version of each of ``ids``: (id, pixel, validity) rows."""
+        stmt = self._prepare("select:latest", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
+                             f'FROM {self._t(DIA_OBJECT)} WHERE "diaObjectId" IN ? PER PARTITION LIMIT 1')
         ids = np.unique(ids)
         return [(stmt, (ids[i:i + 100].tolist(),)) for i in range(0, len(ids), 100)]
 
     def _last_writes(self, obj: np.ndarray, obj_part: np.ndarray, obj_valid: np.ndarray,
                      stored_rows: list[tuple]) -> list[tuple[Any, Any]]:
-        """Writes of DiaObjectLast (and its partition index) where the new version is not older than the stored one.
+        """Writes of DiaObjectLast where the new version is not older than the stored one.
 
-        ``stored_rows`` are the rows read by :meth:`_last_lookups`. A row left in another pixel by an object
+        ``stored_rows`` are the rows read by :meth:`_latest_versions`. A row left in another pixel by an object
         that moved is deleted.
         """
         ids = np.asarray(obj["diaObjectId"], dtype=np.int64)
@@ -478,9 +492,6 @@ class CassandraApdb:
             delete = self._prepare("delete:last", f'DELETE FROM {self._t(DIA_OBJECT_LAST)} '
                                    'WHERE apdb_part = ? AND "diaObjectId" = ?')
             work += [(delete, p) for p in zip(old_part[moved].tolist(), ids[moved].tolist())]
-        insert = self._prepare("insert:last2part", f'INSERT INTO {self._t(_LAST_TO_PART)} '
-                               '("diaObjectId", apdb_part, "validityStartMjdTai") VALUES (?, ?, ?)')
-        work += [(insert, r) for r in zip(ids[keep].tolist(), obj_part[keep].tolist(), obj_valid[keep].tolist())]
         return work
 
     # ------------------------------------------------------------------ bookkeeping

@@ -22,10 +22,12 @@ with one ``numpy.frombuffer``.
   12-month history of a region is one query (``apdb_part IN ? AND apdb_time_part IN ?``) per group of pixels.
   A source lies within an arcsecond of its object, so the pixels of the region plus a 10" margin hold the
   whole history of the region's objects.
-* ``DiaObject``: every version, partition ``diaObjectId``, clustering ``validityStartMjdTai DESC``: read
-  only when a CCD-visit is re-processed after later visits stored newer versions.
-* ``DiaObjectLastToPartition``: ``diaObjectId`` -> pixel and validity of its DiaObjectLast row, so that a newer
-  version that moved to another pixel deletes the old row, and an older version never overwrites a newer one.
+* ``DiaObject``: every version, partition ``diaObjectId``, clustering ``validityStartMjdTai DESC``, with the
+  version's pixel as a plain ``apdb_part`` column. A store reads the newest version of each object it writes
+  (``PER PARTITION LIMIT 1``) to find the pixel of its DiaObjectLast row, so that a newer version that moved
+  to another pixel deletes the old row and an older version never overwrites a newer one (Rubin keeps a
+  separate DiaObjectLastToPartition table for this, one more single-row write per object). Also read when a
+  CCD-visit is re-processed after later visits stored newer versions.
 * ``ApdbVisitDetector``: one row per stored CCD-visit, written last (a completion marker).
 * ``ApdbMetadata``: schema version and partitioning configuration.
 """
@@ -45,7 +47,7 @@ CQL_PATH = Path(schemas.__file__).resolve().parent / "apdb.cql"
 """Location of the DDL (package data of :mod:`schemas`)."""
 
 _PARTITIONING = {
-    DIA_OBJECT: ('("diaObjectId")', ()),
+    DIA_OBJECT: ('("diaObjectId")', ("apdb_part int",)),  # apdb_part: a plain column (the pixel of this version)
     DIA_OBJECT_LAST: ("(apdb_part)", ("apdb_part int",)),
     DIA_SOURCE: ("(apdb_part, apdb_time_part)", ("apdb_part int", "apdb_time_part int")),
     DIA_FORCED_SOURCE: ("(apdb_part, apdb_time_part)", ("apdb_part int", "apdb_time_part int")),
@@ -97,13 +99,6 @@ def render_cql() -> str:
             out.append(");")
         out.append("")
     out += [
-        'CREATE TABLE IF NOT EXISTS ${KEYSPACE}."DiaObjectLastToPartition" (',
-        '    "diaObjectId" bigint,',
-        "    apdb_part int,",
-        '    "validityStartMjdTai" double,',
-        '    PRIMARY KEY ("diaObjectId")',
-        ");",
-        "",
         'CREATE TABLE IF NOT EXISTS ${KEYSPACE}."ApdbVisitDetector" (',
         "    visit bigint,",
         "    detector int,",
