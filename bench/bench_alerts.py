@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastavro  # noqa: E402
 from rich.table import Table  # noqa: E402
+from streamer.malloc_tuning import keep_freed_memory  # noqa: E402
 
 from _common import console, machine_line, pin_to_one_core  # noqa: E402
 
@@ -126,13 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-kafka", action="store_true", help="skip the publishing row")
     ap.add_argument("--batch", type=int, default=500, help="alerts per KafkaAlertSink.publish call (one CCD-visit)")
     ap.add_argument("--partitions", type=int, default=45, help="partitions of the fresh topic")
-    ap.add_argument("--compression", nargs="+", default=["snappy", "lz4", "none"],
-                    help="producer compressions to publish with (default: snappy lz4 none)")
+    ap.add_argument("--compression", nargs="+", default=["lz4", "snappy", "none"],
+                    help="producer compressions to publish with (default: lz4 (the worker's) snappy none)")
     ap.add_argument("--keep-topic", action="store_true", help="do not delete the benchmark topic afterwards")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's defaults (the worker raises the trim threshold)")
     args = ap.parse_args(argv)
 
     pin = "not pinned" if args.no_pin else pin_to_one_core()
+    # The worker's process setting (BlinkSettings.malloc_trim_threshold_mb): without it, freed alert buffers
+    # are page-faulted back in for every batch.
+    malloc = "glibc malloc as the worker (trim threshold 256 MB)" if not args.default_malloc \
+        and keep_freed_memory(256) else "default malloc"
     from lsst.alert.packet import Schema
 
     from streamer.alerts import AlertSchema
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     blink = AlertSchema.latest()
     parsed = blink.definition
     packet_schema = Schema.from_file()
-    console.print(f"[bold]bench_alerts[/bold] | {machine_line()} | {pin}")
+    console.print(f"[bold]bench_alerts[/bold] | {machine_line()} | {pin} | {malloc}")
     console.print(f"schema {blink.version}; building {args.pool} distinct alerts "
                   f"({args.prv} prvDiaSources, 3 x {args.cutout_bytes} B cutouts)...")
     pool = make_pool(args.pool, args.prv, args.cutout_bytes)

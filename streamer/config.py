@@ -41,6 +41,9 @@ class BlinkSettings(BaseSettings):
     source: Literal["local", "kafka"] = Field("local", description="Where events come from.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics and /healthz on this port.")
     log_format: Literal["text", "json"] = Field("text", description="Console or JSON-lines logs.")
+    malloc_trim_threshold_mb: int | None = Field(
+        256, ge=1, description="glibc malloc keeps this much freed memory for reuse (streamer.malloc_tuning): "
+                               "publishing alerts page-faulted freed buffers back in; None leaves malloc alone.")
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "
                                                         "(streamer.apdb.ordering).")

@@ -10,6 +10,7 @@ from streamer import metrics
 from streamer.apdb.base import Apdb
 from streamer.config import BlinkSettings
 from streamer.datastore import DataRepository
+from streamer.malloc_tuning import keep_freed_memory
 from streamer.worker import CcdProcessor, CcdResult, RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     worker_id : str, optional
         Stable name of this worker instance (default :func:`default_worker_id`).
     """
+    if settings.malloc_trim_threshold_mb is not None:
+        keep_freed_memory(settings.malloc_trim_threshold_mb)
     repo = DataRepository(settings.data_root)
     server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
     transactions = None
