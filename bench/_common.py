@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"  # git-ignored cache (simulated data, databases)
@@ -51,3 +52,24 @@ def verdict(value: float, goal: float) -> str:
 
 def machine_line() -> str:
     return f"{platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
+
+
+APDB_READ_GOAL_S = 0.150
+APDB_WRITE_GOAL_S = 0.100
+
+
+def apdb_times_table(title: str, read_label: str, reads: list[float], writes: list[float],
+                     read_sizes: list[tuple[int, int, int]], write_sizes: list[tuple[int, int, int]]) -> Table:
+    """The per-CCD read/store table of the APDB benchmarks (median, p95, max against the issue's goals)."""
+    t = Table(title=title)
+    for col, j in (("operation", "left"), ("rows per CCD (mean obj/src/forced)", "right"), ("median ms", "right"),
+                   ("p95 ms", "right"), ("max ms", "right"), ("goal ms", "right"), ("verdict", "left")):
+        t.add_column(col, justify=j)
+    for label, times, sizes, goal in ((read_label, reads, read_sizes, APDB_READ_GOAL_S),
+                                      ("store", writes, write_sizes, APDB_WRITE_GOAL_S)):
+        mean = [sum(s[k] for s in sizes) / len(sizes) for k in range(3)] if sizes else [0.0, 0.0, 0.0]
+        worst = max(times) if times else float("nan")
+        t.add_row(label, " / ".join(f"{v:,.0f}" for v in mean), f"{median(times) * 1e3:.1f}",
+                  f"{p95(times) * 1e3:.1f}", f"{worst * 1e3:.1f}", f"{goal * 1e3:.0f}",
+                  verdict(p95(times), goal) + " (p95)")
+    return t

@@ -31,10 +31,8 @@ from astropy.table import Table  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-from _common import OUT_DIR, console, machine_line, median, p95, verdict  # noqa: E402
+from _common import OUT_DIR, apdb_times_table, console, machine_line, median  # noqa: E402
 
-READ_GOAL_S = 0.150
-WRITE_GOAL_S = 0.100
 T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
 DEC0 = -30.0
 RA0 = 150.0
@@ -226,21 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes.append((len(data.dia_objects), len(data.dia_sources), len(data.dia_forced_sources)))
         wsizes.append(wsize)
 
-    mean_read = np.mean(sizes, axis=0) if sizes else np.zeros(3)
-    mean_write = np.mean(wsizes, axis=0) if wsizes else np.zeros(3)
     kind = "Cassandra" if args.cassandra else "SQLite"
-    t = RichTable(title=f"APDB per-CCD times ({kind}, {args.n_objects:,} objects, {args.visits} CCD-visits, "
-                        f"r = {args.radius} deg)")
-    for col, j in (("operation", "left"), ("rows per CCD (mean obj/src/forced)", "right"), ("median ms", "right"),
-                   ("p95 ms", "right"), ("max ms", "right"), ("goal ms", "right"), ("verdict", "left")):
-        t.add_column(col, justify=j)
-    t.add_row("read_region", " / ".join(f"{v:,.0f}" for v in mean_read), f"{median(reads) * 1e3:.1f}",
-              f"{p95(reads) * 1e3:.1f}", f"{max(reads) * 1e3:.1f}", f"{READ_GOAL_S * 1e3:.0f}",
-              verdict(p95(reads), READ_GOAL_S) + " (p95)")
-    t.add_row("store", " / ".join(f"{v:,.0f}" for v in mean_write), f"{median(writes) * 1e3:.1f}",
-              f"{p95(writes) * 1e3:.1f}", f"{max(writes) * 1e3:.1f}", f"{WRITE_GOAL_S * 1e3:.0f}",
-              verdict(p95(writes), WRITE_GOAL_S) + " (p95)")
-    console.print(t)
+    title = f"APDB per-CCD times ({kind}, {args.n_objects:,} objects, {args.visits} CCD-visits, r = {args.radius} deg)"
+    console.print(apdb_times_table(title, "read_region", reads, writes, sizes, wsizes))
 
     # Series: read time on one footprint vs visits stored there.
     checkpoints = sorted({int(v) for v in args.series.split(",") if v.strip()})
