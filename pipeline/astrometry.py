@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs import WCS, Sip
 from pydantic import BaseModel, ConfigDict, Field

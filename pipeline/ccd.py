@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import vstack
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
