@@ -9,6 +9,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -73,3 +74,37 @@ def apdb_times_table(title: str, read_label: str, reads: list[float], writes: li
                   f"{p95(times) * 1e3:.1f}", f"{worst * 1e3:.1f}", f"{goal * 1e3:.0f}",
                   verdict(p95(times), goal) + " (p95)")
     return t
+
+
+# The synthetic APDB load shared by bench_apdb.py and bench_apdb_dax.py (same geometry, same random draws).
+FILL_T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
+FILL_DEC0 = -30.0
+FILL_RA0 = 150.0
+
+
+def patch_positions(n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform positions over the square benchmark patch around (FILL_RA0, FILL_DEC0)."""
+    dec = FILL_DEC0 + rng.uniform(-side_deg / 2, side_deg / 2, n)
+    ra = FILL_RA0 + rng.uniform(-side_deg / 2, side_deg / 2, n) / np.cos(np.radians(dec))
+    return ra % 360.0, dec
+
+
+def fill_chunk_objects(start: int, m: int, n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids and positions of fill chunk ``[start, start + m)`` of ``n``: one dec strip of the patch, so a chunk
+    writes few partitions."""
+    ids = np.arange(start, start + m, dtype=np.int64) + 1
+    ra, dec = patch_positions(m, side_deg, rng)
+    lo_frac, hi_frac = start / n, (start + m) / n
+    dec = FILL_DEC0 - side_deg / 2 + side_deg * (lo_frac + (hi_frac - lo_frac) * rng.uniform(0, 1, m))
+    return ids, ra, dec
+
+
+def fill_chunk_sources(ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, per_object: int, rng
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``per_object`` DiaSources per object: (object ids, ra, dec with 0.1" jitter, times over the 12 months
+    before FILL_T0)."""
+    m = len(ids)
+    jit = rng.normal(0, 0.1 / 3600, (2, m * per_object))
+    mjd = rng.uniform(FILL_T0 - 365.0, FILL_T0 - 1.0, m * per_object)
+    return (np.repeat(ids, per_object), np.repeat(ra, per_object) + jit[0], np.repeat(dec, per_object) + jit[1],
+            mjd)

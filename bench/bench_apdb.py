@@ -31,11 +31,10 @@ from astropy.table import Table  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-from _common import OUT_DIR, apdb_times_table, console, machine_line, median  # noqa: E402
+from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, apdb_times_table,  # noqa: E402
+                     console, machine_line, median, fill_chunk_objects, fill_chunk_sources)
 
-T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
-DEC0 = -30.0
-RA0 = 150.0
+T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 
 
 def random_fill(table: Table, spec_name: str, rng: np.random.Generator, keep: set[str]) -> Table:
@@ -65,11 +64,6 @@ def make_sources(ids, object_ids, ra, dec, mjd, visit, detector, rng, forced=Fal
     name = "DiaForcedSource" if forced else "DiaSource"
     return random_fill(t, name, rng, {"ra", "dec", "midpointMjdTai", "timeProcessedMjdTai"})
 
-
-def patch_positions(n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray]:
-    dec = DEC0 + rng.uniform(-side_deg / 2, side_deg / 2, n)
-    ra = RA0 + rng.uniform(-side_deg / 2, side_deg / 2, n) / np.cos(np.radians(dec))
-    return ra % 360.0, dec
 
 
 def open_store(args):
@@ -102,17 +96,11 @@ def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
         task = progress.add_task("filling APDB", total=n)
         for k, start in enumerate(range(0, n, args.chunk)):
             m = min(args.chunk, n - start)
-            ids = np.arange(start, start + m, dtype=np.int64) + 1
-            # objects of one chunk fill one strip of the patch, so a chunk writes few partitions
-            ra, dec = patch_positions(m, side_deg, rng)
-            lo_frac, hi_frac = start / n, (start + m) / n
-            dec = DEC0 - side_deg / 2 + side_deg * (lo_frac + (hi_frac - lo_frac) * rng.uniform(0, 1, m))
+            ids, ra, dec = fill_chunk_objects(start, m, n, side_deg, rng)
             objs = make_objects(ids, ra, dec, validity=T0 - 1.0, n_sources=spo, rng=rng)
-            obj_rep = np.repeat(ids, spo)
-            jit = rng.normal(0, 0.1 / 3600, (2, m * spo))
-            mjd = rng.uniform(T0 - 365.0, T0 - 1.0, m * spo)
-            src = make_sources(10**12 + (start * spo) + np.arange(m * spo), obj_rep, np.repeat(ra, spo) + jit[0],
-                               np.repeat(dec, spo) + jit[1], mjd, visit=100 + k, detector=0, rng=rng)
+            obj_rep, src_ra, src_dec, mjd = fill_chunk_sources(ids, ra, dec, spo, rng)
+            src = make_sources(10**12 + (start * spo) + np.arange(m * spo), obj_rep, src_ra, src_dec, mjd,
+                               visit=100 + k, detector=0, rng=rng)
             if fpo:
                 fobj = np.repeat(ids, fpo)
                 fs = make_sources(2 * 10**12 + start * fpo + np.arange(m * fpo), fobj, np.repeat(ra, fpo),

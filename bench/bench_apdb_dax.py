@@ -37,11 +37,10 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-from _common import OUT_DIR, apdb_times_table, machine_line, median  # noqa: E402
+from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, apdb_times_table,  # noqa: E402
+                     machine_line, median, fill_chunk_objects, fill_chunk_sources)
 
-T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
-DEC0 = -30.0
-RA0 = 150.0
+T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 HISTORY_DAYS = 365.0
 
 console = Console(record=True) if sys.stdout.isatty() else Console(record=True, width=180)
@@ -104,11 +103,6 @@ class Catalogs:
                       "timeProcessedMjdTai": mjd + 0.001, "visit": np.full(n, visit, np.int64),
                       "detector": np.full(n, detector, np.int16)})
 
-
-def patch_positions(n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray]:
-    dec = DEC0 + rng.uniform(-side_deg / 2, side_deg / 2, n)
-    ra = RA0 + rng.uniform(-side_deg / 2, side_deg / 2, n) / np.cos(np.radians(dec))
-    return ra % 360.0, dec
 
 
 # ---------------------------------------------------------------------------- APDB
@@ -181,16 +175,11 @@ def fill(apdb, cats: Catalogs, args, side_deg: float, rng) -> tuple[float, int]:
         task = progress.add_task("filling APDB (dax)", total=n)
         for k, start in enumerate(range(0, n, args.chunk)):
             m = min(args.chunk, n - start)
-            ids = np.arange(start, start + m, dtype=np.int64) + 1
-            ra, dec = patch_positions(m, side_deg, rng)
-            lo_frac, hi_frac = start / n, (start + m) / n
-            dec = DEC0 - side_deg / 2 + side_deg * (lo_frac + (hi_frac - lo_frac) * rng.uniform(0, 1, m))
+            ids, ra, dec = fill_chunk_objects(start, m, n, side_deg, rng)
             objs = cats.objects(ids, ra, dec, validity=T0 - 1.0, n_sources=spo, rng=rng)
-            obj_rep = np.repeat(ids, spo)
-            jit = rng.normal(0, 0.1 / 3600, (2, m * spo))
-            mjd = rng.uniform(T0 - 365.0, T0 - 1.0, m * spo)
-            src = cats.sources(10**12 + start * spo + np.arange(m * spo), obj_rep, np.repeat(ra, spo) + jit[0],
-                               np.repeat(dec, spo) + jit[1], mjd, visit=100 + k, detector=0, rng=rng)
+            obj_rep, src_ra, src_dec, mjd = fill_chunk_sources(ids, ra, dec, spo, rng)
+            src = cats.sources(10**12 + start * spo + np.arange(m * spo), obj_rep, src_ra, src_dec, mjd,
+                               visit=100 + k, detector=0, rng=rng)
             apdb.store(tai(T0 - 1.0), objs, src, None)
             n_src += len(src)
             progress.advance(task, m)
