@@ -54,6 +54,9 @@ batch_size_fail_threshold: 640KiB
 user_defined_functions_enabled: false
 materialized_views_enabled: false
 sasi_indexes_enabled: false
+# A dev/test server: tests and benchmarks create and drop many keyspaces, and a snapshot per drop would keep
+# every byte on disk. Production (docker-compose.yml, the image's default) keeps auto_snapshot on.
+auto_snapshot: ${BLINK_CASSANDRA_AUTO_SNAPSHOT:-false}
 EOF
 }
 
