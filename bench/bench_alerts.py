@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 import uuid
@@ -43,6 +44,52 @@ def make_pool(n_pool: int, n_prv: int, cutout_nbytes: int) -> list[dict]:
                      detector=1 + i % 62, n_prv_dia_sources=n_prv, cutout_nbytes=cutout_nbytes)
         for i in range(n_pool)
     ]
+
+
+def history_batches(pool: list[dict], batch: int) -> list[tuple[list[dict], object]]:
+    """The pool cut into CCD-sized batches as a worker has them: alerts, and their objects' previous
+    DiaSources as one APDB Table (what ``ApdbStore.read_region`` returns)."""
+    from streamer.apdb.columns import TABLES, rows_to_table
+
+    names = TABLES["DiaSource"].names
+    out = []
+    for start in range(0, len(pool), batch):
+        alerts = pool[start:start + batch]
+        rows = [tuple(r.get(k) for k in names) for a in alerts for r in a["prvDiaSources"]]
+        table = rows_to_table("DiaSource", names, rows)
+        out.append(([{**a, "prvDiaSources": None} for a in alerts], table))
+    return out
+
+
+def with_encoded_history(alerts: list[dict], history) -> list[dict]:
+    """The worker's path (``streamer.alert_builder``): every history row of the batch Avro-encoded at once,
+    each alert given its object's rows as bytes."""
+    from streamer.alert_builder import _records
+    from streamer.avro_rows import encoded_history
+
+    encoded = encoded_history("DiaSource", history, float("inf"), _records)
+    return [{**a, "prvDiaSources": encoded.get(a["diaSource"]["diaObjectId"], [])} for a in alerts]
+
+
+def time_batches(serialize, batches, n: int, min_time_s: float) -> tuple[float, float, int, int]:
+    """Encode the history of each batch and serialize its alerts until n alerts are done (as
+    :func:`time_serializer`)."""
+    serialize(with_encoded_history(*batches[0])[0])
+    total_bytes = done = k = 0
+    target = n
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    while True:
+        while done < target:
+            alerts = with_encoded_history(*batches[k % len(batches)])[: target - done]
+            k += 1
+            for alert in alerts:
+                total_bytes += len(serialize(alert))
+            done += len(alerts)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time_s or done >= 10 * n:
+            return elapsed, time.process_time() - cpu0, done, total_bytes
+        target += n
 
 
 def time_serializer(fn, pool: list[dict], n: int, min_time_s: float) -> tuple[float, float, int, int]:
@@ -73,8 +120,7 @@ def kafka_up(bootstrap: str, timeout_s: float = 3.0) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def bench_kafka(bootstrap: str, pool: list[dict], n: int, batch: int, partitions: int, keep: bool,
-                compression: str):
+def bench_kafka(bootstrap: str, batches, n: int, partitions: int, keep: bool, compression: str):
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from streamer.alerts import AlertSchema, alert_headers, now_mjd_tai
@@ -94,24 +140,28 @@ def bench_kafka(bootstrap: str, pool: list[dict], n: int, batch: int, partitions
     sink = KafkaAlertSink(settings, schema=schema)
     headers = alert_headers(shutter_close_mjd_tai=now_mjd_tai(), replay=False, schema_id=schema.schema_id)
     try:
-        sink.publish(pool[:10], headers=headers)  # warm-up: connection, metadata, producer id
+        sink.publish(with_encoded_history(*batches[0])[:10], headers=headers)  # warm-up: connection, producer id
         sink.n_delivered = 0
         t0 = time.perf_counter()
         cpu0 = time.process_time()
-        sent = 0
+        times0 = os.times()
+        sent = k = 0
         while sent < n:
-            k = min(batch, n - sent)
-            sink.publish([pool[(sent + i) % len(pool)] for i in range(k)], headers=headers)
-            sent += k
+            alerts = with_encoded_history(*batches[k % len(batches)])[: n - sent]
+            k += 1
+            sink.publish(alerts, headers=headers)
+            sent += len(alerts)
         sink.flush()
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        times1 = os.times()
+        user, system = times1.user - times0.user, times1.system - times0.system
         delivered = sink.n_delivered
     finally:
         sink.close()
         if not keep:
             admin.delete_topics([topic])[topic].result(timeout=30)
-    return elapsed, cpu, delivered, topic
+    return elapsed, cpu, delivered, topic, (user, system)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,11 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     # Same bytes? (the generated encoder must match fastavro)
     assert blink.serialize(pool[0]) == fastavro_writer(pool[0]) == packet_schema.serialize(pool[0])
 
+    batches = history_batches(pool, args.batch)
+    assert blink.serialize(with_encoded_history(*batches[0])[0]) == blink.serialize(pool[0])
+
     rows = []
-    for name, fn in (("AlertSchema.serialize_framed (Blink)", blink.serialize_framed),
+    for name, fn in (("Blink, history encoded from APDB rows (the worker's path)", None),
+                     ("Blink, history as record dicts", blink.serialize_framed),
                      ("fastavro.schemaless_writer", fastavro_writer),
                      ("lsst.alert.packet Schema.serialize", packet_schema.serialize)):
-        elapsed, cpu, done, nbytes = time_serializer(fn, pool, args.n_alerts, args.min_time)
+        if fn is None:
+            elapsed, cpu, done, nbytes = time_batches(blink.serialize_framed, batches, args.n_alerts, args.min_time)
+        else:
+            elapsed, cpu, done, nbytes = time_serializer(fn, pool, args.n_alerts, args.min_time)
         rate = done / elapsed
         rows.append((name, done, elapsed, cpu, nbytes / done, ""))
         console.print(f"  {name}: {rate:,.0f} alerts/s")
@@ -179,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"skipped: no broker at {args.bootstrap} ({why[:60]}); start with ops/kafka.sh start"))
         else:
             for compression in args.compression:
-                elapsed, cpu, delivered, topic = bench_kafka(args.bootstrap, pool, args.n_alerts, args.batch,
+                elapsed, cpu, delivered, topic, (user, system) = bench_kafka(args.bootstrap, batches, args.n_alerts,
                                                              args.partitions, args.keep_topic, compression)
                 size = len(blink.serialize_framed(pool[0]))
                 rows.append((f"serialize + publish, {compression}", delivered, elapsed, cpu, size,
+                             f"CPU {user:.2f} s user + {system:.2f} s system (kernel: sockets, page faults); "
                              f"acks=all, {args.partitions} partitions, batches of {args.batch}, local broker "
                              f"({why}); topic {'kept' if args.keep_topic else 'deleted'}"))
 

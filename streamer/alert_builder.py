@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from astropy.table import Table
 
 from streamer.apdb.base import RegionData
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE, table_to_columns
+from streamer.avro_rows import encoded_history
 from pipeline.types import CcdOutputs
 
 
@@ -17,19 +17,6 @@ def _records(kind: str, table: Table) -> list[dict[str, Any]]:
     columns = table_to_columns(kind, table)
     names = list(columns)
     return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))] if len(table) else []
-
-
-def _group_by_object(kind: str, table: Table, before_mjd: float) -> dict[int, list[dict[str, Any]]]:
-    """Records of ``table`` earlier than ``before_mjd`` grouped by diaObjectId, in time order."""
-    if len(table) == 0:
-        return {}
-    mjd = np.asarray(table["midpointMjdTai"], float)
-    rows = table[mjd < before_mjd]
-    rows = rows[np.argsort(np.asarray(rows["midpointMjdTai"], float), kind="stable")]
-    grouped: dict[int, list[dict[str, Any]]] = {}
-    for record in _records(kind, rows):
-        grouped.setdefault(int(record["diaObjectId"]), []).append(record)
-    return grouped
 
 
 def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]]:
@@ -41,7 +28,8 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
         Pipeline outputs (DiaSources with diaObjectId, updated DiaObjects, cutouts).
     region : RegionData
         The APDB history read before processing (only rows before this visit are used, so a re-run
-        produces byte-identical alerts).
+        produces byte-identical alerts). Each object's history is Avro-encoded here, all rows of the CCD at
+        once (:mod:`streamer.avro_rows`); the alert encoder copies those bytes.
 
     Returns
     -------
@@ -49,8 +37,8 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
         Records of the Rubin ``alert`` schema, in DiaSource id order.
     """
     visit_mjd = outputs.exposure.info.mjd_mid_tai
-    prv_sources = _group_by_object(DIA_SOURCE, region.dia_sources, visit_mjd)
-    prv_forced = _group_by_object(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd)
+    prv_sources = encoded_history(DIA_SOURCE, region.dia_sources, visit_mjd, _records)
+    prv_forced = encoded_history(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd, _records)
     objects = {int(r["diaObjectId"]): r for r in _records(DIA_OBJECT, outputs.dia_objects)}
     alerts = []
     for source in _records(DIA_SOURCE, outputs.dia_sources):

@@ -22,6 +22,7 @@ from fastavro.logical_writers import LOGICAL_WRITERS as _LOGICAL_WRITERS
 from lsst.alert.packet import Schema, get_schema_path
 
 from pipeline.errors import InputError
+from streamer.avro_rows import EncodedRecords
 
 __all__ = [
     "HEADER_PRODUCED_MJD",
@@ -312,6 +313,7 @@ class _Codegen:
             "_pd": struct.Struct("<d").pack,
             "_bad": _bad,
             "_lw": {},
+            "_Enc": EncodedRecords,
         }
 
     def var(self) -> str:
@@ -362,9 +364,16 @@ class _Codegen:
                 return f"{i}{self.record(schema)}(out, {v})\n"
             if t == "array":
                 item = self.var()
+                items = schema["items"]
+                # Items already encoded (streamer.avro_rows.EncodedRecords of this record type) are copied.
+                encoded = (items.get("name") if isinstance(items, dict) and items.get("type") == "record"
+                           else items if isinstance(items, str) and items in self.records else None)
                 return (
-                    f"{i}if {v}:\n{i}    out += _zz(len({v}))\n{i}    for {item} in {v}:\n"
-                    + self.emit(schema["items"], item, i + "        ")
+                    (f"{i}if type({v}) is _Enc and {v}.record == {encoded!r}:\n"
+                     f"{i}    if {v}.count:\n{i}        out += _zz({v}.count)\n{i}        out += {v}.body\n"
+                     f"{i}elif {v}:\n" if encoded else f"{i}if {v}:\n")
+                    + f"{i}    out += _zz(len({v}))\n{i}    for {item} in {v}:\n"
+                    + self.emit(items, item, i + "        ")
                     + f"{i}out.append(0)\n"
                 )
             raise _Unsupported(t)

@@ -37,6 +37,7 @@ __all__ = [
     "DIA_FORCED_SOURCE",
     "empty_table",
     "table_to_columns",
+    "column_arrays",
     "table_to_rows",
     "rows_to_table",
     "arrays_to_table",
@@ -248,33 +249,42 @@ def table_to_columns(kind: str | TableSpec, table: Table) -> dict[str, list[Any]
         A non-nullable column is missing or holds missing values.
     """
     spec = _spec(kind)
-    n = len(table)
     out: dict[str, list[Any]] = {}
     for c in spec.columns:
-        if c.name not in table.colnames:
-            if not c.nullable:
-                raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
-            out[c.name] = [None] * n
-            continue
-        col = table[c.name]
-        data = np.ma.asarray(col)
-        mask = np.ma.getmaskarray(data).copy()
-        raw = np.ma.getdata(data)
-        if c.is_float:
-            raw = raw.astype(c.dtype, copy=False)
-            mask |= np.isnan(raw)
-        elif c.avro_type == "string":
-            raw = raw.astype(str)
-        else:
-            raw = raw.astype(c.dtype, copy=False)
-        if mask.any():
-            if not c.nullable:
-                raise InputError(f"{spec.name}: required column {c.name!r} has missing values", stage="apdb")
-            values = np.ma.MaskedArray(raw, mask=mask).tolist()
-        else:
-            values = raw.tolist()
-        out[c.name] = values
+        raw, mask = column_arrays(spec, c, table)
+        out[c.name] = np.ma.MaskedArray(raw, mask=mask).tolist() if mask.any() else raw.tolist()
     return out
+
+
+def column_arrays(spec: TableSpec, c: ColumnSpec, table: Table) -> tuple[np.ndarray, np.ndarray]:
+    """One column of ``table`` as (values in the column's dtype, missing-value mask).
+
+    NaN of a float column counts as missing (written as NULL / Avro null); a missing nullable column is all
+    missing.
+
+    Raises
+    ------
+    InputError
+        A non-nullable column is missing or holds missing values.
+    """
+    n = len(table)
+    if c.name not in table.colnames:
+        if not c.nullable:
+            raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
+        return np.zeros(n, dtype=c.dtype if c.avro_type != "string" else "U1"), np.ones(n, bool)
+    col = table.columns[c.name]
+    mask = np.ma.getmaskarray(col).copy()
+    raw = np.asarray(col)  # a plain ndarray: astropy's Column methods cost more than the data at this size
+    if c.is_float:
+        raw = raw.astype(c.dtype, copy=False)
+        mask |= np.isnan(raw)
+    elif c.avro_type == "string":
+        raw = raw.astype(str)
+    else:
+        raw = raw.astype(c.dtype, copy=False)
+    if not c.nullable and mask.any():
+        raise InputError(f"{spec.name}: required column {c.name!r} has missing values", stage="apdb")
+    return raw, mask
 
 
 def table_to_rows(kind: str | TableSpec, table: Table, extra: dict[str, Sequence[Any]] | None = None,
