@@ -33,6 +33,7 @@ from streamer.apdb.columns import (
     pack_table,
     packed_to_table,
     sort_packed,
+    take_rows,
     sort_table,
     unpack_packed,
     unpack_rows,
@@ -78,7 +79,7 @@ def _newest_per_object(objects: np.ndarray) -> np.ndarray:
     order = np.lexsort((objects["validityStartMjdTai"], objects["diaObjectId"]))
     ids = objects["diaObjectId"][order]
     last = np.r_[ids[1:] != ids[:-1], True]
-    return objects if last.all() else objects[order[last]]
+    return objects if last.all() else take_rows(objects, order[last])
 
 
 class CassandraApdb:
@@ -346,7 +347,7 @@ class CassandraApdb:
                 for k, name in enumerate(tables)}
         objects = _newest_per_object(self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai))
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
-        objects = sort_packed(DIA_OBJECT_LAST, objects[inside])
+        objects = sort_packed(DIA_OBJECT_LAST, take_rows(objects, inside))
         ids = objects["diaObjectId"].astype(np.int64)
         history = [packed_to_table(name, sort_packed(name, select_history(read[name], ids, visit_mjd_tai)))
                    for name in tables[1:]]
@@ -366,7 +367,7 @@ class CassandraApdb:
         blobs = [r[0] for rows in self._concurrent(stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
                  for r in rows]
         older = unpack_packed(DIA_OBJECT, blobs).view(objects.dtype)
-        return np.concatenate([objects[~later], older])
+        return np.concatenate([take_rows(objects, ~later), older])
 
     # ------------------------------------------------------------------ writes
     def store(self, *, visit: int, detector: int, dia_objects: Table, dia_sources: Table,
@@ -420,7 +421,7 @@ class CassandraApdb:
         from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
         if select is not None:
-            packed = packed[select]
+            packed = take_rows(packed, select)
             part = part[select] if part is not None else None
             time_part = time_part[select] if time_part is not None else None
         if len(packed) == 0:

@@ -51,6 +51,7 @@ __all__ = [
     "unpack_packed",
     "packed_to_table",
     "sort_packed",
+    "take_rows",
 ]
 
 ALERT_SCHEMA_VERSION = "11.1"
@@ -533,12 +534,21 @@ def unpack_packed(kind: str | TableSpec, blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype)
 
 
+def take_rows(packed: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``packed[rows]`` (an index or boolean array), copying whole records as bytes.
+
+    NumPy copies a structured array's records field by field; with about 150 fields that is 50 times slower
+    than copying them as opaque bytes (10 ms against 0.2 ms for 13,000 DiaSource rows).
+    """
+    return packed.view(np.dtype((np.void, packed.dtype.itemsize)))[rows].view(packed.dtype)
+
+
 def sort_packed(kind: str | TableSpec, packed: np.ndarray) -> np.ndarray:
     """Return a packed array sorted by the primary key of ``kind`` (as :func:`sort_table` does for Tables)."""
     spec = _spec(kind)
     if len(packed) < 2:
         return packed
-    return packed[np.lexsort([packed[k] for k in reversed(spec.primary_key)])]
+    return take_rows(packed, np.lexsort([packed[k] for k in reversed(spec.primary_key)]))
 
 
 def _decode_strings(values: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from streamer.apdb.columns import (
     pack_table,
     packed_to_table,
     sort_packed,
+    take_rows,
     sort_table,
     unpack_packed,
 )
@@ -165,7 +166,7 @@ def select_history(packed: np.ndarray, object_ids: np.ndarray, visit_mjd_tai: fl
     keep = np.isin(packed["diaObjectId"], object_ids) & (t >= lo) & (t < hi)
     if "diaObjectId__null" in packed.dtype.names:
         keep &= packed["diaObjectId__null"] == 0
-    return packed[keep]
+    return take_rows(packed, keep)
 
 
 class SqliteApdb:
@@ -268,7 +269,7 @@ class SqliteApdb:
         objects = self._select_packed(TABLES[DIA_OBJECT_LAST], f'"dec" >= ? AND "dec" <= ? AND ({ra_sql})', params)
         objects = self._as_of(objects, visit_mjd_tai)
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
-        objects = sort_packed(DIA_OBJECT_LAST, objects[inside])
+        objects = sort_packed(DIA_OBJECT_LAST, take_rows(objects, inside))
         lo, hi = history_window(visit_mjd_tai)
         history = []
         id_list = json.dumps(objects["diaObjectId"].tolist())
@@ -290,7 +291,7 @@ class SqliteApdb:
             return objects
         ids = objects["diaObjectId"][later].tolist()
         cols = f"o.{_q(PACKED)}"
-        parts = [objects[~later]]
+        parts = [take_rows(objects, ~later)]
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i:i + _IN_CHUNK]
             sql = (f"SELECT {cols} FROM {_q(DIA_OBJECT)} o JOIN (SELECT \"diaObjectId\" AS id, "
