@@ -80,6 +80,13 @@ def apdb_times_table(title: str, read_label: str, reads: list[float], writes: li
 FILL_T0 = 61000.0  # MJD TAI of the first benchmark visit; the fill's history lies in [T0 - 365, T0)
 FILL_DEC0 = -30.0
 FILL_RA0 = 150.0
+FILL_VISITS_PER_YEAR = 100  # visits of each field in the fill's 12 months (Rubin's WFD: about 80 a year)
+_FILL_VISIT_DAYS = 364.0 / FILL_VISITS_PER_YEAR
+
+
+def fill_visit(mjd: np.ndarray) -> np.ndarray:
+    """Visit number of fill sources at ``mjd`` (their field's visit; 10000 + index in the 12 months)."""
+    return 10_000 + np.round((np.asarray(mjd) - (FILL_T0 - 365.0)) / _FILL_VISIT_DAYS).astype(np.int64)
 
 
 def patch_positions(n: int, side_deg: float, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +109,18 @@ def fill_chunk_objects(start: int, m: int, n: int, side_deg: float, rng) -> tupl
 def fill_chunk_sources(ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, per_object: int, rng
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``per_object`` DiaSources per object: (object ids, ra, dec with 0.1" jitter, times over the 12 months
-    before FILL_T0)."""
+    before FILL_T0).
+
+    The times are those of the field's visits (:data:`FILL_VISITS_PER_YEAR`, evenly spaced): an object has
+    DiaSources on some of the visits of its field, as in a survey, so sources of neighbouring objects share
+    visits (:func:`fill_visit` numbers them)."""
     m = len(ids)
     jit = rng.normal(0, 0.1 / 3600, (2, m * per_object))
     mjd = rng.uniform(FILL_T0 - 365.0, FILL_T0 - 1.0, m * per_object)
     return (np.repeat(ids, per_object), np.repeat(ra, per_object) + jit[0], np.repeat(dec, per_object) + jit[1],
-            mjd)
+            fill_visit_time(mjd))
+
+
+def fill_visit_time(mjd: np.ndarray) -> np.ndarray:
+    """The time of the fill visit during which ``mjd`` falls (visits every 3.64 days over the 12 months)."""
+    return FILL_T0 - 365.0 + np.floor((np.asarray(mjd) - (FILL_T0 - 365.0)) / _FILL_VISIT_DAYS) * _FILL_VISIT_DAYS

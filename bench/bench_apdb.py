@@ -32,7 +32,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
 from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, apdb_times_table,  # noqa: E402
-                     console, machine_line, median, fill_chunk_objects, fill_chunk_sources)
+                     console, machine_line, median, fill_chunk_objects, fill_chunk_sources, fill_visit,
+                     fill_visit_time)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 
@@ -100,12 +101,12 @@ def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
             objs = make_objects(ids, ra, dec, validity=T0 - 1.0, n_sources=spo, rng=rng)
             obj_rep, src_ra, src_dec, mjd = fill_chunk_sources(ids, ra, dec, spo, rng)
             src = make_sources(10**12 + (start * spo) + np.arange(m * spo), obj_rep, src_ra, src_dec, mjd,
-                               visit=100 + k, detector=0, rng=rng)
+                               visit=fill_visit(mjd), detector=0, rng=rng)
             if fpo:
                 fobj = np.repeat(ids, fpo)
+                fmjd = fill_visit_time(rng.uniform(T0 - 365.0, T0 - 1.0, m * fpo))
                 fs = make_sources(2 * 10**12 + start * fpo + np.arange(m * fpo), fobj, np.repeat(ra, fpo),
-                                  np.repeat(dec, fpo), rng.uniform(T0 - 365.0, T0 - 1.0, m * fpo), visit=100 + k,
-                                  detector=0, rng=rng, forced=True)
+                                  np.repeat(dec, fpo), fmjd, visit=fill_visit(fmjd), detector=0, rng=rng, forced=True)
             else:
                 fs = empty_table("DiaForcedSource")
             apdb.store(visit=100 + k, detector=0, dia_objects=objs, dia_sources=src, dia_forced_sources=fs)

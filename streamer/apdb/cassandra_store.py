@@ -38,7 +38,7 @@ from streamer.apdb.columns import (
     unpack_packed,
     unpack_rows,
 )
-from streamer.apdb.cql_schema import KEY_COLUMNS, ROW_COLUMN, load_cql
+from streamer.apdb.cql_schema import BATCHED_TABLES, KEY_COLUMNS, ROW_COLUMN, ROWS_COLUMN, ROWS_PER_BLOB, load_cql
 from streamer.apdb.sky import ang2pix_nested, cover_disc, in_circle
 from streamer.apdb.sqlite_store import (
     METADATA_TABLE,
@@ -254,7 +254,8 @@ class CassandraApdb:
     def _select(self, table: str, where: str) -> Any:
         key = f"select:{table}:{where}"
         if key not in self._prepared:
-            self._prepare(key, f"SELECT {ROW_COLUMN} FROM {self._t(table)} WHERE {where}").fetch_size = \
+            column = ROWS_COLUMN if table in BATCHED_TABLES else ROW_COLUMN
+            self._prepare(key, f"SELECT {column} FROM {self._t(table)} WHERE {where}").fetch_size = \
                 _READ_FETCH_SIZE
         return self._prepared[key]
 
@@ -400,8 +401,7 @@ class CassandraApdb:
         lookups = self._latest_versions(np.asarray(obj["diaObjectId"], dtype=np.int64))
         work: list[tuple[Any, Any]] = []
         for name, rows in ((DIA_SOURCE, src), (DIA_FORCED_SOURCE, fsrc)):
-            part = ang2pix_nested(self.nside, rows["ra"], rows["dec"])
-            work += self._inserts(name, rows, part, self._time_parts(rows["midpointMjdTai"]))
+            work += self._batched_inserts(name, rows, visit, detector)
         results = self._run_all(lookups + work)
         stored = [r for rows in results[:len(lookups)] for r in rows]
         self._run_all(self._last_writes(obj, obj_part, obj_valid, stored))
@@ -461,6 +461,40 @@ class CassandraApdb:
                 work.append((batch, None))
         return work
 
+    def _batched_inserts(self, table: str, packed: np.ndarray, visit: int, detector: int,
+                         ) -> list[tuple[Any, Any]]:
+        """(statement, parameters) pairs writing a CCD-visit's rows of a :data:`BATCHED_TABLES` table.
+
+        Rows are grouped by partition (pixel, time bucket) and by their own ``visit`` (one group per
+        partition for a worker's CCD-visit; many for a benchmark fill), in table order within a group, and
+        each group is written as blobs of at most :data:`ROWS_PER_BLOB` rows, keyed by the store call's
+        ``visit``, ``detector`` and a chunk number counted per partition.
+        """
+        if len(packed) == 0:
+            return []
+        part = ang2pix_nested(self.nside, packed["ra"], packed["dec"]).astype(np.int64)
+        time_part = self._time_parts(packed["midpointMjdTai"])
+        own_visit = packed["visit"].astype(np.int64)
+        order = np.lexsort((own_visit, time_part, part))
+        rows = take_rows(packed, order)
+        part, time_part, own_visit = part[order], time_part[order], own_visit[order]
+        new_group = np.r_[True, (part[1:] != part[:-1]) | (time_part[1:] != time_part[:-1])
+                          | (own_visit[1:] != own_visit[:-1])]
+        starts = np.flatnonzero(new_group)
+        ends = np.r_[starts[1:], len(rows)]
+        stmt = self._insert(table, ["apdb_part", "apdb_time_part", "visit", "detector", "apdb_chunk",
+                                    ROWS_COLUMN])
+        work: list[tuple[Any, Any]] = []
+        chunk, previous = 0, None
+        for s0, e0, p, t in zip(starts.tolist(), ends.tolist(), part[starts].tolist(), time_part[starts].tolist()):
+            chunk = chunk if (p, t) == previous else 0
+            previous = (p, t)
+            for b0 in range(s0, e0, ROWS_PER_BLOB):
+                work.append((stmt, (p, t, int(visit), int(detector), chunk,
+                                    rows[b0:min(e0, b0 + ROWS_PER_BLOB)].tobytes())))
+                chunk += 1
+        return work
+
     def _latest_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
         """Reads of the newest stored DiaObject version of each of ``ids``: (id, pixel, validity) rows."""
         stmt = self._prepare("select:latest", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
@@ -506,7 +540,8 @@ class CassandraApdb:
         """Every table, sorted by primary key (full scans: for tests and replay comparisons)."""
         out = {}
         for name, spec in TABLES.items():
-            rows = self._execute(f"SELECT {ROW_COLUMN} FROM {self._t(name)}")
+            rows = self._execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
+                                 f"FROM {self._t(name)}")
             out[name] = sort_table(spec, unpack_rows(spec, [r[0] for r in rows]))
         rows = sorted(self._execute(f"SELECT {', '.join(_VD_NAMES)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
         out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=_VD_NAMES, dtype=[np.int64] * len(_VD_NAMES))

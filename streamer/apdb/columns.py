@@ -514,7 +514,8 @@ def pack_rows(packed: np.ndarray) -> list[bytes]:
 
 
 def unpack_packed(kind: str | TableSpec, blobs: Sequence[bytes]) -> np.ndarray:
-    """Join packed rows into one structured array of :func:`packed_dtype` (no copy per value).
+    """Join blobs of packed rows (one or more each) into one structured array of :func:`packed_dtype` (no
+    copy per value).
 
     Filtering and sorting this array before :func:`packed_to_table` is much cheaper than doing it on a Table.
 
@@ -528,9 +529,9 @@ def unpack_packed(kind: str | TableSpec, blobs: Sequence[bytes]) -> np.ndarray:
     if not blobs:
         return np.zeros(0, dtype=dtype)
     buf = b"".join(blobs)
-    if len(buf) != len(blobs) * dtype.itemsize:
-        raise InputError(f"{spec.name}: packed rows of {len(buf) // max(len(blobs), 1)} bytes, expected "
-                         f"{dtype.itemsize} (another APDB schema version?)", stage="apdb")
+    if len(buf) % dtype.itemsize or len(buf) < len(blobs) * dtype.itemsize:
+        raise InputError(f"{spec.name}: {len(buf)} bytes in {len(blobs)} blobs are not whole packed rows of "
+                         f"{dtype.itemsize} bytes (another APDB schema version?)", stage="apdb")
     return np.frombuffer(buf, dtype=dtype)
 
 

@@ -10,16 +10,26 @@ Layout
 so the pixels covering a CCD region hold about 1.75 times the region's rows) of a row's position and
 ``apdb_time_part`` is ``floor(midpointMjdTai / time_partition_days)`` (30 days by default).
 
-Rows are stored packed: the key columns (:data:`KEY_COLUMNS`) are CQL columns and the whole row is one
-``apdb_row`` blob, a fixed-width little-endian record (:func:`streamer.apdb.columns.packed_dtype`). The
-Python driver spends about 2 us binding or decoding each CQL value, so a CCD-visit's 50,000 values written
-and 1.5 million read would take 0.1 s and 1 to 3 s; packed, it binds 4 to 6 values a row, and reads decode
-with one ``numpy.frombuffer``.
+Rows are stored packed, as fixed-width little-endian records (:func:`streamer.apdb.columns.packed_dtype`).
+The Python driver spends about 2 us binding or decoding each CQL value, so a CCD-visit's 50,000 values
+written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode with one
+``numpy.frombuffer``.
+
+* DiaObject and DiaObjectLast: one CQL row per APDB row, its key columns (:data:`KEY_COLUMNS`) as CQL
+  columns and the whole row in the ``apdb_row`` blob.
+* DiaSource and DiaForcedSource (:data:`BATCHED_TABLES`): one CQL row per CCD-visit, partition and visit of
+  the rows (clustering ``visit, detector, apdb_chunk``), whose ``apdb_rows`` blob holds all of them (up to
+  :data:`ROWS_PER_BLOB`). A CCD-visit's sources and forced sources are written by one store call and never
+  change, so a re-run rewrites the same CQL rows with the same bytes. Cassandra's cost of a read is mostly
+  per CQL row (about 5 us each on this VM), and a region's history is tens of thousands of rows: batched,
+  DiaSource rows come in threes or so per CQL row, and forced photometry (every object of the CCD, every
+  visit) in tens.
 
 * ``DiaObjectLast``: partition ``apdb_part``, clustering ``diaObjectId``: the region is one multi-partition
   query (``apdb_part IN ?``) per group of pixels.
-* ``DiaSource`` / ``DiaForcedSource``: partition ``(apdb_part, apdb_time_part)``, clustering by id: the
-  12-month history of a region is one query (``apdb_part IN ? AND apdb_time_part IN ?``) per group of pixels.
+* ``DiaSource`` / ``DiaForcedSource``: partition ``(apdb_part, apdb_time_part)``, clustering by CCD-visit:
+  the 12-month history of a region is one query (``apdb_part IN ? AND apdb_time_part IN ?``) per group of
+  pixels.
   A source lies within an arcsecond of its object, so the pixels of the region plus a 10" margin hold the
   whole history of the region's objects.
 * ``DiaObject``: every version, partition ``diaObjectId``, clustering ``validityStartMjdTai DESC``, with the
@@ -41,7 +51,8 @@ from pathlib import Path
 import schemas
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_OBJECT_LAST, DIA_SOURCE, TABLES
 
-__all__ = ["KEY_COLUMNS", "ROW_COLUMN", "CQL_PATH", "render_cql", "load_cql", "split_statements"]
+__all__ = ["KEY_COLUMNS", "ROW_COLUMN", "ROWS_COLUMN", "BATCHED_TABLES", "ROWS_PER_BLOB", "CQL_PATH",
+           "render_cql", "load_cql", "split_statements"]
 
 CQL_PATH = Path(schemas.__file__).resolve().parent / "apdb.cql"
 """Location of the DDL (package data of :mod:`schemas`)."""
@@ -57,14 +68,22 @@ _PARTITIONING = {
 KEY_COLUMNS = {
     DIA_OBJECT: ("diaObjectId", "validityStartMjdTai"),
     DIA_OBJECT_LAST: ("diaObjectId", "validityStartMjdTai"),
-    DIA_SOURCE: ("diaSourceId", "diaObjectId", "midpointMjdTai"),
-    DIA_FORCED_SOURCE: ("diaForcedSourceId", "diaObjectId", "midpointMjdTai"),
 }
-"""Columns kept as CQL columns (keys and what a query may need); the whole row is in ``apdb_row``."""
+"""Columns of the per-row tables kept as CQL columns (keys and what a query may need); the whole row is in
+``apdb_row``."""
+
+BATCHED_TABLES = (DIA_SOURCE, DIA_FORCED_SOURCE)
+"""Tables stored as blobs of many packed rows: one CQL row per (pixel, time bucket, CCD-visit, chunk)."""
 
 ROW_COLUMN = "apdb_row"
 """Blob column holding the whole row, packed by :func:`streamer.apdb.columns.pack_table` (little-endian
 fixed-width record, layout fixed by the column spec and so by ``alert_schema_version`` in the metadata)."""
+
+ROWS_COLUMN = "apdb_rows"
+"""Blob column of :data:`BATCHED_TABLES`: packed rows back to back."""
+
+ROWS_PER_BLOB = 1000
+"""Packed rows per ``apdb_rows`` blob at most (about 440 kB)."""
 
 
 def render_cql() -> str:
@@ -77,6 +96,8 @@ def render_cql() -> str:
         "-- apdb_time_part: floor(midpointMjdTai / time_partition_days) (in ApdbMetadata).",
         "-- apdb_row: the whole row, packed (little-endian fixed-width record of every alert-schema column, in",
         "-- schema order; see streamer.apdb.columns.packed_dtype); a few key columns are also CQL columns.",
+        "-- apdb_rows (DiaSource, DiaForcedSource): the packed rows of one CCD-visit in one partition, back to",
+        "-- back (apdb_chunk numbers the blobs when there are more than 1000 rows).",
         "-- DiaObject (every version) is partitioned by diaObjectId: read only to find the version valid at a",
         "-- given time when a CCD-visit is re-processed after later visits were stored.",
         "",
@@ -87,9 +108,13 @@ def render_cql() -> str:
         spec = TABLES[name]
         part, part_cols = _PARTITIONING[name]
         lines = [f"    {c}," for c in part_cols]
-        lines += [f'    "{k}" {spec.column(k).cql_type},' for k in KEY_COLUMNS[name]]
-        lines.append(f"    {ROW_COLUMN} blob,")
-        clustering = [f'"{k}"' for k in spec.primary_key if f'"{k}"' not in part]
+        if name in BATCHED_TABLES:
+            lines += ["    visit bigint,", "    detector int,", "    apdb_chunk int,", f"    {ROWS_COLUMN} blob,"]
+            clustering = ["visit", "detector", "apdb_chunk"]
+        else:
+            lines += [f'    "{k}" {spec.column(k).cql_type},' for k in KEY_COLUMNS[name]]
+            lines.append(f"    {ROW_COLUMN} blob,")
+            clustering = [f'"{k}"' for k in spec.primary_key if f'"{k}"' not in part]
         lines.append(f"    PRIMARY KEY ({part}, {', '.join(clustering)})")
         out.append(f'CREATE TABLE IF NOT EXISTS ${{KEYSPACE}}."{name}" (')
         out += lines
