@@ -484,15 +484,34 @@ class CassandraApdb:
         ends = np.r_[starts[1:], len(rows)]
         stmt = self._insert(table, ["apdb_part", "apdb_time_part", "visit", "detector", "apdb_chunk",
                                     ROWS_COLUMN])
-        work: list[tuple[Any, Any]] = []
-        chunk, previous = 0, None
+        per_partition: dict[tuple[int, int], list[tuple]] = {}
         for s0, e0, p, t in zip(starts.tolist(), ends.tolist(), part[starts].tolist(), time_part[starts].tolist()):
-            chunk = chunk if (p, t) == previous else 0
-            previous = (p, t)
+            blobs = per_partition.setdefault((p, t), [])
             for b0 in range(s0, e0, ROWS_PER_BLOB):
-                work.append((stmt, (p, t, int(visit), int(detector), chunk,
-                                    rows[b0:min(e0, b0 + ROWS_PER_BLOB)].tobytes())))
-                chunk += 1
+                blobs.append((p, t, int(visit), int(detector), len(blobs),
+                              rows[b0:min(e0, b0 + ROWS_PER_BLOB)].tobytes()))
+        return self._partition_batches(stmt, per_partition.values())
+
+    def _partition_batches(self, stmt: Any, partitions: Any) -> list[tuple[Any, Any]]:
+        """One statement per CQL row, or an unlogged batch of a partition's rows (at most ``_BATCH_BYTES`` of
+        blobs each) where a partition has several (a fill: many visits at once)."""
+        from cassandra.query import BatchStatement, BatchType
+
+        work: list[tuple[Any, Any]] = []
+        for rows in partitions:
+            if len(rows) == 1:
+                work.append((stmt, rows[0]))
+                continue
+            batch, size = None, 0
+            for row in rows:
+                if len(row[-1]) > _BATCH_BYTES // 2:  # a big blob goes alone
+                    work.append((stmt, row))
+                    continue
+                if batch is None or size + len(row[-1]) > _BATCH_BYTES:
+                    batch, size = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self.consistency), 0
+                    work.append((batch, None))
+                batch.add(stmt, row)
+                size += len(row[-1])
         return work
 
     def _latest_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
