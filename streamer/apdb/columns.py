@@ -564,18 +564,15 @@ def packed_to_table(kind: str | TableSpec, packed: np.ndarray) -> Table:
     spec = _spec(kind)
     if len(packed) == 0:
         return empty_table(spec)
-    cols = []
+    # Plain and masked ndarrays, not Column objects: Table() would build every column a second time (half of
+    # the cost at a CCD's size).
+    cols: dict[str, np.ndarray] = {}
     for c in spec.columns:
         values = packed[c.name]
-        if c.avro_type == "string":
-            values = _decode_strings(values)
-        else:
-            values = values.astype(c.dtype)
+        values = _decode_strings(values) if c.avro_type == "string" else values.astype(c.dtype)
         if c.nullable and not c.is_float:
-            cols.append(MaskedColumn(values, name=c.name, dtype=values.dtype, mask=packed[c.name + "__null"] > 0,
-                                     copy=False))
-        else:
-            cols.append(Column(values, name=c.name, dtype=values.dtype, copy=False))
+            values = np.ma.MaskedArray(values, mask=packed[c.name + "__null"] > 0)
+        cols[c.name] = values
     return Table(cols, meta={"apdb_table": spec.name}, copy=False)
 
 
