@@ -155,10 +155,11 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
             if x1 - x0 < 4 or y1 - y0 < 4:
                 continue
             sub = (slice(y0, y1), slice(x0, x1))
-            source, shift = _prefiltered(np.nan_to_num(tile.image[sub], nan=0.0), config.spline_order)
-            tile_var = np.ascontiguousarray(tile.variance[sub])
-            tile_mask = tile.mask[sub]
-            bad_src = ~np.isfinite(tile.image[sub]) | ~np.isfinite(tile_var)
+            tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
+            source, shift = _prefiltered(np.nan_to_num(tile_image, nan=0.0), config.spline_order)
+            tile_var = np.ascontiguousarray(tile.variance[sub], dtype=np.float32)
+            tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
+            bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
             bad_src = bad_src.astype(np.float32) if bad_src.any() else None
             # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
             dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)

@@ -108,7 +108,11 @@ class CalibratedExposure:
 
 @dataclass(frozen=True)
 class TemplateTile:
-    """One deep coadd tile of the template, in nJy, with its own TAN WCS."""
+    """One deep coadd tile of the template, in nJy, with its own TAN WCS.
+
+    The planes may be read-only memory maps of the tile's FITS file in its byte order (big-endian): the warp
+    reads only the part a CCD needs, and converts that part.
+    """
 
     tile_id: int
     image: np.ndarray

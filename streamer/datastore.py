@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -37,6 +38,21 @@ def _separation_deg(table: Table, ra_deg: float, dec_deg: float) -> np.ndarray:
     position = unit_vectors([ra_deg], [dec_deg])[0]
     cos_d = unit_vectors(np.asarray(table["ra"]), np.asarray(table["dec"])) @ position
     return np.degrees(np.arccos(np.clip(cos_d, -1.0, 1.0)))
+
+
+def _plane(hdu: Any, kind: str) -> np.ndarray:
+    """A tile plane: a read-only memory map where astropy can make one (else the data it read).
+
+    Raises
+    ------
+    ValueError
+        Not a 2-D array of the expected kind (``f``: float, ``i``: integer), or shorter than its header says.
+    """
+    data = hdu.data
+    if data is None or data.ndim != 2 or data.dtype.kind != kind:
+        raise ValueError(f"{hdu.name}: expected a 2-D {'float' if kind == 'f' else 'integer'} image, got "
+                         f"{None if data is None else (data.dtype, data.shape)}")
+    return data
 
 
 class DataRepository:
@@ -123,14 +139,15 @@ class DataRepository:
     def _tile(self, relative: str, tile_id: int) -> TemplateTile:
         path = self.resolve(relative)
         try:
-            with fits.open(path, memmap=False) as hdus:
-                image = np.asarray(hdus["IMAGE"].data, dtype=np.float32)
-                variance = np.asarray(hdus["VARIANCE"].data, dtype=np.float32)
-                mask = np.asarray(hdus["MASK"].data, dtype=np.int32)
+            # Memory-mapped, in the file's byte order: a CCD's warp reads (and converts) only the part of the
+            # tile it covers, so a worker holds page cache, not six 160 MB tiles (pipeline.template).
+            with fits.open(path, memmap=True) as hdus:
+                image, variance, mask = (_plane(hdus[name], kind) for name, kind in
+                                         (("IMAGE", "f"), ("VARIANCE", "f"), ("MASK", "i")))
                 header = hdus["IMAGE"].header
                 wcs = WCS(header)
                 fwhm = float(header.get("PSF_FWHM", hdus[0].header.get("PSF_FWHM", np.nan)))
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, TypeError) as err:  # TypeError: a truncated file's memory map
             raise InputError(f"unreadable template tile {relative}: {err}", stage="load_template") from err
         return TemplateTile(tile_id=tile_id, image=image, variance=variance, mask=mask, wcs=wcs,
                             psf_fwhm_arcsec=fwhm)
