@@ -405,7 +405,10 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     kernel = kernel_model.at((shape[1] - 1) / 2, (shape[0] - 1) / 2)
     no_data = (sharp.mask & int(MaskBit.NO_DATA)) != 0
     convolved = kernel_model.convolve(np.where(no_data, 0.0, sharp.image))
-    convolved_var = _convolve(np.where(no_data, 0.0, sharp.variance), kernel**2)
+    # The convolved image's variance (K^2 * s) is needed for a convolved template (the matched template's
+    # variance) or without decorrelation; a convolved science image with decorrelation never uses it.
+    need_convolved_var = not convolve_science or not config.do_decorrelation
+    convolved_var = _convolve(np.where(no_data, 0.0, sharp.variance), kernel**2) if need_convolved_var else None
     half = kernel.shape[0] // 2
     conv_mask = _grow_mask(sharp.mask, kernel)
     sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
