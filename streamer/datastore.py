@@ -140,7 +140,8 @@ class DataRepository:
         path = self.resolve(relative)
         try:
             # Memory-mapped, in the file's byte order: a CCD's warp reads (and converts) only the part of the
-            # tile it covers, so a worker holds page cache, not six 160 MB tiles (pipeline.template).
+            # tile it covers, so a worker holds page cache, not six 160 MB tiles (pipeline.template). Tiles
+            # must be replaced by rename, not rewritten in place (README).
             with fits.open(path, memmap=True) as hdus:
                 image, variance, mask = (_plane(hdus[name], kind) for name, kind in
                                          (("IMAGE", "f"), ("VARIANCE", "f"), ("MASK", "i")))
