@@ -124,3 +124,44 @@ def fill_chunk_sources(ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, per_obj
 def fill_visit_time(mjd: np.ndarray) -> np.ndarray:
     """The time of the fill visit during which ``mjd`` falls (visits every 3.64 days over the 12 months)."""
     return FILL_T0 - 365.0 + np.floor((np.asarray(mjd) - (FILL_T0 - 365.0)) / _FILL_VISIT_DAYS) * _FILL_VISIT_DAYS
+
+
+class CcdWriter:
+    """Builds what one CCD-visit writes from the objects it read, for bench_apdb.py and bench_apdb_dax.py (the
+    same random draws): new DiaSources (and new DiaObject versions) for ``sources_per_ccd`` of the objects,
+    and a forced source for every object.
+
+    Parameters
+    ----------
+    make_objects, make_sources : callable
+        The bench's catalog builders: ``make_objects(ids, ra, dec, validity=, n_sources=, rng=)`` and
+        ``make_sources(ids, object_ids, ra, dec, mjd, visit=, detector=, rng=, forced=)``.
+    rng : numpy.random.Generator
+    sources_per_ccd : int
+    """
+
+    def __init__(self, make_objects, make_sources, rng, sources_per_ccd: int) -> None:
+        self.make_objects, self.make_sources = make_objects, make_sources
+        self.rng = rng
+        self.sources_per_ccd = sources_per_ccd
+        self.next_source = 5 * 10**12
+        self.next_forced = 6 * 10**12
+        self.visit = 1_000_000
+
+    def outputs(self, ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, n_sources: np.ndarray, mjd: float,
+                detector: int):
+        """(new DiaObject versions, DiaSources, DiaForcedSources) of the next CCD-visit over these objects."""
+        n_obj = len(ids)
+        self.visit += 1
+        pick = np.sort(self.rng.choice(n_obj, size=min(self.sources_per_ccd, n_obj), replace=False)) \
+            if n_obj else np.array([], int)
+        new_objs = self.make_objects(ids[pick], ra[pick], dec[pick], validity=mjd, n_sources=n_sources[pick] + 1,
+                                     rng=self.rng)
+        k = len(pick)
+        src = self.make_sources(self.next_source + np.arange(k), ids[pick], ra[pick], dec[pick], mjd,
+                                visit=self.visit, detector=detector, rng=self.rng)
+        self.next_source += k
+        fs = self.make_sources(self.next_forced + np.arange(n_obj), ids, ra, dec, mjd, visit=self.visit,
+                               detector=detector, rng=self.rng, forced=True)
+        self.next_forced += n_obj
+        return new_objs, src, fs

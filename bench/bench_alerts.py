@@ -64,10 +64,9 @@ def history_batches(pool: list[dict], batch: int) -> list[tuple[list[dict], obje
 def with_encoded_history(alerts: list[dict], history) -> list[dict]:
     """The worker's path (``streamer.alert_builder``): every history row of the batch Avro-encoded at once,
     each alert given its object's rows as bytes."""
-    from streamer.alert_builder import _records
     from streamer.avro_rows import encoded_history
 
-    encoded = encoded_history("DiaSource", history, float("inf"), _records)
+    encoded = encoded_history("DiaSource", history, float("inf"))
     return [{**a, "prvDiaSources": encoded.get(a["diaSource"]["diaObjectId"], [])} for a in alerts]
 
 

@@ -31,7 +31,7 @@ from astropy.table import Table  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, apdb_times_table,  # noqa: E402
+from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
                      console, machine_line, median, fill_chunk_objects, fill_chunk_sources, fill_visit,
                      fill_visit_time)
 
@@ -116,37 +116,6 @@ def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
     return time.perf_counter() - t0, n_src, n_fs
 
 
-class CcdWriter:
-    """Builds what one CCD-visit writes, from what it read."""
-
-    def __init__(self, rng, sources_per_ccd: int) -> None:
-        self.rng = rng
-        self.sources_per_ccd = sources_per_ccd
-        self.next_source = 5 * 10**12
-        self.next_forced = 6 * 10**12
-        self.visit = 1_000_000
-
-    def outputs(self, region, mjd: float, detector: int):
-        objs = region.dia_objects
-        n_obj = len(objs)
-        self.visit += 1
-        pick = np.sort(self.rng.choice(n_obj, size=min(self.sources_per_ccd, n_obj), replace=False)) \
-            if n_obj else np.array([], int)
-        ids = np.asarray(objs["diaObjectId"], np.int64)
-        ra, dec = np.asarray(objs["ra"], float), np.asarray(objs["dec"], float)
-        nsrc = np.asarray(objs["nDiaSources"], np.int32) if n_obj else np.array([], np.int32)
-        new_objs = make_objects(ids[pick], ra[pick], dec[pick], validity=mjd, n_sources=nsrc[pick] + 1,
-                                rng=self.rng)
-        k = len(pick)
-        src = make_sources(self.next_source + np.arange(k), ids[pick], ra[pick], dec[pick], mjd, visit=self.visit,
-                           detector=detector, rng=self.rng)
-        self.next_source += k
-        fs = make_sources(self.next_forced + np.arange(n_obj), ids, ra, dec, mjd, visit=self.visit,
-                          detector=detector, rng=self.rng, forced=True)
-        self.next_forced += n_obj
-        return new_objs, src, fs
-
-
 def timed_read(apdb, region, mjd):
     t0 = time.perf_counter()
     data = apdb.read_region(region, mjd)
@@ -154,7 +123,10 @@ def timed_read(apdb, region, mjd):
 
 
 def timed_store(apdb, writer: CcdWriter, data, mjd, detector):
-    objs, src, fs = writer.outputs(data, mjd, detector)
+    objs = data.dia_objects
+    n_sources = np.asarray(objs["nDiaSources"], np.int32) if len(objs) else np.array([], np.int32)
+    objs, src, fs = writer.outputs(np.asarray(objs["diaObjectId"], np.int64), np.asarray(objs["ra"], float),
+                                   np.asarray(objs["dec"], float), n_sources, mjd, detector)
     t0 = time.perf_counter()
     apdb.store(visit=writer.visit, detector=detector, dia_objects=objs, dia_sources=src, dia_forced_sources=fs)
     return time.perf_counter() - t0, (len(objs), len(src), len(fs))
@@ -198,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from streamer.apdb import SkyRegion
 
-    writer = CcdWriter(rng, args.sources_per_ccd)
+    writer = CcdWriter(make_objects, make_sources, rng, args.sources_per_ccd)
     margin = min(args.radius, side / 2)
     reads, writes, sizes, wsizes = [], [], [], []
     for i in range(args.visits):

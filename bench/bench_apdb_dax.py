@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, apdb_times_table,  # noqa: E402
+from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
                      machine_line, median, fill_chunk_objects, fill_chunk_sources)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
@@ -213,39 +213,10 @@ def timed_read(apdb, ra: float, dec: float, radius: float, mjd: float):
     return time.perf_counter() - t0, (objs, src, fsrc)
 
 
-class CcdWriter:
-    """Builds what one CCD-visit writes, from what it read (as bench_apdb.py's CcdWriter)."""
-
-    def __init__(self, cats: Catalogs, rng, sources_per_ccd: int) -> None:
-        self.cats = cats
-        self.rng = rng
-        self.sources_per_ccd = sources_per_ccd
-        self.next_source = 5 * 10**12
-        self.next_forced = 6 * 10**12
-        self.visit = 1_000_000
-
-    def outputs(self, objs, mjd: float, detector: int):
-        n_obj = len(objs)
-        self.visit += 1
-        pick = np.sort(self.rng.choice(n_obj, size=min(self.sources_per_ccd, n_obj), replace=False)) \
-            if n_obj else np.array([], int)
-        ids = objs["diaObjectId"].to_numpy(np.int64)
-        ra, dec = objs["ra"].to_numpy(float), objs["dec"].to_numpy(float)
-        nsrc = objs["nDiaSources"].to_numpy(np.int32)
-        new_objs = self.cats.objects(ids[pick], ra[pick], dec[pick], validity=mjd, n_sources=nsrc[pick] + 1,
-                                     rng=self.rng)
-        k = len(pick)
-        src = self.cats.sources(self.next_source + np.arange(k), ids[pick], ra[pick], dec[pick], mjd,
-                                visit=self.visit, detector=detector, rng=self.rng)
-        self.next_source += k
-        fs = self.cats.sources(self.next_forced + np.arange(n_obj), ids, ra, dec, mjd, visit=self.visit,
-                               detector=detector, rng=self.rng, forced=True)
-        self.next_forced += n_obj
-        return new_objs, src, fs
-
-
 def timed_store(apdb, writer: CcdWriter, objs, mjd: float, detector: int):
-    new_objs, src, fs = writer.outputs(objs, mjd, detector)
+    new_objs, src, fs = writer.outputs(objs["diaObjectId"].to_numpy(np.int64), objs["ra"].to_numpy(float),
+                                       objs["dec"].to_numpy(float), objs["nDiaSources"].to_numpy(np.int32), mjd,
+                                       detector)
     t0 = time.perf_counter()
     apdb.store(tai(mjd), new_objs, src, fs)
     return time.perf_counter() - t0, (len(new_objs), len(src), len(fs))
@@ -311,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"filled in {fill_s:.1f} s: {args.n_objects:,} objects, {n_src:,} sources, 0 forced "
                       f"({(args.n_objects + n_src) / fill_s:,.0f} rows/s)")
 
-    writer = CcdWriter(cats, rng, args.sources_per_ccd)
+    writer = CcdWriter(cats.objects, cats.sources, rng, args.sources_per_ccd)
     margin = min(args.radius, side / 2)
     reads, writes, sizes, wsizes = [], [], [], []
     for i in range(args.visits):

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from astropy.table import Table
-
 from streamer.apdb.base import RegionData
-from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE, table_to_columns
+from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE, table_to_records
 from streamer.avro_rows import encoded_history
 from pipeline.types import CcdOutputs
-
-
-def _records(kind: str, table: Table) -> list[dict[str, Any]]:
-    columns = table_to_columns(kind, table)
-    names = list(columns)
-    return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))] if len(table) else []
 
 
 def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]]:
@@ -37,11 +29,11 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
         Records of the Rubin ``alert`` schema, in DiaSource id order.
     """
     visit_mjd = outputs.exposure.info.mjd_mid_tai
-    prv_sources = encoded_history(DIA_SOURCE, region.dia_sources, visit_mjd, _records)
-    prv_forced = encoded_history(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd, _records)
-    objects = {int(r["diaObjectId"]): r for r in _records(DIA_OBJECT, outputs.dia_objects)}
+    prv_sources = encoded_history(DIA_SOURCE, region.dia_sources, visit_mjd)
+    prv_forced = encoded_history(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd)
+    objects = {int(r["diaObjectId"]): r for r in table_to_records(DIA_OBJECT, outputs.dia_objects)}
     alerts = []
-    for source in _records(DIA_SOURCE, outputs.dia_sources):
+    for source in table_to_records(DIA_SOURCE, outputs.dia_sources):
         object_id = int(source["diaObjectId"])
         science, template, difference = outputs.cutouts.get(source["diaSourceId"], (None, None, None))
         alerts.append({

@@ -5,22 +5,23 @@ which cost a record-by-record encoder about 110 us per alert. Here every history
 one pass of numpy operations, column by column, and each alert receives its object's rows as ready-made Avro
 bytes (:class:`EncodedRecords`), which :class:`streamer.alerts.AlertSchema` writes verbatim.
 
-How: each column is written into a fixed-width slot of a ``(rows, width)`` byte matrix (union branch byte,
-then the value: little-endian floats, zig-zag varints, length-prefixed UTF-8), with a mask of the bytes that
-belong to the encoding (a null has only its branch byte, a varint only its used bytes). Compressing the
-matrix by the mask in row-major order gives the rows' encodings back to back.
+How: each column is written into byte planes (``planes[j, i]``: byte ``j`` of row ``i``'s slots: the union
+branch byte, then the value: little-endian floats, zig-zag varints, length-prefixed UTF-8), with a mask of
+the bytes that belong to the encoding (a null has only its branch byte, a varint only its used bytes). One
+transpose and one compress by the mask give the rows' encodings back to back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
-from streamer.apdb.columns import ALERT_SCHEMA_VERSION, ColumnSpec, TableSpec, TABLES, column_arrays
+from streamer.apdb.columns import (ALERT_SCHEMA_VERSION, TABLES, ColumnSpec, TableSpec, column_arrays,
+                                   table_to_records)
 
 __all__ = ["encode_rows", "EncodedRecords", "encoded_history", "record_full_name"]
 
@@ -182,15 +183,11 @@ class EncodedRecords(Sequence):
     def __getitem__(self, index):  # type: ignore[override]
         return self.records[index]
 
-    def __eq__(self, other: object) -> bool:
-        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
-
     def __repr__(self) -> str:
         return f"EncodedRecords({self.record}, {self.count} items, {len(self.body)} bytes)"
 
 
-def encoded_history(kind: str, table: Table, before_mjd: float,
-                    to_records: Callable[[str, Table], list[dict[str, Any]]]) -> dict[int, EncodedRecords]:
+def encoded_history(kind: str, table: Table, before_mjd: float) -> dict[int, EncodedRecords]:
     """Rows of ``table`` earlier than ``before_mjd``, grouped by diaObjectId in time order, Avro-encoded.
 
     Parameters
@@ -201,8 +198,6 @@ def encoded_history(kind: str, table: Table, before_mjd: float,
         History rows of a region, any order.
     before_mjd : float
         Only rows with ``midpointMjdTai`` before this (the visit's) are kept.
-    to_records : callable
-        ``to_records(kind, rows)``: rows as record dicts, for anyone who iterates the result.
 
     Returns
     -------
@@ -222,7 +217,7 @@ def encoded_history(kind: str, table: Table, before_mjd: float,
     firsts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
     ends = np.r_[firsts[1:], len(rows)]
     name = record_full_name(TABLES[kind])
-    all_records = _SharedRecords(kind, table, rows, to_records)
+    all_records = _SharedRecords(kind, table, rows)
     blob = memoryview(body)  # slices share it: no copy per object
     return {object_id: EncodedRecords(name, blob[offsets[a]:offsets[b]], all_records, a, b)
             for object_id, a, b in zip(object_ids[firsts].tolist(), firsts.tolist(), ends.tolist())}
@@ -231,11 +226,10 @@ def encoded_history(kind: str, table: Table, before_mjd: float,
 class _SharedRecords:
     """Record dicts of a whole table, made once on first demand and sliced per object."""
 
-    def __init__(self, kind: str, table: Table, rows: np.ndarray,
-                 to_records: Callable[[str, Table], list[dict[str, Any]]]) -> None:
-        self.kind, self.table, self.rows, self.to_records = kind, table, rows, to_records
+    def __init__(self, kind: str, table: Table, rows: np.ndarray) -> None:
+        self.kind, self.table, self.rows = kind, table, rows
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
         """Every row's record dict, in encoding order."""
-        return self.to_records(self.kind, self.table[self.rows])
+        return table_to_records(self.kind, self.table[self.rows])

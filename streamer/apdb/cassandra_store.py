@@ -61,6 +61,8 @@ _READ_FETCH_SIZE = 50_000
 """Rows per page of a region read: one page per query (paging would fetch the next pages one by one)."""
 _BATCH_BYTES = 40_000
 """Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
+_ROW_OVERHEAD = 64
+"""Bytes counted per CQL row of a batch besides its blob (its key cells)."""
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
@@ -405,31 +407,27 @@ class CassandraApdb:
         results = self._run_all(lookups + work)
         stored = [r for rows in results[:len(lookups)] for r in rows]
         self._run_all(self._last_writes(obj, obj_part, obj_valid, stored))
-        self._run_all(self._inserts(DIA_OBJECT, obj, obj_part, None, per_row=True))
+        self._run_all(self._inserts(DIA_OBJECT, obj, obj_part, per_row=True))
         stmt = self._prepare("insert:vd", f"INSERT INTO {self._t(VISIT_DETECTOR_TABLE)} "
                              f"({', '.join(_VD_NAMES)}) VALUES (?, ?, ?, ?, ?)")
         self._concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
         _log.debug("stored visit %d detector %d in %s", visit, detector, self._where)
 
-    def _inserts(self, table: str, packed: np.ndarray, part: np.ndarray | None, time_part: np.ndarray | None,
-                 select: np.ndarray | None = None, per_row: bool = False) -> list[tuple[Any, Any]]:
-        """(statement, parameters) pairs writing the packed rows: unlogged batches of one partition each.
+    def _inserts(self, table: str, packed: np.ndarray, part: np.ndarray, select: np.ndarray | None = None,
+                 per_row: bool = False) -> list[tuple[Any, Any]]:
+        """(statement, parameters) pairs writing one CQL row per packed row: unlogged batches of one partition
+        (``apdb_part``) each.
 
         With ``per_row`` (DiaObject: partitioned by id, ``apdb_part`` a plain column) every row is its own
         statement.
         """
-        from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+        from cassandra.query import UNSET_VALUE
 
         if select is not None:
-            packed = take_rows(packed, select)
-            part = part[select] if part is not None else None
-            time_part = time_part[select] if time_part is not None else None
+            packed, part = take_rows(packed, select), part[select]
         if len(packed) == 0:
             return []
-        names = (["apdb_part"] if part is not None else []) + (["apdb_time_part"] if time_part is not None
-                                                               else [])
-        values: list[list[Any]] = ([part.tolist()] if part is not None else []) + \
-            ([time_part.tolist()] if time_part is not None else [])
+        names, values = ["apdb_part"], [part.tolist()]
         for k in KEY_COLUMNS[table]:
             names.append(k)
             col = packed[k].tolist()
@@ -440,26 +438,14 @@ class CassandraApdb:
         values.append(pack_rows(packed))
         rows = list(zip(*values))
         stmt = self._insert(table, names)
-        if per_row or part is None:
+        if per_row:
             return [(stmt, row) for row in rows]
-        key = part * 1_000_000 + (time_part if time_part is not None else 0)
-        order = np.argsort(key, kind="stable")
-        key_sorted = key[order]
-        starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
+        order = np.argsort(part, kind="stable")
+        part_sorted = part[order]
+        starts = np.flatnonzero(np.r_[True, part_sorted[1:] != part_sorted[:-1]])
         ends = np.r_[starts[1:], len(order)]
-        per_batch = max(1, _BATCH_BYTES // (packed.dtype.itemsize + 64))
-        work: list[tuple[Any, Any]] = []
-        for s0, e0 in zip(starts.tolist(), ends.tolist()):
-            for b0 in range(s0, e0, per_batch):
-                members = order[b0:min(e0, b0 + per_batch)].tolist()
-                if len(members) == 1:
-                    work.append((stmt, rows[members[0]]))
-                    continue
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self.consistency)
-                for i in members:
-                    batch.add(stmt, rows[i])
-                work.append((batch, None))
-        return work
+        return self._partition_batches(stmt, ([rows[i] for i in order[s0:e0].tolist()]
+                                              for s0, e0 in zip(starts.tolist(), ends.tolist())))
 
     def _batched_inserts(self, table: str, packed: np.ndarray, visit: int, detector: int,
                          ) -> list[tuple[Any, Any]]:
@@ -493,8 +479,9 @@ class CassandraApdb:
         return self._partition_batches(stmt, per_partition.values())
 
     def _partition_batches(self, stmt: Any, partitions: Any) -> list[tuple[Any, Any]]:
-        """One statement per CQL row, or an unlogged batch of a partition's rows (at most ``_BATCH_BYTES`` of
-        blobs each) where a partition has several (a fill: many visits at once)."""
+        """(statement, parameters) pairs for the CQL rows of each partition (an iterable of lists of parameter
+        tuples whose last value is the row's blob): one statement for a partition's only row or for a big
+        blob, otherwise unlogged batches of at most ``_BATCH_BYTES`` (blob plus ``_ROW_OVERHEAD`` a row)."""
         from cassandra.query import BatchStatement, BatchType
 
         work: list[tuple[Any, Any]] = []
@@ -504,14 +491,15 @@ class CassandraApdb:
                 continue
             batch, size = None, 0
             for row in rows:
-                if len(row[-1]) > _BATCH_BYTES // 2:  # a big blob goes alone
+                row_size = len(row[-1]) + _ROW_OVERHEAD
+                if row_size > _BATCH_BYTES // 2:  # a big blob goes alone
                     work.append((stmt, row))
                     continue
-                if batch is None or size + len(row[-1]) > _BATCH_BYTES:
+                if batch is None or size + row_size > _BATCH_BYTES:
                     batch, size = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self.consistency), 0
                     work.append((batch, None))
                 batch.add(stmt, row)
-                size += len(row[-1])
+                size += row_size
         return work
 
     def _latest_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
@@ -540,7 +528,7 @@ class CassandraApdb:
         old_part = np.array([stored.get(i, (-1, -np.inf))[0] for i in ids.tolist()], dtype=np.int64)
         old_valid = np.array([stored.get(i, (-1, -np.inf))[1] for i in ids.tolist()], dtype=float)
         keep &= obj_valid >= old_valid
-        work = self._inserts(DIA_OBJECT_LAST, obj, obj_part, None, select=keep)
+        work = self._inserts(DIA_OBJECT_LAST, obj, obj_part, select=keep)
         moved = keep & (old_part >= 0) & (old_part != obj_part)
         if moved.any():
             delete = self._prepare("delete:last", f'DELETE FROM {self._t(DIA_OBJECT_LAST)} '

@@ -37,6 +37,7 @@ __all__ = [
     "DIA_FORCED_SOURCE",
     "empty_table",
     "table_to_columns",
+    "table_to_records",
     "column_arrays",
     "table_to_rows",
     "rows_to_table",
@@ -255,6 +256,13 @@ def table_to_columns(kind: str | TableSpec, table: Table) -> dict[str, list[Any]
         raw, mask = column_arrays(spec, c, table)
         out[c.name] = np.ma.MaskedArray(raw, mask=mask).tolist() if mask.any() else raw.tolist()
     return out
+
+
+def table_to_records(kind: str | TableSpec, table: Table) -> list[dict[str, Any]]:
+    """Convert a Table into record dicts of the alert schema (None for missing values), one per row."""
+    columns = table_to_columns(kind, table)
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))] if len(table) else []
 
 
 def column_arrays(spec: TableSpec, c: ColumnSpec, table: Table) -> tuple[np.ndarray, np.ndarray]:

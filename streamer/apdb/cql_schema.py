@@ -97,7 +97,7 @@ def render_cql() -> str:
         "-- apdb_row: the whole row, packed (little-endian fixed-width record of every alert-schema column, in",
         "-- schema order; see streamer.apdb.columns.packed_dtype); a few key columns are also CQL columns.",
         "-- apdb_rows (DiaSource, DiaForcedSource): the packed rows of one CCD-visit in one partition, back to",
-        "-- back (apdb_chunk numbers the blobs when there are more than 1000 rows).",
+        f"-- back (apdb_chunk numbers the blobs when there are more than {ROWS_PER_BLOB} rows).",
         "-- DiaObject (every version) is partitioned by diaObjectId: read only to find the version valid at a",
         "-- given time when a CCD-visit is re-processed after later visits were stored.",
         "",

@@ -11,7 +11,7 @@ import pytest
 from astropy.table import Table
 
 from pipeline.errors import InputError
-from streamer.alert_builder import _records
+from streamer.apdb.columns import table_to_records
 from streamer.alerts import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES, rows_to_table
 from streamer.avro_rows import EncodedRecords, encode_rows, encoded_history, record_full_name
@@ -56,7 +56,7 @@ def test_rows_encode_exactly_as_fastavro(kind, schema):
     for rows in (None, order):
         body, offsets = encode_rows(kind, table, rows)
         picked = table if rows is None else table[rows]
-        records = _records(kind, picked)
+        records = table_to_records(kind, picked)
         assert len(offsets) == len(records) + 1 and offsets[-1] == len(body)
         for i, record in enumerate(records):
             expected = io.BytesIO()
@@ -73,7 +73,7 @@ def test_ascii_and_non_ascii_strings_take_the_same_bytes():
         ascii_only[name] = np.ma.MaskedArray(np.full(50, "band"), mask=table[name].mask)
     for t in (table, ascii_only):
         body, offsets = encode_rows("DiaForcedSource", t)
-        records = _records("DiaForcedSource", t)
+        records = table_to_records("DiaForcedSource", t)
         decoded = [fastavro.schemaless_reader(io.BytesIO(body[offsets[i]:offsets[i + 1]].tobytes()),
                                               _record_types(AlertSchema.latest().definition)[
                                                   record_full_name(TABLES["DiaForcedSource"])], None)
@@ -105,13 +105,13 @@ def _history_table(n_objects: int, n_per_object: int) -> tuple[Table, list[dict]
 def test_encoded_history_serializes_as_dict_history(schema):
     table, alerts = _history_table(n_objects=12, n_per_object=9)
     before = float(np.median(table["midpointMjdTai"]))
-    encoded = encoded_history("DiaSource", table, before, _records)
+    encoded = encoded_history("DiaSource", table, before)
     # the reference: rows before the visit, per object, stable-sorted by time, as dicts
     mjd = np.asarray(table["midpointMjdTai"])
     earlier = table[mjd < before]
     earlier = earlier[np.argsort(np.asarray(earlier["midpointMjdTai"]), kind="stable")]
     expected: dict[int, list[dict]] = {}
-    for record in _records("DiaSource", earlier):
+    for record in table_to_records("DiaSource", earlier):
         expected.setdefault(record["diaObjectId"], []).append(record)
     assert set(encoded) == set(expected)
     for alert in alerts:
@@ -133,7 +133,7 @@ def test_encoded_history_serializes_as_dict_history(schema):
 def test_encoded_records_of_another_record_type_are_re_encoded(schema):
     """Bytes are copied only into an array of the record type they were encoded as."""
     table, alerts = _history_table(n_objects=1, n_per_object=3)
-    encoded = encoded_history("DiaSource", table, np.inf, _records)[10]
+    encoded = encoded_history("DiaSource", table, np.inf)[10]
     mislabelled = EncodedRecords("lsst.v0_1.diaSource", b"garbage", encoded, 0, len(encoded))
     plain = {**alerts[0], "prvDiaSources": list(encoded)}
     assert schema.serialize({**alerts[0], "prvDiaSources": mislabelled}) == schema.serialize(plain)
@@ -141,5 +141,5 @@ def test_encoded_records_of_another_record_type_are_re_encoded(schema):
 
 def test_no_history_gives_no_groups():
     table, _ = _history_table(n_objects=2, n_per_object=2)
-    assert encoded_history("DiaSource", table, 0.0, _records) == {}
-    assert encoded_history("DiaSource", table[:0], 1e9, _records) == {}
+    assert encoded_history("DiaSource", table, 0.0) == {}
+    assert encoded_history("DiaSource", table[:0], 1e9) == {}
