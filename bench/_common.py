@@ -29,6 +29,18 @@ def pin_to_one_core() -> str:
         return f"not pinned ({exc})"
 
 
+def worker_malloc(default: bool = False) -> str:
+    """Tune glibc malloc as the worker does (``BlinkSettings.malloc_trim_threshold_mb``), unless ``default``;
+    a line saying which."""
+    from streamer.config import BlinkSettings
+    from streamer.malloc_tuning import keep_freed_memory
+
+    threshold = BlinkSettings.model_fields["malloc_trim_threshold_mb"].default
+    if default or threshold is None or not keep_freed_memory(threshold):
+        return "glibc malloc defaults"
+    return f"glibc malloc as the worker (trim threshold {threshold} MB, large arrays in the heap)"
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

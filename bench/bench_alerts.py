@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastavro  # noqa: E402
 from rich.table import Table  # noqa: E402
-from streamer.malloc_tuning import keep_freed_memory  # noqa: E402
 
-from _common import console, machine_line, pin_to_one_core  # noqa: E402
+from _common import console, machine_line, pin_to_one_core, worker_malloc  # noqa: E402
 
 GOAL_PER_S = 5000.0
 
@@ -181,14 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-topic", action="store_true", help="do not delete the benchmark topic afterwards")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc's defaults (the worker raises the trim threshold)")
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
     args = ap.parse_args(argv)
 
     pin = "not pinned" if args.no_pin else pin_to_one_core()
-    # The worker's process setting (BlinkSettings.malloc_trim_threshold_mb): without it, freed alert buffers
-    # are page-faulted back in for every batch.
-    malloc = "glibc malloc as the worker (trim threshold 256 MB)" if not args.default_malloc \
-        and keep_freed_memory(256) else "default malloc"
+    # The worker's process setting: without it, freed alert buffers are page-faulted back in for every batch.
+    malloc = worker_malloc(args.default_malloc)
     from lsst.alert.packet import Schema
 
     from streamer.alerts import AlertSchema

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.table import Table  # noqa: E402
 
-from _common import OUT_DIR, console, machine_line, max_rss_bytes, median, pin_to_one_core  # noqa: E402
+from _common import OUT_DIR, console, machine_line, max_rss_bytes, median, pin_to_one_core, worker_malloc  # noqa: E402
 
 STAGE_GOALS_S = {"isr": 0.5, "calibrate": 1.0}
 CHAIN = ("template", "subtract", "detect")  # detect includes measurement and reliability scoring
@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     ap.add_argument("--no-tracemalloc", action="store_true", help="skip the (slower) tracemalloc run")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
     args = ap.parse_args(argv)
+    # The worker's process setting: without it every CCD-sized array is a fresh mapping, zero-filled page by page.
+    malloc = worker_malloc(args.default_malloc)
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = PipelineConfig()
     event, inputs, gather_s = gather(root, args.ccd, args.epoch)
-    console.print(f"[bold]bench_ccd[/bold] | {machine_line()} | {pin} | threads {args.threads}")
+    console.print(f"[bold]bench_ccd[/bold] | {machine_line()} | {pin} | threads {args.threads} | {malloc}")
     console.print(f"data {root}, exposure {event.exposure_id}, CCD {args.ccd}; inputs gathered in {gather_s:.2f} s "
                   f"({len(inputs.refcat)} reference stars, {len(inputs.template_tiles)} template tiles)")
 

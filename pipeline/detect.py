@@ -11,10 +11,10 @@ from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
+from pipeline.convolution import matched_filter
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
 from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf
-from pipeline.subtract import convolve_same, fft_shape, kernel_ft
 from pipeline.types import ExposureInfo, MaskedImage
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,10 @@ def dia_source_id(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
 def score_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, psf_kernel: np.ndarray) -> np.ndarray:
     """Matched-filter significance of a point source at every pixel: ``(D * P) / sqrt(V * P^2)``.
 
-    Convolutions by zero-padded float32 FFTs, so the cost does not grow with the kernel; unusable pixels carry no
-    weight.
+    Convolutions by float32 FFTs (:func:`~pipeline.convolution.matched_filter`), so the cost does not grow with
+    the kernel; unusable pixels carry no weight, and where less than half the PSF is usable the score is 0.
     """
-    weight = np.where(bad, 0.0, 1.0).astype(np.float32)
-    data = np.where(bad, 0.0, image).astype(np.float32)
-    var = np.where(bad, 0.0, variance).astype(np.float32)
-    flipped = np.ascontiguousarray(psf_kernel[::-1, ::-1])
-    kft = kernel_ft(flipped, fft_shape(data.shape, flipped.shape))
-    numerator = convolve_same(data, flipped, kft)
-    noise2 = convolve_same(var, flipped**2)
-    coverage = convolve_same(weight, flipped, kft)
+    numerator, noise2, coverage = matched_filter(image, variance, bad, psf_kernel)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = numerator / np.sqrt(np.clip(noise2, 1e-30, None))
     score[(coverage < 0.5) | ~np.isfinite(score)] = 0.0

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import fft as sp_fft
 from scipy import ndimage
 
+from pipeline.convolution import convolve_same, fft_shape, kernel_ft, matched_filter
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
 from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf
+from pipeline.threads import thread_map
 from pipeline.types import MaskedImage
 
 log = logging.getLogger(__name__)
@@ -219,24 +221,32 @@ class MatchingKernel:
 
     def convolve(self, image: np.ndarray) -> np.ndarray:
         """``image`` convolved by the varying kernel plus the background (float32, same shape): one forward
-        FFT, and one kernel product and inverse FFT per spatial term."""
+        FFT, and one kernel product and inverse FFT per spatial term, the terms side by side on
+        :func:`~pipeline.threads.thread_map`'s threads. Circular (see :mod:`pipeline.convolution`)."""
         ny, nx = image.shape
-        kh, kw = self.components.shape[1:]
-        shape = fft_shape(image.shape, (kh, kw))
+        shape = fft_shape(image.shape)
         spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
-        y0, x0 = (kh - 1) // 2, (kw - 1) // 2
         xn = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(np.float32)
         yn = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(np.float32)
-        out = np.zeros(image.shape, np.float32)
-        background = np.zeros(image.shape, np.float32)
-        for (i, j), component, b in zip(_term_powers(self.order), self.components, self.background):
-            full = sp_fft.irfft2(spectrum * kernel_ft(component, shape), s=shape)[y0:y0 + ny, x0:x0 + nx]
-            if i == 0 and j == 0:
-                out += full
-            else:
-                out += full * (yn[:, None] ** j) * (xn[None, :] ** i)
-            background += np.float32(b) * (yn[:, None] ** j) * (xn[None, :] ** i)
-        out += background
+        powers = _term_powers(self.order)
+
+        def term(index: int) -> np.ndarray:
+            # P_t(x, y) * (K_t conv image + b_t): the term's share of the convolved image and of the background.
+            i, j = powers[index]
+            product = spectrum * kernel_ft(self.components[index], shape)
+            full = sp_fft.irfft2(product, s=shape, overwrite_x=True)
+            out = full if full.shape == (ny, nx) else np.ascontiguousarray(full[:ny, :nx])
+            out += np.float32(self.background[index])
+            if j:
+                out *= (yn**j)[:, None]
+            if i:
+                out *= (xn**i)[None, :]
+            return out
+
+        terms = thread_map(term, range(len(self.components)))
+        out = terms[0]
+        for other in terms[1:]:
+            out += other
         return out
 
 
@@ -301,42 +311,6 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
         keep = new_keep
     components = np.tensordot(coeffs[:, :n_basis], basis, axes=1)
     return MatchingKernel(components, coeffs[:, n_basis].copy(), order, (ny, nx)), int(keep.sum())
-
-
-def fft_shape(image_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> tuple[int, int]:
-    """Fast (5-smooth) FFT shape for a linear (not circular) convolution of an image by a kernel."""
-    return tuple(sp_fft.next_fast_len(n + k - 1, real=True) for n, k in zip(image_shape, kernel_shape))
-
-
-def kernel_ft(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Real-to-complex FFT (complex64) of a small kernel zero-padded to ``shape``: the row transforms of the
-    kernel's few rows only, then the column transforms (half the work of a full ``rfft2``)."""
-    rows = sp_fft.rfft(np.asarray(kernel, np.float32), n=shape[1], axis=1)
-    return sp_fft.fft(rows, n=shape[0], axis=0)
-
-
-def convolve_same(image: np.ndarray, kernel: np.ndarray, kft: np.ndarray | None = None) -> np.ndarray:
-    """``scipy.signal.convolve(image, kernel, mode="same")`` in float32 by one zero-padded FFT pass.
-
-    The transforms use ``scipy.fft``'s default number of workers (set it with ``scipy.fft.set_workers``).
-    ``kft``, from ``kernel_ft(kernel, fft_shape(image.shape, kernel.shape))``, lets several images share one
-    kernel transform. Round-off is float32's (~1e-7 of the image's largest absolute values).
-    """
-    ny, nx = image.shape
-    kh, kw = kernel.shape
-    shape = fft_shape(image.shape, kernel.shape)
-    if kft is None:
-        kft = kernel_ft(kernel, shape)
-    spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
-    spectrum *= kft
-    full = sp_fft.irfft2(spectrum, s=shape)
-    del spectrum
-    y0, x0 = (kh - 1) // 2, (kw - 1) // 2
-    return np.ascontiguousarray(full[y0:y0 + ny, x0:x0 + nx])
-
-
-def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    return convolve_same(image, kernel)
 
 
 def _decorrelation_kernel(kernel: np.ndarray, var_conv: float, var_other: float, size: int = 64) -> np.ndarray:
@@ -408,9 +382,10 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     # The convolved image's variance (K^2 * s) is needed for a convolved template (the matched template's
     # variance) or without decorrelation; a convolved science image with decorrelation never uses it.
     need_convolved_var = not convolve_science or not config.do_decorrelation
-    convolved_var = _convolve(np.where(no_data, 0.0, sharp.variance), kernel**2) if need_convolved_var else None
+    convolved_var = convolve_same(np.where(no_data, 0.0, sharp.variance), kernel**2) if need_convolved_var else None
     half = kernel.shape[0] // 2
-    conv_mask = _grow_mask(sharp.mask, kernel)
+    # The circular convolution wraps within the kernel's reach of the border (pipeline.convolution).
+    conv_mask = _flag_border(_grow_mask(sharp.mask, kernel), half)
     sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
     if convolve_science:
         diff = convolved - blurry.image
@@ -434,12 +409,9 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     if config.do_decorrelation and no_data.any():
         grown = ndimage.maximum_filter(no_data.view(np.uint8), size=decor.shape[0]) > 0
         mask = np.where(grown, mask | int(MaskBit.NO_DATA), mask)
-    border = np.zeros(diff.shape, bool)
-    border[:reach, :] = border[-reach:, :] = True
-    border[:, :reach] = border[:, -reach:] = True
-    mask = np.where(border, mask | int(MaskBit.EDGE), mask).astype(np.int32)
+    mask = _flag_border(mask.astype(np.int32), reach)
     if config.do_decorrelation:
-        diff = _convolve(diff, decor)
+        diff = convolve_same(diff, decor)
         psf_sigma = float(np.sqrt(psf_sigma**2 + _kernel_sigma(decor) ** 2))
     # Predicted variance: the science variance (sky and source Poisson noise) plus the template's. After
     # DMTN-021 decorrelation the difference's noise is white with the variance of the two images before the
@@ -503,11 +475,7 @@ def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.
     else:
         kernel = _gaussian_kernel(psf_sigma, half)
     kernel = kernel / kernel.sum()
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
-    kft = kernel_ft(flipped, fft_shape(bad.shape, flipped.shape))
-    numerator = convolve_same(np.where(bad, 0.0, diff[sl]).astype(np.float32), flipped, kft)
-    noise2 = convolve_same(np.where(bad, 0.0, variance[sl]).astype(np.float32), flipped**2)
-    coverage = convolve_same((~bad).astype(np.float32), flipped, kft)
+    numerator, noise2, coverage = matched_filter(diff[sl], variance[sl], bad, kernel)
     # Only positions whose whole PSF footprint is clean: no masked pixel and no star inside the kernel.
     ok = (coverage > 0.999) & (noise2 > 0)
     if ok.sum() < 1000:
@@ -543,6 +511,15 @@ def _grow_mask(mask: np.ndarray, kernel: np.ndarray, level: float = 0.05) -> np.
             grown = ndimage.maximum_filter(((mask & int(bit)) != 0).astype(np.uint8), size=2 * reach + 1)
             out[grown > 0] |= int(bit)
     return out
+
+
+def _flag_border(mask: np.ndarray, width: int) -> np.ndarray:
+    """``mask`` (int32, changed in place and returned) with EDGE set on a border band ``width`` pixels wide."""
+    if width > 0:
+        edge = np.int32(MaskBit.EDGE)
+        for band in (mask[:width], mask[-width:], mask[:, :width], mask[:, -width:]):
+            band |= edge
+    return mask
 
 
 def _finite_inputs(image: MaskedImage) -> MaskedImage:
@@ -615,5 +592,5 @@ def _mean_variance(image: MaskedImage) -> float:
     return float(np.median(image.variance[good][::97])) if good.any() else 1.0
 
 
-__all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "fit_kernel", "convolve_same", "kernel_ft", "fft_shape",
+__all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "fit_kernel",
            "FWHM_PER_SIGMA"]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import fft as sp_fft
 from scipy import ndimage
 
 from pipeline.errors import NoWorkError
 from pipeline.masks import MaskBit
+from pipeline.threads import thread_map, worker_count
 from pipeline.types import MaskedImage, TemplateTile
 
 log = logging.getLogger(__name__)
@@ -56,18 +55,21 @@ _STRIPE_ROWS = 128
 """Rows of the science grid warped per task: small enough for the stripe's coordinates to stay in cache."""
 
 
-def _workers() -> int:
-    """Threads for the interpolation: scipy.fft's worker setting (``scipy.fft.set_workers``), default 1."""
-    return max(1, int(sp_fft.get_workers()))
-
-
 def _prefiltered(image: np.ndarray, order: int) -> tuple[np.ndarray, float]:
-    """Spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads) and the
-    shift to add to coordinates; the image itself for ``order <= 1``."""
+    """Float32 spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads) and
+    the shift to add to coordinates; the image itself for ``order <= 1``. The two separable passes run on
+    :func:`~pipeline.threads.thread_map`'s threads, in blocks of rows and then of columns."""
     if order <= 1:
         return image, 0.0
-    padded = np.pad(image, _NPAD, mode="edge")
-    return ndimage.spline_filter(padded, order, output=np.float64, mode="nearest"), float(_NPAD)
+    coeffs = np.pad(image, _NPAD, mode="edge")
+    blocks = max(1, worker_count())
+    for axis in (1, 0):
+        edges = np.linspace(0, coeffs.shape[1 - axis], blocks + 1).astype(int)
+        cuts = [(slice(a, b), slice(None)) if axis == 1 else (slice(None), slice(a, b))
+                for a, b in zip(edges[:-1], edges[1:])]
+        thread_map(lambda cut: ndimage.spline_filter1d(coeffs[cut], order, axis=axis, output=coeffs[cut],
+                                                       mode="nearest"), cuts)
+    return coeffs, float(_NPAD)
 
 
 def _coarse_box(coarse_in: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> tuple[slice, slice]:
@@ -90,9 +92,9 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     """Warp template tiles to the science CCD's WCS.
 
     The tile-to-science mapping is evaluated exactly on a coarse grid and bilinearly in between. Each tile is
-    spline-prefiltered once over the part the CCD needs, then warped in stripes of rows on ``_workers()``
-    threads (ndimage and numpy release the GIL); a pixel takes the first tile that covers it. The image is
-    interpolated with a spline of ``spline_order``, the variance linearly, the mask by nearest neighbour
+    spline-prefiltered once over the part the CCD needs, then warped in stripes of rows on
+    :func:`~pipeline.threads.thread_map`'s threads; a pixel takes the first tile that covers it. The image is
+    interpolated with a spline of ``spline_order``, the variance and the mask by nearest neighbour
     (NO_DATA where the interpolation touches a non-finite tile pixel), and image and variance are scaled by
     the pixel-area ratio.
 
@@ -128,79 +130,74 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     gy, gx = _coarse_grid(shape, step)
     mx, my = np.meshgrid(gx, gy)
     sky_ra, sky_dec = sci_wcs.all_pix2world(mx, my, 0)
-    workers = _workers()
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    try:
-        for tile in tiles:
-            th, tw = tile.image.shape
-            ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
-            coarse_in = (ctx >= -step) & (ctx <= tw + step) & (cty >= -step) & (cty <= th + step)
-            if not coarse_in.any():
-                continue
-            rows, cols = _coarse_box(coarse_in, gy, gx)
-            # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
-            free = ~covered[rows, cols]
-            free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
-            if free_rows.size == 0:
-                continue
-            rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
-            cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
-            # Bilinear values lie between the coarse values around them: the coarse cells over the box bound
-            # the tile pixels it needs, and only that part of the tile is prefiltered.
-            span = (_grid_span(ctx, gy, rows), _grid_span(ctx, gx, cols))
-            x0 = int(np.clip(np.floor(ctx[span].min()) - 4, 0, tw))
-            x1 = int(np.clip(np.ceil(ctx[span].max()) + 5, 0, tw))
-            y0 = int(np.clip(np.floor(cty[span].min()) - 4, 0, th))
-            y1 = int(np.clip(np.ceil(cty[span].max()) + 5, 0, th))
-            if x1 - x0 < 4 or y1 - y0 < 4:
-                continue
-            sub = (slice(y0, y1), slice(x0, x1))
-            tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
-            source, shift = _prefiltered(np.nan_to_num(tile_image, nan=0.0), config.spline_order)
-            tile_var = np.ascontiguousarray(tile.variance[sub], dtype=np.float32)
-            tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
-            bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
-            bad_src = bad_src.astype(np.float32) if bad_src.any() else None
-            # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
-            dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
-            dty_dy, dty_dx = np.gradient(cty, gy, gx)
-            area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
+    for tile in tiles:
+        th, tw = tile.image.shape
+        ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
+        coarse_in = (ctx >= -step) & (ctx <= tw + step) & (cty >= -step) & (cty <= th + step)
+        if not coarse_in.any():
+            continue
+        rows, cols = _coarse_box(coarse_in, gy, gx)
+        # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
+        free = ~covered[rows, cols]
+        free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
+        if free_rows.size == 0:
+            continue
+        rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
+        cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
+        # Bilinear values lie between the coarse values around them: the coarse cells over the box bound
+        # the tile pixels it needs, and only that part of the tile is prefiltered.
+        span = (_grid_span(ctx, gy, rows), _grid_span(ctx, gx, cols))
+        x0 = int(np.clip(np.floor(ctx[span].min()) - 4, 0, tw))
+        x1 = int(np.clip(np.ceil(ctx[span].max()) + 5, 0, tw))
+        y0 = int(np.clip(np.floor(cty[span].min()) - 4, 0, th))
+        y1 = int(np.clip(np.ceil(cty[span].max()) + 5, 0, th))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        sub = (slice(y0, y1), slice(x0, x1))
+        tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
+        source, shift = _prefiltered(np.nan_to_num(tile_image, nan=0.0), config.spline_order)
+        tile_var = np.asarray(tile.variance[sub], dtype=np.float32)
+        tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
+        bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
+        bad_src = bad_src.astype(np.float32) if bad_src.any() else None
+        # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
+        dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
+        dty_dy, dty_dx = np.gradient(cty, gy, gx)
+        area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
 
-            def warp_stripe(r0: int, r1: int) -> int:
-                stripe = slice(r0, r1)
-                tx = _upsample(ctx, gy, gx, stripe, cols)
-                ty = _upsample(cty, gy, gx, stripe, cols)
-                inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[stripe, cols]
-                if not inside.any():
-                    return 0
-                tx -= x0
-                ty -= y0
-                coords = np.stack([ty, tx])
-                warped = ndimage.map_coordinates(source, coords + shift if shift else coords, order=config.spline_order,
-                                                 mode="nearest", prefilter=False, output=np.float32)
-                warped_var = ndimage.map_coordinates(tile_var, coords, order=1, mode="nearest", output=np.float32)
-                # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped).
-                iy = np.clip(np.floor(ty + 0.5).astype(np.intp), 0, y1 - y0 - 1)
-                ix = np.clip(np.floor(tx + 0.5).astype(np.intp), 0, x1 - x0 - 1)
-                warped_mask = tile_mask[iy, ix]
-                if bad_src is not None:
-                    hit = ndimage.map_coordinates(bad_src, coords, order=1) > 0
-                    warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
-                area = _upsample(area_coarse, gy, gx, stripe, cols)
-                np.copyto(image[stripe, cols], warped * area, where=inside)
-                np.copyto(variance[stripe, cols], warped_var * area**2, where=inside)
-                np.copyto(mask[stripe, cols], warped_mask, where=inside)
-                covered[stripe, cols] |= inside
-                return int(np.count_nonzero(inside))
+        def warp_stripe(r0: int, r1: int) -> int:
+            stripe = slice(r0, r1)
+            tx = _upsample(ctx, gy, gx, stripe, cols)
+            ty = _upsample(cty, gy, gx, stripe, cols)
+            inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[stripe, cols]
+            if not inside.any():
+                return 0
+            tx -= x0
+            ty -= y0
+            coords = np.stack([ty, tx])
+            warped = ndimage.map_coordinates(source, coords + shift if shift else coords, order=config.spline_order,
+                                             mode="nearest", prefilter=False, output=np.float32)
+            # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped)
+            # for the mask and the variance (smooth on the scale of a pixel; a quarter of the linear warp's time).
+            iy = np.clip(np.floor(ty + 0.5).astype(np.intp), 0, y1 - y0 - 1)
+            ix = np.clip(np.floor(tx + 0.5).astype(np.intp), 0, x1 - x0 - 1)
+            warped_var = tile_var[iy, ix]
+            warped_mask = tile_mask[iy, ix]
+            if bad_src is not None:
+                hit = ndimage.map_coordinates(bad_src, coords, order=1) > 0
+                warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
+            area = _upsample(area_coarse, gy, gx, stripe, cols)
+            np.copyto(image[stripe, cols], warped * area, where=inside)
+            np.copyto(variance[stripe, cols], warped_var * area**2, where=inside)
+            np.copyto(mask[stripe, cols], warped_mask, where=inside)
+            covered[stripe, cols] |= inside
+            return int(np.count_nonzero(inside))
 
-            starts = range(rows.start, rows.stop, _STRIPE_ROWS)
-            tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]
-            filled = sum(pool.map(lambda t: warp_stripe(*t), tasks) if pool else (warp_stripe(*t) for t in tasks))
-            fwhm_weighted += tile.psf_fwhm_arcsec * filled
-            n_cov += filled
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        starts = range(rows.start, rows.stop, _STRIPE_ROWS)
+        tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]
+        filled = sum(thread_map(lambda t: warp_stripe(*t), tasks))
+        fwhm_weighted += tile.psf_fwhm_arcsec * filled
+        n_cov += filled
     coverage = n_cov / (nx * ny)
     if coverage < config.min_coverage:
         raise NoWorkError(f"template covers {coverage:.1%} of the CCD", stage="template")

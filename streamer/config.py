@@ -15,6 +15,8 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
+
 
 class CassandraSettings(BaseSettings):
     """Connection to the Cassandra APDB (``BLINK_CASSANDRA_*``)."""
@@ -42,8 +44,9 @@ class BlinkSettings(BaseSettings):
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics and /healthz on this port.")
     log_format: Literal["text", "json"] = Field("text", description="Console or JSON-lines logs.")
     malloc_trim_threshold_mb: int | None = Field(
-        256, ge=1, description="glibc malloc keeps this much freed memory for reuse (streamer.malloc_tuning): "
-                               "publishing alerts page-faulted freed buffers back in; None leaves malloc alone.")
+        DEFAULT_TRIM_THRESHOLD_MB, ge=1, description="glibc malloc keeps this much freed memory for reuse, and CCD-sized arrays in its "
+                                "heap (streamer.malloc_tuning): without it, freed alert buffers and images were "
+                                "page-faulted back in; None leaves malloc alone.")
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "
                                                         "(streamer.apdb.ordering).")

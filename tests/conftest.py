@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.sim import SimConfig, simulate
+from streamer.malloc_tuning import keep_freed_memory
 
 SKELETON_CCDS = [28, 35]
+
+
+def pytest_configure(config) -> None:
+    """Tune glibc malloc as the worker does (streamer.malloc_tuning): CCD-sized arrays are reused, not
+    zero-filled again for every one."""
+    keep_freed_memory()
 
 
 def require_servers() -> bool:
