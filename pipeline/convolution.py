@@ -1,18 +1,22 @@
-"""FFT convolution of CCD-sized float32 images by small kernels.
+"""FFT convolution of CCD-sized float32 images by small kernels, in blocks of rows on the pipeline's threads.
 
-The convolutions are circular over the smallest fast FFT size that holds the image (2048 x 4096 for a DECam
-CCD: no padding at all). Away from the border they equal a linear ``mode="same"`` convolution; within a
-kernel's half-width of the border, where a zero-padded convolution has only part of its support, the kernel's
-reach wraps to the opposite border instead. The pipeline flags that band EDGE (or zeroes it) in every image
-it convolves, so the two agree wherever a result is used.
+An image is cut into ``worker_count()`` blocks of rows, each read with a halo of the kernel's half-width
+above and below and convolved on its own thread (overlap-save): the blocks' results are exact, and the
+threads share no transform. Each block's convolution is circular over the smallest fast FFT size that holds
+it. Away from the image's border this equals a linear ``mode="same"`` convolution; within a kernel's
+half-width of the border, where a zero-padded convolution has only part of its support, the kernel's reach
+wraps to the opposite side of the block instead. The pipeline flags that band EDGE (or does not score it)
+in every image it convolves, so the two agree wherever a result is used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 from scipy import fft as sp_fft
 
-from pipeline.threads import thread_map
+from pipeline.threads import thread_map, worker_count
 
 
 def fft_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -38,12 +42,59 @@ def kernel_ft(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return sp_fft.fft(columns, axis=0, overwrite_x=True)
 
 
-def convolve_same(image: np.ndarray, kernel: np.ndarray, kft: np.ndarray | None = None) -> np.ndarray:
-    """``image`` convolved by ``kernel``, float32, same shape, by one circular FFT pass.
+def spectrum(image: np.ndarray) -> np.ndarray:
+    """``rfft2`` of a float32 image at its :func:`fft_shape` (zero-padded)."""
+    return sp_fft.rfft2(np.asarray(image, np.float32), s=fft_shape(image.shape))
+
+
+def inverse(product: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`spectrum` (``product`` is overwritten), cut to ``shape``, float32."""
+    full = sp_fft.irfft2(product, s=fft_shape(shape), overwrite_x=True)
+    return full if full.shape == tuple(shape) else np.ascontiguousarray(full[:shape[0], :shape[1]])
+
+
+def in_row_blocks(function: Callable[[slice], Sequence[np.ndarray]], shape: tuple[int, int], halo: int,
+                  n_outputs: int) -> list[np.ndarray]:
+    """Run ``function`` on blocks of rows on :func:`~pipeline.threads.thread_map`'s threads and assemble its
+    outputs.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(rows)`` returns ``n_outputs`` float32 arrays for the image rows ``rows`` (a slice, the
+        block and its halo), each of shape ``(rows.stop - rows.start, nx)``.
+    shape : tuple of int
+        (ny, nx) of the whole image.
+    halo : int
+        Rows read above and below each block: at least the half-height of every kernel ``function`` uses.
+    n_outputs : int
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``n_outputs`` float32 (ny, nx) arrays.
+    """
+    ny, nx = shape
+    n_blocks = max(1, min(worker_count(), ny // max(4 * halo, 64)))
+    edges = np.linspace(0, ny, n_blocks + 1).astype(int)
+    outputs = [np.empty((ny, nx), np.float32) for _ in range(n_outputs)]
+
+    def run(block: tuple[int, int]) -> None:
+        start, stop = block
+        rows = slice(max(start - halo, 0), min(stop + halo, ny))
+        for output, result in zip(outputs, function(rows)):
+            output[start:stop] = result[start - rows.start:stop - rows.start]
+
+    thread_map(run, list(zip(edges[:-1], edges[1:])))
+    return outputs
+
+
+def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``image`` convolved by ``kernel``, float32, same shape, by circular FFTs in blocks of rows.
 
     Equals ``scipy.signal.convolve(image, kernel, mode="same")`` (float32 round-off, about 1e-7 of the image's
     largest absolute values) except within the kernel's half-width of the border, which wraps (see the module
-    docstring). The transforms use ``scipy.fft``'s default number of workers (``scipy.fft.set_workers``).
+    docstring).
 
     Parameters
     ----------
@@ -51,22 +102,20 @@ def convolve_same(image: np.ndarray, kernel: np.ndarray, kft: np.ndarray | None 
         (ny, nx) image.
     kernel : numpy.ndarray
         (kh, kw) kernel, centred on pixel ((kh - 1) // 2, (kw - 1) // 2).
-    kft : numpy.ndarray, optional
-        ``kernel_ft(kernel, fft_shape(image.shape))``, for several images convolved by one kernel.
 
     Returns
     -------
     numpy.ndarray
         (ny, nx) float32.
     """
-    ny, nx = image.shape
-    shape = fft_shape(image.shape)
-    if kft is None:
-        kft = kernel_ft(kernel, shape)
-    spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
-    spectrum *= kft
-    full = sp_fft.irfft2(spectrum, s=shape, overwrite_x=True)
-    return full if full.shape == (ny, nx) else np.ascontiguousarray(full[:ny, :nx])
+
+    def block(rows: slice) -> list[np.ndarray]:
+        part = image[rows]
+        product = spectrum(part)
+        product *= kernel_ft(kernel, fft_shape(part.shape))
+        return [inverse(product, part.shape)]
+
+    return in_row_blocks(block, image.shape, kernel.shape[0] // 2 + 1, 1)[0]
 
 
 def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, kernel: np.ndarray
@@ -75,9 +124,9 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
 
     ``numerator = D * P``, ``noise2 = V * P^2`` and ``coverage = W * P``, with ``P`` the flipped ``kernel``, ``W``
     the usable pixels and ``D``, ``V`` the image and variance set to 0 where unusable: the significance is
-    ``numerator / sqrt(noise2)``. Unusable pixels and a border band of the kernel's half-width carry no
-    weight, so the circular convolutions equal zero-padded ones. The three convolutions run side by side on
-    :func:`~pipeline.threads.thread_map`'s threads.
+    ``numerator / sqrt(noise2)``. Unusable pixels carry no weight. A border band of the kernel's half-width
+    is not scored (coverage 0 there), so the circular convolutions equal zero-padded ones wherever the
+    coverage is not 0.
 
     Parameters
     ----------
@@ -94,16 +143,26 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
         (ny, nx) float32 each.
     """
     band = max(kernel.shape) // 2
-    usable = ~np.asarray(bad, bool)
-    usable[:band] = usable[-band:] = False
-    usable[:, :band] = usable[:, -band:] = False
     flipped = np.ascontiguousarray(np.asarray(kernel, np.float32)[::-1, ::-1])
-    kft = kernel_ft(flipped, fft_shape(image.shape))
-    tasks = [(np.where(usable, image, np.float32(0.0)), flipped, kft),
-             (np.where(usable, variance, np.float32(0.0)), flipped**2, None),
-             (usable.astype(np.float32), flipped, kft)]
-    numerator, noise2, coverage = thread_map(lambda task: convolve_same(*task), tasks)
+
+    def block(rows: slice) -> list[np.ndarray]:
+        usable = ~np.asarray(bad[rows], bool)
+        shape = usable.shape
+        kft = kernel_ft(flipped, fft_shape(shape))
+        sums = []
+        for plane, kernel_transform in ((np.where(usable, image[rows], np.float32(0.0)), kft),
+                                        (np.where(usable, variance[rows], np.float32(0.0)),
+                                         kernel_ft(flipped**2, fft_shape(shape))),
+                                        (usable.astype(np.float32), kft)):
+            product = spectrum(plane)
+            product *= kernel_transform
+            sums.append(inverse(product, shape))
+        return sums
+
+    numerator, noise2, coverage = in_row_blocks(block, image.shape, band + 1, 3)
+    for edge in (coverage[:band], coverage[-band:], coverage[:, :band], coverage[:, -band:]):
+        edge[...] = 0.0
     return numerator, noise2, coverage
 
 
-__all__ = ["fft_shape", "kernel_ft", "convolve_same", "matched_filter"]
+__all__ = ["fft_shape", "kernel_ft", "spectrum", "inverse", "in_row_blocks", "convolve_same", "matched_filter"]

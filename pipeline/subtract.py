@@ -14,15 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import fft as sp_fft
 from scipy import ndimage
 
-from pipeline.convolution import convolve_same, fft_shape, kernel_ft, matched_filter
+from pipeline.convolution import convolve_same, fft_shape, in_row_blocks, inverse, kernel_ft, matched_filter, spectrum
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
 from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf
-from pipeline.threads import thread_map
+from pipeline.threads import thread_map, worker_count
 from pipeline.types import MaskedImage
 
 log = logging.getLogger(__name__)
@@ -220,34 +219,33 @@ class MatchingKernel:
         return np.tensordot(self.background, spatial_terms(x, y, self.shape, self.order), axes=1)
 
     def convolve(self, image: np.ndarray) -> np.ndarray:
-        """``image`` convolved by the varying kernel plus the background (float32, same shape): one forward
-        FFT, and one kernel product and inverse FFT per spatial term, the terms side by side on
-        :func:`~pipeline.threads.thread_map`'s threads. Circular (see :mod:`pipeline.convolution`)."""
+        """``image`` convolved by the varying kernel plus the background (float32, same shape).
+
+        In blocks of rows on the pipeline's threads (:func:`~pipeline.convolution.in_row_blocks`): per block, one
+        forward FFT, and one kernel product and inverse FFT per spatial term. Circular within a kernel's
+        half-width of the border (see :mod:`pipeline.convolution`).
+        """
         ny, nx = image.shape
-        shape = fft_shape(image.shape)
-        spectrum = sp_fft.rfft2(np.asarray(image, np.float32), s=shape)
         xn = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(np.float32)
         yn = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(np.float32)
         powers = _term_powers(self.order)
 
-        def term(index: int) -> np.ndarray:
-            # P_t(x, y) * (K_t conv image + b_t): the term's share of the convolved image and of the background.
-            i, j = powers[index]
-            product = spectrum * kernel_ft(self.components[index], shape)
-            full = sp_fft.irfft2(product, s=shape, overwrite_x=True)
-            out = full if full.shape == (ny, nx) else np.ascontiguousarray(full[:ny, :nx])
-            out += np.float32(self.background[index])
-            if j:
-                out *= (yn**j)[:, None]
-            if i:
-                out *= (xn**i)[None, :]
-            return out
+        def block(rows: slice) -> list[np.ndarray]:
+            part = image[rows]
+            forward = spectrum(part)
+            out = None
+            for (i, j), component, b in zip(powers, self.components, self.background):
+                # P_t(x, y) * (K_t conv image + b_t): the term's share of the convolved image and the background.
+                term = inverse(forward * kernel_ft(component, fft_shape(part.shape)), part.shape)
+                term += np.float32(b)
+                if j:
+                    term *= (yn[rows] ** j)[:, None]
+                if i:
+                    term *= (xn**i)[None, :]
+                out = term if out is None else np.add(out, term, out=out)
+            return [out]
 
-        terms = thread_map(term, range(len(self.components)))
-        out = terms[0]
-        for other in terms[1:]:
-            out += other
-        return out
+        return in_row_blocks(block, image.shape, self.components.shape[1] // 2 + 1, 1)[0]
 
 
 def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float,
@@ -278,10 +276,12 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     sharp_st = _stamps(sharp.image, x, y, half_s + half_k).astype(float)
     target = _stamps(blurry.image, x, y, half_s).astype(float)
     var = (_stamps(blurry.variance, x, y, half_s) + _stamps(sharp.variance, x, y, half_s)).astype(float)
-    bad = (_stamps(blurry.mask | sharp.mask, x, y, half_s) & int(UNUSABLE)) != 0
+    bad = ((_stamps(blurry.mask, x, y, half_s) | _stamps(sharp.mask, x, y, half_s)) & int(UNUSABLE)) != 0
     weights = np.where(bad | ~np.isfinite(var) | (var <= 0), 0.0, 1.0 / np.where(var > 0, var, 1.0))
     basis = _basis(match_sigma, half_k, config)
-    conv = _basis_convolved(sharp_st, match_sigma, half_k, config)
+    # The stamps' convolutions by the basis, in chunks of stamps on the pipeline's threads.
+    chunks = [c for c in np.array_split(np.arange(x.size), worker_count()) if c.size]
+    conv = np.concatenate(thread_map(lambda c: _basis_convolved(sharp_st[c], match_sigma, half_k, config), chunks))
     n_basis = basis.shape[0]
     design = np.concatenate([conv, np.ones((x.size, 1) + target.shape[1:])], axis=1)
     design = design.reshape(x.size, n_basis + 1, -1)  # (stamp, basis + background, pixel)
@@ -539,11 +539,7 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
     template (the static sky as subtracted), ``a`` the assumed registration error and ``f`` fitted on the
     kernel stars as the median fractional excess of the residuals over the noise variance."""
     static = np.asarray(static, np.float32)
-    gy, gx = np.gradient(static)
-    gx *= gx
-    gy *= gy
-    gx += gy
-    grad2, gx, gy = gx, None, None  # float32, as (gx * gx + gy * gy)
+    grad2 = _gradient_squared(static)
     a2 = np.float32(config.astrometric_error_pix**2)
     lo, hi = config.model_error_fraction_bounds
     frac = lo
@@ -563,11 +559,28 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
             power = np.sum(s**2, axis=(1, 2))[ok]
             f2 = np.median(excess / np.maximum(power, 1e-30))
             frac = float(np.clip(np.sqrt(max(f2, 0.0)), lo, hi))
-    error_var = np.multiply(static, np.float32(frac**2))
-    error_var *= static
-    grad2 *= a2
-    error_var += grad2
-    return frac, error_var
+    f2 = np.float32(frac**2)
+
+    def block(rows: slice) -> list[np.ndarray]:
+        part = np.multiply(static[rows], f2)
+        part *= static[rows]
+        part += a2 * grad2[rows]
+        return [part]
+
+    return frac, in_row_blocks(block, static.shape, 0, 1)[0]
+
+
+def _gradient_squared(image: np.ndarray) -> np.ndarray:
+    """``|grad image|^2`` (float32, ``numpy.gradient``'s differences), in blocks of rows on the pipeline's threads."""
+
+    def block(rows: slice) -> list[np.ndarray]:
+        gy, gx = np.gradient(image[rows])
+        gx *= gx
+        gy *= gy
+        gx += gy
+        return [gx]
+
+    return in_row_blocks(block, image.shape, 1, 1)[0]
 
 
 def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],
@@ -587,9 +600,11 @@ def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int
     return psf
 
 
-def _mean_variance(image: MaskedImage) -> float:
-    good = ((image.mask & int(UNUSABLE)) == 0) & np.isfinite(image.variance) & (image.variance > 0)
-    return float(np.median(image.variance[good][::97])) if good.any() else 1.0
+def _mean_variance(image: MaskedImage, stride: int = 97) -> float:
+    """Median variance of the usable pixels, from every ``stride``-th pixel."""
+    variance = np.ravel(image.variance)[::stride]
+    good = ((np.ravel(image.mask)[::stride] & int(UNUSABLE)) == 0) & np.isfinite(variance) & (variance > 0)
+    return float(np.median(variance[good])) if good.any() else 1.0
 
 
 __all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "fit_kernel",

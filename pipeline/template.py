@@ -34,19 +34,21 @@ def _coarse_grid(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndar
     return gy, gx
 
 
-def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-    """Bilinear interpolation of a coarse-grid map onto the full-resolution pixels of a box."""
+def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, cols: slice,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear interpolation of a coarse-grid map onto the full-resolution pixels of a box, float32
+    (into ``out`` if given)."""
     fy = np.interp(np.arange(rows.start, rows.stop), gy, np.arange(gy.size))
     fx = np.interp(np.arange(cols.start, cols.stop), gx, np.arange(gx.size))
     # Separable: along x on the coarse rows, then along y (as map_coordinates(order=1), far cheaper).
     iy0 = np.clip(np.floor(fy).astype(np.intp), 0, max(gy.size - 2, 0))
     ix0 = np.clip(np.floor(fx).astype(np.intp), 0, max(gx.size - 2, 0))
-    wy, wx = fy - iy0, fx - ix0
+    wy, wx = (fy - iy0).astype(np.float32), fx - ix0
     iy1, ix1 = np.minimum(iy0 + 1, gy.size - 1), np.minimum(ix0 + 1, gx.size - 1)
-    along_x = coarse[:, ix0] * (1.0 - wx) + coarse[:, ix1] * wx
-    out = along_x[iy0] * (1.0 - wy)[:, None]
-    out += along_x[iy1] * wy[:, None]
-    return out
+    along_x = (coarse[:, ix0] * (1.0 - wx) + coarse[:, ix1] * wx).astype(np.float32)
+    step = along_x[iy1] - along_x[iy0]
+    step *= wy[:, None]
+    return np.add(along_x[iy0], step, out=out)
 
 
 _NPAD = 12
@@ -93,10 +95,9 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
 
     The tile-to-science mapping is evaluated exactly on a coarse grid and bilinearly in between. Each tile is
     spline-prefiltered once over the part the CCD needs, then warped in stripes of rows on
-    :func:`~pipeline.threads.thread_map`'s threads; a pixel takes the first tile that covers it. The image is
-    interpolated with a spline of ``spline_order``, the variance and the mask by nearest neighbour
-    (NO_DATA where the interpolation touches a non-finite tile pixel), and image and variance are scaled by
-    the pixel-area ratio.
+    :func:`~pipeline.threads.thread_map`'s threads; a pixel takes the first tile that covers it with data (its
+    interpolation touches no non-finite tile pixel). The image is interpolated with a spline of ``spline_order``,
+    the variance and the mask by nearest neighbour, and image and variance are scaled by the pixel-area ratio.
 
     Parameters
     ----------
@@ -110,8 +111,8 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     Returns
     -------
     template : MaskedImage
-        Image (nJy per science pixel), variance and mask on the science grid; pixels no tile covers are
-        0 with NO_DATA set.
+        Image (nJy per science pixel), variance and mask on the science grid; pixels no tile covers with
+        data are 0 with NO_DATA set.
     psf_fwhm_arcsec : float
         Coverage-weighted template PSF FWHM.
 
@@ -165,30 +166,37 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
         dty_dy, dty_dx = np.gradient(cty, gy, gx)
         area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
 
+        # Tile coordinates relative to the prefiltered box (float32: 0.0005 pixel at 4096), and the bounds of
+        # the tile's interior in them.
+        local_x, local_y = ctx - (x0 - shift), cty - (y0 - shift)
+        lo_x, hi_x = 1 - x0 + shift, tw - 2 - x0 + shift
+        lo_y, hi_y = 1 - y0 + shift, th - 2 - y0 + shift
+
         def warp_stripe(r0: int, r1: int) -> int:
             stripe = slice(r0, r1)
-            tx = _upsample(ctx, gy, gx, stripe, cols)
-            ty = _upsample(cty, gy, gx, stripe, cols)
-            inside = (tx >= 1) & (tx <= tw - 2) & (ty >= 1) & (ty <= th - 2) & ~covered[stripe, cols]
+            coords = np.empty((2, r1 - r0, cols.stop - cols.start), np.float32)
+            ty = _upsample(local_y, gy, gx, stripe, cols, out=coords[0])
+            tx = _upsample(local_x, gy, gx, stripe, cols, out=coords[1])
+            inside = (tx >= lo_x) & (tx <= hi_x) & (ty >= lo_y) & (ty <= hi_y) & ~covered[stripe, cols]
             if not inside.any():
                 return 0
-            tx -= x0
-            ty -= y0
-            coords = np.stack([ty, tx])
-            warped = ndimage.map_coordinates(source, coords + shift if shift else coords, order=config.spline_order,
-                                             mode="nearest", prefilter=False, output=np.float32)
+            warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
+                                             prefilter=False, output=np.float32)
             # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped)
             # for the mask and the variance (smooth on the scale of a pixel; a quarter of the linear warp's time).
-            iy = np.clip(np.floor(ty + 0.5).astype(np.intp), 0, y1 - y0 - 1)
-            ix = np.clip(np.floor(tx + 0.5).astype(np.intp), 0, x1 - x0 - 1)
+            iy = np.clip(np.floor(ty + np.float32(0.5 - shift)).astype(np.intp), 0, y1 - y0 - 1)
+            ix = np.clip(np.floor(tx + np.float32(0.5 - shift)).astype(np.intp), 0, x1 - x0 - 1)
             warped_var = tile_var[iy, ix]
             warped_mask = tile_mask[iy, ix]
             if bad_src is not None:
-                hit = ndimage.map_coordinates(bad_src, coords, order=1) > 0
-                warped_mask = np.where(hit, warped_mask | int(MaskBit.NO_DATA), warped_mask)
+                # Pixels whose interpolation touches missing tile data are left to the next tiles.
+                inside &= ~(ndimage.map_coordinates(bad_src, coords - np.float32(shift), order=1) > 0)
             area = _upsample(area_coarse, gy, gx, stripe, cols)
-            np.copyto(image[stripe, cols], warped * area, where=inside)
-            np.copyto(variance[stripe, cols], warped_var * area**2, where=inside)
+            warped *= area
+            area *= area
+            warped_var *= area
+            np.copyto(image[stripe, cols], warped, where=inside)
+            np.copyto(variance[stripe, cols], warped_var, where=inside)
             np.copyto(mask[stripe, cols], warped_mask, where=inside)
             covered[stripe, cols] |= inside
             return int(np.count_nonzero(inside))
