@@ -53,8 +53,25 @@ def inverse(product: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return full if full.shape == tuple(shape) else np.ascontiguousarray(full[:shape[0], :shape[1]])
 
 
-def in_row_blocks(function: Callable[[slice], Sequence[np.ndarray]], shape: tuple[int, int], halo: int,
-                  n_outputs: int) -> list[np.ndarray]:
+def row_blocks(shape: tuple[int, int], halo: int) -> list[tuple[slice, slice]]:
+    """``worker_count()`` blocks of rows of an image of ``shape``: (rows read, with ``halo`` rows above and below
+    where the image has them; rows written)."""
+    ny = shape[0]
+    n_blocks = max(1, min(worker_count(), ny // max(4 * halo, 64)))
+    edges = np.linspace(0, ny, n_blocks + 1).astype(int)
+    return [(slice(max(a - halo, 0), min(b + halo, ny)), slice(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def kernel_fts(kernels: Sequence[np.ndarray], blocks: list[tuple[slice, slice]], nx: int
+               ) -> dict[tuple[int, int], list[np.ndarray]]:
+    """:func:`kernel_ft` of each kernel at the FFT shape of each distinct block (usually one), computed once in
+    the calling thread (with scipy.fft's workers) for all the blocks' threads to share."""
+    shapes = {fft_shape((read.stop - read.start, nx)) for read, _ in blocks}
+    return {shape: [kernel_ft(k, shape) for k in kernels] for shape in shapes}
+
+
+def in_row_blocks(function: Callable[[slice], Sequence[np.ndarray]], blocks: list[tuple[slice, slice]],
+                  shape: tuple[int, int], n_outputs: int) -> list[np.ndarray]:
     """Run ``function`` on blocks of rows on :func:`~pipeline.threads.thread_map`'s threads and assemble its
     outputs.
 
@@ -63,10 +80,10 @@ def in_row_blocks(function: Callable[[slice], Sequence[np.ndarray]], shape: tupl
     function : callable
         ``function(rows)`` returns ``n_outputs`` float32 arrays for the image rows ``rows`` (a slice, the
         block and its halo), each of shape ``(rows.stop - rows.start, nx)``.
+    blocks : list of (slice, slice)
+        From :func:`row_blocks`, with a halo of at least the half-height of every kernel ``function`` uses.
     shape : tuple of int
         (ny, nx) of the whole image.
-    halo : int
-        Rows read above and below each block: at least the half-height of every kernel ``function`` uses.
     n_outputs : int
 
     Returns
@@ -74,22 +91,18 @@ def in_row_blocks(function: Callable[[slice], Sequence[np.ndarray]], shape: tupl
     list of numpy.ndarray
         ``n_outputs`` float32 (ny, nx) arrays.
     """
-    ny, nx = shape
-    n_blocks = max(1, min(worker_count(), ny // max(4 * halo, 64)))
-    edges = np.linspace(0, ny, n_blocks + 1).astype(int)
-    outputs = [np.empty((ny, nx), np.float32) for _ in range(n_outputs)]
+    outputs = [np.empty(shape, np.float32) for _ in range(n_outputs)]
 
-    def run(block: tuple[int, int]) -> None:
-        start, stop = block
-        rows = slice(max(start - halo, 0), min(stop + halo, ny))
-        for output, result in zip(outputs, function(rows)):
-            output[start:stop] = result[start - rows.start:stop - rows.start]
+    def run(block: tuple[slice, slice]) -> None:
+        read, write = block
+        for output, result in zip(outputs, function(read)):
+            output[write] = result[write.start - read.start:write.stop - read.start]
 
-    thread_map(run, list(zip(edges[:-1], edges[1:])))
+    thread_map(run, blocks)
     return outputs
 
 
-def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def convolve_same(image: np.ndarray, kernel: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
     """``image`` convolved by ``kernel``, float32, same shape, by circular FFTs in blocks of rows.
 
     Equals ``scipy.signal.convolve(image, kernel, mode="same")`` (float32 round-off, about 1e-7 of the image's
@@ -102,20 +115,24 @@ def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         (ny, nx) image.
     kernel : numpy.ndarray
         (kh, kw) kernel, centred on pixel ((kh - 1) // 2, (kw - 1) // 2).
+    exclude : numpy.ndarray, optional
+        (ny, nx) bool: pixels taken as 0 (in the blocks' threads; ``image`` is not changed).
 
     Returns
     -------
     numpy.ndarray
         (ny, nx) float32.
     """
+    blocks = row_blocks(image.shape, kernel.shape[0] // 2 + 1)
+    kfts = kernel_fts([kernel], blocks, image.shape[1])
 
     def block(rows: slice) -> list[np.ndarray]:
-        part = image[rows]
+        part = image[rows] if exclude is None else np.where(exclude[rows], np.float32(0.0), image[rows])
         product = spectrum(part)
-        product *= kernel_ft(kernel, fft_shape(part.shape))
+        product *= kfts[fft_shape(part.shape)][0]
         return [inverse(product, part.shape)]
 
-    return in_row_blocks(block, image.shape, kernel.shape[0] // 2 + 1, 1)[0]
+    return in_row_blocks(block, blocks, image.shape, 1)[0]
 
 
 def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, kernel: np.ndarray
@@ -144,25 +161,27 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
     """
     band = max(kernel.shape) // 2
     flipped = np.ascontiguousarray(np.asarray(kernel, np.float32)[::-1, ::-1])
+    blocks = row_blocks(image.shape, band + 1)
+    kfts = kernel_fts([flipped, flipped**2], blocks, image.shape[1])
 
     def block(rows: slice) -> list[np.ndarray]:
         usable = ~np.asarray(bad[rows], bool)
         shape = usable.shape
-        kft = kernel_ft(flipped, fft_shape(shape))
+        kft, kft2 = kfts[fft_shape(shape)]
         sums = []
         for plane, kernel_transform in ((np.where(usable, image[rows], np.float32(0.0)), kft),
-                                        (np.where(usable, variance[rows], np.float32(0.0)),
-                                         kernel_ft(flipped**2, fft_shape(shape))),
+                                        (np.where(usable, variance[rows], np.float32(0.0)), kft2),
                                         (usable.astype(np.float32), kft)):
             product = spectrum(plane)
             product *= kernel_transform
             sums.append(inverse(product, shape))
         return sums
 
-    numerator, noise2, coverage = in_row_blocks(block, image.shape, band + 1, 3)
+    numerator, noise2, coverage = in_row_blocks(block, blocks, image.shape, 3)
     for edge in (coverage[:band], coverage[-band:], coverage[:, :band], coverage[:, -band:]):
         edge[...] = 0.0
     return numerator, noise2, coverage
 
 
-__all__ = ["fft_shape", "kernel_ft", "spectrum", "inverse", "in_row_blocks", "convolve_same", "matched_filter"]
+__all__ = ["fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
+           "matched_filter"]

@@ -16,7 +16,8 @@ from astropy.stats import sigma_clipped_stats
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from pipeline.convolution import convolve_same, fft_shape, in_row_blocks, inverse, kernel_ft, matched_filter, spectrum
+from pipeline.convolution import (convolve_same, fft_shape, in_row_blocks, inverse, kernel_fts, matched_filter,
+                                  row_blocks, spectrum)
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
@@ -218,25 +219,29 @@ class MatchingKernel:
         """The differential background at pixels (x, y)."""
         return np.tensordot(self.background, spatial_terms(x, y, self.shape, self.order), axes=1)
 
-    def convolve(self, image: np.ndarray) -> np.ndarray:
+    def convolve(self, image: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
         """``image`` convolved by the varying kernel plus the background (float32, same shape).
 
         In blocks of rows on the pipeline's threads (:func:`~pipeline.convolution.in_row_blocks`): per block, one
         forward FFT, and one kernel product and inverse FFT per spatial term. Circular within a kernel's
-        half-width of the border (see :mod:`pipeline.convolution`).
+        half-width of the border (see :mod:`pipeline.convolution`). ``exclude`` (bool, optional): pixels taken as
+        0 (in the blocks' threads; ``image`` is not changed).
         """
         ny, nx = image.shape
         xn = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(np.float32)
         yn = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(np.float32)
         powers = _term_powers(self.order)
 
+        blocks = row_blocks(image.shape, self.components.shape[1] // 2 + 1)
+        kfts = kernel_fts(self.components, blocks, nx)
+
         def block(rows: slice) -> list[np.ndarray]:
-            part = image[rows]
+            part = image[rows] if exclude is None else np.where(exclude[rows], np.float32(0.0), image[rows])
             forward = spectrum(part)
             out = None
-            for (i, j), component, b in zip(powers, self.components, self.background):
+            for (i, j), component_ft, b in zip(powers, kfts[fft_shape(part.shape)], self.background):
                 # P_t(x, y) * (K_t conv image + b_t): the term's share of the convolved image and the background.
-                term = inverse(forward * kernel_ft(component, fft_shape(part.shape)), part.shape)
+                term = inverse(forward * component_ft, part.shape)
                 term += np.float32(b)
                 if j:
                     term *= (yn[rows] ** j)[:, None]
@@ -245,7 +250,7 @@ class MatchingKernel:
                 out = term if out is None else np.add(out, term, out=out)
             return [out]
 
-        return in_row_blocks(block, image.shape, self.components.shape[1] // 2 + 1, 1)[0]
+        return in_row_blocks(block, blocks, image.shape, 1)[0]
 
 
 def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float,
@@ -378,11 +383,11 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     # decorrelation and the difference PSF.
     kernel = kernel_model.at((shape[1] - 1) / 2, (shape[0] - 1) / 2)
     no_data = (sharp.mask & int(MaskBit.NO_DATA)) != 0
-    convolved = kernel_model.convolve(np.where(no_data, 0.0, sharp.image))
+    convolved = kernel_model.convolve(sharp.image, exclude=no_data)
     # The convolved image's variance (K^2 * s) is needed for a convolved template (the matched template's
     # variance) or without decorrelation; a convolved science image with decorrelation never uses it.
     need_convolved_var = not convolve_science or not config.do_decorrelation
-    convolved_var = convolve_same(np.where(no_data, 0.0, sharp.variance), kernel**2) if need_convolved_var else None
+    convolved_var = convolve_same(sharp.variance, kernel**2, exclude=no_data) if need_convolved_var else None
     half = kernel.shape[0] // 2
     # The circular convolution wraps within the kernel's reach of the border (pipeline.convolution).
     conv_mask = _flag_border(_grow_mask(sharp.mask, kernel), half)
@@ -430,9 +435,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     if config.do_scale_variance:
         # Sources as detected on the science image (not grown by the kernel: in crowded fields the grown
         # footprints would leave few clean positions).
-        sources = (science.mask & int(MaskBit.DETECTED)) != 0
-        scale = _psf_scale_variance_factor(diff, variance, (mask & ~int(MaskBit.DETECTED))
-                                           | np.where(sources, int(MaskBit.DETECTED), 0), diff_psf, psf_sigma)
+        scale = _psf_scale_variance_factor(diff, variance, mask, science.mask, diff_psf, psf_sigma)
         variance = variance * np.float32(scale)
     model_error = 0.0
     if config.do_model_error_variance:
@@ -451,7 +454,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
                              kernel_model=kernel_model)
 
 
-def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray,
+def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, science_mask: np.ndarray,
                                diff_psf: PixelPsf | None, psf_sigma: float, max_pixels: int = 1_000_000) -> float:
     """Factor on the predicted variance that makes the noise of PSF-weighted sums (the matched-filter score
     and PSF fluxes) what it predicts.
@@ -465,8 +468,9 @@ def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.
     rows = int(min(ny, max(1, max_pixels // max(nx, 1))))
     y0 = (ny - rows) // 2
     sl = slice(y0, y0 + rows)
-    sub_mask = mask[sl]
-    bad = ((sub_mask & int(UNUSABLE | MaskBit.DETECTED | MaskBit.EDGE)) != 0) | ~(variance[sl] > 0)
+    # DETECTED from the science mask only: the difference's own (kernel-grown) footprints are not excluded.
+    bad = ((mask[sl] & int(UNUSABLE | MaskBit.EDGE)) != 0) | ((science_mask[sl] & int(MaskBit.DETECTED)) != 0) \
+        | ~(variance[sl] > 0)
     if (~bad).sum() < 1000:
         return 1.0
     half = int(np.clip(np.ceil(3 * psf_sigma), 2, 15))
@@ -567,7 +571,7 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
         part += a2 * grad2[rows]
         return [part]
 
-    return frac, in_row_blocks(block, static.shape, 0, 1)[0]
+    return frac, in_row_blocks(block, row_blocks(static.shape, 0), static.shape, 1)[0]
 
 
 def _gradient_squared(image: np.ndarray) -> np.ndarray:
@@ -580,7 +584,7 @@ def _gradient_squared(image: np.ndarray) -> np.ndarray:
         gx += gy
         return [gx]
 
-    return in_row_blocks(block, image.shape, 1, 1)[0]
+    return in_row_blocks(block, row_blocks(image.shape, 1), image.shape, 1)[0]
 
 
 def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],

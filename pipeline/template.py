@@ -58,12 +58,13 @@ _STRIPE_ROWS = 128
 
 
 def _prefiltered(image: np.ndarray, order: int) -> tuple[np.ndarray, float]:
-    """Float32 spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads) and
-    the shift to add to coordinates; the image itself for ``order <= 1``. The two separable passes run on
-    :func:`~pipeline.threads.thread_map`'s threads, in blocks of rows and then of columns."""
+    """Float32 spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads; NaN
+    taken as 0) and the shift to add to coordinates; the image itself for ``order <= 1``. The two separable
+    passes run on :func:`~pipeline.threads.thread_map`'s threads, in blocks of rows and then of columns."""
     if order <= 1:
-        return image, 0.0
+        return np.nan_to_num(image, nan=0.0), 0.0
     coeffs = np.pad(image, _NPAD, mode="edge")
+    np.nan_to_num(coeffs, copy=False, nan=0.0)
     blocks = max(1, worker_count())
     for axis in (1, 0):
         edges = np.linspace(0, coeffs.shape[1 - axis], blocks + 1).astype(int)
@@ -156,7 +157,7 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
             continue
         sub = (slice(y0, y1), slice(x0, x1))
         tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
-        source, shift = _prefiltered(np.nan_to_num(tile_image, nan=0.0), config.spline_order)
+        source, shift = _prefiltered(tile_image, config.spline_order)
         tile_var = np.asarray(tile.variance[sub], dtype=np.float32)
         tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
         bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
