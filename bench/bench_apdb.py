@@ -33,7 +33,7 @@ from rich.table import Table as RichTable  # noqa: E402
 
 from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
                      console, machine_line, median, fill_chunk_objects, fill_chunk_sources, fill_visit,
-                     fill_visit_time)
+                     fill_visit_time, worker_malloc)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 
@@ -152,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep an existing database and skip the fill")
     ap.add_argument("--keep", action="store_true", help="keep the Cassandra keyspace at the end (default: drop it)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
     args = ap.parse_args(argv)
+    malloc = worker_malloc(args.default_malloc)
 
     rng = np.random.default_rng(args.seed)
     side = float(np.sqrt(args.n_objects / args.density))
     apdb, where = open_store(args)
-    console.print(f"[bold]bench_apdb[/bold] | {machine_line()} | {where}")
+    console.print(f"[bold]bench_apdb[/bold] | {machine_line()} | {where} | {malloc}")
     console.print(f"patch {side:.2f} x {side:.2f} deg at ({RA0}, {DEC0}), {args.density:,.0f} objects/deg^2, "
                   f"{args.n_objects:,} objects, {args.sources_per_object} sources/object")
     if args.reuse:
