@@ -1,8 +1,8 @@
 """FFT convolution of CCD-sized float32 images by small kernels, in blocks of rows on the pipeline's threads.
 
-An image is cut into ``worker_count()`` blocks of rows, each read with a halo of the kernel's half-width
-above and below and convolved on its own thread (overlap-save): the blocks' results are exact, and the
-threads share no transform. Each block's convolution is circular over the smallest fast FFT size that holds
+An image is cut into :data:`ROW_BLOCKS` blocks of rows, each read with a halo of the kernel's half-width
+above and below and convolved on its own thread (overlap-save): the blocks' results are exact, the threads
+share no transform, and the numbers do not depend on the number of threads. Each block's convolution is circular over the smallest fast FFT size that holds
 it. Away from the image's border this equals a linear ``mode="same"`` convolution; within a kernel's
 half-width of the border, where a zero-padded convolution has only part of its support, the kernel's reach
 wraps to the opposite side of the block instead. The pipeline flags that band EDGE (or does not score it)
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-from pipeline.threads import thread_map, worker_count
+from pipeline.threads import thread_map
 
 
 def fft_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -53,11 +53,16 @@ def inverse(product: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return full if full.shape == tuple(shape) else np.ascontiguousarray(full[:shape[0], :shape[1]])
 
 
+ROW_BLOCKS = 2
+"""Blocks of rows an image is cut into, whatever the number of threads: the results are the same, bit for bit,
+with one thread or two (a re-run after a restart writes identical rows whatever ``pipeline_threads`` is)."""
+
+
 def row_blocks(shape: tuple[int, int], halo: int) -> list[tuple[slice, slice]]:
-    """``worker_count()`` blocks of rows of an image of ``shape``: (rows read, with ``halo`` rows above and below
-    where the image has them; rows written)."""
+    """:data:`ROW_BLOCKS` blocks of rows of an image of ``shape`` (fewer for a short image): (rows read, with
+    ``halo`` rows above and below where the image has them; rows written)."""
     ny = shape[0]
-    n_blocks = max(1, min(worker_count(), ny // max(4 * halo, 64)))
+    n_blocks = max(1, min(ROW_BLOCKS, ny // max(4 * halo, 64)))
     edges = np.linspace(0, ny, n_blocks + 1).astype(int)
     return [(slice(max(a - halo, 0), min(b + halo, ny)), slice(a, b)) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -183,5 +188,5 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
     return numerator, noise2, coverage
 
 
-__all__ = ["fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
+__all__ = ["ROW_BLOCKS", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
            "matched_filter"]

@@ -39,6 +39,8 @@ def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSetting
         blink_conf["source"] = "kafka"
     if getattr(args, "metrics_port", None):
         blink_conf["metrics_port"] = args.metrics_port
+    if getattr(args, "threads", None):
+        blink_conf["pipeline_threads"] = args.threads
     cass_conf = dict(file_conf.get("cassandra", {}))
     if args.cassandra_hosts:
         cass_conf["hosts"] = args.cassandra_hosts
@@ -286,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forever", action="store_true", help="keep consuming (default: stop when idle)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes (Kafka mode): each its own consumer of the group; SIGTERM is forwarded")
+    p.add_argument("--threads", type=int, help="threads per worker for a CCD's pipeline (default 1 or "
+                                               "BLINK_PIPELINE_THREADS; 2 on an idle 2-core machine)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
     p.add_argument("--report", action="store_true", help="print the truth report at the end")
     p.add_argument("--strict", action="store_true", help="exit 1 if any CCD failed")

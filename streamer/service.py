@@ -98,7 +98,8 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         from streamer.apdb.ordering import open_claims
 
         claims = open_claims(apdb)
-    worker = Worker(source=source, processor=CcdProcessor(repo, apdb, alert_sink), dead_letters=dead_letters,
+    processor = CcdProcessor(repo, apdb, alert_sink, threads=settings.pipeline_threads)
+    worker = Worker(source=source, processor=processor, dead_letters=dead_letters,
                     fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
                     transactions=transactions, claims=claims,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with

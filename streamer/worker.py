@@ -15,6 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
+import scipy.fft
+
 from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
 from pipeline.decam.raw import list_ccds, read_raw_ccd
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
@@ -67,14 +69,17 @@ class CcdProcessor:
     apdb : Apdb
     alert_sink : AlertSink
     config : PipelineConfig
+    threads : int
+        Threads the pipeline uses for a CCD (``scipy.fft.set_workers``; see :mod:`pipeline.threads`).
     """
 
     def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
-                 config: PipelineConfig = PipelineConfig()) -> None:
+                 config: PipelineConfig = PipelineConfig(), threads: int = 1) -> None:
         self.repo = repo
         self.apdb = apdb
         self.alert_sink = alert_sink
         self.config = config
+        self.threads = max(1, int(threads))
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
@@ -121,7 +126,8 @@ class CcdProcessor:
         """Process one CCD: inputs -> pipeline -> APDB -> alerts (acknowledged)."""
         start = time.perf_counter()
         inputs, region = self.gather(event, detector)
-        outputs = process_ccd(inputs, self.config)
+        with scipy.fft.set_workers(self.threads):
+            outputs = process_ccd(inputs, self.config)
         self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
                         dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)
         alerts = build_alerts(outputs, region)
