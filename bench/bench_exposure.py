@@ -53,7 +53,8 @@ def ensure_exposure(n_ccds: int) -> Path:
     return root
 
 
-def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds: int, timeout_s: float) -> dict:
+def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds: int, timeout_s: float,
+             threads: int = 1) -> dict:
     from confluent_kafka import Consumer
 
     from streamer.apdb.cassandra_store import CassandraApdb
@@ -74,7 +75,7 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
     log_path = OUT_DIR / f"bench_exposure_{tag}.log"
     cmd = [sys.executable, "-m", "streamer.cli", "run", "--forever", "--workers", str(n_workers), "--root", str(root),
            "--apdb", f"cassandra://127.0.0.1:{cass_port}/{keyspace}", "--kafka-bootstrap", bootstrap,
-           "--worker-id", f"bench-{tag}"]
+           "--worker-id", f"bench-{tag}", "--threads", str(threads)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{tag}", "auto.offset.reset": "earliest",
@@ -125,7 +126,7 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
             apdb.close()
         except Exception as exc:  # noqa: BLE001
             console.print(f"[yellow]could not drop keyspace {keyspace}: {exc}[/yellow]")
-    return {"workers": n_workers, "e2e_s": t_last - t0, "alerts": n_alerts, "expected": expected,
+    return {"workers": n_workers, "threads": threads, "e2e_s": t_last - t0, "alerts": n_alerts, "expected": expected,
             "per_ccd": per_ccd, "dead_letters": dead, "log": log_path}
 
 
@@ -133,22 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ccds", type=int, default=4, help="CCDs of the exposure (62 = a whole DECam exposure)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1],
+                    help="pipeline threads per worker (blink run --threads); every workers x threads pair is run")
     ap.add_argument("--kafka-bootstrap", default=os.environ.get("BLINK_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--cassandra-port", type=int, default=int(os.environ.get("BLINK_CASSANDRA_PORT", "9042")))
     ap.add_argument("--timeout-s", type=float, default=900.0)
     args = ap.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     root = ensure_exposure(args.ccds)
-    rows = [run_once(root, n, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s)
-            for n in args.workers]
+    rows = [run_once(root, n, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s, threads=t)
+            for n in args.workers for t in args.threads]
     table = Table(title=f"one full-density exposure of {args.ccds} CCDs: event published -> last alert committed "
                         f"(Kafka + Cassandra, exactly-once)")
-    for col in ("workers", "event -> last alert (s)", "alerts (committed / logged)", "CCDs with alerts",
+    for col in ("workers", "threads", "event -> last alert (s)", "alerts (committed / logged)", "CCDs with alerts",
                 "dead letters", "CCD p50 (s)", "CCD p95 (s)", "CCD max (s)", "CCDs/min"):
         table.add_column(col, justify="right")
     for r in rows:
         pc = r["per_ccd"]
-        table.add_row(str(r["workers"]), f"{r['e2e_s']:.1f}", f"{r['alerts']} / {r['expected']}", str(len(pc)),
+        table.add_row(str(r["workers"]), str(r["threads"]), f"{r['e2e_s']:.1f}", f"{r['alerts']} / {r['expected']}", str(len(pc)),
                       str(r["dead_letters"]), f"{median(pc):.2f}", f"{p95(pc):.2f}", f"{max(pc):.2f}",
                       f"{60 * (len(pc) + r['dead_letters']) / r['e2e_s']:.1f}")
     console.print(table)
