@@ -30,15 +30,13 @@ def pin_to_one_core() -> str:
 
 
 def worker_malloc(default: bool = False) -> str:
-    """Tune glibc malloc as the worker does (``BlinkSettings.malloc_trim_threshold_mb``), unless ``default``;
+    """Tune glibc malloc as the worker does by default (``streamer.malloc_tuning``), unless ``default``;
     a line saying which."""
-    from streamer.config import BlinkSettings
-    from streamer.malloc_tuning import keep_freed_memory
+    from streamer.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB, keep_freed_memory
 
-    threshold = BlinkSettings.model_fields["malloc_trim_threshold_mb"].default
-    if default or threshold is None or not keep_freed_memory(threshold):
+    if default or not keep_freed_memory():
         return "glibc malloc defaults"
-    return f"glibc malloc as the worker (trim threshold {threshold} MB, large arrays in the heap)"
+    return f"glibc malloc as the worker (trim threshold {DEFAULT_TRIM_THRESHOLD_MB} MB, large arrays in the heap)"
 
 
 def median(values) -> float:

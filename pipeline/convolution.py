@@ -24,6 +24,13 @@ def fft_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
     return tuple(sp_fft.next_fast_len(int(n), real=True) for n in image_shape)
 
 
+def border_bands(array: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """Views of the four bands ``width`` pixels wide along the border of a 2-D array (none for ``width`` 0)."""
+    if width <= 0:
+        return ()
+    return array[:width], array[-width:], array[:, :width], array[:, -width:]
+
+
 def kernel_ft(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Real-to-complex FFT (complex64) of a small kernel centred on pixel (0, 0) of a ``shape`` array.
 
@@ -183,10 +190,10 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
         return sums
 
     numerator, noise2, coverage = in_row_blocks(block, blocks, image.shape, 3)
-    for edge in (coverage[:band], coverage[-band:], coverage[:, :band], coverage[:, -band:]):
+    for edge in border_bands(coverage, band):
         edge[...] = 0.0
     return numerator, noise2, coverage
 
 
-__all__ = ["ROW_BLOCKS", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
+__all__ = ["ROW_BLOCKS", "border_bands", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
            "matched_filter"]

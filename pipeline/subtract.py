@@ -16,7 +16,7 @@ from astropy.stats import sigma_clipped_stats
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from pipeline.convolution import (convolve_same, fft_shape, in_row_blocks, inverse, kernel_fts, matched_filter,
+from pipeline.convolution import (border_bands, convolve_same, fft_shape, in_row_blocks, inverse, kernel_fts, matched_filter,
                                   row_blocks, spectrum)
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
@@ -519,10 +519,8 @@ def _grow_mask(mask: np.ndarray, kernel: np.ndarray, level: float = 0.05) -> np.
 
 def _flag_border(mask: np.ndarray, width: int) -> np.ndarray:
     """``mask`` (int32, changed in place and returned) with EDGE set on a border band ``width`` pixels wide."""
-    if width > 0:
-        edge = np.int32(MaskBit.EDGE)
-        for band in (mask[:width], mask[-width:], mask[:, :width], mask[:, -width:]):
-            band |= edge
+    for band in border_bands(mask, width):
+        band |= np.int32(MaskBit.EDGE)
     return mask
 
 

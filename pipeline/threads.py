@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -15,6 +16,11 @@ R = TypeVar("R")
 def worker_count() -> int:
     """Threads the pipeline may use: scipy.fft's worker setting (``scipy.fft.set_workers``), default 1."""
     return max(1, int(sp_fft.get_workers()))
+
+
+def using(threads: int) -> contextlib.AbstractContextManager:
+    """Context in which the calling thread's pipeline work uses ``threads`` threads (``scipy.fft.set_workers``)."""
+    return sp_fft.set_workers(max(1, int(threads)))
 
 
 def thread_map(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -31,4 +37,4 @@ def thread_map(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return list(pool.map(function, items))
 
 
-__all__ = ["worker_count", "thread_map"]
+__all__ = ["worker_count", "using", "thread_map"]

@@ -47,8 +47,8 @@ class BlinkSettings(BaseSettings):
         DEFAULT_TRIM_THRESHOLD_MB, ge=1, description="glibc malloc keeps this much freed memory for reuse, and CCD-sized arrays in its "
                                 "heap (streamer.malloc_tuning): without it, freed alert buffers and images were "
                                 "page-faulted back in; None leaves malloc alone.")
-    pipeline_threads: int = Field(1, ge=1, description="Threads each worker's pipeline uses (scipy.fft workers; "
-                                                       "pipeline.threads): 2 halves a CCD's subtraction on an idle "
+    pipeline_threads: int = Field(1, ge=1, description="Threads each worker's pipeline uses "
+                                                       "(pipeline.threads): 2 halves a CCD's subtraction on an idle "
                                                        "2-core machine; keep 1 with one worker process per core.")
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "

@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
-import scipy.fft
-
 from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
 from pipeline.decam.raw import list_ccds, read_raw_ccd
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
+from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs
 from streamer import metrics
 from streamer.alert_builder import build_alerts
@@ -70,7 +69,7 @@ class CcdProcessor:
     alert_sink : AlertSink
     config : PipelineConfig
     threads : int
-        Threads the pipeline uses for a CCD (``scipy.fft.set_workers``; see :mod:`pipeline.threads`).
+        Threads the pipeline uses for a CCD (:func:`pipeline.threads.using`).
     """
 
     def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
@@ -126,7 +125,7 @@ class CcdProcessor:
         """Process one CCD: inputs -> pipeline -> APDB -> alerts (acknowledged)."""
         start = time.perf_counter()
         inputs, region = self.gather(event, detector)
-        with scipy.fft.set_workers(self.threads):
+        with pipeline_threads(self.threads):
             outputs = process_ccd(inputs, self.config)
         self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
                         dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)

@@ -22,8 +22,8 @@ print(json.dumps({"ok": ok, "faults": resource.getrusage(resource.RUSAGE_SELF).r
 """
 
 
-def _run(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, check=True)
+def _run(mode: str, script: str = _SCRIPT) -> dict:
+    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -54,10 +54,7 @@ print(json.dumps({"ok": ok, "faults": resource.getrusage(resource.RUSAGE_SELF).r
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_ccd_sized_arrays_are_reused():
-    default = json.loads(subprocess.run([sys.executable, "-c", _CCD_SCRIPT, "default"], capture_output=True,
-                                        text=True, check=True).stdout)
-    tuned = json.loads(subprocess.run([sys.executable, "-c", _CCD_SCRIPT, "tuned"], capture_output=True,
-                                      text=True, check=True).stdout)
+    default, tuned = _run("default", _CCD_SCRIPT), _run("tuned", _CCD_SCRIPT)
     assert tuned["ok"] is True
     # 5 rounds of 4 x 33.5 MB: 163,840 fresh 4 kB pages when every array is its own mapping (far fewer faults
     # with transparent huge pages: about 10,000 here).
