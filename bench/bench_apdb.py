@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="use Cassandra (default URL cassandra://127.0.0.1:9042/blink_bench)")
     ap.add_argument("--reuse", action="store_true", help="keep an existing database and skip the fill")
     ap.add_argument("--keep", action="store_true", help="keep the Cassandra keyspace at the end (default: drop it)")
+    ap.add_argument("--compact", action="store_true",
+                    help="run `blink apdb compact` (compact_history) on the buckets ended before the first visit, "
+                         "after the fill and before the timed visits")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
@@ -170,6 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         fill_s, n_src, n_fs = fill(apdb, args, side, rng)
         console.print(f"filled in {fill_s:.1f} s: {args.n_objects:,} objects, {n_src:,} sources, {n_fs:,} forced "
                       f"({(args.n_objects + n_src + n_fs) / fill_s:,.0f} rows/s)")
+
+    if args.compact:
+        with Progress(console=console, transient=True) as progress:
+            tasks: dict[str, int] = {}
+
+            def advance(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(f"compacting {table}", total=total)
+                progress.update(tasks[table], completed=done)
+
+            t0 = time.perf_counter()
+            counts = apdb.compact_history(T0, progress=advance)
+        console.print(f"compacted the history before MJD {T0} in {time.perf_counter() - t0:.1f} s: "
+                      + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
     from streamer.apdb import SkyRegion
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local Apache Cassandra (single node) on 127.0.0.1.
-# Usage: ops/cassandra.sh {fetch|start|stop|restart|status|wipe}
+# Usage: ops/cassandra.sh {fetch|start|stop|restart|status|wipe|nodetool ARGS...}
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -9,6 +9,7 @@ LIB="$CACHE_DIR/cassandra-$CASSANDRA_VERSION/lib"
 HOME_DIR="$RUN_DIR/cassandra"
 CONF="$HOME_DIR/conf/cassandra.yaml"
 HEAP="${BLINK_CASSANDRA_HEAP:-1G}"
+JMX_PORT="${BLINK_CASSANDRA_JMX_PORT:-7199}"  # JMX on 127.0.0.1 only (as Cassandra's own LOCAL_JMX=yes), for nodetool
 
 write_config() {
   mkdir -p "$HOME_DIR/conf" "$HOME_DIR"/{data,commitlog,saved_caches,hints,cdc_raw,triggers} "$LOG_DIR"
@@ -118,6 +119,7 @@ cmd_start() {
       -Xms"$HEAP" -Xmx"$HEAP" "${JVM17_OPTS[@]}" \
       -javaagent:"$jamm" \
       -Dcassandra.config="file://$CONF" \
+      -Dcassandra.jmx.local.port="$JMX_PORT" \
       -Dcassandra.storagedir="$HOME_DIR" \
       -Dcassandra.logdir="$LOG_DIR" \
       -Dlogback.configurationFile="$OPS_HOME/conf/cassandra-logback.xml" \
@@ -147,4 +149,16 @@ cmd_status() {
   echo "cassandra: stopped"; return 3
 }
 
-dispatch "$@"
+cmd_nodetool() {  # nodetool against this instance's local JMX port, e.g. ops/cassandra.sh nodetool compact KEYSPACE
+  pid_of $NAME >/dev/null || die "cassandra: not running"
+  "$JAVA" -Xmx256m "${JVM17_OPTS[@]}" -cp "$LIB/*" -Dlogback.configurationFile="$OPS_HOME/conf/cassandra-logback.xml" \
+    -Dcassandra.logdir="$LOG_DIR/nodetool" \
+    org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$JMX_PORT" "$@"
+}
+
+if [[ "${1:-}" == nodetool ]]; then
+  shift
+  cmd_nodetool "$@"
+else
+  dispatch "$@"
+fi

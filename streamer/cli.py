@@ -94,6 +94,31 @@ def cmd_apdb_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apdb_compact(args: argparse.Namespace) -> int:
+    """Compact the history of finished time buckets (maintenance; run daily, one at a time)."""
+    from astropy.time import Time
+    from rich.progress import Progress
+
+    settings, cassandra, _ = _settings(args)
+    before = args.before if args.before is not None else float(Time.now().tai.mjd)
+    apdb = _open_apdb(settings, cassandra, init=False)
+    try:
+        with Progress(transient=True) as progress:
+            tasks: dict[str, int] = {}
+
+            def advance(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(f"compacting {table}", total=total)
+                progress.update(tasks[table], completed=done)
+
+            counts = apdb.compact_history(before, progress=advance)
+    finally:
+        apdb.close()
+    log.info("compacted the history before MJD %.2f TAI: %s", before,
+             ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the Kafka topics (idempotent)."""
     from streamer.kafka_io import KafkaSettings, create_topics
@@ -319,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = apdb_sub.add_parser("init", help="create the APDB tables (safe to run twice)")
     _add_common(q)
     q.set_defaults(func=cmd_apdb_init)
+    q = apdb_sub.add_parser("compact", help="rewrite the DiaSource/DiaForcedSource history of finished time "
+                            "buckets as few blobs (faster region reads; same contents). Run daily, one at a time")
+    _add_common(q)
+    q.add_argument("--before", type=float, default=None,
+                   help="compact the buckets that ended by this MJD (TAI); default: now")
+    q.set_defaults(func=cmd_apdb_compact)
 
     p = sub.add_parser("topics", help="Kafka topic administration")
     topics_sub = p.add_subparsers(dest="topics_command", required=True)

@@ -9,11 +9,11 @@ so an alert is a projection of APDB rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from astropy.table import Table
 
-APDB_SCHEMA_VERSION = "4.0.0"
+APDB_SCHEMA_VERSION = "4.1.0"
 """Version of the APDB tables; a store refuses to open a database of another major version."""
 
 HISTORY_DAYS = 365.0
@@ -88,6 +88,11 @@ class Apdb(Protocol):
     ) -> None:
         """Upsert one CCD-visit's outputs: new DiaObject versions (also DiaObjectLast), DiaSources and
         DiaForcedSources. Writing the same CCD twice leaves the tables as one write would."""
+
+    def compact_history(self, before_mjd_tai: float,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+        """Maintenance: store the DiaSource and DiaForcedSource history of time buckets that ended by
+        ``before_mjd_tai`` in the form cheapest to read, with the same contents. Returns counts per table."""
 
     def close(self) -> None:
         """Release connections."""

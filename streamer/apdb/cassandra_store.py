@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -30,6 +30,7 @@ from streamer.apdb.columns import (
     DIA_OBJECT_LAST,
     DIA_SOURCE,
     TABLES,
+    drop_repeated_keys,
     pack_rows,
     pack_table,
     packed_to_table,
@@ -39,7 +40,16 @@ from streamer.apdb.columns import (
     unpack_packed,
     unpack_rows,
 )
-from streamer.apdb.cql_schema import BATCHED_TABLES, KEY_COLUMNS, ROW_COLUMN, ROWS_COLUMN, ROWS_PER_BLOB, load_cql
+from streamer.apdb.cql_schema import (
+    BATCHED_TABLES,
+    COMPACTED_VISIT,
+    HISTORY_GC_GRACE_S,
+    KEY_COLUMNS,
+    ROW_COLUMN,
+    ROWS_COLUMN,
+    ROWS_PER_BLOB,
+    load_cql,
+)
 from streamer.apdb.sky import ang2pix_nested, cover_disc, in_circle
 from streamer.apdb.sqlite_store import (
     METADATA_TABLE,
@@ -59,9 +69,13 @@ _HISTORY_MARGIN_DEG = 10.0 / 3600.0
 _PIXELS_PER_QUERY = 8
 """Pixels per multi-partition read query (the queries of one region run concurrently)."""
 _READ_FETCH_SIZE = 50_000
-# Bytes per socket read of the driver's connections (the driver's default: 4096).
-_RECV_BUFFER_BYTES = 256 * 1024
 """Rows per page of a region read: one page per query (paging would fetch the next pages one by one)."""
+_RECV_BUFFER_BYTES = 256 * 1024
+"""Bytes per socket read of the driver's connections (the driver's default: 4096)."""
+_BATCHED_NAMES = ("apdb_part", "apdb_time_part", "visit", "detector", "apdb_chunk", ROWS_COLUMN)
+"""Columns of :data:`BATCHED_TABLES` rows, in the order of their insert parameters."""
+_COMPACT_PARTITIONS_PER_ROUND = 2_000
+"""Partitions read and rewritten per concurrent round of :meth:`CassandraApdb.compact_history`."""
 _BATCH_BYTES = 40_000
 """Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
 _ROW_OVERHEAD = 64
@@ -86,6 +100,12 @@ def _connection_class() -> type:
     from cassandra.cluster import DefaultConnection
 
     return type("BlinkConnection", (DefaultConnection,), {"in_buffer_size": _RECV_BUFFER_BYTES})
+
+
+def _minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a schema version string."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _newest_per_object(objects: np.ndarray) -> np.ndarray:
@@ -311,10 +331,22 @@ class CassandraApdb:
         replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
         for stmt in load_cql(self.keyspace, replication):
             self._execute(stmt)
+        if stored and _minor(stored["schema_version"]) < _minor(APDB_SCHEMA_VERSION):
+            self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
         for name, value in self._expected_metadata().items():
             self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
                           (name, value))
+
+    def _upgrade_minor(self, stored_version: str) -> None:
+        """Bring a database of an older minor version of this major version up to date.
+
+        4.0.0 -> 4.1.0: the history tables' ``gc_grace_seconds`` (:data:`HISTORY_GC_GRACE_S`).
+        """
+        for name in BATCHED_TABLES:
+            self._execute(f"ALTER TABLE {self._t(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
+        self._write_metadata("schema_version", APDB_SCHEMA_VERSION)
+        _log.info("APDB at %s upgraded from schema %s to %s", self._where, stored_version, APDB_SCHEMA_VERSION)
 
     def check_schema(self) -> None:
         """Raise :class:`InputError` when the stored schema version or partitioning does not match."""
@@ -370,8 +402,8 @@ class CassandraApdb:
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_packed(DIA_OBJECT_LAST, take_rows(objects, inside))
         ids = objects["diaObjectId"].astype(np.int64)
-        history = [packed_to_table(name, sort_packed(name, select_history(read[name], ids, visit_mjd_tai)))
-                   for name in tables[1:]]
+        history = [packed_to_table(name, drop_repeated_keys(name, sort_packed(
+            name, select_history(read[name], ids, visit_mjd_tai)))) for name in tables[1:]]
         return RegionData(dia_objects=packed_to_table(DIA_OBJECT_LAST, objects), dia_sources=history[0],
                           dia_forced_sources=history[1])
 
@@ -486,8 +518,7 @@ class CassandraApdb:
                           | (own_visit[1:] != own_visit[:-1])]
         starts = np.flatnonzero(new_group)
         ends = np.r_[starts[1:], len(rows)]
-        stmt = self._insert(table, ["apdb_part", "apdb_time_part", "visit", "detector", "apdb_chunk",
-                                    ROWS_COLUMN])
+        stmt = self._insert(table, _BATCHED_NAMES)
         per_partition: dict[tuple[int, int], list[tuple]] = {}
         for s0, e0, p, t in zip(starts.tolist(), ends.tolist(), part[starts].tolist(), time_part[starts].tolist()):
             blobs = per_partition.setdefault((p, t), [])
@@ -496,10 +527,12 @@ class CassandraApdb:
                               rows[b0:min(e0, b0 + ROWS_PER_BLOB)].tobytes()))
         return self._partition_batches(stmt, per_partition.values())
 
-    def _partition_batches(self, stmt: Any, partitions: Any) -> list[tuple[Any, Any]]:
+    def _partition_batches(self, stmt: Any, partitions: Any,
+                           blob_bytes: Callable[[tuple], int] = lambda row: len(row[-1])) -> list[tuple[Any, Any]]:
         """(statement, parameters) pairs for the CQL rows of each partition (an iterable of lists of parameter
-        tuples whose last value is the row's blob): one statement for a partition's only row or for a big
-        blob, otherwise unlogged batches of at most ``_BATCH_BYTES`` (blob plus ``_ROW_OVERHEAD`` a row)."""
+        tuples; ``blob_bytes`` gives a row's blob size, by default that of its last value): one statement for
+        a partition's only row or for a big blob, otherwise unlogged batches of at most ``_BATCH_BYTES``
+        (blob plus ``_ROW_OVERHEAD`` a row)."""
         from cassandra.query import BatchStatement, BatchType
 
         work: list[tuple[Any, Any]] = []
@@ -509,7 +542,7 @@ class CassandraApdb:
                 continue
             batch, size = None, 0
             for row in rows:
-                row_size = len(row[-1]) + _ROW_OVERHEAD
+                row_size = blob_bytes(row) + _ROW_OVERHEAD
                 if row_size > _BATCH_BYTES // 2:  # a big blob goes alone
                     work.append((stmt, row))
                     continue
@@ -554,6 +587,79 @@ class CassandraApdb:
             work += [(delete, p) for p in zip(old_part[moved].tolist(), ids[moved].tolist())]
         return work
 
+    # ------------------------------------------------------------------ maintenance
+    def compact_history(self, before_mjd_tai: float,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+        """Rewrite each DiaSource and DiaForcedSource partition of the time buckets that ended by
+        ``before_mjd_tai`` as one run of blobs (see :mod:`streamer.apdb.cql_schema`).
+
+        A region read returns a CQL row per CCD-visit and partition, and pays for each; a compacted partition
+        is one row per :data:`ROWS_PER_BLOB` rows. Contents are unchanged: the new blobs hold every row
+        (one per primary key) and are written before the merged rows are deleted, so a reader sees every row
+        at any moment, and a run stopped half-way is finished by the next. Run one at a time: two runs on
+        one partition while a CCD-visit of its bucket is re-stored could delete that CCD-visit's new rows.
+
+        Parameters
+        ----------
+        before_mjd_tai : float
+            Buckets ending at or before this time are compacted (a bucket still written by new visits
+            would be compacted again and again).
+        progress : callable, optional
+            Called as ``progress(table, partitions_done, partitions_total)`` after each round.
+
+        Returns
+        -------
+        dict
+            ``{table: partitions rewritten}`` and ``{table + "_rows_merged": CQL rows merged}``.
+        """
+        closed_below = int(self._time_parts(before_mjd_tai))
+        counts: dict[str, int] = {}
+        for name in BATCHED_TABLES:
+            keys = [(int(p), int(t)) for p, t in self._execute(
+                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if t < closed_below]
+            rewritten = merged = 0
+            for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):
+                group = keys[start:start + _COMPACT_PARTITIONS_PER_ROUND]
+                partitions = self._run_all([(self._select_keys(name), key) for key in group])
+                inserts, deletes = self._compactions(name, group, partitions)
+                self._run_all(self._partition_batches(self._insert(name, _BATCHED_NAMES), inserts))
+                delete = self._prepare(f"delete:{name}", f"DELETE FROM {self._t(name)} WHERE apdb_part = ? AND "
+                                       "apdb_time_part = ? AND visit = ? AND detector = ? AND apdb_chunk = ?")
+                self._run_all(self._partition_batches(delete, deletes, blob_bytes=lambda row: 0))
+                rewritten += len(inserts)
+                merged += sum(len(d) for d in deletes)
+                if progress is not None:
+                    progress(name, start + len(group), len(keys))
+            counts[name], counts[name + "_rows_merged"] = rewritten, merged
+        _log.info("compacted %s before MJD %.1f: %s", self._where, before_mjd_tai, counts)
+        return counts
+
+    def _select_keys(self, table: str) -> Any:
+        key = f"select-keys:{table}"
+        if key not in self._prepared:
+            self._prepare(key, f"SELECT visit, detector, apdb_chunk, {ROWS_COLUMN} FROM {self._t(table)} "
+                          "WHERE apdb_part = ? AND apdb_time_part = ?").fetch_size = _READ_FETCH_SIZE
+        return self._prepared[key]
+
+    @staticmethod
+    def _compactions(table: str, keys: Sequence[tuple[int, int]], partitions: Sequence[list[tuple]],
+                     ) -> tuple[list[list[tuple]], list[list[tuple]]]:
+        """Per partition worth compacting: the new blobs' insert parameters and the old rows' delete keys.
+
+        A partition is left alone when it is one CQL row, or one generation of compacted blobs.
+        """
+        inserts, deletes = [], []
+        for (p, t), rows in zip(keys, partitions):
+            generations = {d for v, d, _, _ in rows if v == COMPACTED_VISIT}
+            if len(rows) < 2 or (len(generations) == 1 and all(v == COMPACTED_VISIT for v, _, _, _ in rows)):
+                continue
+            packed = drop_repeated_keys(table, sort_packed(table, unpack_packed(table, [r[3] for r in rows])))
+            generation = max(generations, default=0) + 1
+            inserts.append([(p, t, COMPACTED_VISIT, generation, k, packed[i:i + ROWS_PER_BLOB].tobytes())
+                            for k, i in enumerate(range(0, len(packed), ROWS_PER_BLOB))])
+            deletes.append([(p, t, v, d, c) for v, d, c, _ in rows])
+        return inserts, deletes
+
     # ------------------------------------------------------------------ bookkeeping
     def is_stored(self, visit: int, detector: int) -> bool:
         """True when a complete write of this CCD-visit is recorded."""
@@ -567,7 +673,9 @@ class CassandraApdb:
         for name, spec in TABLES.items():
             rows = self._execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
                                  f"FROM {self._t(name)}")
-            out[name] = sort_table(spec, unpack_rows(spec, [r[0] for r in rows]))
+            packed = sort_packed(spec, unpack_packed(spec, [r[0] for r in rows]))
+            out[name] = packed_to_table(spec, drop_repeated_keys(spec, packed) if name in BATCHED_TABLES
+                                        else packed)
         rows = sorted(self._execute(f"SELECT {', '.join(_VD_NAMES)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
         out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=_VD_NAMES, dtype=[np.int64] * len(_VD_NAMES))
         meta = sorted(self._read_metadata().items())

@@ -560,6 +560,22 @@ def sort_packed(kind: str | TableSpec, packed: np.ndarray) -> np.ndarray:
     return take_rows(packed, np.lexsort([packed[k] for k in reversed(spec.primary_key)]))
 
 
+def drop_repeated_keys(kind: str | TableSpec, packed: np.ndarray) -> np.ndarray:
+    """Keep the last of each run of rows with the same primary key (``packed`` sorted by :func:`sort_packed`).
+
+    A compacted Cassandra partition may hold a row twice (see :mod:`streamer.apdb.cql_schema`).
+    """
+    spec = _spec(kind)
+    if len(packed) < 2:
+        return packed
+    differs = np.zeros(len(packed) - 1, dtype=bool)
+    for k in spec.primary_key:
+        differs |= packed[k][1:] != packed[k][:-1]
+    if differs.all():
+        return packed
+    return take_rows(packed, np.r_[differs, True])
+
+
 def _decode_strings(values: np.ndarray) -> np.ndarray:
     """UTF-8 bytes (``S32``) to ``U32``; the common all-ASCII case without a Python call per value."""
     if values.size == 0 or np.frombuffer(values.tobytes(), np.uint8).max(initial=0) < 128:

@@ -24,6 +24,14 @@ written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode
   the CQL rows it returns: on the 1M-object benchmark a region's DiaSource query returns 9,988 CQL rows
   (2.8 sources each) instead of 27,540, in 67-113 ms instead of 105-162. Forced photometry (every object of
   the CCD at every visit) comes in tens of rows per CQL row.
+* Compacted partitions: once a time bucket is over, ``blink apdb compact``
+  (:meth:`streamer.apdb.cassandra_store.CassandraApdb.compact_history`) rewrites each of its partitions as
+  one run of blobs keyed ``visit = COMPACTED_VISIT`` (-1), ``detector`` = a generation number, holding
+  every row of the partition sorted by primary key, then deletes the CCD-visit rows it merged. The new blobs
+  are written before the old rows are deleted, and a later store of an old CCD-visit (a replay) writes its
+  CCD-visit rows again, so a partition may hold a row twice: readers keep one row per primary key
+  (:func:`streamer.apdb.columns.drop_repeated_keys`). The tables' tombstones are kept for
+  :data:`HISTORY_GC_GRACE_S` only.
 
 * ``DiaObjectLast``: partition ``apdb_part``, clustering ``diaObjectId``: the region is one multi-partition
   query (``apdb_part IN ?``) per group of pixels.
@@ -52,7 +60,7 @@ import schemas
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_OBJECT_LAST, DIA_SOURCE, TABLES
 
 __all__ = ["KEY_COLUMNS", "ROW_COLUMN", "ROWS_COLUMN", "BATCHED_TABLES", "ROWS_PER_BLOB", "CQL_PATH",
-           "render_cql", "load_cql", "split_statements"]
+           "COMPACTED_VISIT", "HISTORY_GC_GRACE_S", "render_cql", "load_cql", "split_statements"]
 
 CQL_PATH = Path(schemas.__file__).resolve().parent / "apdb.cql"
 """Location of the DDL (package data of :mod:`schemas`)."""
@@ -85,6 +93,16 @@ ROWS_COLUMN = "apdb_rows"
 ROWS_PER_BLOB = 1000
 """Packed rows per ``apdb_rows`` blob at most (about 440 kB)."""
 
+COMPACTED_VISIT = -1
+"""``visit`` clustering value of the blobs of a compacted partition (see the module docstring)."""
+
+HISTORY_GC_GRACE_S = 3 * 3600
+"""``gc_grace_seconds`` of :data:`BATCHED_TABLES` (Cassandra's default: 10 days). Only compaction deletes
+there, and a deleted CCD-visit row that a replica resurrects (it missed the delete and the tombstone is
+gone) is a copy of rows in the compacted blobs, which readers drop; so the tombstones and the rows they
+shadow need not stay on disk, and be read, for 10 days. Three hours is the default hint window, so hints
+still carry the compacted blobs to a replica that was down."""
+
 
 def render_cql() -> str:
     """Render the DDL template from the column spec (the content of ``schemas/apdb.cql``)."""
@@ -98,6 +116,9 @@ def render_cql() -> str:
         "-- schema order; see streamer.apdb.columns.packed_dtype); a few key columns are also CQL columns.",
         "-- apdb_rows (DiaSource, DiaForcedSource): the packed rows of one CCD-visit in one partition, back to",
         f"-- back (apdb_chunk numbers the blobs when there are more than {ROWS_PER_BLOB} rows).",
+        f"-- visit = {COMPACTED_VISIT}: blobs of a compacted partition (every row of a closed time bucket, sorted; "
+        "detector is",
+        "-- a generation number). A row may then also be in a CCD-visit blob: readers keep one per primary key.",
         "-- DiaObject (every version) is partitioned by diaObjectId: read only to find the version valid at a",
         "-- given time when a CCD-visit is re-processed after later visits were stored.",
         "",
@@ -120,6 +141,8 @@ def render_cql() -> str:
         out += lines
         if name == DIA_OBJECT:  # newest version first: "latest version before t" is LIMIT 1
             out.append(') WITH CLUSTERING ORDER BY ("validityStartMjdTai" DESC);')
+        elif name in BATCHED_TABLES:
+            out.append(f") WITH gc_grace_seconds = {HISTORY_GC_GRACE_S};")
         else:
             out.append(");")
         out.append("")

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -340,6 +340,15 @@ class SqliteApdb:
                                (int(visit), int(detector), len(obj_rows), len(src_rows), len(fs_rows)))
         _log.debug("stored visit %d detector %d: %d objects, %d sources, %d forced", visit, detector,
                    len(obj_rows), len(src_rows), len(fs_rows))
+
+    def compact_history(self, before_mjd_tai: float,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+        """Nothing to do: SQLite keeps one row per source, found through an index on (diaObjectId, time).
+
+        Present so that ``blink apdb compact`` runs on any store (see :meth:`CassandraApdb.compact_history`).
+        """
+        return {name: 0 for name in (DIA_SOURCE, DIA_FORCED_SOURCE)} | {
+            name + "_rows_merged": 0 for name in (DIA_SOURCE, DIA_FORCED_SOURCE)}
 
     def is_stored(self, visit: int, detector: int) -> bool:
         """True when a complete write of this CCD-visit is recorded."""

@@ -197,6 +197,48 @@ def check_read_as_of_visit(apdb) -> None:
     assert len(after.dia_sources) == 4
 
 
+def _assert_same_region_data(a, b) -> None:
+    for name in ("dia_objects", "dia_sources", "dia_forced_sources"):
+        assert tables_equal(getattr(a, name), getattr(b, name)), name
+
+
+def _assert_same_dump(a: dict[str, Table], b: dict[str, Table]) -> None:
+    assert set(a) == set(b)
+    for name in a:
+        assert tables_equal(a[name], b[name]), name
+
+
+def check_compaction_keeps_contents(apdb) -> None:
+    """``compact_history`` changes no table content and no read, also after a replay of a compacted visit."""
+    ra, dec = _field(70.0, -10.0, 60, 0.1, seed=3)
+    ids = np.arange(1, 61)
+    region = SkyRegion(70.0, -10.0, 0.1)
+    # eight CCD-visits of the same field: six in finished 30-day buckets, two in the bucket of VISIT_MJD
+    days = [-200.0, -190.0, -150.0, -95.0, -70.0, -64.0, -2.0, -1.0]
+    for visit, day in enumerate(days, start=1):
+        t = VISIT_MJD + day
+        _store(apdb, make_objects(ids, ra, dec, validity=t, n_sources=visit),
+               make_sources(ids * 100 + visit, ids, ra, dec, t),
+               make_sources(ids * 100 + visit, ids, ra, dec, t, forced=True), visit=visit)
+    before_read, before_dump = apdb.read_region(region, VISIT_MJD), apdb.dump_tables()
+    assert len(before_read.dia_sources) == 60 * len(days)
+
+    counts = apdb.compact_history(VISIT_MJD - 30.0)
+    _assert_same_region_data(apdb.read_region(region, VISIT_MJD), before_read)
+    _assert_same_dump(apdb.dump_tables(), before_dump)
+    # a replay of a compacted CCD-visit rewrites its rows: still one of each
+    _store(apdb, make_objects(ids, ra, dec, validity=VISIT_MJD - 150.0, n_sources=3),
+           make_sources(ids * 100 + 3, ids, ra, dec, VISIT_MJD - 150.0),
+           make_sources(ids * 100 + 3, ids, ra, dec, VISIT_MJD - 150.0, forced=True), visit=3)
+    _assert_same_region_data(apdb.read_region(region, VISIT_MJD), before_read)
+    _assert_same_dump(apdb.dump_tables(), before_dump)
+    again = apdb.compact_history(VISIT_MJD - 30.0)
+    _assert_same_dump(apdb.dump_tables(), before_dump)
+    # nothing left to do once every finished bucket is compacted
+    assert apdb.compact_history(VISIT_MJD - 30.0)["DiaSource"] == 0
+    assert again["DiaSource"] <= counts["DiaSource"]
+
+
 def check_ra_wrap(apdb: Apdb) -> None:
     ra = np.array([359.95, 359.85, 0.05, 0.15, 0.5, 359.5])
     dec = np.zeros(6)
@@ -235,6 +277,7 @@ CONTRACT = [
     check_last_holds_latest,
     check_moving_object_single_last_row,
     check_read_as_of_visit,
+    check_compaction_keeps_contents,
     check_ra_wrap,
     check_near_pole,
     check_missing_required_column,

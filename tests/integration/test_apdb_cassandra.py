@@ -222,3 +222,64 @@ def test_batched_rows_split_into_chunks_and_restore_identically(apdb):
     for name in ("DiaSource", "DiaForcedSource", "DiaObject", "DiaObjectLast"):
         assert tables_equal(first[name], again[name]), name
     assert sorted(apdb._execute(f'SELECT apdb_chunk FROM {apdb._t("DiaForcedSource")}')) == sorted(chunks)
+
+
+def test_compaction_leaves_one_run_of_blobs_per_partition(apdb):
+    """After ``compact_history`` a finished bucket's partition is one generation of compacted blobs (the
+    CCD-visit rows merged and deleted), a big partition split over blobs of at most ROWS_PER_BLOB rows; the
+    bucket still being written and the region read are untouched."""
+    from streamer.apdb.cql_schema import COMPACTED_VISIT, ROWS_PER_BLOB
+
+    ra, dec = np.full(40, 10.0), np.full(40, -5.0)  # one pixel
+    ids = np.arange(1, 41)
+    region = SkyRegion(10.0, -5.0, 0.01)
+    for visit in range(1, 31):  # 30 CCD-visits, 40 sources each: 1,200 rows in one partition of an old bucket
+        t = VISIT_MJD - 100.0 + 0.1 * visit
+        apdb.store(visit=visit, detector=1, dia_objects=make_objects(ids, ra, dec, validity=t, n_sources=visit),
+                   dia_sources=make_sources(ids * 100 + visit, ids, ra, dec, t),
+                   dia_forced_sources=make_sources(ids * 100 + visit, ids, ra, dec, t, forced=True))
+    t_new = VISIT_MJD - 1.0  # and one in the current bucket
+    apdb.store(visit=99, detector=1, dia_objects=make_objects(ids, ra, dec, validity=t_new, n_sources=31),
+               dia_sources=make_sources(ids * 100 + 99, ids, ra, dec, t_new),
+               dia_forced_sources=make_sources(ids * 100 + 99, ids, ra, dec, t_new, forced=True))
+    before = apdb.read_region(region, VISIT_MJD)
+    counts = apdb.compact_history(VISIT_MJD - 30.0)
+    assert counts == {"DiaSource": 1, "DiaSource_rows_merged": 30, "DiaForcedSource": 1,
+                      "DiaForcedSource_rows_merged": 30}
+    for table in ("DiaSource", "DiaForcedSource"):
+        keys = sorted(apdb._execute(f"SELECT apdb_time_part, visit, detector, apdb_chunk FROM {apdb._t(table)}"))
+        old, new = keys[0][0], keys[-1][0]
+        assert [k[1:] for k in keys if k[0] == old] == [(COMPACTED_VISIT, 1, 0), (COMPACTED_VISIT, 1, 1)]
+        assert [k[1:] for k in keys if k[0] == new] == [(99, 1, 0)]
+    assert ROWS_PER_BLOB < 1200 <= 2 * ROWS_PER_BLOB
+    after = apdb.read_region(region, VISIT_MJD)
+    for name in ("dia_objects", "dia_sources", "dia_forced_sources"):
+        assert tables_equal(getattr(before, name), getattr(after, name)), name
+    assert len(after.dia_sources) == 31 * 40
+
+
+def test_minor_upgrade_from_4_0(apdb):
+    """A schema 4.0.0 keyspace (history tombstones kept 10 days) is brought to the current minor version by
+    ``init_schema``; its data stays readable."""
+    from streamer.apdb.base import APDB_SCHEMA_VERSION
+    from streamer.apdb.cql_schema import HISTORY_GC_GRACE_S
+
+    ra, dec, ids = np.full(3, 20.0), np.full(3, 1.0), np.arange(1, 4)
+    apdb.store(visit=1, detector=1, dia_objects=make_objects(ids, ra, dec),
+               dia_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0),
+               dia_forced_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0, forced=True))
+    for table in ("DiaSource", "DiaForcedSource"):
+        apdb._execute(f"ALTER TABLE {apdb._t(table)} WITH gc_grace_seconds = 864000")
+    apdb._write_metadata("schema_version", "4.0.0")
+
+    def grace() -> dict[str, int]:
+        rows = apdb._execute("SELECT table_name, gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = %s",
+                             (apdb.keyspace,))
+        return {t: g for t, g in rows if t in ("DiaSource", "DiaForcedSource")}
+
+    assert set(grace().values()) == {864000}
+    apdb.check_schema()  # same major version: readable before the upgrade
+    apdb.init_schema()
+    assert set(grace().values()) == {HISTORY_GC_GRACE_S}
+    assert apdb._read_metadata()["schema_version"] == APDB_SCHEMA_VERSION
+    assert len(apdb.read_region(SkyRegion(20.0, 1.0, 0.01), VISIT_MJD).dia_sources) == 3
