@@ -283,3 +283,22 @@ def test_minor_upgrade_from_4_0(apdb):
     assert set(grace().values()) == {HISTORY_GC_GRACE_S}
     assert apdb._read_metadata()["schema_version"] == APDB_SCHEMA_VERSION
     assert len(apdb.read_region(SkyRegion(20.0, 1.0, 0.01), VISIT_MJD).dia_sources) == 3
+
+
+def test_cli_apdb_compact(apdb, capfd):
+    """``blink apdb compact --apdb URL --before MJD`` compacts the finished buckets of that keyspace."""
+    from streamer.cli import main
+    from streamer.apdb.cql_schema import COMPACTED_VISIT
+
+    ra, dec, ids = np.full(5, 30.0), np.full(5, 2.0), np.arange(1, 6)
+    for visit in (1, 2, 3):
+        t = VISIT_MJD - 90.0 + visit
+        apdb.store(visit=visit, detector=1, dia_objects=make_objects(ids, ra, dec, validity=t),
+                   dia_sources=make_sources(ids * 10 + visit, ids, ra, dec, t),
+                   dia_forced_sources=make_sources(ids * 10 + visit, ids, ra, dec, t, forced=True))
+    hosts, port = apdb.hosts, apdb.port
+    assert main(["apdb", "compact", "--apdb", f"cassandra://{hosts[0]}:{port}/{apdb.keyspace}",
+                 "--before", str(VISIT_MJD)]) == 0
+    assert "compacted the history before MJD 60500.00 TAI: DiaSource 1," in capfd.readouterr().err
+    assert {v for (v,) in apdb._execute(f"SELECT visit FROM {apdb._t('DiaSource')}")} == {COMPACTED_VISIT}
+    assert len(apdb.dump_tables()["DiaSource"]) == 15
