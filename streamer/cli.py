@@ -111,7 +111,7 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
                     tasks[table] = progress.add_task(f"compacting {table}", total=total)
                 progress.update(tasks[table], completed=done)
 
-            counts = apdb.compact_history(before, progress=advance)
+            counts = apdb.compact_history(before, progress=advance, everything=args.all)
     finally:
         apdb.close()
     log.info("compacted the history before MJD %.2f TAI: %s", before,
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(q)
     q.add_argument("--before", type=float, default=None,
                    help="compact the buckets that ended by this MJD (TAI); default: now")
+    q.add_argument("--all", action="store_true",
+                   help="also redo the buckets compacted by earlier runs (after a replay of an old night)")
     q.set_defaults(func=cmd_apdb_compact)
 
     p = sub.add_parser("topics", help="Kafka topic administration")

@@ -89,8 +89,8 @@ class Apdb(Protocol):
         """Upsert one CCD-visit's outputs: new DiaObject versions (also DiaObjectLast), DiaSources and
         DiaForcedSources. Writing the same CCD twice leaves the tables as one write would."""
 
-    def compact_history(self, before_mjd_tai: float,
-                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+    def compact_history(self, before_mjd_tai: float, progress: Callable[[str, int, int], None] | None = None,
+                        *, everything: bool = False) -> dict[str, int]:
         """Maintenance: store the DiaSource and DiaForcedSource history of time buckets that ended by
         ``before_mjd_tai`` in the form cheapest to read, with the same contents. Returns counts per table."""
 

@@ -74,6 +74,8 @@ _RECV_BUFFER_BYTES = 256 * 1024
 """Bytes per socket read of the driver's connections (the driver's default: 4096)."""
 _BATCHED_NAMES = ("apdb_part", "apdb_time_part", "visit", "detector", "apdb_chunk", ROWS_COLUMN)
 """Columns of :data:`BATCHED_TABLES` rows, in the order of their insert parameters."""
+_COMPACTED_BELOW_KEY = "history_compacted_below"
+"""Metadata entry: the time buckets below this one were compacted by :meth:`CassandraApdb.compact_history`."""
 _COMPACT_PARTITIONS_PER_ROUND = 2_000
 """Partitions read and rewritten per concurrent round of :meth:`CassandraApdb.compact_history`."""
 _BATCH_BYTES = 40_000
@@ -588,8 +590,8 @@ class CassandraApdb:
         return work
 
     # ------------------------------------------------------------------ maintenance
-    def compact_history(self, before_mjd_tai: float,
-                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+    def compact_history(self, before_mjd_tai: float, progress: Callable[[str, int, int], None] | None = None,
+                        *, everything: bool = False) -> dict[str, int]:
         """Rewrite each DiaSource and DiaForcedSource partition of the time buckets that ended by
         ``before_mjd_tai`` as one run of blobs (see :mod:`streamer.apdb.cql_schema`).
 
@@ -606,6 +608,10 @@ class CassandraApdb:
             would be compacted again and again).
         progress : callable, optional
             Called as ``progress(table, partitions_done, partitions_total)`` after each round.
+        everything : bool, optional
+            Also go over the buckets that an earlier run compacted (recorded in the metadata as
+            ``history_compacted_below``), for CCD-visits re-stored there since (a replay of an old night). By
+            default a run only does the buckets that ended since the last run.
 
         Returns
         -------
@@ -613,10 +619,12 @@ class CassandraApdb:
             ``{table: partitions rewritten}`` and ``{table + "_rows_merged": CQL rows merged}``.
         """
         closed_below = int(self._time_parts(before_mjd_tai))
+        done_below = int(self._read_metadata().get(_COMPACTED_BELOW_KEY, -1))
+        start = -1 if everything else done_below
         counts: dict[str, int] = {}
         for name in BATCHED_TABLES:
             keys = [(int(p), int(t)) for p, t in self._execute(
-                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if t < closed_below]
+                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if start <= t < closed_below]
             rewritten = merged = 0
             for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):
                 group = keys[start:start + _COMPACT_PARTITIONS_PER_ROUND]
@@ -631,6 +639,8 @@ class CassandraApdb:
                 if progress is not None:
                     progress(name, start + len(group), len(keys))
             counts[name], counts[name + "_rows_merged"] = rewritten, merged
+        if closed_below > done_below:
+            self._write_metadata(_COMPACTED_BELOW_KEY, str(closed_below))
         _log.info("compacted %s before MJD %.1f: %s", self._where, before_mjd_tai, counts)
         return counts
 

@@ -341,8 +341,8 @@ class SqliteApdb:
         _log.debug("stored visit %d detector %d: %d objects, %d sources, %d forced", visit, detector,
                    len(obj_rows), len(src_rows), len(fs_rows))
 
-    def compact_history(self, before_mjd_tai: float,
-                        progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+    def compact_history(self, before_mjd_tai: float, progress: Callable[[str, int, int], None] | None = None,
+                        *, everything: bool = False) -> dict[str, int]:
         """Nothing to do: SQLite keeps one row per source, found through an index on (diaObjectId, time).
 
         Present so that ``blink apdb compact`` runs on any store (see :meth:`CassandraApdb.compact_history`).
