@@ -120,6 +120,7 @@ cmd_start() {
       -javaagent:"$jamm" \
       -Dcassandra.config="file://$CONF" \
       -Dcassandra.jmx.local.port="$JMX_PORT" \
+      -Xlog:gc=info,gc+heap=info:file="$LOG_DIR/cassandra-gc.log":time,uptime:filecount=5,filesize=10M \
       -Dcassandra.storagedir="$HOME_DIR" \
       -Dcassandra.logdir="$LOG_DIR" \
       -Dlogback.configurationFile="$OPS_HOME/conf/cassandra-logback.xml" \

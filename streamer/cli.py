@@ -100,7 +100,8 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     settings, cassandra, _ = _settings(args)
-    before = args.before if args.before is not None else float(Time.now().tai.mjd)
+    # by default a day after a bucket ends, so that late CCD-visits (a backlog) land before it is compacted
+    before = args.before if args.before is not None else float(Time.now().tai.mjd) - 1.0
     apdb = _open_apdb(settings, cassandra, init=False)
     try:
         with Progress(transient=True) as progress:
@@ -348,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "buckets as few blobs (faster region reads; same contents). Run daily, one at a time")
     _add_common(q)
     q.add_argument("--before", type=float, default=None,
-                   help="compact the buckets that ended by this MJD (TAI); default: now")
+                   help="compact the buckets that ended by this MJD (TAI); default: a day ago")
     q.add_argument("--all", action="store_true",
                    help="also redo the buckets compacted by earlier runs (after a replay of an old night)")
     q.set_defaults(func=cmd_apdb_compact)
