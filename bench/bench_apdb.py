@@ -21,6 +21,7 @@ Run: ``python bench/bench_apdb.py`` (20k objects / 200k sources: a few minutes);
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_time
                      fill_visit_time, worker_malloc)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
-_NEXT_MJD_KEY, _NEXT_VISIT_KEY = "bench_apdb_next_mjd", "bench_apdb_next_visit"  # metadata kept for --reuse
+_STATE_KEY = "bench_apdb_state"  # metadata entry (JSON) kept for --reuse: where the next run starts
 
 
 def random_fill(table: Table, spec_name: str, rng: np.random.Generator, keep: set[str]) -> Table:
@@ -193,12 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.apdb import SkyRegion
 
     writer = CcdWriter(make_objects, make_sources, rng, args.sources_per_ccd)
-    # With --reuse, this run's visits come after the previous runs' (kept in the APDB's metadata): a visit
-    # earlier than stored object versions is a re-processing, which reads each such object's older version
-    # in one more round (``read_region``'s as-of rule), and that is not what this benchmark measures.
-    t_start = float(apdb._read_metadata().get(_NEXT_MJD_KEY, T0))
-    writer.visit = int(apdb._read_metadata().get(_NEXT_VISIT_KEY, writer.visit))
-    console.print(f"visits from MJD {t_start:.2f} (the fill's history: {T0 - 365:.0f} to {T0:.0f})")
+    # With --reuse, a run continues where the previous one stopped (kept in the APDB's metadata): later visit
+    # times (a visit earlier than stored object versions is a re-processing, which reads each such object's
+    # older version in one more round, and that is not what this benchmark measures), new visit and source
+    # ids, and other places (a run is not a revisit of the previous run's fields).
+    state = json.loads(apdb._read_metadata().get(_STATE_KEY, "{}"))
+    t_start = float(state.get("mjd", T0))
+    writer.visit = int(state.get("visit", writer.visit))
+    writer.next_source = int(state.get("source", writer.next_source))
+    writer.next_forced = int(state.get("forced", writer.next_forced))
+    rng = np.random.default_rng([args.seed, int(state.get("run", 0))])
+    writer.rng = rng
+    console.print(f"run {int(state.get('run', 0))} on this database: visits from MJD {t_start:.2f} (the fill's "
+                  f"history: {T0 - 365:.0f} to {T0:.0f})")
     margin = min(args.radius, side / 2)
     reads, writes, sizes, wsizes = [], [], [], []
     for i in range(args.visits):
@@ -240,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(data.dia_forced_sources):,}", f"{median(times) * 1e3:.1f}",
                       "-" if target == 0 else f"{last_store * 1e3:.1f}")
         console.print(s)
-    apdb._write_metadata(_NEXT_MJD_KEY, f"{t_start + 0.01 * args.visits + 0.02 * max(checkpoints, default=0) + 0.01:.6f}")
-    apdb._write_metadata(_NEXT_VISIT_KEY, str(writer.visit + 1))
+    state = {"run": int(state.get("run", 0)) + 1, "visit": writer.visit + 1, "source": writer.next_source,
+             "forced": writer.next_forced,
+             "mjd": round(t_start + 0.01 * args.visits + 0.02 * max(checkpoints, default=0) + 0.01, 6)}
+    apdb._write_metadata(_STATE_KEY, json.dumps(state))
     if args.cassandra and not args.keep:
         apdb.drop_keyspace()
     apdb.close()

@@ -347,8 +347,7 @@ class SqliteApdb:
 
         Present so that ``blink apdb compact`` runs on any store (see :meth:`CassandraApdb.compact_history`).
         """
-        return {name: 0 for name in (DIA_SOURCE, DIA_FORCED_SOURCE)} | {
-            name + "_rows_merged": 0 for name in (DIA_SOURCE, DIA_FORCED_SOURCE)}
+        return {key: 0 for name in (DIA_SOURCE, DIA_FORCED_SOURCE) for key in (name, name + "_rows_merged")}
 
     def is_stored(self, visit: int, detector: int) -> bool:
         """True when a complete write of this CCD-visit is recorded."""

@@ -135,3 +135,12 @@ def test_drop_repeated_keys_keeps_last_of_each_key():
     out = drop_repeated_keys("DiaSource", sort_packed("DiaSource", pack_table("DiaSource", t)))
     assert out["diaSourceId"].tolist() == [3, 5, 9]
     assert out["psfFlux"].tolist() == [31, 51, 90]
+
+
+def test_cli_apdb_compact_on_sqlite_has_nothing_to_do(tmp_path, capfd):
+    from streamer.cli import main
+
+    url = f"sqlite:///{tmp_path / 'apdb.sqlite'}"
+    assert main(["apdb", "init", "--apdb", url]) == 0
+    assert main(["apdb", "compact", "--apdb", url, "--before", "61000"]) == 0
+    assert "DiaSource 0, DiaSource_rows_merged 0" in capfd.readouterr().err
