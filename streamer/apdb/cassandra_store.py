@@ -620,11 +620,11 @@ class CassandraApdb:
         """
         closed_below = int(self._time_parts(before_mjd_tai))
         done_below = int(self._read_metadata().get(_COMPACTED_BELOW_KEY, -1))
-        start = -1 if everything else done_below
+        first_bucket = -1 if everything else done_below
         counts: dict[str, int] = {}
         for name in BATCHED_TABLES:
             keys = [(int(p), int(t)) for p, t in self._execute(
-                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if start <= t < closed_below]
+                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if first_bucket <= t < closed_below]
             rewritten = merged = 0
             for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):
                 group = keys[start:start + _COMPACT_PARTITIONS_PER_ROUND]

@@ -302,3 +302,21 @@ def test_cli_apdb_compact(apdb, capfd):
     assert "compacted the history before MJD 60500.00 TAI: DiaSource 1," in capfd.readouterr().err
     assert {v for (v,) in apdb._execute(f"SELECT visit FROM {apdb._t('DiaSource')}")} == {COMPACTED_VISIT}
     assert len(apdb.dump_tables()["DiaSource"]) == 15
+
+
+def test_compaction_in_several_rounds(apdb, monkeypatch):
+    """Partitions are compacted a round at a time (one per round here), in both tables, whatever the count."""
+    import streamer.apdb.cassandra_store as store
+
+    monkeypatch.setattr(store, "_COMPACT_PARTITIONS_PER_ROUND", 1)
+    ra, dec, ids = np.array([40.0, 41.0, 42.0]), np.full(3, 3.0), np.arange(1, 4)  # three pixels
+    for visit in (1, 2):
+        t = VISIT_MJD - 90.0 + visit
+        apdb.store(visit=visit, detector=1, dia_objects=make_objects(ids, ra, dec, validity=t),
+                   dia_sources=make_sources(ids * 10 + visit, ids, ra, dec, t),
+                   dia_forced_sources=make_sources(ids * 10 + visit, ids, ra, dec, t, forced=True))
+    done = []
+    counts = apdb.compact_history(VISIT_MJD, progress=lambda table, n, total: done.append((table, n, total)))
+    assert counts == {"DiaSource": 3, "DiaSource_rows_merged": 6, "DiaForcedSource": 3,
+                      "DiaForcedSource_rows_merged": 6}
+    assert done == [(t, n, 3) for t in ("DiaSource", "DiaForcedSource") for n in (1, 2, 3)]
