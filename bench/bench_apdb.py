@@ -178,16 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"({(args.n_objects + n_src + n_fs) / fill_s:,.0f} rows/s)")
 
     if args.compact:
-        with Progress(console=console, transient=True) as progress:
-            tasks: dict[str, int] = {}
+        from streamer.cli import compact_with_progress
 
-            def advance(table: str, done: int, total: int) -> None:
-                if table not in tasks:
-                    tasks[table] = progress.add_task(f"compacting {table}", total=total)
-                progress.update(tasks[table], completed=done)
-
-            t0 = time.perf_counter()
-            counts = apdb.compact_history(T0, progress=advance)
+        t0 = time.perf_counter()
+        counts = compact_with_progress(apdb, T0, console=console)
         console.print(f"compacted the history before MJD {T0} in {time.perf_counter() - t0:.1f} s: "
                       + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 

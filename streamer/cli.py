@@ -94,25 +94,31 @@ def cmd_apdb_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def compact_with_progress(apdb, before_mjd_tai: float, everything: bool = False, console=None) -> dict[str, int]:
+    """``apdb.compact_history`` with a rich progress bar per table (also used by ``bench/bench_apdb.py``)."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def advance(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = progress.add_task(f"compacting {table}", total=total)
+            progress.update(tasks[table], completed=done)
+
+        return apdb.compact_history(before_mjd_tai, progress=advance, everything=everything)
+
+
 def cmd_apdb_compact(args: argparse.Namespace) -> int:
     """Compact the history of finished time buckets (maintenance; run daily, one at a time)."""
     from astropy.time import Time
-    from rich.progress import Progress
 
     settings, cassandra, _ = _settings(args)
     # by default a day after a bucket ends, so that late CCD-visits (a backlog) land before it is compacted
     before = args.before if args.before is not None else float(Time.now().tai.mjd) - 1.0
     apdb = _open_apdb(settings, cassandra, init=False)
     try:
-        with Progress(transient=True) as progress:
-            tasks: dict[str, int] = {}
-
-            def advance(table: str, done: int, total: int) -> None:
-                if table not in tasks:
-                    tasks[table] = progress.add_task(f"compacting {table}", total=total)
-                progress.update(tasks[table], completed=done)
-
-            counts = apdb.compact_history(before, progress=advance, everything=args.all)
+        counts = compact_with_progress(apdb, before, everything=args.all)
     finally:
         apdb.close()
     log.info("compacted the history before MJD %.2f TAI: %s", before,
