@@ -106,8 +106,8 @@ cmd_start() {
       || fail_with_log $NAME "running (pid $pid) but not answering on $BIND_HOST:$CASSANDRA_PORT"
     return 0
   fi
-  if port_open "$CASSANDRA_PORT" || port_open "$CASSANDRA_STORAGE_PORT"; then
-    die "cassandra: port $CASSANDRA_PORT or $CASSANDRA_STORAGE_PORT is already in use by a process not started by ops/ (pid file $PID_DIR/$NAME.pid)"
+  if port_open "$CASSANDRA_PORT" || port_open "$CASSANDRA_STORAGE_PORT" || port_open "$JMX_PORT"; then
+    die "cassandra: port $CASSANDRA_PORT, $CASSANDRA_STORAGE_PORT or $JMX_PORT (JMX) is already in use by a process not started by ops/ (pid file $PID_DIR/$NAME.pid; another instance needs its own BLINK_CASSANDRA_PORT, BLINK_CASSANDRA_STORAGE_PORT and BLINK_CASSANDRA_JMX_PORT)"
   fi
   cmd_fetch
   write_config

@@ -54,11 +54,12 @@ class OwnServers:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blink-ops-"))
-        kport, kctl, cport, cstore = _free_ports(4)
+        kport, kctl, cport, cstore, cjmx = _free_ports(5)
         self.kafka_port, self.cassandra_port = kport, cport
         self.env = {**os.environ, "BLINK_OPS_DIR": str(self.dir), "BLINK_KAFKA_PORT": str(kport),
                     "BLINK_KAFKA_CONTROLLER_PORT": str(kctl), "BLINK_CASSANDRA_PORT": str(cport),
-                    "BLINK_CASSANDRA_STORAGE_PORT": str(cstore), "BLINK_CASSANDRA_HEAP": "512M",
+                    "BLINK_CASSANDRA_STORAGE_PORT": str(cstore), "BLINK_CASSANDRA_JMX_PORT": str(cjmx),
+                    "BLINK_CASSANDRA_HEAP": "512M",
                     "BLINK_STOP_TIMEOUT": "30", "PYTHON": sys.executable}
         self.bootstrap = f"127.0.0.1:{kport}"
 
