@@ -57,6 +57,7 @@ from streamer.apdb.sqlite_store import (
     _VD_NAMES,
     check_versions,
     history_window,
+    major_minor,
     select_history,
 )
 
@@ -102,12 +103,6 @@ def _connection_class() -> type:
     from cassandra.cluster import DefaultConnection
 
     return type("BlinkConnection", (DefaultConnection,), {"in_buffer_size": _RECV_BUFFER_BYTES})
-
-
-def _minor(version: str) -> tuple[int, int]:
-    """(major, minor) of a schema version string."""
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
 
 
 def _newest_per_object(objects: np.ndarray) -> np.ndarray:
@@ -293,11 +288,12 @@ class CassandraApdb:
         marks = ", ".join("?" * len(names))
         return self._prepare(f"insert:{table}", f"INSERT INTO {self._t(table)} ({cols}) VALUES ({marks})")
 
-    def _select(self, table: str, where: str) -> Any:
-        key = f"select:{table}:{where}"
+    def _select(self, table: str, where: str, columns: str | None = None) -> Any:
+        """Prepared ``SELECT columns (default: the row blob) FROM table WHERE where``, one page per query."""
+        columns = columns or (ROWS_COLUMN if table in BATCHED_TABLES else ROW_COLUMN)
+        key = f"select:{table}:{columns}:{where}"
         if key not in self._prepared:
-            column = ROWS_COLUMN if table in BATCHED_TABLES else ROW_COLUMN
-            self._prepare(key, f"SELECT {column} FROM {self._t(table)} WHERE {where}").fetch_size = \
+            self._prepare(key, f"SELECT {columns} FROM {self._t(table)} WHERE {where}").fetch_size = \
                 _READ_FETCH_SIZE
         return self._prepared[key]
 
@@ -333,7 +329,7 @@ class CassandraApdb:
         replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
         for stmt in load_cql(self.keyspace, replication):
             self._execute(stmt)
-        if stored and _minor(stored["schema_version"]) < _minor(APDB_SCHEMA_VERSION):
+        if stored and major_minor(stored["schema_version"]) < major_minor(APDB_SCHEMA_VERSION):
             self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
         for name, value in self._expected_metadata().items():
@@ -621,18 +617,23 @@ class CassandraApdb:
         closed_below = int(self._time_parts(before_mjd_tai))
         done_below = int(self._read_metadata().get(_COMPACTED_BELOW_KEY, -1))
         first_bucket = -1 if everything else done_below
-        counts: dict[str, int] = {}
+        counts = {key: 0 for name in BATCHED_TABLES for key in (name, name + "_rows_merged")}
+        if first_bucket >= closed_below:  # no bucket ended since the last run: no table scan
+            return counts
         for name in BATCHED_TABLES:
             keys = [(int(p), int(t)) for p, t in self._execute(
                 f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if first_bucket <= t < closed_below]
+            read = self._select(name, "apdb_part = ? AND apdb_time_part = ?",
+                                f"visit, detector, apdb_chunk, {ROWS_COLUMN}")
+            insert = self._insert(name, _BATCHED_NAMES)
+            delete = self._prepare(f"delete:{name}", f"DELETE FROM {self._t(name)} WHERE apdb_part = ? AND "
+                                   "apdb_time_part = ? AND visit = ? AND detector = ? AND apdb_chunk = ?")
             rewritten = merged = 0
             for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):
                 group = keys[start:start + _COMPACT_PARTITIONS_PER_ROUND]
-                partitions = self._run_all([(self._select_keys(name), key) for key in group])
+                partitions = self._run_all([(read, key) for key in group])
                 inserts, deletes = self._compactions(name, group, partitions)
-                self._run_all(self._partition_batches(self._insert(name, _BATCHED_NAMES), inserts))
-                delete = self._prepare(f"delete:{name}", f"DELETE FROM {self._t(name)} WHERE apdb_part = ? AND "
-                                       "apdb_time_part = ? AND visit = ? AND detector = ? AND apdb_chunk = ?")
+                self._run_all(self._partition_batches(insert, inserts))
                 self._run_all(self._partition_batches(delete, deletes, blob_bytes=lambda row: 0))
                 rewritten += len(inserts)
                 merged += sum(len(d) for d in deletes)
@@ -643,13 +644,6 @@ class CassandraApdb:
             self._write_metadata(_COMPACTED_BELOW_KEY, str(closed_below))
         _log.info("compacted %s before MJD %.1f: %s", self._where, before_mjd_tai, counts)
         return counts
-
-    def _select_keys(self, table: str) -> Any:
-        key = f"select-keys:{table}"
-        if key not in self._prepared:
-            self._prepare(key, f"SELECT visit, detector, apdb_chunk, {ROWS_COLUMN} FROM {self._t(table)} "
-                          "WHERE apdb_part = ? AND apdb_time_part = ?").fetch_size = _READ_FETCH_SIZE
-        return self._prepared[key]
 
     @staticmethod
     def _compactions(table: str, keys: Sequence[tuple[int, int]], partitions: Sequence[list[tuple]],

@@ -120,6 +120,12 @@ def _packed_rows(spec: TableSpec, table: Table) -> tuple[list[str], list[tuple[A
     return names + [PACKED], list(zip(*cols))
 
 
+def major_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a schema version such as ``"4.1.0"``."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
 def check_versions(stored: dict[str, str], expected: dict[str, str], where: str) -> None:
     """Compare stored metadata with what this code expects.
 
