@@ -59,6 +59,15 @@ sasi_indexes_enabled: false
 # every byte on disk. Production (docker-compose.yml, the image's default) keeps auto_snapshot on.
 auto_snapshot: ${BLINK_CASSANDRA_AUTO_SNAPSHOT:-false}
 EOF
+  # The storage formats (ops/conf/cassandra-storage.yaml, shared with docker-compose.yml). The overrides are for
+  # comparisons: BLINK_CASSANDRA_SSTABLE_FORMAT=big, BLINK_CASSANDRA_MEMTABLE=skiplist,
+  # BLINK_CASSANDRA_STORAGE_COMPATIBILITY=CASSANDRA_4 (BIG sstables only).
+  local mode="${BLINK_CASSANDRA_STORAGE_COMPATIBILITY:-NONE}" format="${BLINK_CASSANDRA_SSTABLE_FORMAT:-bti}"
+  [[ "$mode" == NONE ]] || format=big
+  sed -e "s/^storage_compatibility_mode: .*/storage_compatibility_mode: $mode/" \
+      -e "s/^  selected_format: .*/  selected_format: $format/" \
+      -e "s/^      inherits: .*/      inherits: ${BLINK_CASSANDRA_MEMTABLE:-trie}/" \
+      "$OPS_HOME/conf/cassandra-storage.yaml" >> "$CONF"
 }
 
 # --add-exports/--add-opens etc. from Cassandra 5.0 conf/jvm17-server.options (+ jvm-server.options essentials)

@@ -116,6 +116,29 @@ def _newest_per_object(objects: np.ndarray) -> np.ndarray:
     return objects if last.all() else take_rows(objects, order[last])
 
 
+def _version_keys(ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """One comparable value per (diaObjectId, validityStartMjdTai) pair (16 bytes)."""
+    keys = np.empty(len(ids), dtype=[("id", "<i8"), ("valid", "<f8")])
+    keys["id"], keys["valid"] = ids, valid
+    return keys.view("V16")
+
+
+def _newest_version(versions: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel and validity of the newest of ``versions`` (id, part, valid records) of each of ``ids``; -1 and
+    -inf for an id without one."""
+    part, valid = np.full(len(ids), -1, np.int64), np.full(len(ids), -np.inf)
+    if len(versions) == 0:
+        return part, valid
+    order = np.lexsort((versions["valid"], versions["id"]))
+    sorted_ids = versions["id"][order]
+    newest = order[np.r_[sorted_ids[1:] != sorted_ids[:-1], True]]  # last of each id: the newest
+    newest_ids = versions["id"][newest]
+    at = np.clip(np.searchsorted(newest_ids, ids), 0, len(newest) - 1)
+    found = newest_ids[at] == ids
+    part[found], valid[found] = versions["part"][newest[at[found]]], versions["valid"][newest[at[found]]]
+    return part, valid
+
+
 class CassandraApdb:
     """APDB in a Cassandra keyspace.
 
@@ -425,11 +448,11 @@ class CassandraApdb:
               dia_forced_sources: Table) -> None:
         """Upsert one CCD-visit's outputs.
 
-        DiaObject, DiaSource and DiaForcedSource rows are written first, then DiaObjectLast (only where the
-        new version is at least as recent as the stored one; a row left in another pixel by a moved object is
-        deleted), then the ApdbVisitDetector marker, so a CCD-visit with a marker is complete. A write that
-        fails half-way leaves no marker, and writing again (every write is an upsert of deterministic keys)
-        completes it.
+        DiaSource and DiaForcedSource rows are written first, with a read of the two newest stored versions of
+        each object; then DiaObject and DiaObjectLast (DiaObjectLast only where the new version is at least as
+        recent as the stored one; a row left in another pixel by a moved object is deleted); then the
+        ApdbVisitDetector marker, so a CCD-visit with a marker is complete. A write that fails half-way leaves
+        no marker, and writing again (every write is an upsert of deterministic keys) completes it.
 
         Raises
         ------
@@ -444,18 +467,19 @@ class CassandraApdb:
         obj_part = ang2pix_nested(self.nside, obj["ra"], obj["dec"])
         obj_valid = obj["validityStartMjdTai"].astype(float)
 
-        # Round 1: the append-only source tables, and the latest stored version of each object (where its
-        # DiaObjectLast row is). Round 2: DiaObjectLast (and deletes of rows left in another pixel). Round 3:
-        # the DiaObject versions: written after DiaObjectLast, so that a retry after a crash between the two
-        # still finds the previous version, and deletes what it left behind. Round 4: the marker.
-        lookups = self._latest_versions(np.asarray(obj["diaObjectId"], dtype=np.int64))
+        # Round 1: the append-only source tables, and the stored versions of each object (where its
+        # DiaObjectLast row is). Round 2: DiaObject and DiaObjectLast, and deletes of DiaObjectLast rows left in
+        # another pixel. Round 3: the marker. A retry after a crash in round 2 finds this write's own versions
+        # among the stored ones, and takes the pixel of the version before them.
+        ids = np.asarray(obj["diaObjectId"], dtype=np.int64)
+        lookups = self._stored_versions(ids)
         work: list[tuple[Any, Any]] = []
         for name, rows in ((DIA_SOURCE, src), (DIA_FORCED_SOURCE, fsrc)):
             work += self._batched_inserts(name, rows, visit, detector)
         results = self._run_all(lookups + work)
         stored = [r for rows in results[:len(lookups)] for r in rows]
-        self._run_all(self._last_writes(obj, obj_part, obj_valid, stored))
-        self._run_all(self._inserts(DIA_OBJECT, obj, obj_part, per_row=True))
+        self._run_all(self._last_writes(obj, obj_part, obj_valid, stored)
+                      + self._inserts(DIA_OBJECT, obj, obj_part, per_row=True))
         stmt = self._prepare("insert:vd", f"INSERT INTO {self._t(VISIT_DETECTOR_TABLE)} "
                              f"({', '.join(_VD_NAMES)}) VALUES (?, ?, ?, ?, ?)")
         self._concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
@@ -551,19 +575,25 @@ class CassandraApdb:
                 size += row_size
         return work
 
-    def _latest_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
-        """Reads of the newest stored DiaObject version of each of ``ids``: (id, pixel, validity) rows."""
-        stmt = self._prepare("select:latest", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
-                             f'FROM {self._t(DIA_OBJECT)} WHERE "diaObjectId" IN ? PER PARTITION LIMIT 1')
-        ids = np.unique(ids)
-        return [(stmt, (ids[i:i + 100].tolist(),)) for i in range(0, len(ids), 100)]
+    def _stored_versions(self, ids: np.ndarray) -> list[tuple[Any, Any]]:
+        """Reads of the newest stored DiaObject versions of ``ids``: (id, pixel, validity) rows, one more per
+        object than the versions this write holds of it (so that the version before them is among them)."""
+        if len(ids) == 0:
+            return []
+        unique, counts = np.unique(ids, return_counts=True)
+        stmt = self._prepare("select:versions", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
+                             f'FROM {self._t(DIA_OBJECT)} WHERE "diaObjectId" IN ? PER PARTITION LIMIT ?')
+        per_object = int(counts.max()) + 1
+        return [(stmt, (unique[i:i + 100].tolist(), per_object)) for i in range(0, len(unique), 100)]
 
     def _last_writes(self, obj: np.ndarray, obj_part: np.ndarray, obj_valid: np.ndarray,
                      stored_rows: list[tuple]) -> list[tuple[Any, Any]]:
-        """Writes of DiaObjectLast where the new version is not older than the stored one.
+        """Writes of DiaObjectLast where the new version is not older than the newest stored one.
 
-        ``stored_rows`` are the rows read by :meth:`_latest_versions`. A row left in another pixel by an object
-        that moved is deleted.
+        ``stored_rows`` are the (id, pixel, validity) rows read by :meth:`_stored_versions`. The row of the
+        version before this write's (the newest stored version that this write does not hold: a crashed
+        earlier try of this write may have stored its versions already) is deleted when the object moved to
+        another pixel.
         """
         ids = np.asarray(obj["diaObjectId"], dtype=np.int64)
         if len(ids) == 0:
@@ -573,16 +603,17 @@ class CassandraApdb:
         last_of_id = np.r_[ids[order][1:] != ids[order][:-1], True]
         keep = np.zeros(len(ids), bool)
         keep[order[last_of_id]] = True
-        stored = {r[0]: (r[1], r[2]) for r in stored_rows}
-        old_part = np.array([stored.get(i, (-1, -np.inf))[0] for i in ids.tolist()], dtype=np.int64)
-        old_valid = np.array([stored.get(i, (-1, -np.inf))[1] for i in ids.tolist()], dtype=float)
-        keep &= obj_valid >= old_valid
+        stored = np.array(stored_rows, dtype=[("id", "i8"), ("part", "i8"), ("valid", "f8")]).reshape(-1)
+        _, newest_valid = _newest_version(stored, ids)
+        ours = np.isin(_version_keys(stored["id"], stored["valid"]), _version_keys(ids, obj_valid))
+        previous_part, _ = _newest_version(stored[~ours], ids)
+        keep &= obj_valid >= newest_valid
         work = self._inserts(DIA_OBJECT_LAST, obj, obj_part, select=keep)
-        moved = keep & (old_part >= 0) & (old_part != obj_part)
+        moved = keep & (previous_part >= 0) & (previous_part != obj_part)
         if moved.any():
             delete = self._prepare("delete:last", f'DELETE FROM {self._t(DIA_OBJECT_LAST)} '
                                    'WHERE apdb_part = ? AND "diaObjectId" = ?')
-            work += [(delete, p) for p in zip(old_part[moved].tolist(), ids[moved].tolist())]
+            work += [(delete, p) for p in zip(previous_part[moved].tolist(), ids[moved].tolist())]
         return work
 
     # ------------------------------------------------------------------ maintenance

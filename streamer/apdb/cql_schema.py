@@ -41,8 +41,8 @@ written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode
   A source lies within an arcsecond of its object, so the pixels of the region plus a 10" margin hold the
   whole history of the region's objects.
 * ``DiaObject``: every version, partition ``diaObjectId``, clustering ``validityStartMjdTai DESC``, with the
-  version's pixel as a plain ``apdb_part`` column. A store reads the newest version of each object it writes
-  (``PER PARTITION LIMIT 1``) to find the pixel of its DiaObjectLast row, so that a newer version that moved
+  version's pixel as a plain ``apdb_part`` column. A store reads the newest versions of each object it writes
+  (``PER PARTITION LIMIT 2``) to find the pixel of its DiaObjectLast row, so that a newer version that moved
   to another pixel deletes the old row and an older version never overwrites a newer one (Rubin keeps a
   separate DiaObjectLastToPartition table for this, one more single-row write per object). Also read when a
   CCD-visit is re-processed after later visits stored newer versions.

@@ -170,6 +170,49 @@ def test_persistent_write_failure_leaves_no_marker(apdb, monkeypatch):
     assert len(apdb.dump_tables()["DiaSource"]) == 60
 
 
+def test_store_killed_after_object_writes_is_completed_by_redelivery(apdb, keyspace, monkeypatch):
+    """Objects that moved to another pixel, stored by a store that died half-way through its DiaObject and
+    DiaObjectLast writes: the redelivered store leaves the tables as a clean store does (the version before
+    this write's is found although some of this write's versions are stored, and its rows in the old pixels
+    are deleted)."""
+    admin, hosts, port, base = keyspace
+    ids = np.arange(1, 41)
+    ra, dec = np.full(40, 30.0) + 1e-4 * ids, np.full(40, 10.0)
+    before = dict(dia_objects=make_objects(ids, ra, dec, validity=VISIT_MJD - 2.0),
+                  dia_sources=make_sources(ids + 10**5, ids, ra, dec, VISIT_MJD - 2.0),
+                  dia_forced_sources=make_sources(ids + 10**6, ids, ra, dec, VISIT_MJD - 2.0, forced=True))
+    moved_dec = dec + 0.3  # five nside-1024 pixels away
+    after = dict(dia_objects=make_objects(ids, ra, moved_dec, validity=VISIT_MJD - 1.0, n_sources=2),
+                 dia_sources=make_sources(ids + 2 * 10**5, ids, ra, moved_dec, VISIT_MJD - 1.0, visit=2),
+                 dia_forced_sources=make_sources(ids + 2 * 10**6, ids, ra, moved_dec, VISIT_MJD - 1.0, visit=2,
+                                                 forced=True))
+    clean = CassandraApdb(hosts, port, keyspace=f"{base}_moved", consistency="ONE")
+    clean.init_schema()
+    try:
+        for apdb_ in (clean, apdb):
+            apdb_.store(visit=1, detector=1, **before)
+        clean.store(visit=2, detector=1, **after)
+        apdb.max_retries = 0
+        _flaky_concurrent(monkeypatch, {1})  # the second round: half of its writes land, then the store dies
+        with pytest.raises(TransientError):
+            apdb.store(visit=2, detector=1, **after)
+        monkeypatch.undo()
+        apdb.max_retries = 5
+        assert not apdb.is_stored(2, 1)
+        stored = apdb.dump_tables()
+        assert 0 < len(stored["DiaObject"]) - 40 < 40  # some of the new versions landed, not all
+        apdb.store(visit=2, detector=1, **after)
+        a, b = apdb.dump_tables(), clean.dump_tables()
+        for name in ("DiaObject", "DiaObjectLast", "DiaSource", "DiaForcedSource", "ApdbVisitDetector"):
+            assert tables_equal(a[name], b[name]), name
+        assert len(a["DiaObjectLast"]) == 40 and np.allclose(a["DiaObjectLast"]["dec"], 10.3)
+        region = apdb.read_region(SkyRegion(30.0, 10.0, 0.05), VISIT_MJD)
+        assert len(region.dia_objects) == 0  # nothing left at the old place
+    finally:
+        clean.drop_keyspace()
+        clean.close()
+
+
 def test_unreachable_retries_with_backoff(caplog):
     import time
 
