@@ -105,15 +105,20 @@ def _connection_class() -> type:
     return type("BlinkConnection", (DefaultConnection,), {"in_buffer_size": _RECV_BUFFER_BYTES})
 
 
+def _newest_rows(ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Index of the newest row (largest ``valid``) of each id, in id order."""
+    order = np.lexsort((valid, ids))
+    sorted_ids = ids[order]
+    return order[np.r_[sorted_ids[1:] != sorted_ids[:-1], True]]
+
+
 def _newest_per_object(objects: np.ndarray) -> np.ndarray:
     """Packed DiaObjectLast rows with one row per diaObjectId, the newest (a row a store failed to delete from
     the pixel an object moved out of must not make it two objects)."""
     if len(objects) < 2:
         return objects
-    order = np.lexsort((objects["validityStartMjdTai"], objects["diaObjectId"]))
-    ids = objects["diaObjectId"][order]
-    last = np.r_[ids[1:] != ids[:-1], True]
-    return objects if last.all() else take_rows(objects, order[last])
+    newest = _newest_rows(objects["diaObjectId"], objects["validityStartMjdTai"])
+    return objects if len(newest) == len(objects) else take_rows(objects, newest)
 
 
 def _version_keys(ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -129,9 +134,7 @@ def _newest_version(versions: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, 
     part, valid = np.full(len(ids), -1, np.int64), np.full(len(ids), -np.inf)
     if len(versions) == 0:
         return part, valid
-    order = np.lexsort((versions["valid"], versions["id"]))
-    sorted_ids = versions["id"][order]
-    newest = order[np.r_[sorted_ids[1:] != sorted_ids[:-1], True]]  # last of each id: the newest
+    newest = _newest_rows(versions["id"], versions["valid"])
     newest_ids = versions["id"][newest]
     at = np.clip(np.searchsorted(newest_ids, ids), 0, len(newest) - 1)
     found = newest_ids[at] == ids
@@ -600,11 +603,8 @@ class CassandraApdb:
         ids = np.asarray(obj["diaObjectId"], dtype=np.int64)
         if len(ids) == 0:
             return []
-        # The latest version of each object within this write.
-        order = np.lexsort((obj_valid, ids))
-        last_of_id = np.r_[ids[order][1:] != ids[order][:-1], True]
         keep = np.zeros(len(ids), bool)
-        keep[order[last_of_id]] = True
+        keep[_newest_rows(ids, obj_valid)] = True  # the latest version of each object within this write
         stored = np.array(stored_rows, dtype=[("id", "i8"), ("part", "i8"), ("valid", "f8")]).reshape(-1)
         _, newest_valid = _newest_version(stored, ids)
         ours = np.isin(_version_keys(stored["id"], stored["valid"]), _version_keys(ids, obj_valid))
