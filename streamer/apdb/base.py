@@ -13,7 +13,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 from astropy.table import Table
 
-APDB_SCHEMA_VERSION = "4.1.0"
+APDB_SCHEMA_VERSION = "4.2.0"
 """Version of the APDB tables; a store refuses to open a database of another major version."""
 
 HISTORY_DAYS = 365.0

@@ -23,6 +23,14 @@ from astropy.table import Table
 
 from pipeline.errors import TransientError
 from streamer.apdb.base import APDB_SCHEMA_VERSION, RegionData, SkyRegion
+from streamer.apdb.blob_codec import (
+    CODEC_METADATA_KEY,
+    DEFAULT_CODEC,
+    SSTABLE_COMPRESSION,
+    check_codec,
+    decode_rows,
+    encode_rows,
+)
 from streamer.apdb.columns import (
     ALERT_SCHEMA_VERSION,
     DIA_FORCED_SOURCE,
@@ -181,7 +189,13 @@ class CassandraApdb:
     protocol_version : int or None, optional
         Native protocol version; None lets the driver negotiate (5 with Cassandra 4 and 5). The default is 4:
         the driver checksums version 5's frames in Python, which took about a third of the client CPU of a
-        region read (12 MB).
+        region read (12 MB). The native protocol's own compression is off: the history blobs arrive
+        compressed, and compressing the rest costs Cassandra CPU for nothing on a local network.
+    blob_codec : str or None, optional
+        Codec of the DiaSource and DiaForcedSource blobs (:mod:`streamer.apdb.blob_codec`), chosen when the
+        keyspace is created and recorded in its metadata. None (the default): the keyspace's own
+        (``lz4-shuffle`` for a new one, ``none`` for one created before schema 4.2.0); a value given must
+        match it.
     """
 
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
@@ -189,7 +203,7 @@ class CassandraApdb:
                  username: str | None = None, password: str | None = None, ssl: bool = False,
                  nside: int = 1024, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
-                 protocol_version: int | None = 4) -> None:
+                 protocol_version: int | None = 4, blob_codec: str | None = None) -> None:
         from cassandra import ConsistencyLevel
 
         self.hosts = [hosts] if isinstance(hosts, str) else list(hosts)
@@ -205,6 +219,8 @@ class CassandraApdb:
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)
         self._protocol_version = protocol_version
+        self._requested_codec = None if blob_codec is None else check_codec(blob_codec)
+        self._codec: str | None = None
         self._where = f"{','.join(self.hosts)}:{self.port}/{keyspace}"
         self._prepared: dict[str, Any] = {}
         self._cluster, self._session = self._connect(username, password, ssl, connect_timeout_s,
@@ -235,7 +251,7 @@ class CassandraApdb:
         while True:
             n_tries += 1
             cluster = Cluster(self.hosts, port=self.port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                              connection_class=_connection_class(),
+                              connection_class=_connection_class(), compression=False,
                               connect_timeout=min(5.0, max(connect_timeout_s, 0.1)), **kwargs)
             try:
                 return cluster, cluster.connect()
@@ -327,8 +343,21 @@ class CassandraApdb:
 
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
-        return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION,
-                "nside": str(self.nside), "time_partition_days": str(self.time_partition_days)}
+        expected = {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION,
+                    "nside": str(self.nside), "time_partition_days": str(self.time_partition_days)}
+        if self._requested_codec is not None:
+            expected[CODEC_METADATA_KEY] = self._requested_codec
+        return expected
+
+    @property
+    def blob_codec(self) -> str:
+        """Codec of this keyspace's history blobs (read from its metadata once)."""
+        if self._codec is None:
+            stored = self._read_metadata()
+            if "schema_version" not in stored:
+                return self._requested_codec or DEFAULT_CODEC  # not created yet
+            self._codec = stored.get(CODEC_METADATA_KEY, "none")
+        return self._codec
 
     def _read_metadata(self) -> dict[str, str]:
         from cassandra import InvalidRequest
@@ -355,22 +384,28 @@ class CassandraApdb:
         if stored:
             check_versions(stored, self._expected_metadata(), self._where)
         replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
-        for stmt in load_cql(self.keyspace, replication):
+        new_codec = self._requested_codec or DEFAULT_CODEC
+        for stmt in load_cql(self.keyspace, replication, history_compression=SSTABLE_COMPRESSION[new_codec]):
             self._execute(stmt)
         if stored and major_minor(stored["schema_version"]) < major_minor(APDB_SCHEMA_VERSION):
             self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
-        for name, value in self._expected_metadata().items():
+        for name, value in {**self._expected_metadata(), CODEC_METADATA_KEY: new_codec}.items():
             self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
                           (name, value))
+        self._codec = None
 
     def _upgrade_minor(self, stored_version: str) -> None:
         """Bring a database of an older minor version of this major version up to date.
 
         4.0.0 -> 4.1.0: the history tables' ``gc_grace_seconds`` (:data:`HISTORY_GC_GRACE_S`).
+        4.1.0 -> 4.2.0: the history blob codec is recorded; the keyspace's blobs are raw packed rows (``none``).
         """
-        for name in BATCHED_TABLES:
-            self._execute(f"ALTER TABLE {self._t(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
+        if major_minor(stored_version) < (4, 1):
+            for name in BATCHED_TABLES:
+                self._execute(f"ALTER TABLE {self._t(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
+        self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
+                      (CODEC_METADATA_KEY, "none"))
         self._write_metadata("schema_version", APDB_SCHEMA_VERSION)
         _log.info("APDB at %s upgraded from schema %s to %s", self._where, stored_version, APDB_SCHEMA_VERSION)
 
@@ -422,8 +457,10 @@ class CassandraApdb:
         results = self._run_all(work)
         n = len(groups)
         # Filtering and sorting happen on the packed arrays; only the rows returned become Table columns.
-        read = {name: unpack_packed(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
-                for k, name in enumerate(tables)}
+        codec = self.blob_codec
+        read = {name: (decode_rows(name, blobs, codec) if name in BATCHED_TABLES else unpack_packed(name, blobs))
+                for k, name in enumerate(tables)
+                for blobs in ([r[0] for rows in results[k * n:(k + 1) * n] for r in rows],)}
         objects = _newest_per_object(self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai))
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_packed(DIA_OBJECT_LAST, take_rows(objects, inside))
@@ -546,12 +583,13 @@ class CassandraApdb:
         starts = np.flatnonzero(new_group)
         ends = np.r_[starts[1:], len(rows)]
         stmt = self._insert(table, _BATCHED_NAMES)
+        codec = self.blob_codec
         per_partition: dict[tuple[int, int], list[tuple]] = {}
         for s0, e0, p, t in zip(starts.tolist(), ends.tolist(), part[starts].tolist(), time_part[starts].tolist()):
             blobs = per_partition.setdefault((p, t), [])
             for b0 in range(s0, e0, ROWS_PER_BLOB):
                 blobs.append((p, t, int(visit), int(detector), len(blobs),
-                              rows[b0:min(e0, b0 + ROWS_PER_BLOB)].tobytes()))
+                              encode_rows(rows[b0:min(e0, b0 + ROWS_PER_BLOB)], codec)))
         return self._partition_batches(stmt, per_partition.values())
 
     def _partition_batches(self, stmt: Any, partitions: Any,
@@ -665,7 +703,7 @@ class CassandraApdb:
             for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):
                 group = keys[start:start + _COMPACT_PARTITIONS_PER_ROUND]
                 partitions = self._run_all([(read, key) for key in group])
-                inserts, deletes = self._compactions(name, group, partitions)
+                inserts, deletes = self._compactions(name, group, partitions, self.blob_codec)
                 self._run_all(self._partition_batches(insert, inserts))
                 self._run_all(self._partition_batches(delete, deletes, blob_bytes=lambda row: 0))
                 rewritten += len(inserts)
@@ -679,7 +717,7 @@ class CassandraApdb:
         return counts
 
     @staticmethod
-    def _compactions(table: str, keys: Sequence[tuple[int, int]], partitions: Sequence[list[tuple]],
+    def _compactions(table: str, keys: Sequence[tuple[int, int]], partitions: Sequence[list[tuple]], codec: str,
                      ) -> tuple[list[list[tuple]], list[list[tuple]]]:
         """Per partition worth compacting: the new blobs' insert parameters and the old rows' delete keys.
 
@@ -690,9 +728,9 @@ class CassandraApdb:
             generations = {d for v, d, _, _ in rows if v == COMPACTED_VISIT}
             if len(rows) < 2 or (len(generations) == 1 and all(v == COMPACTED_VISIT for v, _, _, _ in rows)):
                 continue
-            packed = drop_repeated_keys(table, sort_packed(table, unpack_packed(table, [r[3] for r in rows])))
+            packed = drop_repeated_keys(table, sort_packed(table, decode_rows(table, [r[3] for r in rows], codec)))
             generation = max(generations, default=0) + 1
-            inserts.append([(p, t, COMPACTED_VISIT, generation, k, packed[i:i + ROWS_PER_BLOB].tobytes())
+            inserts.append([(p, t, COMPACTED_VISIT, generation, k, encode_rows(packed[i:i + ROWS_PER_BLOB], codec))
                             for k, i in enumerate(range(0, len(packed), ROWS_PER_BLOB))])
             deletes.append([(p, t, v, d, c) for v, d, c, _ in rows])
         return inserts, deletes
@@ -710,7 +748,9 @@ class CassandraApdb:
         for name, spec in TABLES.items():
             rows = self._execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
                                  f"FROM {self._t(name)}")
-            packed = sort_packed(spec, unpack_packed(spec, [r[0] for r in rows]))
+            blobs = [r[0] for r in rows]
+            packed = sort_packed(spec, decode_rows(spec, blobs, self.blob_codec) if name in BATCHED_TABLES
+                                 else unpack_packed(spec, blobs))
             out[name] = packed_to_table(spec, drop_repeated_keys(spec, packed) if name in BATCHED_TABLES
                                         else packed)
         rows = sorted(self._execute(f"SELECT {', '.join(_VD_NAMES)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
@@ -723,6 +763,7 @@ class CassandraApdb:
         """Drop the whole keyspace (tests and teardown only)."""
         self._execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
         self._prepared.clear()
+        self._codec = None
 
     def close(self) -> None:
         """Shut the driver down."""

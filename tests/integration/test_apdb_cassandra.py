@@ -328,6 +328,60 @@ def test_minor_upgrade_from_4_0(apdb):
     assert len(apdb.read_region(SkyRegion(20.0, 1.0, 0.01), VISIT_MJD).dia_sources) == 3
 
 
+def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
+    """A new keyspace stores shuffled LZ4 history blobs in tables without sstable compression; a keyspace
+    created before 4.2.0 (raw blobs) is upgraded by ``init_schema`` to record ``none`` and reads as before; a
+    client asking for another codec than the keyspace's refuses."""
+    from streamer.apdb.blob_codec import CODEC_METADATA_KEY
+
+    def compression(store: CassandraApdb) -> dict[str, str]:
+        rows = store._execute("SELECT compression FROM system_schema.tables WHERE keyspace_name = %s AND "
+                              "table_name = 'DiaSource'", (store.keyspace,))
+        return dict(rows[0][0])
+
+    ra, dec, ids = np.full(40, 25.0), np.full(40, 3.0), np.arange(1, 41)
+    data = dict(dia_objects=make_objects(ids, ra, dec), dia_sources=make_sources(ids + 100, ids, ra, dec, VISIT_MJD - 1.0),
+                dia_forced_sources=make_sources(ids + 100, ids, ra, dec, VISIT_MJD - 1.0, forced=True))
+    apdb.store(visit=1, detector=1, **data)
+    assert apdb.blob_codec == "lz4-shuffle" == apdb._read_metadata()[CODEC_METADATA_KEY]
+    assert compression(apdb).get("enabled") == "false"
+    (blob,), = apdb._execute(f"SELECT apdb_rows FROM {apdb._t('DiaSource')}")
+    assert len(blob) < 40 * 440 / 4  # mostly-null rows
+
+    hosts, port = _server()
+    raw = CassandraApdb(hosts, port, keyspace=f"{apdb.keyspace}_raw", consistency="ONE", blob_codec="none")
+    try:
+        raw.init_schema()
+        assert "LZ4Compressor" in compression(raw)["class"]
+        raw.store(visit=1, detector=1, **data)
+        (blob,), = raw._execute(f"SELECT apdb_rows FROM {raw._t('DiaSource')}")
+        assert len(blob) == 40 * 440
+        raw._execute(f"DELETE FROM {raw._t('ApdbMetadata')} WHERE name = %s", (CODEC_METADATA_KEY,))
+        raw._write_metadata("schema_version", "4.1.0")
+        before = raw.dump_tables()
+        old = CassandraApdb(hosts, port, keyspace=raw.keyspace, consistency="ONE")  # default codec
+        try:
+            old.check_schema()
+            assert old.blob_codec == "none"  # no entry: written before 4.2.0
+            old.init_schema()
+            assert old._read_metadata()[CODEC_METADATA_KEY] == "none"
+            assert len(old.read_region(SkyRegion(25.0, 3.0, 0.01), VISIT_MJD).dia_sources) == 40
+            after = old.dump_tables()
+            for name in ("DiaSource", "DiaForcedSource", "DiaObjectLast"):
+                assert tables_equal(before[name], after[name]), name
+        finally:
+            old.close()
+        other = CassandraApdb(hosts, port, keyspace=raw.keyspace, consistency="ONE", blob_codec="lz4-shuffle")
+        try:
+            with pytest.raises(InputError, match=CODEC_METADATA_KEY):
+                other.check_schema()
+        finally:
+            other.close()
+    finally:
+        raw.drop_keyspace()
+        raw.close()
+
+
 def test_cli_apdb_compact(apdb, capfd):
     """``blink apdb compact --apdb URL --before MJD`` compacts the finished buckets of that keyspace."""
     from streamer.cli import main
