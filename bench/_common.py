@@ -39,6 +39,17 @@ def worker_malloc(default: bool = False) -> str:
     return f"glibc malloc as the worker (trim threshold {DEFAULT_TRIM_THRESHOLD_MB} MB, large arrays in the heap)"
 
 
+def worker_gc(default: bool = False) -> str:
+    """Tune Python's collector as a started worker does (``streamer.gc_tuning``), unless ``default``; a line
+    saying which. Call it where a worker would have finished starting."""
+    from streamer.gc_tuning import DEFAULT_GEN0_THRESHOLD, freeze_startup_objects
+
+    if default:
+        return "Python gc defaults"
+    frozen = freeze_startup_objects()
+    return f"Python gc as the worker ({frozen:,} start-up objects frozen, young collections every {DEFAULT_GEN0_THRESHOLD:,})"
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

@@ -35,7 +35,7 @@ from rich.table import Table as RichTable  # noqa: E402
 
 from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
                      console, machine_line, median, fill_chunk_objects, fill_chunk_sources, fill_visit,
-                     fill_visit_time, worker_malloc)
+                     fill_visit_time, worker_gc, worker_malloc)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 _STATE_KEY = "bench_apdb_state"  # metadata entry (JSON) kept for --reuse: where the next run starts
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="leave Python's collector alone (a started worker tunes it: streamer.gc_tuning)")
     args = ap.parse_args(argv)
     malloc = worker_malloc(args.default_malloc)
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from streamer.apdb import SkyRegion
 
+    console.print(worker_gc(args.default_gc))  # where a worker has finished starting
     writer = CcdWriter(make_objects, make_sources, rng, args.sources_per_ccd)
     # With --reuse, a run continues where the previous one stopped (kept in the APDB's metadata): later visit
     # times (a visit earlier than stored object versions is a re-processing, which reads each such object's

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.gc_tuning import DEFAULT_GEN0_THRESHOLD
 from streamer.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
 
 
@@ -47,6 +48,11 @@ class BlinkSettings(BaseSettings):
         DEFAULT_TRIM_THRESHOLD_MB, ge=1, description="glibc malloc keeps this much freed memory for reuse, and CCD-sized arrays in its "
                                 "heap (streamer.malloc_tuning): without it, freed alert buffers and images were "
                                 "page-faulted back in; None leaves malloc alone.")
+    gc_gen0_threshold: int | None = Field(
+        DEFAULT_GEN0_THRESHOLD, ge=1, description="Once started, a worker freezes what start-up made (the "
+                                "collector no longer walks it) and runs young collections after this many "
+                                "allocations (streamer.gc_tuning): full collections inside APDB stores were "
+                                "the slowest stores; None leaves Python's collector alone.")
     pipeline_threads: int = Field(1, ge=1, description="Threads each worker's pipeline uses "
                                                        "(pipeline.threads): 2 halves a CCD's subtraction on an idle "
                                                        "2-core machine; keep 1 with one worker process per core.")

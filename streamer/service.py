@@ -10,6 +10,7 @@ from streamer import metrics
 from streamer.apdb.base import Apdb
 from streamer.config import BlinkSettings
 from streamer.datastore import DataRepository
+from streamer.gc_tuning import startup_objects_frozen
 from streamer.malloc_tuning import keep_freed_memory
 from streamer.worker import CcdProcessor, CcdResult, RetryPolicy, Worker
 
@@ -109,7 +110,8 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     try:
         if idle_timeout_s is None:
             idle_timeout_s = 1.0 if kafka is None else 10.0
-        return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
+        with startup_objects_frozen(settings.gc_gen0_threshold):
+            return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
         source.close()
         if claims is not None:
