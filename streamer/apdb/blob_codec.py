@@ -68,17 +68,19 @@ def decode_rows(kind: str | TableSpec, blobs: Sequence[bytes], codec: str) -> np
     import lz4.block
 
     dtype = packed_dtype(kind)
-    columns = []
-    for blob in blobs:
-        try:
-            raw = lz4.block.decompress(blob)
-        except lz4.block.LZ4BlockError as exc:
-            raise InputError(f"{dtype.itemsize}-byte rows: a history blob is not {codec} ({exc}); another APDB "
-                             "schema version?", stage="apdb") from exc
-        if len(raw) == 0 or len(raw) % dtype.itemsize:
-            raise InputError(f"a {codec} history blob holds {len(raw)} bytes, not whole packed rows of "
-                             f"{dtype.itemsize} bytes (another APDB schema version?)", stage="apdb")
-        columns.append(np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, -1).T)
-    rows = np.empty((sum(len(c) for c in columns), dtype.itemsize), np.uint8)  # C order: whole records
-    np.concatenate(columns, out=rows)
+    try:
+        raws = [lz4.block.decompress(blob) for blob in blobs]
+    except lz4.block.LZ4BlockError as exc:
+        raise InputError(f"{dtype.itemsize}-byte rows: a history blob is not {codec} ({exc}); another APDB "
+                         "schema version?", stage="apdb") from exc
+    sizes = np.fromiter(map(len, raws), np.int64, len(raws))
+    if (sizes == 0).any() or (sizes % dtype.itemsize).any():
+        bad = int(sizes[(sizes == 0) | (sizes % dtype.itemsize != 0)][0])
+        raise InputError(f"a {codec} history blob holds {bad} bytes, not whole packed rows of "
+                         f"{dtype.itemsize} bytes (another APDB schema version?)", stage="apdb")
+    counts = (sizes // dtype.itemsize).tolist()
+    rows = np.empty((sum(counts), dtype.itemsize), np.uint8)  # C order: whole records
+    # Each blob, (itemsize, n) bytes, seen as its transpose (n rows of itemsize bytes) without a copy.
+    np.concatenate([np.ndarray((n, dtype.itemsize), np.uint8, raw, 0, (1, n)) for raw, n in zip(raws, counts)],
+                   out=rows)
     return rows.view(dtype).reshape(-1)
