@@ -91,6 +91,8 @@ _BATCH_BYTES = 40_000
 """Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
 _ROW_OVERHEAD = 64
 """Bytes counted per CQL row of a batch besides its blob (its key cells)."""
+DEFAULT_NSIDE = 1024
+"""HEALPix nside of a new keyspace's partitions."""
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
@@ -201,7 +203,7 @@ class CassandraApdb:
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
                  keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
-                 nside: int = 1024, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
+                 nside: int | None = None, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
                  protocol_version: int | None = 4, blob_codec: str | None = None) -> None:
         from cassandra import ConsistencyLevel
@@ -214,13 +216,13 @@ class CassandraApdb:
             self.consistency = ConsistencyLevel.name_to_value[consistency.upper()]
         except KeyError:
             raise ValueError(f"unknown consistency level {consistency!r}") from None
-        self.nside = int(nside)
+        self._requested_nside = None if nside is None else int(nside)
         self.time_partition_days = int(time_partition_days)
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)
         self._protocol_version = protocol_version
         self._requested_codec = None if blob_codec is None else check_codec(blob_codec)
-        self._codec: str | None = None
+        self._stored_layout: dict[str, str] | None = None
         self._where = f"{','.join(self.hosts)}:{self.port}/{keyspace}"
         self._prepared: dict[str, Any] = {}
         self._cluster, self._session = self._connect(username, password, ssl, connect_timeout_s,
@@ -343,21 +345,38 @@ class CassandraApdb:
 
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
+        """What the keyspace's metadata must say: versions, partitioning, and the layout asked for."""
         expected = {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION,
-                    "nside": str(self.nside), "time_partition_days": str(self.time_partition_days)}
+                    "time_partition_days": str(self.time_partition_days)}
+        if self._requested_nside is not None:
+            expected["nside"] = str(self._requested_nside)
         if self._requested_codec is not None:
             expected[CODEC_METADATA_KEY] = self._requested_codec
         return expected
 
-    @property
-    def blob_codec(self) -> str:
-        """Codec of this keyspace's history blobs (read from its metadata once)."""
-        if self._codec is None:
+    def _new_layout(self) -> dict[str, str]:
+        """nside and blob codec of a keyspace this client creates."""
+        return {"nside": str(self._requested_nside or DEFAULT_NSIDE),
+                CODEC_METADATA_KEY: self._requested_codec or DEFAULT_CODEC}
+
+    def _layout(self) -> dict[str, str]:
+        """The keyspace's nside and blob codec, read from its metadata once (a new keyspace's before it exists)."""
+        if self._stored_layout is None:
             stored = self._read_metadata()
             if "schema_version" not in stored:
-                return self._requested_codec or DEFAULT_CODEC  # not created yet
-            self._codec = stored.get(CODEC_METADATA_KEY, "none")
-        return self._codec
+                return self._new_layout()
+            self._stored_layout = {"nside": stored["nside"], CODEC_METADATA_KEY: stored.get(CODEC_METADATA_KEY, "none")}
+        return self._stored_layout
+
+    @property
+    def nside(self) -> int:
+        """HEALPix nside of this keyspace's partitions."""
+        return int(self._layout()["nside"])
+
+    @property
+    def blob_codec(self) -> str:
+        """Codec of this keyspace's history blobs."""
+        return self._layout()[CODEC_METADATA_KEY]
 
     def _read_metadata(self) -> dict[str, str]:
         from cassandra import InvalidRequest
@@ -384,16 +403,17 @@ class CassandraApdb:
         if stored:
             check_versions(stored, self._expected_metadata(), self._where)
         replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
-        new_codec = self._requested_codec or DEFAULT_CODEC
-        for stmt in load_cql(self.keyspace, replication, history_compression=SSTABLE_COMPRESSION[new_codec]):
+        new_layout = self._new_layout()
+        compression = SSTABLE_COMPRESSION[new_layout[CODEC_METADATA_KEY]]
+        for stmt in load_cql(self.keyspace, replication, history_compression=compression):
             self._execute(stmt)
         if stored and major_minor(stored["schema_version"]) < major_minor(APDB_SCHEMA_VERSION):
             self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
-        for name, value in {**self._expected_metadata(), CODEC_METADATA_KEY: new_codec}.items():
+        for name, value in {**self._expected_metadata(), **new_layout}.items():
             self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
                           (name, value))
-        self._codec = None
+        self._stored_layout = None
 
     def _upgrade_minor(self, stored_version: str) -> None:
         """Bring a database of an older minor version of this major version up to date.
@@ -763,7 +783,7 @@ class CassandraApdb:
         """Drop the whole keyspace (tests and teardown only)."""
         self._execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
         self._prepared.clear()
-        self._codec = None
+        self._stored_layout = None
 
     def close(self) -> None:
         """Shut the driver down."""

@@ -79,6 +79,30 @@ def test_partitioning_mismatch_refuses(apdb):
         other.close()
 
 
+def test_a_client_without_nside_uses_the_keyspaces(apdb):
+    """nside is chosen when a keyspace is created; a client that does not ask for one reads and writes with
+    the keyspace's."""
+    hosts, port = _server()
+    coarse = CassandraApdb(hosts, port, keyspace=f"{apdb.keyspace}_n256", nside=256, consistency="ONE")
+    try:
+        coarse.init_schema()
+        ra, dec, ids = np.full(4, 40.0), np.full(4, -5.0), np.arange(1, 5)
+        coarse.store(visit=1, detector=1, dia_objects=make_objects(ids, ra, dec),
+                     dia_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0),
+                     dia_forced_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0, forced=True))
+        plain = CassandraApdb(hosts, port, keyspace=coarse.keyspace, consistency="ONE")
+        try:
+            plain.check_schema()
+            assert plain.nside == 256
+            data = plain.read_region(SkyRegion(40.0, -5.0, 0.01), VISIT_MJD)
+            assert len(data.dia_objects) == 4 and len(data.dia_sources) == 4
+        finally:
+            plain.close()
+    finally:
+        coarse.drop_keyspace()
+        coarse.close()
+
+
 def test_same_results_as_sqlite(apdb, tmp_path):
     from streamer.apdb.sqlite_store import SqliteApdb
 
