@@ -91,7 +91,7 @@ _BATCH_BYTES = 40_000
 """Bound on one unlogged batch, counting 16 bytes a cell (Cassandra refuses batches above 50 KiB)."""
 _ROW_OVERHEAD = 64
 """Bytes counted per CQL row of a batch besides its blob (its key cells)."""
-DEFAULT_NSIDE = 1024
+DEFAULT_NSIDE = 512
 """HEALPix nside of a new keyspace's partitions."""
 
 
@@ -171,12 +171,15 @@ class CassandraApdb:
         Plain-text authentication.
     ssl : bool, optional
         Use TLS (system trust store).
-    nside : int, optional
-        HEALPix nside of the spatial partitions (1024: pixels of about 0.057 deg; about 67 cover a 0.2 deg
-        CCD region plus margin, whose area is 1.75 times the region's. At 512, 22 pixels cover 2.3 times the
-        region, and reads took about 25% longer. At 2048, 206 pixels cover 1.35 times the region, but with
-        compacted history the reads were no faster, stores took about 60% longer, and a 1M-object fill and its
-        first compaction took 1.8 and 4.2 times as long).
+    nside : int or None, optional
+        HEALPix nside of the spatial partitions of a new keyspace; None (the default): the keyspace's own
+        (:data:`DEFAULT_NSIDE` for a new one); a value given must match it. At 512, pixels of about 0.11 deg,
+        22 cover a 0.2 deg CCD region plus margin, whose area is 2.3 times the region's. At 1024, 67 cover 1.75
+        times the region: on fresh 1M-object keyspaces (schema 4.2.0) reads took the same time, stores about 5
+        ms longer at the median (more partitions, more statements), and the fill and its first compaction 1.5
+        and 2.5 times as long. At 2048, 206 pixels cover 1.35 times the region, but with compacted history the
+        reads were no faster than at 1024, stores took about 60% longer, and a 1M-object fill and its first
+        compaction took 1.8 and 4.2 times as long as at 1024.
     time_partition_days : int, optional
         Width of the time partitions of DiaSource, DiaForcedSource and DiaObject.
     connect_timeout_s : float, optional

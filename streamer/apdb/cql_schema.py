@@ -6,8 +6,8 @@ schemas/apdb.cql``) and checked against it by the tests, and the store executes 
 
 Layout
 ------
-``apdb_part`` is the HEALPix nested pixel (nside stored in the metadata, 1024 by default: 0.057 deg pixels,
-so the pixels covering a CCD region hold about 1.75 times the region's rows) of a row's position and
+``apdb_part`` is the HEALPix nested pixel (nside stored in the metadata, 512 for a new keyspace: 0.11 deg
+pixels, so the 22 pixels covering a CCD region hold about 2.3 times the region's rows) of a row's position and
 ``apdb_time_part`` is ``floor(midpointMjdTai / time_partition_days)`` (30 days by default).
 
 Rows are stored packed, as fixed-width little-endian records (:func:`streamer.apdb.columns.packed_dtype`).

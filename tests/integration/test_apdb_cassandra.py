@@ -205,7 +205,7 @@ def test_store_killed_after_object_writes_is_completed_by_redelivery(apdb, keysp
     before = dict(dia_objects=make_objects(ids, ra, dec, validity=VISIT_MJD - 2.0),
                   dia_sources=make_sources(ids + 10**5, ids, ra, dec, VISIT_MJD - 2.0),
                   dia_forced_sources=make_sources(ids + 10**6, ids, ra, dec, VISIT_MJD - 2.0, forced=True))
-    moved_dec = dec + 0.3  # five nside-1024 pixels away
+    moved_dec = dec + 0.3  # two or three nside-512 pixels away
     after = dict(dia_objects=make_objects(ids, ra, moved_dec, validity=VISIT_MJD - 1.0, n_sources=2),
                  dia_sources=make_sources(ids + 2 * 10**5, ids, ra, moved_dec, VISIT_MJD - 1.0, visit=2),
                  dia_forced_sources=make_sources(ids + 2 * 10**6, ids, ra, moved_dec, VISIT_MJD - 1.0, visit=2,
