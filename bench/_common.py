@@ -47,7 +47,8 @@ def worker_gc(default: bool = False) -> str:
     if default:
         return "Python gc defaults"
     frozen = freeze_startup_objects()
-    return f"Python gc as the worker ({frozen:,} start-up objects frozen, young collections every {DEFAULT_GEN0_THRESHOLD:,})"
+    return (f"Python gc as the worker ({frozen:,} start-up objects frozen, young collections every "
+            f"{DEFAULT_GEN0_THRESHOLD:,})")
 
 
 def median(values) -> float:

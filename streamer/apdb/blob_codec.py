@@ -4,10 +4,10 @@ A blob holds packed rows (:func:`streamer.apdb.columns.packed_dtype`) back to ba
 codec the rows' bytes are first transposed (byte 0 of every row, then byte 1, ...: the "shuffle" filter of
 Blosc and HDF5, so that a column's flags, exponents and string padding sit together) and then compressed as
 one LZ4 block. On the 1M-object benchmark, where every float column holds random values, this makes the
-DiaSource blobs 2.1 times smaller (LZ4 alone: 1.6 times, the same as Cassandra's own sstable compression),
-and a CCD's history read cost Cassandra about a quarter less CPU; the client spends about 5 ms decoding the
-9 MB. Real rows, with many null columns, compress further. ``none`` keeps the packed bytes as they are
-(APDBs created before schema 4.2.0).
+DiaSource blobs 2.0 times smaller (LZ4 alone: 1.6 times, about what Cassandra's own sstable compression
+does), a CCD's DiaSource query costs Cassandra about a quarter less CPU (the whole region read about a
+sixth), and the client spends 3-5 ms more decoding the 9 MB. Real rows, with many null columns, compress
+further. ``none`` keeps the packed bytes as they are (APDBs created before schema 4.2.0).
 
 The codec of a keyspace is fixed when it is created and recorded in its metadata
 (:data:`CODEC_METADATA_KEY`).

@@ -368,7 +368,8 @@ class CassandraApdb:
             stored = self._read_metadata()
             if "schema_version" not in stored:
                 return self._new_layout()
-            self._stored_layout = {"nside": stored["nside"], CODEC_METADATA_KEY: stored.get(CODEC_METADATA_KEY, "none")}
+            self._stored_layout = {"nside": stored["nside"],
+                                   CODEC_METADATA_KEY: stored.get(CODEC_METADATA_KEY, "none")}
         return self._stored_layout
 
     @property

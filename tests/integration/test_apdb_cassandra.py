@@ -364,7 +364,8 @@ def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
         return dict(rows[0][0])
 
     ra, dec, ids = np.full(40, 25.0), np.full(40, 3.0), np.arange(1, 41)
-    data = dict(dia_objects=make_objects(ids, ra, dec), dia_sources=make_sources(ids + 100, ids, ra, dec, VISIT_MJD - 1.0),
+    data = dict(dia_objects=make_objects(ids, ra, dec),
+                dia_sources=make_sources(ids + 100, ids, ra, dec, VISIT_MJD - 1.0),
                 dia_forced_sources=make_sources(ids + 100, ids, ra, dec, VISIT_MJD - 1.0, forced=True))
     apdb.store(visit=1, detector=1, **data)
     assert apdb.blob_codec == "lz4-shuffle" == apdb._read_metadata()[CODEC_METADATA_KEY]

@@ -14,8 +14,8 @@ from streamer.apdb.testing import VISIT_MJD, make_sources
 def _packed(kind: str, n: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ids = np.arange(1, n + 1)
-    table = make_sources(ids * 7, ids, rng.uniform(10, 11, n), rng.uniform(-1, 1, n), VISIT_MJD - rng.uniform(0, 300, n),
-                         forced=kind == DIA_FORCED_SOURCE)
+    table = make_sources(ids * 7, ids, rng.uniform(10, 11, n), rng.uniform(-1, 1, n),
+                         VISIT_MJD - rng.uniform(0, 300, n), forced=kind == DIA_FORCED_SOURCE)
     table["psfFlux"] = rng.normal(100.0, 30.0, n).astype(np.float32)
     return pack_table(kind, table)
 
