@@ -391,9 +391,10 @@ class CassandraApdb:
             return {}
         return dict(rows)
 
-    def _write_metadata(self, name: str, value: str) -> None:
-        """Set one metadata entry (for migrations and tests)."""
-        self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s)", (name, value))
+    def _write_metadata(self, name: str, value: str, *, if_absent: bool = False) -> None:
+        """Set one metadata entry (with ``if_absent``: only where it has none)."""
+        self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s)"
+                      + (" IF NOT EXISTS" if if_absent else ""), (name, value))
 
     def init_schema(self) -> None:
         """Create the keyspace and tables from ``schemas/apdb.cql`` and record the version; safe twice.
@@ -415,8 +416,7 @@ class CassandraApdb:
             self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
         for name, value in {**self._expected_metadata(), **new_layout}.items():
-            self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
-                          (name, value))
+            self._write_metadata(name, value, if_absent=True)
         self._stored_layout = None
 
     def _upgrade_minor(self, stored_version: str) -> None:
@@ -428,8 +428,7 @@ class CassandraApdb:
         if major_minor(stored_version) < (4, 1):
             for name in BATCHED_TABLES:
                 self._execute(f"ALTER TABLE {self._t(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
-        self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s) IF NOT EXISTS",
-                      (CODEC_METADATA_KEY, "none"))
+        self._write_metadata(CODEC_METADATA_KEY, "none", if_absent=True)
         self._write_metadata("schema_version", APDB_SCHEMA_VERSION)
         _log.info("APDB at %s upgraded from schema %s to %s", self._where, stored_version, APDB_SCHEMA_VERSION)
 
@@ -481,10 +480,8 @@ class CassandraApdb:
         results = self._run_all(work)
         n = len(groups)
         # Filtering and sorting happen on the packed arrays; only the rows returned become Table columns.
-        codec = self.blob_codec
-        read = {name: (decode_rows(name, blobs, codec) if name in BATCHED_TABLES else unpack_packed(name, blobs))
-                for k, name in enumerate(tables)
-                for blobs in ([r[0] for rows in results[k * n:(k + 1) * n] for r in rows],)}
+        read = {name: self._unpack(name, [r[0] for rows in results[k * n:(k + 1) * n] for r in rows])
+                for k, name in enumerate(tables)}
         objects = _newest_per_object(self._as_of(read[DIA_OBJECT_LAST], visit_mjd_tai))
         inside = in_circle(objects["ra"], objects["dec"], region.ra_deg, region.dec_deg, region.radius_deg)
         objects = sort_packed(DIA_OBJECT_LAST, take_rows(objects, inside))
@@ -493,6 +490,12 @@ class CassandraApdb:
             name, select_history(read[name], ids, visit_mjd_tai)))) for name in tables[1:]]
         return RegionData(dia_objects=packed_to_table(DIA_OBJECT_LAST, objects), dia_sources=history[0],
                           dia_forced_sources=history[1])
+
+    def _unpack(self, table: str, blobs: Sequence[bytes]) -> np.ndarray:
+        """Packed rows of ``table`` from its blob column's values (history blobs in the keyspace's codec)."""
+        if table in BATCHED_TABLES:
+            return decode_rows(table, blobs, self.blob_codec)
+        return unpack_packed(table, blobs)
 
     def _as_of(self, objects: np.ndarray, visit_mjd_tai: float) -> np.ndarray:
         """Replace DiaObjectLast rows not older than the visit by the version valid before it (or drop them).
@@ -772,9 +775,7 @@ class CassandraApdb:
         for name, spec in TABLES.items():
             rows = self._execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
                                  f"FROM {self._t(name)}")
-            blobs = [r[0] for r in rows]
-            packed = sort_packed(spec, decode_rows(spec, blobs, self.blob_codec) if name in BATCHED_TABLES
-                                 else unpack_packed(spec, blobs))
+            packed = sort_packed(spec, self._unpack(name, [r[0] for r in rows]))
             out[name] = packed_to_table(spec, drop_repeated_keys(spec, packed) if name in BATCHED_TABLES
                                         else packed)
         rows = sorted(self._execute(f"SELECT {', '.join(_VD_NAMES)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
