@@ -30,9 +30,9 @@ def pin_to_one_core() -> str:
 
 
 def worker_malloc(default: bool = False) -> str:
-    """Tune glibc malloc as the worker does by default (``streamer.malloc_tuning``), unless ``default``;
+    """Tune glibc malloc as the worker does by default (``streamer.runtime.malloc_tuning``), unless ``default``;
     a line saying which."""
-    from streamer.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB, keep_freed_memory
+    from streamer.runtime.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB, keep_freed_memory
 
     if default or not keep_freed_memory():
         return "glibc malloc defaults"
@@ -40,9 +40,9 @@ def worker_malloc(default: bool = False) -> str:
 
 
 def worker_gc(default: bool = False) -> str:
-    """Tune Python's collector as a started worker does (``streamer.gc_tuning``), unless ``default``; a line
+    """Tune Python's collector as a started worker does (``streamer.runtime.gc_tuning``), unless ``default``; a line
     saying which. Call it where a worker would have finished starting."""
-    from streamer.gc_tuning import DEFAULT_GEN0_THRESHOLD, freeze_startup_objects
+    from streamer.runtime.gc_tuning import DEFAULT_GEN0_THRESHOLD, freeze_startup_objects
 
     if default:
         return "Python gc defaults"

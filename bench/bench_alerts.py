@@ -1,6 +1,6 @@
 """Alert serialization and publishing throughput, one core.
 
-Serializes N realistic alerts (``streamer.alerts.sample_alert``: ~12 months of previous DiaSources and three
+Serializes N realistic alerts (``streamer.alerts.packets.sample_alert``: ~12 months of previous DiaSources and three
 cutouts) with
 
 * ``AlertSchema.serialize_framed`` (Blink's generated encoder + Confluent framing),
@@ -36,7 +36,7 @@ GOAL_PER_S = 5000.0
 
 
 def make_pool(n_pool: int, n_prv: int, cutout_nbytes: int) -> list[dict]:
-    from streamer.alerts import sample_alert
+    from streamer.alerts.packets import sample_alert
 
     return [
         sample_alert(dia_object_id=1_000_000_001 + i, dia_source_id=2_000_000_001 + 1000 * i, visit=1 + i // 100,
@@ -61,9 +61,9 @@ def history_batches(pool: list[dict], batch: int) -> list[tuple[list[dict], obje
 
 
 def with_encoded_history(alerts: list[dict], history) -> list[dict]:
-    """The worker's path (``streamer.alert_builder``): every history row of the batch Avro-encoded at once,
+    """The worker's path (``streamer.alerts.builder``): every history row of the batch Avro-encoded at once,
     each alert given its object's rows as bytes."""
-    from streamer.avro_rows import encoded_history
+    from streamer.alerts.history_rows import encoded_history
 
     encoded = encoded_history("DiaSource", history, float("inf"))
     return [{**a, "prvDiaSources": encoded.get(a["diaSource"]["diaObjectId"], [])} for a in alerts]
@@ -121,14 +121,14 @@ def kafka_up(bootstrap: str, timeout_s: float = 3.0) -> tuple[bool, str]:
 def bench_kafka(bootstrap: str, batches, n: int, partitions: int, keep: bool, compression: str):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from streamer.alerts import AlertSchema, alert_headers, now_mjd_tai
-    from streamer.kafka_io import KafkaAlertSink, KafkaSettings
+    from streamer.alerts.packets import AlertSchema, alert_headers, now_mjd_tai
+    from streamer.kafka.clients import KafkaAlertSink, KafkaSettings
 
     topic = f"blink.bench.alerts.{uuid.uuid4().hex[:8]}"
     settings = KafkaSettings(bootstrap_servers=bootstrap, alerts_topic=topic, alerts_partitions=partitions,
                              compression=compression)
     admin = AdminClient(settings.common_config())
-    # Same topic configuration as streamer.kafka_io.create_topics, but only the one fresh alerts topic.
+    # Same topic configuration as streamer.kafka.clients.create_topics, but only the one fresh alerts topic.
     fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                         config={"retention.ms": str(3_600_000),
                                                 "max.message.bytes": str(settings.max_message_bytes),
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-topic", action="store_true", help="do not delete the benchmark topic afterwards")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.runtime.malloc_tuning)")
     args = ap.parse_args(argv)
 
     pin = "not pinned" if args.no_pin else pin_to_one_core()
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     malloc = worker_malloc(args.default_malloc)
     from lsst.alert.packet import Schema
 
-    from streamer.alerts import AlertSchema
+    from streamer.alerts.packets import AlertSchema
 
     blink = AlertSchema.latest()
     parsed = blink.definition

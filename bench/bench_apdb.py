@@ -53,7 +53,7 @@ def random_fill(table: Table, spec_name: str, rng: np.random.Generator, keep: se
 
 
 def make_objects(ids, ra, dec, validity, n_sources, rng) -> Table:
-    from streamer.apdb.testing import make_objects as _mk
+    from tests.helpers.apdb_contract import make_objects as _mk
 
     t = _mk(ids, ra, dec, validity=validity, n_sources=0)
     t["nDiaSources"] = np.asarray(n_sources, np.int32) * np.ones(len(ids), np.int32)
@@ -61,7 +61,7 @@ def make_objects(ids, ra, dec, validity, n_sources, rng) -> Table:
 
 
 def make_sources(ids, object_ids, ra, dec, mjd, visit, detector, rng, forced=False) -> Table:
-    from streamer.apdb.testing import make_sources as _mk
+    from tests.helpers.apdb_contract import make_sources as _mk
 
     t = _mk(ids, object_ids, ra, dec, mjd, visit=visit, detector=detector, forced=forced)
     t["timeProcessedMjdTai"] = np.asarray(mjd, float) + 0.001
@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                          "after the fill and before the timed visits")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.runtime.malloc_tuning)")
     ap.add_argument("--default-gc", action="store_true",
-                    help="leave Python's collector alone (a started worker tunes it: streamer.gc_tuning)")
+                    help="leave Python's collector alone (a started worker tunes it: streamer.runtime.gc_tuning)")
     args = ap.parse_args(argv)
     malloc = worker_malloc(args.default_malloc)
 

@@ -42,13 +42,13 @@ class _EmptyApdb:
     """Stands in for the APDB: every region is empty (first visit of a field)."""
 
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker import empty_region
+        from streamer.worker.loop import empty_region
 
         return empty_region()
 
 
 def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
-    from pipeline.sim import SimConfig, simulate
+    from simulator import SimConfig, simulate
 
     if root is not None:
         return root
@@ -65,9 +65,9 @@ def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
 
 
 def gather(root: Path, ccd: int, epoch: int):
-    from streamer.datastore import DataRepository
-    from streamer.events import read_event_file
-    from streamer.worker import CcdProcessor
+    from streamer.worker.inputs import DataRepository
+    from streamer.events.records import read_event_file
+    from streamer.worker.loop import CcdProcessor
 
     events = sorted((root / "events").glob("*.avro"))
     if len(events) < epoch:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     ap.add_argument("--no-tracemalloc", action="store_true", help="skip the (slower) tracemalloc run")
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc's defaults (the worker tunes it: streamer.malloc_tuning)")
+                    help="leave glibc malloc's defaults (the worker tunes it: streamer.runtime.malloc_tuning)")
     args = ap.parse_args(argv)
     # The worker's process setting: without it every CCD-sized array is a fresh mapping, zero-filled page by page.
     malloc = worker_malloc(args.default_malloc)

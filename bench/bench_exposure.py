@@ -37,7 +37,7 @@ DEAD_LETTER_LINE = re.compile(r"streamer\.worker: dead letter \(")
 
 
 def ensure_exposure(n_ccds: int) -> Path:
-    from pipeline.sim import SimConfig, simulate
+    from simulator import SimConfig, simulate
 
     ccds = sorted([28, 35, 1, 29, 34, 27, 36, 22, 23, 42, 41, 30, 33, 21][:n_ccds]) if n_ccds <= 14 \
         else sorted(ALL_CCDS[:n_ccds])
@@ -58,8 +58,8 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
     from confluent_kafka import Consumer
 
     from streamer.apdb.cassandra_store import CassandraApdb
-    from streamer.events import read_event_file
-    from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+    from streamer.events.records import read_event_file
+    from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
 
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"bench-{tag}", events_topic=f"bench.{tag}.exposures",

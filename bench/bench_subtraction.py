@@ -42,7 +42,7 @@ from _common import OUT_DIR, console, machine_line  # noqa: E402
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker import empty_region
+        from streamer.worker.loop import empty_region
 
         return empty_region()
 
@@ -56,9 +56,9 @@ def prepare(root: Path, crop: int):
     from pipeline.isr import run_isr
     from pipeline.psf import FWHM_PER_SIGMA
     from pipeline.template import warp_template
-    from streamer.datastore import DataRepository
-    from streamer.events import read_event_file
-    from streamer.worker import CcdProcessor
+    from streamer.worker.inputs import DataRepository
+    from streamer.events.records import read_event_file
+    from streamer.worker.loop import CcdProcessor
 
     config = PipelineConfig()
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pairs", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    from pipeline.sim import SimConfig, simulate
+    from simulator import SimConfig, simulate
 
     root = args.root
     if root is None:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker import empty_region
+        from streamer.worker.loop import empty_region
 
         return empty_region()
 
@@ -37,9 +37,9 @@ class _EmptyApdb:
 def process_repository(root: Path, config=None) -> Table:
     """All DiaSources of a simulated repository (every exposure, every CCD), APDB empty."""
     from pipeline.ccd import PipelineConfig, process_ccd
-    from streamer.datastore import DataRepository
-    from streamer.events import read_event_file
-    from streamer.worker import CcdProcessor
+    from streamer.worker.inputs import DataRepository
+    from streamer.events.records import read_event_file
+    from streamer.worker.loop import CcdProcessor
 
     config = config or PipelineConfig()
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from pipeline.reliability import FEATURES, ReliabilityConfig, roc_auc, score, train_reliability
-    from pipeline.sim import SimConfig, simulate
-    from pipeline.sim.scoring import label_dia_sources
+    from simulator import SimConfig, simulate
+    from simulator.scoring import label_dia_sources
 
     root = args.root
     if root is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from pipeline.datarepo import NJY_AB_ZERO_POINT
+from schemas.datarepo import NJY_AB_ZERO_POINT
 from pipeline.errors import AlgorithmError
 
 

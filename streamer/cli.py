@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from streamer.config import BlinkSettings, CassandraSettings, load_config_file
-from streamer.logs import setup_logging
+from streamer.settings import BlinkSettings, CassandraSettings, load_config_file
+from streamer.runtime.logs import setup_logging
 
 log = logging.getLogger("blink")
 
@@ -25,7 +25,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSettings, object | None]:
-    from streamer.kafka_io import KafkaSettings
+    from streamer.kafka.clients import KafkaSettings
 
     file_conf = load_config_file(getattr(args, "config", None))
     blink_conf = dict(file_conf.get("blink", {}))
@@ -54,7 +54,7 @@ def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSetting
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Write a simulated data repository."""
-    from pipeline.sim import SimConfig, simulate
+    from simulator import SimConfig, simulate
 
     settings, _, _ = _settings(args)
     config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
@@ -128,7 +128,7 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the Kafka topics (idempotent)."""
-    from streamer.kafka_io import KafkaSettings, create_topics
+    from streamer.kafka.clients import KafkaSettings, create_topics
 
     settings, _, kafka = _settings(args)
     created = create_topics(kafka or KafkaSettings())
@@ -138,8 +138,8 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish the data repository's exposure-ready events to Kafka (as a telescope would)."""
-    from streamer.events import read_event_file
-    from streamer.kafka_io import KafkaSettings, publish_event
+    from streamer.events.records import read_event_file
+    from streamer.kafka.clients import KafkaSettings, publish_event
 
     settings, _, kafka = _settings(args)
     kafka = kafka or KafkaSettings()
@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, cassandra, kafka = _settings(args)
     if args.simulate and not (settings.data_root / "events").is_dir():
-        from pipeline.sim import SimConfig, simulate
+        from simulator import SimConfig, simulate
 
         simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True))
     apdb = _open_apdb(settings, cassandra, init=True)
@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         rc = run_workers(args, args.workers)
         if args.report or args.simulate:
-            from streamer.report import print_truth_report
+            from streamer.report.truth import print_truth_report
 
             print_truth_report(settings, cassandra)
         return rc
@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         apdb.close()
     if args.report or args.simulate:
-        from streamer.report import print_truth_report
+        from streamer.report.truth import print_truth_report
 
         print_truth_report(settings, cassandra)
     failed = [r for r in results if r.error is not None and r.error.__class__.__name__ != "NoWorkError"]
@@ -259,7 +259,7 @@ def run_workers(args: argparse.Namespace, n: int) -> int:
 
 
 def _kafka_or_default(args: argparse.Namespace):
-    from streamer.kafka_io import KafkaSettings
+    from streamer.kafka.clients import KafkaSettings
 
     _, _, kafka = _settings(args)
     return kafka or KafkaSettings()
@@ -267,7 +267,7 @@ def _kafka_or_default(args: argparse.Namespace):
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Re-publish exposure-ready events of a time or offset range with replay=true."""
-    from streamer.ops_tools import replay_events
+    from streamer.kafka.operator_tools import replay_events
 
     if all(v is None for v in (args.from_mjd, args.to_mjd, args.from_offset, args.to_offset)) and not args.all:
         log.error("give a range (--from-mjd/--to-mjd or --from-offset/--to-offset) or --all")
@@ -282,7 +282,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print lag and throughput per partition of the workers' consumer group."""
-    from streamer.ops_tools import group_status, print_status
+    from streamer.kafka.operator_tools import group_status, print_status
 
     kafka = _kafka_or_default(args)
     print_status(group_status(kafka, sample_s=args.sample_s), kafka.group_id)
@@ -291,7 +291,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Compare the APDB with the simulator's truth."""
-    from streamer.report import print_truth_report
+    from streamer.report.truth import print_truth_report
 
     settings, cassandra, _ = _settings(args)
     print_truth_report(settings, cassandra)

@@ -1,7 +1,7 @@
 """The I/O ports of a Blink worker: where events come from and where alerts and dead letters go.
 
-Two adapters implement each port: :mod:`streamer.local_io` (files, no servers; the embedded default) and
-:mod:`streamer.kafka_io` (production). Tests fake them through these Protocols.
+Two adapters implement each port: :mod:`streamer.embedded.local_io` (files, no servers; the embedded default) and
+:mod:`streamer.kafka.clients` (production). Tests fake them through these Protocols.
 
 The consumer loop (STYLE.md, conventions 8 and 9) reads::
 

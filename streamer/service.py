@@ -6,13 +6,13 @@ import logging
 import os
 import socket
 
-from streamer import metrics
+from streamer.runtime import metrics
 from streamer.apdb.base import Apdb
-from streamer.config import BlinkSettings
-from streamer.datastore import DataRepository
-from streamer.gc_tuning import startup_objects_frozen
-from streamer.malloc_tuning import keep_freed_memory
-from streamer.worker import CcdProcessor, CcdResult, RetryPolicy, Worker
+from streamer.settings import BlinkSettings
+from streamer.worker.inputs import DataRepository
+from streamer.runtime.gc_tuning import startup_objects_frozen
+from streamer.runtime.malloc_tuning import keep_freed_memory
+from streamer.worker.loop import CcdProcessor, CcdResult, RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ def default_worker_id() -> str:
 
 def publish_alert_schema(kafka) -> int:
     """Serve the alert schema from the configured registry under the id alerts are framed with."""
-    from streamer.alerts import AlertSchema
-    from streamer.schema_registry import publish_schema
+    from streamer.alerts.packets import AlertSchema
+    from streamer.alerts.registry import publish_schema
 
     schema = AlertSchema.latest()
     subject = f"{kafka.alerts_topic}-value"  # Confluent's TopicNameStrategy
@@ -46,7 +46,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     settings : BlinkSettings
     apdb : Apdb
         An opened, checked APDB.
-    kafka : streamer.kafka_io.KafkaSettings, optional
+    kafka : streamer.kafka.clients.KafkaSettings, optional
         When given, consume events and work from Kafka and publish alerts and dead letters there.
     forever : bool
         Keep polling when idle (a long-running consumer).
@@ -62,7 +62,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
     transactions = None
     if kafka is None:
-        from streamer.local_io import LocalAlertSink, LocalDeadLetterSink, LocalEventSource
+        from streamer.embedded.local_io import LocalAlertSink, LocalDeadLetterSink, LocalEventSource
 
         out = settings.outputs
         out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         dead_letters = LocalDeadLetterSink(out / "dead-letters")
         fan_out_to = None
     else:
-        from streamer.kafka_io import (KafkaAlertSink, KafkaDeadLetterSink, KafkaEventSource, create_topics,
+        from streamer.kafka.clients import (KafkaAlertSink, KafkaDeadLetterSink, KafkaEventSource, create_topics,
                                        publish_work)
 
         create_topics(kafka)
@@ -81,7 +81,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         membership = {"group.instance.id": worker_id} if kafka.static_membership else {}
         source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic], **membership)
         if exactly_once:
-            from streamer.kafka_txn import KafkaTransactions
+            from streamer.kafka.transactions import KafkaTransactions
 
             transactions = KafkaTransactions(kafka, source, worker_id=worker_id)
             log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sim import SimConfig, simulate
-from streamer.malloc_tuning import keep_freed_memory
+from simulator import SimConfig, simulate
+from streamer.runtime.malloc_tuning import keep_freed_memory
 
 SKELETON_CCDS = [28, 35]
 
 
 def pytest_configure(config) -> None:
-    """Tune glibc malloc as the worker does (streamer.malloc_tuning): CCD-sized arrays are reused, not
+    """Tune glibc malloc as the worker does (streamer.runtime.malloc_tuning): CCD-sized arrays are reused, not
     zero-filled again for every one."""
     keep_freed_memory()
 
@@ -97,7 +97,7 @@ def unique_kafka_settings(bootstrap: str, prefix: str, **extra):
     """KafkaSettings with a group and four topics no other test (or earlier run) used; ``extra`` overrides."""
     import uuid
 
-    from streamer.kafka_io import KafkaSettings
+    from streamer.kafka.clients import KafkaSettings
 
     tag = uuid.uuid4().hex[:10]
     options = dict(bootstrap_servers=bootstrap, group_id=f"{prefix}-{tag}", events_topic=f"{prefix}.{tag}.exposures",

@@ -8,7 +8,7 @@ import numpy as np
 from astropy.table import Table
 from lsst.alert.packet import Schema
 
-from pipeline.sim.scoring import score_dia_sources
+from simulator.scoring import score_dia_sources
 
 MIN_COMPLETENESS_SNR10 = 0.8
 """Least fraction of injected transients with expected |SNR| >= 10 that must be found (skeleton level)."""

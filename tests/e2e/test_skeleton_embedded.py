@@ -52,9 +52,9 @@ def test_embedded_run_matches_truth_and_reruns_identically(night_copy):
 def test_truth_report_table_and_figure(night_copy, capsys):
     """``blink report`` prints the per-exposure table (before and above the reliability cut) and writes the
     figure; the figure's inputs agree with the table."""
-    from streamer.config import BlinkSettings, CassandraSettings
-    from streamer.report import load_truth, print_truth_report
-    from streamer.report_plots import detection_flags
+    from streamer.settings import BlinkSettings, CassandraSettings
+    from streamer.report.truth import load_truth, print_truth_report
+    from streamer.report.plots import detection_flags
 
     assert main(["run", "--root", str(night_copy), "--strict"]) == 0
     capsys.readouterr()

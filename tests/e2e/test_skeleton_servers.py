@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import Consumer
 from lsst.alert.packet import Schema
 
-from streamer.alerts import unframe
+from streamer.alerts.packets import unframe
 from streamer.apdb.cassandra_store import CassandraApdb
-from streamer.config import BlinkSettings
-from streamer.events import read_event_file
-from streamer.kafka_io import create_topics, publish_event
-from streamer.schema_registry import schema_by_id
+from streamer.settings import BlinkSettings
+from streamer.events.records import read_event_file
+from streamer.kafka.clients import create_topics, publish_event
+from streamer.alerts.registry import schema_by_id
 from streamer.service import run_service
 from tests.conftest import unique_kafka_settings
 from tests.e2e.skeleton_checks import check_against_truth, check_alerts

@@ -1,4 +1,4 @@
-"""Integration tests of streamer.kafka_io against a real broker (ops/kafka.sh start).
+"""Integration tests of streamer.kafka.clients against a real broker (ops/kafka.sh start).
 
 Bootstrap from ``BLINK_KAFKA_BOOTSTRAP`` (default 127.0.0.1:9092). When the broker is unreachable the tests
 skip, unless ``BLINK_REQUIRE_SERVERS=1`` (CI), where they fail.
@@ -15,10 +15,10 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from lsst.alert.packet import Schema
 
-from streamer.alerts import alert_headers, headers_dict, sample_alert, unframe
-from streamer.deadletter import dead_letter_record, decode_dead_letter
-from streamer.events import ExposureReady, decode_event, decode_work, fan_out
-from streamer.kafka_io import (
+from streamer.alerts.packets import alert_headers, headers_dict, sample_alert, unframe
+from streamer.worker.error_policy import dead_letter_record, decode_dead_letter
+from streamer.events.records import ExposureReady, decode_event, decode_work, fan_out
+from streamer.kafka.clients import (
     KafkaAlertSink,
     KafkaDeadLetterSink,
     KafkaEventSource,

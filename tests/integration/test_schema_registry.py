@@ -17,8 +17,8 @@ import fastavro
 import pytest
 
 from pipeline.errors import TransientError
-from streamer.alerts import AlertSchema, sample_alert, unframe
-from streamer.schema_registry import (
+from streamer.alerts.packets import AlertSchema, sample_alert, unframe
+from streamer.alerts.registry import (
     SchemaRegistryError,
     avro_schema_json,
     import_schema_with_id,

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from streamer.alerts import AlertSchema
+from streamer.alerts.packets import AlertSchema
 from streamer.apdb.sqlite_store import SqliteApdb
-from streamer.config import BlinkSettings
-from streamer.deadletter import decode_dead_letter
-from streamer.events import _write_schemaless, event_to_record, exposure_ready_schema, read_event_file
-from streamer.kafka_io import KafkaPublisher, create_topics, publish_event
+from streamer.settings import BlinkSettings
+from streamer.worker.error_policy import decode_dead_letter
+from streamer.events.records import _write_schemaless, event_to_record, exposure_ready_schema, read_event_file
+from streamer.kafka.clients import KafkaPublisher, create_topics, publish_event
 from streamer.service import run_service
 from tests.integration.test_stream_exactly_once import make_settings, read_topic
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from pipeline.sim import SimConfig, simulate
-from streamer.alerts import AlertSchema, alert_headers, sample_alert, unframe
+from simulator import SimConfig, simulate
+from streamer.alerts.packets import AlertSchema, alert_headers, sample_alert, unframe
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.errors import FencedError
-from streamer.events import read_event_file
-from streamer.kafka_io import KafkaEventSource, KafkaSettings, create_topics, publish_event
-from streamer.kafka_txn import KafkaTransactions
+from streamer.events.records import read_event_file
+from streamer.kafka.clients import KafkaEventSource, KafkaSettings, create_topics, publish_event
+from streamer.kafka.transactions import KafkaTransactions
 from tests.conftest import unique_kafka_settings
 from tests.e2e.skeleton_checks import check_against_truth
 

@@ -3,7 +3,7 @@
 Twelve exposures, each of one CCD (a different CCD each time, the boresight moved so that every CCD lands on
 the same patch of sky, dithered by up to 0.1 deg): their work items are keyed by boresight and CCD, so they
 spread over the partitions of the work topic and no partition order can keep them in time order. The workers
-are the real :class:`streamer.worker.Worker` loop (fan-out with claims, hand-back of work whose turn has not
+are the real :class:`streamer.worker.loop.Worker` loop (fan-out with claims, hand-back of work whose turn has not
 come, release after the APDB write) on real Kafka and a real SQLite APDB. The per-CCD science is replaced
 by association of the injected transients inside the CCD's disc (``tests.unit.test_apdb_ordering``): what
 ordering protects is association, and the full pipeline would take minutes here.
@@ -17,16 +17,16 @@ import time
 import numpy as np
 import pytest
 
-from streamer import metrics
+from streamer.runtime import metrics
 from streamer.apdb.base import SkyRegion
 from streamer.apdb.columns import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_region
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
-from streamer.apdb.testing import VISIT_MJD
-from streamer.events import ExposureReady
-from streamer.kafka_io import KafkaEventSource, create_topics, publish_event, publish_work
-from streamer.worker import CcdResult, Worker
+from tests.helpers.apdb_contract import VISIT_MJD
+from streamer.events.records import ExposureReady
+from streamer.kafka.clients import KafkaEventSource, create_topics, publish_event, publish_work
+from streamer.worker.loop import CcdResult, Worker
 from tests.conftest import unique_kafka_settings
 from tests.unit.test_apdb_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
 

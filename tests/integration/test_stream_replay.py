@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from streamer.alerts import HEADER_REPLAY, headers_dict
+from streamer.alerts.packets import HEADER_REPLAY, headers_dict
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
-from streamer.config import BlinkSettings
-from streamer.events import read_event_file
-from streamer.kafka_io import create_topics, publish_event
-from streamer.ops_tools import group_status
+from streamer.settings import BlinkSettings
+from streamer.events.records import read_event_file
+from streamer.kafka.clients import create_topics, publish_event
+from streamer.kafka.operator_tools import group_status
 from streamer.service import run_service
 from tests.integration.test_stream_exactly_once import make_settings
 

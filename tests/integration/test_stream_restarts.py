@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.alerts import AlertSchema
-from streamer.events import read_event_file
-from streamer.kafka_io import KafkaSettings, create_topics, publish_event
+from streamer.alerts.packets import AlertSchema
+from streamer.events.records import read_event_file
+from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
 from tests.conftest import unavailable, unique_kafka_settings
 from tests.integration.test_stream_exactly_once import read_topic
 

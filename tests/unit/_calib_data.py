@@ -20,8 +20,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from pipeline import datarepo
-from pipeline.sim import SimConfig, simulate
+from schemas import datarepo
+from simulator import SimConfig, simulate
 
 NIGHTS = {
     "good": dict(seed=21, seeing_range=(0.8, 0.85), airmass_range=(1.0, 1.1), ccds=[1, 35]),
@@ -58,8 +58,8 @@ class Inputs:
 @functools.cache
 def inputs(name: str, ccd: int) -> Inputs:
     """Raw, calibration frames, reference stars and truth of CCD ``ccd`` of night ``name``."""
-    from streamer.datastore import DataRepository
-    from streamer.worker import region_of
+    from streamer.worker.inputs import DataRepository
+    from streamer.worker.loop import region_of
 
     from pipeline.decam.raw import read_raw_ccd
 

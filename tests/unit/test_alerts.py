@@ -1,4 +1,4 @@
-"""Tests of streamer.alerts: schema, encoder equivalence with fastavro, framing, keys, headers."""
+"""Tests of streamer.alerts.packets: schema, encoder equivalence with fastavro, framing, keys, headers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from lsst.alert.packet import Schema
 
 from pipeline.errors import InputError
-from streamer.alerts import (
+from streamer.alerts.packets import (
     AlertSchema,
     alert_headers,
     alert_key,

@@ -1,4 +1,4 @@
-"""The generated alert encoder (streamer.alerts._Codegen): byte-identical to fastavro on every path.
+"""The generated alert encoder (streamer.alerts.packets._Codegen): byte-identical to fastavro on every path.
 
 Records of every shape go through the shape-specialized encoders (one per record type, keys and value
 types) and through the generic encoder (``max_shapes=0``); both must write exactly what
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from streamer.alerts import AlertSchema, _compile_encoder, _varint_bytes, _zigzag, frame, sample_alert
+from streamer.alerts.packets import AlertSchema, _compile_encoder, _varint_bytes, _zigzag, frame, sample_alert
 
 INT_EXTREMES = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, 2**31 - 1, -2**31]
 LONG_EXTREMES = INT_EXTREMES + [2**27, 2**28, 2**41 - 1, 2**41, 2**62, 2**63 - 1, -2**63, -2**63 + 1]

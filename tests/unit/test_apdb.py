@@ -11,7 +11,7 @@ from streamer.apdb.base import Apdb
 from streamer.apdb.columns import TABLES, empty_table, rows_to_table, table_to_rows, tables_equal
 from streamer.apdb.sky import ang2pix_nested, angular_distance_deg, cover_disc, pix2ang_nested
 from streamer.apdb.sqlite_store import SqliteApdb
-from streamer.apdb.testing import CONTRACT, VISIT_MJD, make_sources
+from tests.helpers.apdb_contract import CONTRACT, VISIT_MJD, make_sources
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from streamer.apdb.columns import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_cells
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
-from streamer.apdb.testing import VISIT_MJD, make_objects, make_sources
+from tests.helpers.apdb_contract import VISIT_MJD, make_objects, make_sources
 
 RA0, DEC0, RADIUS = 40.0, -10.0, 0.2
 N_TRANSIENTS = 40

@@ -1,4 +1,4 @@
-"""Vectorized Avro encoding of APDB rows (streamer.avro_rows): byte-identical to fastavro, row by row, and
+"""Vectorized Avro encoding of APDB rows (streamer.alerts.history_rows): byte-identical to fastavro, row by row, and
 alerts built from it serialize exactly as alerts built from record dicts."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from astropy.table import Table
 
 from pipeline.errors import InputError
 from streamer.apdb.columns import table_to_records
-from streamer.alerts import AlertSchema, sample_alert
+from streamer.alerts.packets import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES, rows_to_table
-from streamer.avro_rows import EncodedRecords, encode_rows, encoded_history, record_full_name
+from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_history, record_full_name
 from tests.unit.test_alerts_encoder import INT_EXTREMES, LONG_EXTREMES, STRINGS, _record_types
 
 

@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from pipeline import datarepo
+from schemas import datarepo
 from pipeline.ccd import process_ccd
 from pipeline.decam.raw import read_raw_ccd
 from pipeline.errors import AlgorithmError, BlinkError, InputError, NoWorkError

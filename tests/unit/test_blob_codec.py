@@ -8,7 +8,7 @@ import pytest
 from pipeline.errors import InputError
 from streamer.apdb.blob_codec import CODECS, SSTABLE_COMPRESSION, check_codec, decode_rows, encode_rows
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_SOURCE, pack_table, packed_dtype
-from streamer.apdb.testing import VISIT_MJD, make_sources
+from tests.helpers.apdb_contract import VISIT_MJD, make_sources
 
 
 def _packed(kind: str, n: int, seed: int = 1) -> np.ndarray:

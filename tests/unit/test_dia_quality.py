@@ -21,9 +21,9 @@ from pipeline.ccd import PipelineConfig, process_ccd
 from pipeline.masks import MaskBit
 from pipeline.psf import build_pixel_psf
 from pipeline.reliability import ReliabilityConfig
-from pipeline.sim import SimConfig, simulate
-from pipeline.sim.render import add_point_sources
-from pipeline.sim.scoring import label_dia_sources, score_dia_sources
+from simulator import SimConfig, simulate
+from simulator.render import add_point_sources
+from simulator.scoring import label_dia_sources, score_dia_sources
 from pipeline.subtract import SubtractConfig, subtract
 from pipeline.types import MaskedImage
 
@@ -38,15 +38,15 @@ MAX_OFFSET_ARCSEC_SNR20 = 0.1
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker import empty_region
+        from streamer.worker.loop import empty_region
 
         return empty_region()
 
 
 def _gather_all(root: Path):
-    from streamer.datastore import DataRepository
-    from streamer.events import read_event_file
-    from streamer.worker import CcdProcessor
+    from streamer.worker.inputs import DataRepository
+    from streamer.events.records import read_event_file
+    from streamer.worker.loop import CcdProcessor
 
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]
     truth = Table.read(root / "truth" / "fluxes.ecsv", format="ascii.ecsv")

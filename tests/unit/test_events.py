@@ -1,4 +1,4 @@
-"""Tests of streamer.events: Avro round trips, the bad-event corpus, fan-out and work keys."""
+"""Tests of streamer.events.records: Avro round trips, the bad-event corpus, fan-out and work keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import fastavro
 import pytest
 
 from pipeline.errors import InputError
-from streamer.events import (
+from streamer.events.records import (
     DECAM_SCIENCE_DETECTORS,
     CcdWork,
     ExposureReady,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from streamer.gc_tuning import startup_objects_frozen
+from streamer.runtime.gc_tuning import startup_objects_frozen
 
 
 class _Node:

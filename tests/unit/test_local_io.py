@@ -1,4 +1,4 @@
-"""Tests of streamer.local_io, streamer.deadletter and the ports they implement."""
+"""Tests of streamer.embedded.local_io, streamer.worker.error_policy and the ports they implement."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import fastavro
 import pytest
 
 from pipeline.errors import AlgorithmError, InputError, NoWorkError, TransientError
-from streamer.alerts import AlertSchema, alert_headers, sample_alert
-from streamer.deadletter import (
+from streamer.alerts.packets import AlertSchema, alert_headers, sample_alert
+from streamer.worker.error_policy import (
     dead_letter_record,
     decode_dead_letter,
     encode_dead_letter,
     make_error_handler,
 )
-from streamer.events import decode_event, write_event_file
-from streamer.local_io import (
+from streamer.events.records import decode_event, write_event_file
+from streamer.embedded.local_io import (
     LocalAlertSink,
     LocalDeadLetterSink,
     LocalEventSource,

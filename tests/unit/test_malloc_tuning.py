@@ -10,7 +10,7 @@ import pytest
 
 _SCRIPT = """
 import json, resource, sys
-from streamer.malloc_tuning import keep_freed_memory
+from streamer.runtime.malloc_tuning import keep_freed_memory
 ok = keep_freed_memory(256) if sys.argv[1] == "tuned" else None
 def batch():  # 500 alert-sized buffers made and dropped, as a worker does per CCD-visit
     return [bytes(bytearray(66_000)) for _ in range(500)]
@@ -39,7 +39,7 @@ def test_freed_buffers_are_reused():
 _CCD_SCRIPT = """
 import json, resource, sys
 import numpy as np
-from streamer.malloc_tuning import keep_freed_memory
+from streamer.runtime.malloc_tuning import keep_freed_memory
 ok = keep_freed_memory() if sys.argv[1] == "tuned" else None
 def ccd():  # a few full-CCD float32 arrays (33.5 MB each), made, filled and dropped, as process_ccd does
     arrays = [np.ones((4096, 2048), np.float32) for _ in range(4)]

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.measure import psf_flux
 from pipeline.psf import PixelPsf, build_pixel_psf, psf_from_gaussian
-from pipeline.sim.render import add_point_sources
+from simulator.render import add_point_sources
 
 
 def _star_field(fwhm_pix: float, seed: int = 3, n: int = 30, shape=(800, 800), sky: float = 1000.0):

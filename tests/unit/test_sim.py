@@ -12,12 +12,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from pipeline import datarepo
+from schemas import datarepo
 from pipeline.decam import camera as cam
 from pipeline.decam.raw import amp_geometry, list_ccds, read_raw_ccd
 from pipeline.errors import InputError
-from pipeline.sim import SimConfig, simulate
-from pipeline.sim import optics
+from simulator import SimConfig, simulate
+from simulator import optics
 
 CCDS = [28, 35]
 

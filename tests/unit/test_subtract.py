@@ -6,7 +6,7 @@ import numpy as np
 from scipy import signal
 
 from pipeline.psf import build_pixel_psf
-from pipeline.sim.render import add_point_sources
+from simulator.render import add_point_sources
 from pipeline.subtract import SubtractConfig, subtract
 from pipeline.types import MaskedImage
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from streamer.datastore import DataRepository
+from streamer.worker.inputs import DataRepository
 
 
 def _tile_paths(root):

@@ -26,11 +26,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import BlinkError, InputError, TransientError
-from streamer.alerts import HEADER_SCHEMA_ID, AlertSchema, alert_key
-from streamer.deadletter import encode_dead_letter
+from streamer.alerts.packets import HEADER_SCHEMA_ID, AlertSchema, alert_key
+from streamer.worker.error_policy import encode_dead_letter
 from streamer.errors import FencedError
-from streamer.events import CcdWork, encode_work, work_key
-from streamer.kafka_io import _POLL_EVERY, KafkaEventSource, KafkaSettings
+from streamer.events.records import CcdWork, encode_work, work_key
+from streamer.kafka.clients import _POLL_EVERY, KafkaEventSource, KafkaSettings
 from streamer.ports import Envelope, Headers
 
 __all__ = ["FencedError", "KafkaTransactions", "transactional_id"]

@@ -22,7 +22,7 @@ from fastavro.logical_writers import LOGICAL_WRITERS as _LOGICAL_WRITERS
 from lsst.alert.packet import Schema, get_schema_path
 
 from pipeline.errors import InputError
-from streamer.avro_rows import EncodedRecords
+from streamer.alerts.history_rows import EncodedRecords
 
 __all__ = [
     "HEADER_PRODUCED_MJD",
@@ -365,7 +365,7 @@ class _Codegen:
             if t == "array":
                 item = self.var()
                 items = schema["items"]
-                # Items already encoded (streamer.avro_rows.EncodedRecords of this record type) are copied.
+                # Items already encoded (streamer.alerts.history_rows.EncodedRecords of this record type) are copied.
                 encoded = (items.get("name") if isinstance(items, dict) and items.get("type") == "record"
                            else items if isinstance(items, str) and items in self.records else None)
                 return (

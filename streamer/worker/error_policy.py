@@ -18,7 +18,7 @@ import fastavro.schema
 
 import schemas
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
-from streamer.alerts import now_mjd_tai
+from streamer.alerts.packets import now_mjd_tai
 from streamer.ports import DeadLetterSink, Envelope
 
 __all__ = [

@@ -17,7 +17,7 @@ def detection_flags(truth_fluxes: Table, matches: Table, processed_ccds: set[tup
     truth_fluxes : Table
         ``source_id``, ``expnum``, ``ccdnum``, ``snr`` (expected SNR of the flux change).
     matches : Table
-        ``expnum``, ``source_id`` of matched pairs (:func:`pipeline.sim.scoring.score_dia_sources`).
+        ``expnum``, ``source_id`` of matched pairs (:func:`simulator.scoring.score_dia_sources`).
     processed_ccds : set of (int, int)
         (expnum, ccdnum) that were processed.
     """

@@ -25,7 +25,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
-from pipeline import datarepo
+from schemas import datarepo
 from pipeline.decam import camera as cam
 from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE, CcdInfo
 
@@ -912,7 +912,7 @@ def _write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig)
 
 
 def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
-    """Simulate a data repository at ``root`` (see :mod:`pipeline.datarepo`)."""
+    """Simulate a data repository at ``root`` (see :mod:`schemas.datarepo`)."""
     cfg = config or SimConfig()
     if overrides:
         cfg = cfg.model_copy(update=overrides)

@@ -9,9 +9,9 @@ from astropy.table import Table
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pipeline.sim.scoring import score_dia_sources
-from streamer.config import BlinkSettings, CassandraSettings
-from streamer.report_plots import detection_flags, plot_truth_report
+from simulator.scoring import score_dia_sources
+from streamer.settings import BlinkSettings, CassandraSettings
+from streamer.report.plots import detection_flags, plot_truth_report
 
 
 def _percent(value: float) -> str:
@@ -27,7 +27,7 @@ def load_truth(root) -> tuple[Table, Table]:
 def print_truth_report(settings: BlinkSettings, cassandra: CassandraSettings, console: Console | None = None,
                        *, plot_path: Path | None = None, reliability_cut: float = 0.6) -> tuple[Table, Table]:
     """Print per-exposure completeness and false detections, and the flux and position accuracy; write the
-    figure of :mod:`streamer.report_plots` to ``plot_path`` (default ``<outputs>/truth_report.png``)."""
+    figure of :mod:`streamer.report.plots` to ``plot_path`` (default ``<outputs>/truth_report.png``)."""
     from streamer.apdb import open_apdb
 
     console = console or Console()

@@ -7,7 +7,7 @@ from typing import Any
 
 from streamer.apdb.base import RegionData
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE, table_to_records
-from streamer.avro_rows import encoded_history
+from streamer.alerts.history_rows import encoded_history
 from pipeline.types import CcdOutputs
 
 
@@ -21,7 +21,7 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
     region : RegionData
         The APDB history read before processing (only rows before this visit are used, so a re-run
         produces byte-identical alerts). Each object's history is Avro-encoded here, all rows of the CCD at
-        once (:mod:`streamer.avro_rows`); the alert encoder copies those bytes.
+        once (:mod:`streamer.alerts.history_rows`); the alert encoder copies those bytes.
 
     Returns
     -------

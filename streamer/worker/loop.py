@@ -20,13 +20,13 @@ from pipeline.decam.raw import list_ccds, read_raw_ccd
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
 from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs
-from streamer import metrics
-from streamer.alert_builder import build_alerts
-from streamer.alerts import AlertSchema, alert_headers
+from streamer.runtime import metrics
+from streamer.alerts.builder import build_alerts
+from streamer.alerts.packets import AlertSchema, alert_headers
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
-from streamer.datastore import DataRepository
-from streamer.deadletter import dead_letter_record
-from streamer.events import CcdWork, ExposureReady, decode_event, decode_work, fan_out
+from streamer.worker.inputs import DataRepository
+from streamer.worker.error_policy import dead_letter_record
+from streamer.events.records import CcdWork, ExposureReady, decode_event, decode_work, fan_out
 from streamer.errors import FencedError
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 
@@ -196,7 +196,7 @@ class Worker:
     results: list[CcdResult] = field(default_factory=list)
     keep_outputs: bool = False
     transactions: Any = None
-    """A :class:`streamer.kafka_txn.KafkaTransactions` (exactly-once Kafka mode): every output of a message
+    """A :class:`streamer.kafka.transactions.KafkaTransactions` (exactly-once Kafka mode): every output of a message
     and its offset are committed in one transaction; ``None`` = produce, wait for acks, then commit."""
     claims: Any = None
     """A :class:`streamer.apdb.ordering.WorkClaims` (Kafka mode): overlapping CCD-visits associate in time
@@ -405,7 +405,7 @@ def _claim_of(item: CcdWork) -> tuple[str, SkyRegion, float] | None:
 
 
 def _read_local(envelope: Envelope) -> ExposureReady:
-    from streamer.events import read_event_file
+    from streamer.events.records import read_event_file
 
     return read_event_file(envelope.path)
 

@@ -1,4 +1,4 @@
-"""Reads a Blink data repository (see :mod:`pipeline.datarepo`) into the pipeline's input types.
+"""Reads a Blink data repository (see :mod:`schemas.datarepo`) into the pipeline's input types.
 
 Calibrations, the reference catalog and template indexes are cached per process: a long-running worker
 reads them once.
@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from pipeline import datarepo
+from schemas import datarepo
 from pipeline.associate import unit_vectors
 from pipeline.decam.camera import defect_mask
 from pipeline.errors import InputError

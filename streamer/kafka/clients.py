@@ -6,7 +6,7 @@ Topics (names in :class:`KafkaSettings`):
 topic               value                   key                         why the key
 ==================  ======================  ==========================  ===========================
 blink.exposures     exposureReady (Avro)    eventId                     one exposure, one message
-blink.ccd-work      ccdWork (Avro)          :func:`~streamer.events.work_key`  same sky+CCD stays ordered
+blink.ccd-work      ccdWork (Avro)          :func:`~streamer.events.records.work_key`  same sky+CCD stays ordered
 blink.alerts.v11    Confluent-framed alert  diaObjectId (ASCII)         one object's alerts ordered
 blink.dead-letter   deadLetter (Avro)       ``<exposureId>-<detector>`` grouping
 ==================  ======================  ==========================  ===========================
@@ -30,9 +30,9 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import InputError, TransientError
-from streamer.alerts import HEADER_SCHEMA_ID, AlertSchema, alert_key
-from streamer.deadletter import encode_dead_letter
-from streamer.events import CcdWork, ExposureReady, encode_event, encode_work, fan_out, work_key
+from streamer.alerts.packets import HEADER_SCHEMA_ID, AlertSchema, alert_key
+from streamer.worker.error_policy import encode_dead_letter
+from streamer.events.records import CcdWork, ExposureReady, encode_event, encode_work, fan_out, work_key
 from streamer.ports import Envelope, Headers
 
 __all__ = [
@@ -520,7 +520,7 @@ class KafkaAlertSink(KafkaPublisher):
         alerts : sequence of dict
             Alert records.
         headers : sequence of (str, bytes)
-            Headers for every alert (see :func:`streamer.alerts.alert_headers`); ``blink-schema-id`` is added
+            Headers for every alert (see :func:`streamer.alerts.packets.alert_headers`); ``blink-schema-id`` is added
             when absent.
 
         Raises
@@ -580,7 +580,7 @@ def publish_event(settings: KafkaSettings, ev: ExposureReady, *, producer: Kafka
 
 
 def publish_work(settings: KafkaSettings, items: Sequence[CcdWork], *, producer: KafkaPublisher | None = None) -> None:
-    """Publish work items to ``settings.work_topic`` keyed by :func:`~streamer.events.work_key`; wait for acks.
+    """Publish work items to ``settings.work_topic`` keyed by :func:`~streamer.events.records.work_key`; wait for acks.
 
     Typically ``publish_work(settings, fan_out(event))`` in the fan-out service.
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BlinkError, TransientError
-from streamer.events import ExposureReady, decode_event
-from streamer.kafka_io import KafkaPublisher, KafkaSettings
+from streamer.events.records import ExposureReady, decode_event
+from streamer.kafka.clients import KafkaPublisher, KafkaSettings
 
 __all__ = ["PartitionStatus", "group_status", "read_events", "replay_events"]
 
@@ -101,7 +101,7 @@ def replay_events(settings: KafkaSettings, *, from_mjd: float | None = None, to_
         seen.add(ev.event_id)
         selected.append(dataclasses.replace(ev, replay=True))
     if not dry_run and selected:
-        from streamer.events import encode_event
+        from streamer.events.records import encode_event
 
         producer = KafkaPublisher(settings)
         for ev in selected:

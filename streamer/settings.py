@@ -15,8 +15,8 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.gc_tuning import DEFAULT_GEN0_THRESHOLD
-from streamer.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
+from streamer.runtime.gc_tuning import DEFAULT_GEN0_THRESHOLD
+from streamer.runtime.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
 
 
 class CassandraSettings(BaseSettings):
@@ -46,12 +46,12 @@ class BlinkSettings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="Console or JSON-lines logs.")
     malloc_trim_threshold_mb: int | None = Field(
         DEFAULT_TRIM_THRESHOLD_MB, ge=1, description="glibc malloc keeps this much freed memory for reuse, and CCD-sized arrays in its "
-                                "heap (streamer.malloc_tuning): without it, freed alert buffers and images were "
+                                "heap (streamer.runtime.malloc_tuning): without it, freed alert buffers and images were "
                                 "page-faulted back in; None leaves malloc alone.")
     gc_gen0_threshold: int | None = Field(
         DEFAULT_GEN0_THRESHOLD, ge=1, description="Once started, a worker freezes what start-up made (the "
                                 "collector no longer walks it) and runs young collections after this many "
-                                "allocations (streamer.gc_tuning): full collections inside APDB stores were "
+                                "allocations (streamer.runtime.gc_tuning): full collections inside APDB stores were "
                                 "the slowest stores; None leaves Python's collector alone.")
     pipeline_threads: int = Field(1, ge=1, description="Threads each worker's pipeline uses "
                                                        "(pipeline.threads): 2 halves a CCD's subtraction on an idle "

@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 
 from pipeline.errors import InputError
-from streamer.alerts import AlertSchema, headers_dict
+from streamer.alerts.packets import AlertSchema, headers_dict
 from streamer.ports import Envelope, Headers
 
 __all__ = ["LocalAlertSink", "LocalDeadLetterSink", "LocalEventSource", "alert_file_name", "read_dead_letters"]
@@ -46,14 +46,14 @@ class LocalEventSource:
     Parameters
     ----------
     folder : path-like
-        Folder holding ``*.avro`` event files (see :func:`streamer.events.write_event_file`).
+        Folder holding ``*.avro`` event files (see :func:`streamer.events.records.write_event_file`).
     state_dir : path-like, optional
         Where ``.committed`` is kept (default: ``folder``).
 
     Notes
     -----
     ``poll`` re-lists the folder, so files that appear later are picked up (a watched drop folder). The value
-    of each envelope is the file's bytes; :func:`streamer.events.decode_event` decodes them, and a corrupt file
+    of each envelope is the file's bytes; :func:`streamer.events.records.decode_event` decodes them, and a corrupt file
     goes through the normal error path rather than breaking the source.
     """
 
