@@ -165,7 +165,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if kafka is None:
             log.error("--workers N needs Kafka (--kafka-bootstrap or source: kafka); the embedded mode has one worker")
             return 2
-        rc = run_workers(args, args.workers)
+        from streamer.runtime.supervisor import run_workers
+        from streamer.service import default_worker_id
+
+        rc = run_workers(args.argv, args.workers, args.worker_id or default_worker_id())
         if args.report or args.simulate:
             from streamer.report.truth import print_truth_report
 
@@ -182,80 +185,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_truth_report(settings, cassandra)
     failed = [r for r in results if r.error is not None and r.error.__class__.__name__ != "NoWorkError"]
     return 1 if (failed and args.strict) else 0
-
-
-def _child_argv(argv: list[str], worker_id: str) -> list[str]:
-    """The command line of one worker process: the parent's, without --workers/--worker-id/--simulate/--report
-    (the parent simulates, creates the APDB and reports once) and with its own --worker-id."""
-    out: list[str] = []
-    skip_next = False
-    for arg in argv:
-        if skip_next:
-            skip_next = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in ("--workers", "--worker-id"):
-            skip_next = "=" not in arg
-            continue
-        if name in ("--simulate", "--report"):
-            continue
-        out.append(arg)
-    return out + ["--worker-id", worker_id]
-
-
-def spawn_child(command: list[str]):
-    """Start a worker process that Linux sends SIGTERM when its parent dies, even by SIGKILL.
-
-    SIGTERM makes a worker finish or hand back its CCD and exit, so no orphan keeps consuming after an
-    operator kills the ``--workers`` parent. Elsewhere than Linux the child just starts.
-    """
-    import os
-    import signal
-    import subprocess
-
-    parent = os.getpid()
-
-    def die_with_parent() -> None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(0)
-
-    return subprocess.Popen(command, preexec_fn=die_with_parent if sys.platform == "linux" else None)
-
-
-def run_workers(args: argparse.Namespace, n: int) -> int:
-    """Run ``n`` worker processes (``python -m streamer.cli run ... --worker-id <id>-<k>``), each its own consumer
-    of the group; forward SIGTERM/SIGINT to them and wait. Returns the worst exit status."""
-    import signal
-
-    from streamer.service import default_worker_id
-
-    base = args.worker_id or default_worker_id()
-    procs = [spawn_child([sys.executable, "-m", "streamer.cli", *_child_argv(args.argv, f"{base}-{k}")])
-             for k in range(n)]
-    log.info("started %d workers: %s", n, ", ".join(str(p.pid) for p in procs))
-
-    def forward(signum, _frame):
-        log.info("forwarding signal %d to the workers", signum)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        codes = [p.wait() for p in procs]
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    for p, code in zip(procs, codes):
-        if code != 0:
-            log.error("worker pid %d exited with status %d", p.pid, code)
-    return max(codes, key=abs) if any(codes) else 0
 
 
 def _kafka_or_default(args: argparse.Namespace):

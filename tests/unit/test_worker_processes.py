@@ -13,7 +13,7 @@ import pytest
 
 PARENT = textwrap.dedent("""
     import sys, time
-    from streamer.cli import spawn_child
+    from streamer.runtime.supervisor import spawn_child
     child = spawn_child([sys.executable, "-c", "import time; time.sleep(120)"])
     print(child.pid, flush=True)
     time.sleep(120)
