@@ -57,7 +57,7 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
              threads: int = 1) -> dict:
     from confluent_kafka import Consumer
 
-    from streamer.apdb.cassandra_store import CassandraApdb
+    from streamer.apdb.cassandra import CassandraApdb
     from streamer.events.records import read_event_file
     from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
 

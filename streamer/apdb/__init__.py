@@ -38,7 +38,7 @@ def open_apdb(url: str, **options: object) -> Apdb:
         path = rest[1:] if rest.startswith("/") else rest
         return SqliteApdb(unquote(path) or ":memory:", **options)  # type: ignore[arg-type]
     if scheme == "cassandra":
-        from streamer.apdb.cassandra_store import CassandraApdb
+        from streamer.apdb.cassandra import CassandraApdb
 
         parsed = urlparse(url)
         netloc = parsed.netloc.rsplit("@", 1)[-1]

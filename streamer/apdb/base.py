@@ -1,7 +1,7 @@
 """The APDB port: what the worker needs from an Alert Production DataBase.
 
 Two adapters implement it and pass the same tests: :mod:`streamer.apdb.sqlite_store` (embedded default) and
-:mod:`streamer.apdb.cassandra_store` (production). Catalogs are :class:`astropy.table.Table` objects whose
+:mod:`streamer.apdb.cassandra` (production). Catalogs are :class:`astropy.table.Table` objects whose
 column names and types are those of the Rubin alert schema records (diaObject, diaSource, diaForcedSource),
 so an alert is a projection of APDB rows.
 """

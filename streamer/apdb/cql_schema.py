@@ -26,7 +26,7 @@ written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode
   (2.8 sources each) instead of 27,540, in 67-113 ms instead of 105-162. Forced photometry (every object of
   the CCD at every visit) comes in tens of rows per CQL row.
 * Compacted partitions: once a time bucket is over, ``blink apdb compact``
-  (:meth:`streamer.apdb.cassandra_store.CassandraApdb.compact_history`) rewrites each of its partitions as
+  (:meth:`streamer.apdb.cassandra.CassandraApdb.compact_history`) rewrites each of its partitions as
   one run of blobs keyed ``visit = COMPACTED_VISIT`` (-1), ``detector`` = a generation number, holding
   every row of the partition sorted by primary key, then deletes the CCD-visit rows it merged. The new blobs
   are written before the old rows are deleted, and a later store of an old CCD-visit (a replay) writes its

@@ -40,7 +40,8 @@ from streamer.apdb.columns import (
 )
 from streamer.apdb.sky import bounding_box, in_circle
 
-__all__ = ["SqliteApdb", "sqlite_ddl", "check_versions", "VISIT_DETECTOR_TABLE", "METADATA_TABLE"]
+__all__ = ["SqliteApdb", "sqlite_ddl", "check_versions", "VISIT_DETECTOR_TABLE", "VISIT_DETECTOR_COLUMNS",
+           "METADATA_TABLE"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ METADATA_TABLE = "ApdbMetadata"
 """Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
 VISIT_DETECTOR_TABLE = "ApdbVisitDetector"
 """One row per stored CCD-visit, written last: its presence means the CCD-visit is complete."""
+VISIT_DETECTOR_COLUMNS = ["visit", "detector", "n_dia_objects", "n_dia_sources", "n_dia_forced_sources"]
+"""Columns of :data:`VISIT_DETECTOR_TABLE`."""
 
 SQLITE_LAYOUT = "packed-1"
 """Layout of the SQLite tables (key columns + one packed blob per row), recorded in the metadata; a file
@@ -368,8 +371,8 @@ class SqliteApdb:
         with self._lock:
             rows = self._conn.execute(f'SELECT * FROM {_q(VISIT_DETECTOR_TABLE)} ORDER BY "visit", "detector"'
                                       ).fetchall()
-        out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=_VD_NAMES,
-                                          dtype=[np.int64] * len(_VD_NAMES))
+        out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=VISIT_DETECTOR_COLUMNS,
+                                          dtype=[np.int64] * len(VISIT_DETECTOR_COLUMNS))
         meta = sorted(self._read_metadata().items())
         out[METADATA_TABLE] = Table(rows=meta or None, names=["name", "value"], dtype=[str, str])
         return out
@@ -387,9 +390,6 @@ class SqliteApdb:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_VD_NAMES = ["visit", "detector", "n_dia_objects", "n_dia_sources", "n_dia_forced_sources"]
 
 
 class _Transaction:

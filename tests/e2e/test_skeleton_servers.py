@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 from lsst.alert.packet import Schema
 
 from streamer.alerts.packets import unframe
-from streamer.apdb.cassandra_store import CassandraApdb
+from streamer.apdb.cassandra import CassandraApdb
 from streamer.settings import BlinkSettings
 from streamer.events.records import read_event_file
 from streamer.kafka.clients import create_topics, publish_event

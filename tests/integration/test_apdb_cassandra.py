@@ -19,7 +19,7 @@ from tests.helpers.apdb_contract import CONTRACT, VISIT_MJD, make_objects, make_
 
 import cassandra  # noqa: F401  (a core dependency: a missing driver must fail)
 
-from streamer.apdb.cassandra_store import CassandraApdb  # noqa: E402
+from streamer.apdb.cassandra import CassandraApdb  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -428,7 +428,7 @@ def test_cli_apdb_compact(apdb, capfd):
 
 def test_compaction_in_several_rounds(apdb, monkeypatch):
     """Partitions are compacted a round at a time (one per round here), in both tables, whatever the count."""
-    import streamer.apdb.cassandra_store as store
+    import streamer.apdb.cassandra.compaction as store
 
     monkeypatch.setattr(store, "_COMPACT_PARTITIONS_PER_ROUND", 1)
     ra, dec, ids = np.array([40.0, 41.0, 42.0]), np.full(3, 3.0), np.arange(1, 4)  # three pixels

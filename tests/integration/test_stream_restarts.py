@@ -172,7 +172,7 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
         assert rc == 0, logs[-4000:]
         assert "dead letter" not in logs
 
-        from streamer.apdb.cassandra_store import CassandraApdb
+        from streamer.apdb.cassandra import CassandraApdb
 
         apdb = CassandraApdb(["127.0.0.1"], servers.cassandra_port, keyspace=keyspace, consistency="ONE")
         try:

@@ -114,7 +114,7 @@ def test_cql_file_matches_column_spec():
 
 
 def test_open_apdb_cassandra_url(monkeypatch):
-    import streamer.apdb.cassandra_store as cs
+    import streamer.apdb.cassandra as cs
 
     captured = {}
     monkeypatch.setattr(cs, "CassandraApdb", lambda **kw: captured.update(kw) or "store")
