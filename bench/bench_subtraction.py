@@ -52,7 +52,8 @@ def prepare(root: Path, crop: int):
     from astropy.table import Table, join
 
     from pipeline.calibrate import calibrate
-    from pipeline.ccd import PipelineConfig, header_wcs
+    from pipeline.ccd import PipelineConfig
+    from pipeline.decam.header import header_wcs
     from pipeline.isr import run_isr
     from pipeline.psf import FWHM_PER_SIGMA
     from pipeline.template import warp_template

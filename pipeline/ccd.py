@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 from astropy.table import vstack
-from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.associate import AssociationConfig, associate, history_with, summarize_objects
 from pipeline.calibrate import CalibrateConfig, calibrate
 from pipeline.cutouts import make_cutouts
 from pipeline.decam.camera import field_angle_model
+from pipeline.decam.header import header_wcs
 from pipeline.detect import DetectConfig, detect_dia_sources
 from pipeline.errors import BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
@@ -63,31 +63,6 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         timings[name] = time.perf_counter() - start
 
 
-def header_wcs(raw_header) -> WCS:
-    """Rough WCS of the trimmed, assembled CCD from the raw extension header."""
-    try:
-        wcs = WCS(raw_header, relax=True, fix=False)
-    except Exception as err:  # astropy raises several unrelated types for broken WCS keywords
-        raise InputError(f"raw header WCS unusable: {err}", stage="calibrate") from err
-    if not wcs.has_celestial:
-        raise InputError("raw header has no celestial WCS", stage="calibrate")
-    wcs = wcs.celestial
-    # The raw header WCS refers to raw-file pixels; shift it to the trimmed, assembled CCD.
-    x_offset, y_offset = _trim_offset(raw_header)
-    wcs.wcs.crpix = wcs.wcs.crpix - np.array([x_offset, y_offset])
-    return wcs
-
-
-def _trim_offset(raw_header) -> tuple[int, int]:
-    """(x, y) pixel offset of the trimmed CCD inside the raw file, from DATASEC (or LTV1/LTV2)."""
-    if "LTV1" in raw_header and "LTV2" in raw_header:
-        return -int(raw_header["LTV1"]) if raw_header["LTV1"] < 0 else int(raw_header["LTV1"]), \
-            -int(raw_header["LTV2"]) if raw_header["LTV2"] < 0 else int(raw_header["LTV2"])
-    sec = str(raw_header.get("DATASEC", "[1:2048,1:4096]")).strip("[]")
-    xs, ys = sec.split(",")
-    return int(xs.split(":")[0]) - 1, int(ys.split(":")[0]) - 1
-
-
 def process_ccd(inputs: CcdInputs, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:
     """Run the full per-CCD pipeline.
 
@@ -110,9 +85,10 @@ def process_ccd(inputs: CcdInputs, config: PipelineConfig = PipelineConfig()) ->
     raw = inputs.raw
     info, detector = raw.info, raw.ccdnum
     with _stage("isr", timings):
-        isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config.isr)
+        isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config.isr,
+                            crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
     with _stage("calibrate", timings):
-        camera = field_angle_model(detector) if config.use_camera_model else None
+        camera = field_angle_model(inputs.ccd) if config.use_camera_model else None
         exposure, sources = calibrate(isr_image, header_wcs(raw.header), inputs.refcat, info, detector,
                                       config.calibrate, camera=camera)
     shape = exposure.masked.image.shape

@@ -8,15 +8,13 @@ and interpolated).
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from pipeline.decam.camera import decam_reference_dir
-from pipeline.decam.raw import amp_geometry
+from pipeline.decam.header import amp_geometry
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.types import MaskedImage, RawCcd
@@ -36,9 +34,9 @@ class IsrConfig(BaseModel):
     do_parallel_overscan: bool = Field(True, description="Subtract the per-column parallel overscan.")
     do_crosstalk: bool = Field(False, description="Correct intra-CCD crosstalk with the given coefficients.")
     crosstalk_a_from_b: float | None = Field(None, description="Fraction of amp B's signal seen in amp A; None "
-                                                                "reads it from the DECam crosstalk table.")
+                                                                "takes the instrument's (run_isr's crosstalk).")
     crosstalk_b_from_a: float | None = Field(None, description="Fraction of amp A's signal seen in amp B; None "
-                                                                "reads it from the DECam crosstalk table.")
+                                                                "takes the instrument's (run_isr's crosstalk).")
     linearity_coeff: float = Field(0.0, description="Quadratic linearity term c: e_true = e (1 + c e).")
     saturation_grow_pix: int = Field(1, description="Saturation masks are grown by this many pixels.")
     suspect_fraction: float = Field(0.9, description="Pixels above this fraction of saturation are SUSPECT.")
@@ -70,7 +68,7 @@ def assemble_overscan_corrected(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.
     amp_index : numpy.ndarray
         (4096, 2048) int8, 0 for amp A pixels and 1 for amp B.
     amps : dict
-        Amplifier geometry by name (see :func:`pipeline.decam.raw.amp_geometry`).
+        Amplifier geometry by name (see :func:`pipeline.decam.header.amp_geometry`).
     """
     image, amps = _assemble(raw_ccd, config)
     amp_index = np.empty(CCD_SHAPE, dtype=np.int8)
@@ -127,7 +125,7 @@ def _dilate_cross(flags: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.ndarray | None = None,
-            config: IsrConfig = IsrConfig()) -> MaskedImage:
+            config: IsrConfig = IsrConfig(), *, crosstalk: tuple[float, float] = (0.0, 0.0)) -> MaskedImage:
     """Remove the instrument signature of one raw CCD.
 
     Parameters
@@ -140,6 +138,11 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
         (4096, 2048) normalised master flat.
     defects : numpy.ndarray, optional
         (4096, 2048) boolean known defects.
+    config : IsrConfig
+    crosstalk : tuple of float
+        The instrument's intra-CCD crosstalk ``(A from B, B from A)``
+        (:attr:`pipeline.decam.camera.CcdInfo.crosstalk_a_from_b`); used when ``config.do_crosstalk`` and
+        the config gives no coefficients of its own.
 
     Returns
     -------
@@ -187,7 +190,7 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     if any_nonfinite:
         image[nonfinite] = 0.0
     if config.do_crosstalk:
-        table_a, table_b = intra_ccd_crosstalk(raw_ccd.ccdnum)
+        table_a, table_b = crosstalk
         a_from_b = table_a if config.crosstalk_a_from_b is None else config.crosstalk_a_from_b
         b_from_a = table_b if config.crosstalk_b_from_a is None else config.crosstalk_b_from_a
         image = correct_crosstalk(image, amps, a_from_b=a_from_b, b_from_a=b_from_a)
@@ -212,36 +215,6 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     return MaskedImage(image=electrons, mask=mask, variance=variance)
 
 
-@functools.cache
-def _crosstalk_table() -> dict[tuple[int, str, int, str], float]:
-    """Linear coefficients of ``camera/DECam_xtalk_20130606.txt``: (victim ccd, amp, source ccd, amp) -> x."""
-    path = decam_reference_dir() / "camera" / "DECam_xtalk_20130606.txt"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise InputError(f"crosstalk table {path} unreadable: {err}", stage="isr") from err
-    table = {}
-    for line in lines:
-        words = line.split()
-        if len(words) < 3 or line.lstrip().startswith("#"):
-            continue
-        victim, source = words[0], words[1]
-        table[(int(victim[3:-1]), victim[-1], int(source[3:-1]), source[-1])] = float(words[2])
-    return table
-
-
-def intra_ccd_crosstalk(ccdnum: int) -> tuple[float, float]:
-    """(A from B, B from A): the fractions of one amplifier's signal seen in the other, DECam 2013 table.
-
-    Raises
-    ------
-    InputError
-        The table is missing.
-    """
-    table = _crosstalk_table()
-    return table.get((ccdnum, "A", ccdnum, "B"), 0.0), table.get((ccdnum, "B", ccdnum, "A"), 0.0)
-
-
 def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_a: float) -> np.ndarray:
     """Subtract the linear crosstalk between the two amplifiers of a CCD.
 
@@ -250,7 +223,7 @@ def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_
     image : numpy.ndarray
         (4096, 2048) assembled, overscan- and bias-subtracted CCD, ADU.
     amps : dict
-        Amplifier geometry (:func:`pipeline.decam.raw.amp_geometry`).
+        Amplifier geometry (:func:`pipeline.decam.header.amp_geometry`).
     a_from_b, b_from_a : float
         Fraction of amp B's signal seen in amp A, and of A's in B.
 

@@ -9,6 +9,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from pipeline.decam.camera import CcdInfo
+
 
 @dataclass(frozen=True)
 class ExposureInfo:
@@ -137,6 +139,8 @@ class CcdInputs:
         Template tiles overlapping the CCD with a margin.
     dia_objects, dia_sources, dia_forced_sources : Table
         APDB region data (see :class:`streamer.apdb.base.RegionData`).
+    ccd : CcdInfo
+        The instrument's description of this CCD (geometry, amplifiers, crosstalk), from the camera tables.
     defects : numpy.ndarray or None
         Boolean (4096, 2048) known-defect mask.
     """
@@ -149,6 +153,7 @@ class CcdInputs:
     dia_objects: Table
     dia_sources: Table
     dia_forced_sources: Table
+    ccd: CcdInfo
     defects: np.ndarray | None = None
 
 

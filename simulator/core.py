@@ -25,9 +25,11 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
+import schemas
 from schemas import datarepo
 from pipeline.decam import camera as cam
 from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE, CcdInfo
+from streamer.decam.camera_tables import decam_camera, defect_boxes
 
 from . import optics
 from .config import SimConfig
@@ -157,7 +159,7 @@ def _make_exposures(cfg: SimConfig) -> tuple[list[Exposure], list[tuple[float, f
             rows.append((mjd + float(rng.uniform(0, 0.002)), f, e))
     rows.sort()
     exps = []
-    rn = np.mean([a.read_noise for c in cfg.ccds for a in cam.ccd_info(c).amps.values()])
+    rn = np.mean([a.read_noise for c in cfg.ccds for a in decam_camera().ccd(c).amps.values()])
     for k, (mjd, f, e) in enumerate(rows):
         band = cfg.bands[e % len(cfg.bands)]
         d = cfg.dither_arcsec * np.sqrt(rng.random())
@@ -207,7 +209,7 @@ def _bias2d(seed: int, ccdnum: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _flat(seed: int, ccdnum: int, band: str) -> np.ndarray:
     """Flat field (mean 1): vignetting-like large-scale + band-dependent gradient + 1% pixel-to-pixel."""
-    ccd = cam.ccd_info(ccdnum)
+    ccd = decam_camera().ccd(ccdnum)
     rng = _rng(seed, _tag("flat"), ccdnum)
     brng = _rng(seed, _tag("flat"), ccdnum, _tag(band))
     ny, nx = CCD_SHAPE
@@ -480,7 +482,7 @@ def _tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
             if exp.field_id != f:
                 continue
             for c in cfg.ccds:
-                ccd = cam.ccd_info(c)
+                ccd = decam_camera().ccd(c)
                 ex = np.array([0, 2047, 0, 2047, 1024, 0, 2047, 1024])
                 ey = np.array([0, 0, 4095, 4095, 0, 2048, 2048, 4095])
                 ra, dec = optics.pixel_to_sky(ccd, ex, ey, exp.ra, exp.dec)
@@ -558,7 +560,7 @@ def _make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
         fexps = [e for e in exps if e.field_id == f]
         e0 = fexps[0]
         for c in cfg.ccds:
-            ccd = cam.ccd_info(c)
+            ccd = decam_camera().ccd(c)
             rng = _rng(cfg.seed, _tag("tran"), f, c)
             n = cfg.n_transients
             n_var = n // 4
@@ -691,7 +693,7 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: CcdInfo, src: Sources):
         raw[:, cols] += rng.normal(0.0, amp.read_noise / amp.gain, (RAW_SHAPE[0], 1080)).astype(np.float32)
     data = raw[READ_ROWS_OFFSET:, READ_COLS_OFFSET:READ_COLS_OFFSET + nx]
     data += det / gain_col[None, :] + _bias2d(cfg.seed, ccd.ccdnum)
-    boxes = cam.defect_boxes(ccd.ccdnum, exp.mjd_obs)
+    boxes = defect_boxes(ccd.ccdnum, exp.mjd_obs)
     if len(boxes):
         hot = rng.random(len(boxes)) < 0.5
         vals = np.where(hot, rng.uniform(8000, 65535, len(boxes)), rng.uniform(0, 1500, len(boxes)))
@@ -728,7 +730,7 @@ def render_tile(cfg: SimConfig, tile: dict, band: str, src: Sources):
 # ---------------------------------------------------------------------------------------------- writing
 def extension_order(ccds) -> list[int]:
     """Order of the CCD extensions in a raw file: by DETPOS descending, never CCDNUM order (if > 1 CCD)."""
-    order = sorted(ccds, key=lambda c: cam.ccd_info(c).detpos, reverse=True)
+    order = sorted(ccds, key=lambda c: decam_camera().ccd(c).detpos, reverse=True)
     if len(order) > 1 and order == sorted(order):
         order = order[::-1]
     return order
@@ -742,7 +744,7 @@ def _write_raw(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progress
     fits.HDUList([fits.PrimaryHDU(header=_primary_header(exp, cfg, len(order)))]).writeto(path, overwrite=True)
     truth_hdus = [fits.PrimaryHDU()]
     for c in order:
-        ccd = cam.ccd_info(c)
+        ccd = decam_camera().ccd(c)
         pix, crmask = render_ccd(cfg, exp, ccd, src)
         hdr = _extension_header(ccd, header_wcs_cards(ccd, exp))
         if cfg.compress:
@@ -780,7 +782,7 @@ def _write_event(root: Path, cfg: SimConfig, exp: Exposure) -> None:
     import fastavro
     from fastavro.schema import load_schema
 
-    schema = load_schema(str(Path(__file__).resolve().parents[2] / "schemas" / "exposure_ready.avsc"))
+    schema = load_schema(str(Path(schemas.__file__).resolve().parent / "exposure_ready.avsc"))
     rec = {
         "eventId": f"DECam-{exp.expnum}",
         "instrument": "DECam",
@@ -819,7 +821,7 @@ def _write_calibs(root: Path, cfg: SimConfig) -> None:
         ph["BUNIT"] = "adu" if kind == "bias" else ""
         fits.HDUList([fits.PrimaryHDU(header=ph)]).writeto(path, overwrite=True)
         for c in order:
-            ccd = cam.ccd_info(c)
+            ccd = decam_camera().ccd(c)
             h = fits.Header()
             h["EXTNAME"] = ccd.detpos
             h["CCDNUM"] = c
@@ -898,7 +900,7 @@ def _write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig)
             e = emap[expnum]
             ccdnum, x, y = -1, np.nan, np.nan
             for c in cfg.ccds:
-                px, py = optics.sky_to_pixel(cam.ccd_info(c), t["ra"][k], t["dec"][k], e.ra, e.dec)
+                px, py = optics.sky_to_pixel(decam_camera().ccd(c), t["ra"][k], t["dec"][k], e.ra, e.dec)
                 if 0 <= px <= 2047 and 0 <= py <= 4095:
                     ccdnum, x, y = c, float(px), float(py)
                     break

@@ -1,8 +1,7 @@
-"""DECam camera tables: CCD positions on the focal plane, amplifier electronics, known defects.
+"""The DECam instrument model: CCD positions on the focal plane, amplifier electronics, crosstalk, defects.
 
-Read from the reference folder ``<shared>/reference/decam`` (``camera/chipcenters.txt``,
-``camera/segmentfile.txt``, ``defects/<detpos>/<date>.ecsv``). The shared folder defaults to the sibling
-``shared`` of the repository and can be overridden with the environment variable ``BLINK_SHARED_DIR``.
+Pure: the tables arrive as text or arrays (the shell reads the package data in ``pipeline/decam/data/``,
+see :mod:`streamer.decam.camera_tables`) and are parsed here into a :class:`DecamCamera`.
 
 Conventions
 -----------
@@ -13,14 +12,12 @@ Conventions
 
 from __future__ import annotations
 
-import functools
-import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
+from astropy.time import Time
 
 PIXEL_SIZE_MM = 0.015
 """Physical pixel size (mm)."""
@@ -46,19 +43,6 @@ CCD_CENTRE_Y_PIX = 2047.5
 """Pixel y of the trimmed CCD's centre (0-based)."""
 
 
-def shared_dir() -> Path:
-    """The shared reference folder (``BLINK_SHARED_DIR`` or the repository's sibling ``shared``)."""
-    env = os.environ.get("BLINK_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
-def decam_reference_dir() -> Path:
-    """``<shared>/reference/decam``."""
-    return shared_dir() / "reference" / "decam"
-
-
 @dataclass(frozen=True)
 class AmpInfo:
     """One amplifier of a CCD, from segmentfile.txt.
@@ -74,12 +58,17 @@ class AmpInfo:
 
     @property
     def is_left(self) -> bool:
+        """Whether the amplifier reads the left half of the CCD."""
         return self.x_offset == 0
 
 
 @dataclass(frozen=True)
 class CcdInfo:
-    """One CCD: number, DETPOS name, focal-plane bounds (mm), rotation (deg) and amplifiers."""
+    """One CCD: number, DETPOS name, focal-plane bounds (mm), rotation (deg), amplifiers and crosstalk.
+
+    ``crosstalk_a_from_b`` is the fraction of amplifier B's signal seen in amplifier A (and conversely),
+    from the DECam 2013 crosstalk table; 0 where the table has no entry.
+    """
 
     ccdnum: int
     detpos: str
@@ -88,59 +77,91 @@ class CcdInfo:
     ymin: float
     ymax: float
     rotation_deg: float
-    amps: dict
+    amps: Mapping[str, AmpInfo]
+    crosstalk_a_from_b: float = 0.0
+    crosstalk_b_from_a: float = 0.0
 
     @property
     def center_mm(self) -> tuple[float, float]:
+        """Focal-plane centre (mm)."""
         return (0.5 * (self.xmin + self.xmax), 0.5 * (self.ymin + self.ymax))
 
     @property
     def left_amp(self) -> AmpInfo:
+        """The amplifier reading the left half."""
         return next(a for a in self.amps.values() if a.is_left)
 
     @property
     def right_amp(self) -> AmpInfo:
+        """The amplifier reading the right half."""
         return next(a for a in self.amps.values() if not a.is_left)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_camera(ref: str) -> dict[int, CcdInfo]:
-    ref_dir = Path(ref)
+@dataclass(frozen=True)
+class DecamCamera:
+    """Every CCD of the camera (science, guide and focus) by CCDNUM."""
+
+    ccds: Mapping[int, CcdInfo] = field(default_factory=dict)
+
+    def ccd(self, ccdnum: int) -> CcdInfo:
+        """One CCD by CCDNUM; raises KeyError for an unknown number."""
+        return self.ccds[int(ccdnum)]
+
+    def ccdnum_of(self, detpos: str) -> int:
+        """CCDNUM of a DETPOS name (``'S4'`` -> 28); raises KeyError for an unknown name."""
+        for num, info in self.ccds.items():
+            if info.detpos.upper() == detpos.upper():
+                return num
+        raise KeyError(detpos)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _rows(text: str, min_words: int) -> Iterable[list[str]]:
+    """Whitespace-split data lines of a table with one header line (short and comment lines skipped)."""
+    for line in text.splitlines()[1:]:
+        words = line.split()
+        if len(words) >= min_words and not line.lstrip().startswith("#"):
+            yield words
+
+
+def parse_segmentfile(text: str) -> dict[int, dict[str, AmpInfo]]:
+    """``segmentfile.txt`` -> ``{ccdnum: {amp name: AmpInfo}}``."""
     amps: dict[int, dict[str, AmpInfo]] = {}
-    with open(ref_dir / "camera" / "segmentfile.txt") as fh:
-        next(fh)
-        for line in fh:
-            parts = line.split()
-            if len(parts) < 10:
-                continue
-            ccd = int(parts[0])
-            amps.setdefault(ccd, {})[parts[2]] = AmpInfo(
-                name=parts[2], gain=float(parts[7]), saturation=float(parts[8]),
-                read_noise=float(parts[9]), x_offset=int(parts[5]))
+    for words in _rows(text, 10):
+        amps.setdefault(int(words[0]), {})[words[2]] = AmpInfo(
+            name=words[2], gain=float(words[7]), saturation=float(words[8]), read_noise=float(words[9]),
+            x_offset=int(words[5]))
+    return amps
+
+
+def parse_crosstalk(text: str) -> dict[tuple[int, str, int, str], float]:
+    """``DECam_xtalk_20130606.txt`` -> ``{(victim ccd, amp, source ccd, amp): coefficient}``."""
+    table = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or line.lstrip().startswith("#"):
+            continue
+        victim, source = words[0], words[1]
+        table[(int(victim[3:-1]), victim[-1], int(source[3:-1]), source[-1])] = float(words[2])
+    return table
+
+
+def build_camera(chipcenters: str, segmentfile: str, crosstalk: str) -> DecamCamera:
+    """The camera from the text of ``chipcenters.txt``, ``segmentfile.txt`` and the crosstalk table."""
+    amps = parse_segmentfile(segmentfile)
+    xtalk = parse_crosstalk(crosstalk)
     ccds: dict[int, CcdInfo] = {}
-    with open(ref_dir / "camera" / "chipcenters.txt") as fh:
-        next(fh)
-        for line in fh:
-            parts = line.split()
-            if len(parts) < 7:
-                continue
-            num = int(parts[0])
-            ccds[num] = CcdInfo(ccdnum=num, detpos=parts[1], xmin=float(parts[2]), xmax=float(parts[3]),
-                                ymin=float(parts[4]), ymax=float(parts[5]), rotation_deg=float(parts[6]),
-                                amps=amps.get(num, {}))
-    return ccds
+    for words in _rows(chipcenters, 7):
+        num = int(words[0])
+        ccds[num] = CcdInfo(ccdnum=num, detpos=words[1], xmin=float(words[2]), xmax=float(words[3]),
+                            ymin=float(words[4]), ymax=float(words[5]), rotation_deg=float(words[6]),
+                            amps=amps.get(num, {}),
+                            crosstalk_a_from_b=xtalk.get((num, "A", num, "B"), 0.0),
+                            crosstalk_b_from_a=xtalk.get((num, "B", num, "A"), 0.0))
+    return DecamCamera(ccds)
 
 
-def camera() -> dict[int, CcdInfo]:
-    """All CCDs (science, guide and focus) by CCDNUM."""
-    return _load_camera(str(decam_reference_dir()))
-
-
-def ccd_info(ccdnum: int) -> CcdInfo:
-    """One CCD by CCDNUM; raises KeyError for an unknown number."""
-    return camera()[int(ccdnum)]
-
-
+# ------------------------------------------------------------------------------------------ optics
 def field_angle_of_radius(r: np.ndarray) -> np.ndarray:
     """Field angle (radians) at focal-plane radius ``r`` (mm)."""
     c = RADIAL_COEFFS
@@ -167,47 +188,35 @@ def focal_to_tangent(fx, fy) -> tuple[np.ndarray, np.ndarray]:
     return k * fy, -k * fx
 
 
-def field_angle_model(ccdnum: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+CameraModel = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""A CCD's optical model: trimmed 0-based pixel ``(x, y)`` -> gnomonic field angles ``(xi, eta)`` (radians)."""
+
+
+def field_angle_model(ccd: CcdInfo) -> CameraModel:
     """The nominal optical model of one CCD: trimmed 0-based pixel -> gnomonic field angles (radians).
 
-    A callable ``(x, y) -> (xi, eta)``: focal plane from chipcenters.txt and the CCD's rotation, then the
-    obs_decam radial distortion. An astrometric fit on top of it needs only an affine map to the sky.
+    Focal plane from chipcenters.txt and the CCD's rotation, then the obs_decam radial distortion. An
+    astrometric fit on top of it needs only an affine map to the sky.
     """
-    info = ccd_info(ccdnum)
 
     def model(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return focal_to_tangent(*pixel_to_focal(info, x, y))
+        return focal_to_tangent(*pixel_to_focal(ccd, x, y))
 
     return model
-
-
-def ccdnum_of(detpos: str) -> int:
-    """CCDNUM of a DETPOS name (``'S4'`` -> 28)."""
-    for num, info in camera().items():
-        if info.detpos.upper() == detpos.upper():
-            return num
-    raise KeyError(detpos)
 
 
 # ---------------------------------------------------------------------------------------------- defects
 _DATE_RE = re.compile(r"^(\d{8})[tT](\d{4})")
 
 
-def _defect_files(detpos: str) -> list[tuple[str, Path]]:
-    folder = decam_reference_dir() / "defects" / detpos.lower()
-    out = []
-    if folder.is_dir():
-        for p in folder.glob("*.ecsv"):
-            m = _DATE_RE.match(p.name)
-            if m:
-                out.append((m.group(1) + m.group(2), p))
-    return sorted(out)
+def defect_file_date(name: str) -> str | None:
+    """``'YYYYMMDDhhmm'`` of a dated defect file name (``20130115t0130.ecsv``), None for other names."""
+    m = _DATE_RE.match(name)
+    return m.group(1) + m.group(2) if m else None
 
 
-def _date_key(date) -> str:
-    """'YYYYMMDDhhmm' from an MJD (float), an astropy Time, a datetime or an ISO string."""
-    from astropy.time import Time
-
+def date_key(date) -> str:
+    """'YYYYMMDDhhmm' from an MJD (float, UTC), an astropy Time, a datetime or an ISO string."""
     if isinstance(date, (int, float, np.floating)):
         t = Time(float(date), format="mjd", scale="utc")
     elif isinstance(date, Time):
@@ -218,29 +227,29 @@ def _date_key(date) -> str:
     return iso[0:4] + iso[5:7] + iso[8:10] + iso[11:13] + iso[14:16]
 
 
-@functools.lru_cache(maxsize=256)
-def defect_boxes(ccdnum: int, date) -> np.ndarray:
-    """Bad-pixel boxes ``(n, 4)`` int array of ``x0, y0, width, height`` (0-based, trimmed CCD frame).
-
-    Uses the latest defect file dated on or before ``date`` (MJD float, ISO string or astropy Time).
-    """
-    from astropy.table import Table
-
-    files = _defect_files(ccd_info(ccdnum).detpos)
-    if not files:
-        return np.zeros((0, 4), dtype=np.int64)
-    key = _date_key(date)
-    chosen = files[0][1]
-    for fkey, path in files:
+def defect_list_in_force(dated: Iterable[tuple[str, str]], date) -> str | None:
+    """The name of the defect list in force at ``date``: the latest dated on or before it (the earliest if all
+    are later), from ``(date key, name)`` pairs; None when there are none."""
+    ordered = sorted(dated)
+    if not ordered:
+        return None
+    key = date_key(date)
+    chosen = ordered[0][1]
+    for fkey, name in ordered:
         if fkey <= key:
-            chosen = path
-    tab = Table.read(chosen, format="ascii.ecsv")
-    return np.column_stack([np.asarray(tab[c], dtype=np.int64) for c in ("x0", "y0", "width", "height")])
+            chosen = name
+    return chosen
 
 
-def defect_mask(ccdnum: int, date) -> np.ndarray:
-    """Boolean (4096, 2048) mask of known defects of a CCD at a date (True = bad)."""
-    mask = np.zeros(CCD_SHAPE, dtype=bool)
-    for x0, y0, w, h in defect_boxes(int(ccdnum), date):
+def defect_mask(boxes: np.ndarray, shape: tuple[int, int] = CCD_SHAPE) -> np.ndarray:
+    """Boolean mask (True = bad) of defect boxes ``(n, 4)``: ``x0, y0, width, height`` (0-based, trimmed)."""
+    mask = np.zeros(shape, dtype=bool)
+    for x0, y0, w, h in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
         mask[max(y0, 0):y0 + h, max(x0, 0):x0 + w] = True
     return mask
+
+
+__all__ = ["AmpInfo", "CCD_CENTRE_X_PIX", "CCD_CENTRE_Y_PIX", "CCD_SHAPE", "CameraModel", "CcdInfo", "DEAD_CCDS",
+           "DecamCamera", "PIXEL_SIZE_MM", "RADIAL_COEFFS", "RAW_SHAPE", "SCIENCE_CCDS", "build_camera", "date_key",
+           "defect_file_date", "defect_list_in_force", "defect_mask", "field_angle_model", "field_angle_of_radius",
+           "focal_to_tangent", "parse_crosstalk", "parse_segmentfile", "pixel_to_focal"]

@@ -70,8 +70,9 @@ def claim_region(ra_deg: float, dec_deg: float, detector: int) -> SkyRegion:
     """
     from pipeline.astrometry import tangent_plane
     from pipeline.decam.camera import CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_model
+    from streamer.decam.camera_tables import decam_camera
 
-    xi, eta = field_angle_model(detector)(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
+    xi, eta = field_angle_model(decam_camera().ccd(detector))(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
     ra, dec = tangent_plane(np.array([ra_deg, dec_deg])).wcs_pix2world(np.degrees(xi), np.degrees(eta), 0)
     return SkyRegion(float(ra[0]) % 360.0, float(dec[0]), CLAIM_RADIUS_DEG)
 

@@ -17,8 +17,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from schemas import datarepo
+from streamer.decam.camera_tables import known_defects
 from pipeline.associate import unit_vectors
-from pipeline.decam.camera import defect_mask
 from pipeline.errors import InputError
 from pipeline.types import TemplateTile
 
@@ -108,7 +108,7 @@ class DataRepository:
     def defects(self, ccdnum: int, mjd: float) -> np.ndarray | None:
         """Known-defect mask of a CCD at a date, from the camera's defect lists."""
         try:
-            return defect_mask(ccdnum, mjd)
+            return known_defects(ccdnum, mjd)
         except (OSError, KeyError, ValueError) as err:
             log.warning("no defect list for CCD %d: %s", ccdnum, err)
             return None

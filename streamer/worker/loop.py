@@ -15,8 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
-from pipeline.ccd import PipelineConfig, header_wcs, process_ccd
-from pipeline.decam.raw import list_ccds, read_raw_ccd
+from pipeline.ccd import PipelineConfig, process_ccd
+from pipeline.decam.header import ccd_footprint
 from pipeline.errors import BlinkError, InputError, NoWorkError, TransientError
 from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs
@@ -24,6 +24,8 @@ from streamer.runtime import metrics
 from streamer.alerts.builder import build_alerts
 from streamer.alerts.packets import AlertSchema, alert_headers
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
+from streamer.decam.camera_tables import decam_camera
+from streamer.decam.raw_files import list_ccds, read_raw_ccd
 from streamer.worker.inputs import DataRepository
 from streamer.worker.error_policy import dead_letter_record
 from streamer.events.records import CcdWork, ExposureReady, decode_event, decode_work, fan_out
@@ -33,10 +35,6 @@ from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CCD_HALF_DIAGONAL_DEG = 0.17
-"""Half the diagonal of a DECam CCD (2048 x 4096 pixels at 0.263 arcsec)."""
-
 
 @dataclass
 class CcdResult:
@@ -49,14 +47,6 @@ class CcdResult:
     error: BaseException | None = None
     seconds: float = 0.0
     """Inputs to alerts handed to the sink (acknowledged, or produced into the open transaction)."""
-
-
-def region_of(raw_header, margin_deg: float = 0.02) -> tuple[float, float, float]:
-    """Centre and radius (deg) of a CCD's sky footprint plus a margin, from its header WCS."""
-    wcs = header_wcs(raw_header)
-    ny, nx = 4096, 2048
-    ra, dec = wcs.all_pix2world([(nx - 1) / 2], [(ny - 1) / 2], 0)
-    return float(ra[0]), float(dec[0]), CCD_HALF_DIAGONAL_DEG + margin_deg
 
 
 class CcdProcessor:
@@ -89,7 +79,7 @@ class CcdProcessor:
         raw_path = self.repo.resolve(event.raw_path)
         raw = read_raw_ccd(raw_path, detector)
         info = raw.info
-        ra, dec, radius = region_of(raw.header)
+        ra, dec, radius = ccd_footprint(raw.header)
         empty = empty_region()
         return CcdInputs(
             raw=raw,
@@ -100,6 +90,7 @@ class CcdProcessor:
             dia_objects=empty.dia_objects,
             dia_sources=empty.dia_sources,
             dia_forced_sources=empty.dia_forced_sources,
+            ccd=decam_camera().ccd(detector),
             defects=self.repo.defects(detector, info.mjd_mid_tai),
         )
 
@@ -115,7 +106,7 @@ class CcdProcessor:
         now so that the CCD sees every earlier CCD's writes."""
         future = self._prefetched.pop((event.exposure_id, detector), None)
         static = future.result() if future is not None else self.load_static(event, detector)
-        ra, dec, radius = region_of(static.raw.header)
+        ra, dec, radius = ccd_footprint(static.raw.header)
         region = self.apdb.read_region(SkyRegion(ra, dec, radius), static.raw.info.mjd_mid_tai)
         inputs = replace(static, dia_objects=region.dia_objects, dia_sources=region.dia_sources,
                          dia_forced_sources=region.dia_forced_sources)
@@ -417,4 +408,4 @@ def empty_region() -> RegionData:
     return RegionData(empty_table("DiaObjectLast"), empty_table("DiaSource"), empty_table("DiaForcedSource"))
 
 
-__all__ = ["CcdProcessor", "Worker", "RetryPolicy", "CcdResult", "region_of", "empty_region"]
+__all__ = ["CcdProcessor", "Worker", "RetryPolicy", "CcdResult", "empty_region"]

@@ -59,16 +59,16 @@ class Inputs:
 def inputs(name: str, ccd: int) -> Inputs:
     """Raw, calibration frames, reference stars and truth of CCD ``ccd`` of night ``name``."""
     from streamer.worker.inputs import DataRepository
-    from streamer.worker.loop import region_of
+    from pipeline.decam.header import ccd_footprint
 
-    from pipeline.decam.raw import read_raw_ccd
+    from streamer.decam.raw_files import read_raw_ccd
 
     root = night(name)
     repo = DataRepository(root)
     truth = Table.read(root / "truth" / "exposures.ecsv")[0]
     expnum = int(truth["expnum"])
     raw = read_raw_ccd(root / datarepo.raw_path(expnum), ccd)
-    ra, dec, radius = region_of(raw.header)
+    ra, dec, radius = ccd_footprint(raw.header)
     truth_wcs = WCS(fits.getheader(root / datarepo.truth_wcs_path(expnum), extname=raw.detpos))
     cr = np.load(root / "truth" / "cosmic_rays" / f"{expnum:08d}_{ccd:02d}.npy")
     return Inputs(root=root, raw=raw, bias=repo.bias(ccd), flat=repo.flat(raw.info.band, ccd),
@@ -89,12 +89,13 @@ def isr(name: str, ccd: int):
 def calibrated(name: str, ccd: int):
     """(exposure, sources) from ``calibrate`` on one simulated CCD."""
     from pipeline.calibrate import calibrate
-    from pipeline.ccd import header_wcs
+    from pipeline.decam.header import header_wcs
     from pipeline.decam.camera import field_angle_model
+    from streamer.decam.camera_tables import decam_camera
 
     i = inputs(name, ccd)
     return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, i.raw.info, ccd,
-                     camera=field_angle_model(ccd))
+                     camera=field_angle_model(decam_camera().ccd(ccd)))
 
 
 def truth_sources(name: str) -> Table:

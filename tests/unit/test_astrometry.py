@@ -9,8 +9,9 @@ from astropy.table import Table
 import _calib_data as data
 from pipeline.astrometry import fit_wcs
 from pipeline.calibrate import calibrate
-from pipeline.ccd import header_wcs
+from pipeline.decam.header import header_wcs
 from pipeline.decam.camera import field_angle_model
+from streamer.decam.camera_tables import decam_camera
 from pipeline.errors import AlgorithmError, BlinkError
 
 
@@ -36,7 +37,7 @@ def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     i = data.inputs(name, ccd)
     exposure, sources = data.calibrated(name, ccd)
     stars = np.asarray(sources["snr"]) > 30
-    camera = field_angle_model(ccd) if with_camera else None
+    camera = field_angle_model(decam_camera().ccd(ccd)) if with_camera else None
     bad = _perturbed(header_wcs(i.raw.header), 30.0, rotation_deg)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
                            np.asarray(sources["flux_aper"])[stars], i.refcat, bad, (4096, 2048), camera=camera)

@@ -1,6 +1,6 @@
 """Bad inputs give a named Blink error with its stage (or a flagged result), never a raw traceback.
 
-Driven through :func:`pipeline.decam.raw.read_raw_ccd` and :func:`pipeline.ccd.process_ccd` on the
+Driven through :func:`streamer.decam.raw_files.read_raw_ccd` and :func:`pipeline.ccd.process_ccd` on the
 simulated ``good`` night of ``_calib_data`` (shared, made once per session).
 """
 
@@ -15,7 +15,8 @@ from astropy.table import Table
 
 from schemas import datarepo
 from pipeline.ccd import process_ccd
-from pipeline.decam.raw import read_raw_ccd
+from streamer.decam.camera_tables import decam_camera
+from streamer.decam.raw_files import read_raw_ccd
 from pipeline.errors import AlgorithmError, BlinkError, InputError, NoWorkError
 from pipeline.types import CcdInputs
 
@@ -34,7 +35,8 @@ def _ccd_inputs(raw=None, refcat=None) -> CcdInputs:
     empty = Table()
     return CcdInputs(raw=raw if raw is not None else i.raw, bias=i.bias, flat=i.flat,
                      refcat=refcat if refcat is not None else i.refcat, template_tiles=[],
-                     dia_objects=empty, dia_sources=empty, dia_forced_sources=empty, defects=i.defects)
+                     dia_objects=empty, dia_sources=empty, dia_forced_sources=empty,
+                     ccd=decam_camera().ccd(i.raw.ccdnum), defects=i.defects)
 
 
 def _ccd_ext_offsets(path) -> tuple[int, int, int]:

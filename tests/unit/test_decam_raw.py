@@ -7,26 +7,28 @@ import pytest
 from astropy.io import fits
 
 from pipeline.decam import camera as cam
-from pipeline.decam.raw import amp_geometry, list_ccds, parse_section, read_exposure_info, read_raw_ccd
+from pipeline.decam.header import amp_geometry, parse_section, read_exposure_info
+from streamer.decam.camera_tables import decam_camera, defect_boxes, known_defects
+from streamer.decam.raw_files import list_ccds, read_raw_ccd
 from pipeline.errors import InputError
 
 
 def test_camera_tables():
-    c = cam.ccd_info(25)
+    c = decam_camera().ccd(25)
     assert c.detpos == "S1" and c.xmax - c.xmin == pytest.approx(30.72, abs=1e-3)
     assert set(c.amps) == {"A", "B"} and 3.0 < c.amps["A"].gain < 5.0
-    assert cam.ccdnum_of("N4") == 35
+    assert decam_camera().ccdnum_of("N4") == 35
     assert len(cam.SCIENCE_CCDS) == 62 and 61 in cam.DEAD_CCDS
     # S CCDs have amp B on the left, N CCDs amp A (segmentfile.txt)
-    assert cam.ccd_info(28).left_amp.name == "B" and cam.ccd_info(35).left_amp.name == "A"
+    assert decam_camera().ccd(28).left_amp.name == "B" and decam_camera().ccd(35).left_amp.name == "A"
 
 
 def test_defect_mask():
-    m = cam.defect_mask(32, 61000.0)
+    m = known_defects(32, 61000.0)
     assert m.shape == (4096, 2048) and m.dtype == bool
     assert 0 < m.sum() < 0.1 * m.size  # includes edge strips
-    old = cam.defect_boxes(32, "1990-01-01")
-    new = cam.defect_boxes(32, 61000.0)
+    old = defect_boxes(32, "1990-01-01")
+    new = defect_boxes(32, 61000.0)
     assert len(old) != len(new) or not np.array_equal(old, new)
 
 
@@ -88,8 +90,8 @@ def _write_fake(path, ccds=(28, 5), compressed=False):
         d = rng.integers(2000, 3000, (4146, 2160)).astype(np.uint16)
         h = fits.Header()
         h["CCDNUM"] = c
-        h["DETPOS"] = cam.ccd_info(c).detpos
-        h["EXTNAME"] = cam.ccd_info(c).detpos
+        h["DETPOS"] = decam_camera().ccd(c).detpos
+        h["EXTNAME"] = decam_camera().ccd(c).detpos
         hdus.append(fits.CompImageHDU(d, header=h, compression_type="RICE_1") if compressed
                     else fits.ImageHDU(d, header=h))
     fits.HDUList(hdus).writeto(path)

@@ -9,14 +9,21 @@ import pytest
 import yaml
 
 import _calib_data as data
-from pipeline.decam.camera import decam_reference_dir
-from pipeline.decam.raw import amp_geometry
-from pipeline.isr import IsrConfig, intra_ccd_crosstalk, run_isr
+from pipeline.decam.header import amp_geometry
+from tests.helpers.reference import DECAM_REFERENCE_DIR
+from pipeline.isr import IsrConfig, run_isr
+from streamer.decam.camera_tables import decam_camera
+
+
+def intra_ccd_crosstalk(ccdnum: int) -> tuple[float, float]:
+    """(A from B, B from A) of a CCD, as the packaged camera tables give them."""
+    ccd = decam_camera().ccd(ccdnum)
+    return ccd.crosstalk_a_from_b, ccd.crosstalk_b_from_a
 
 
 def test_crosstalk_table_matches_lsst_yaml():
     """The 2013 text table and obs_decam's per-CCD yaml hold the same intra-CCD pair of coefficients."""
-    path = next((decam_reference_dir() / "crosstalk" / "s1").glob("*.yaml"))
+    path = next((DECAM_REFERENCE_DIR / "crosstalk" / "s1").glob("*.yaml"))
     head = path.read_text().split("crosstalkShape:")[0]  # the rest holds python-specific yaml tags
     coeffs = yaml.safe_load(head)["coeffs"]
     assert sorted(intra_ccd_crosstalk(25)) == pytest.approx(sorted([c for c in coeffs if c]))
@@ -37,7 +44,8 @@ def test_crosstalk_injected_is_removed():
     plain = IsrConfig(do_cosmic_rays=False)
     reference = run_isr(raw, i.bias, i.flat, i.defects, plain)
     uncorrected = run_isr(leaked, i.bias, i.flat, i.defects, plain)
-    corrected = run_isr(leaked, i.bias, i.flat, i.defects, plain.model_copy(update={"do_crosstalk": True}))
+    corrected = run_isr(leaked, i.bias, i.flat, i.defects, plain.model_copy(update={"do_crosstalk": True}),
+                        crosstalk=(a_from_b, b_from_a))
     ghost = np.abs(uncorrected.image - reference.image)
     left = np.abs(corrected.image - reference.image)
     good = reference.mask == 0

@@ -17,13 +17,14 @@ from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
 from pipeline.background import BackgroundConfig, estimate_background
-from pipeline.decam.camera import shared_dir
-from pipeline.decam.instcal import instcal_paths, read_instcal_ccd, remap_dq
+from pipeline.decam.instcal import remap_dq
+from streamer.decam.instcal_files import instcal_paths, read_instcal_ccd
+from tests.helpers.reference import REFERENCE_DIR
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.sources import detect_sources, saturated_star_centroids
 
-ROOT = shared_dir() / "reference" / "real-cutouts"
+ROOT = REFERENCE_DIR / "real-cutouts"
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="shared real cutouts not available")
 
 

@@ -14,7 +14,9 @@ from astropy.wcs import WCS
 
 from schemas import datarepo
 from pipeline.decam import camera as cam
-from pipeline.decam.raw import amp_geometry, list_ccds, read_raw_ccd
+from pipeline.decam.header import amp_geometry
+from streamer.decam.camera_tables import decam_camera
+from streamer.decam.raw_files import list_ccds, read_raw_ccd
 from pipeline.errors import InputError
 from simulator import SimConfig, simulate
 from simulator import optics
@@ -88,8 +90,8 @@ def test_raw_looks_real(repo):
             assert ext.header["BITPIX"] == 16 and ext.header["BZERO"] == 32768
             assert (ext.header["NAXIS1"], ext.header["NAXIS2"]) == (2160, 4146)
             assert ext.data.dtype == np.dtype(">i2")
-            assert ext.header["EXTNAME"] == ext.header["DETPOS"] == cam.ccd_info(ext.header["CCDNUM"]).detpos
-            c = cam.ccd_info(ext.header["CCDNUM"])
+            assert ext.header["EXTNAME"] == ext.header["DETPOS"] == decam_camera().ccd(ext.header["CCDNUM"]).detpos
+            c = decam_camera().ccd(ext.header["CCDNUM"])
             assert ext.header["GAINA"] == c.amps["A"].gain
 
 
@@ -130,7 +132,7 @@ def test_truth_wcs_matches_sim_projection(repo):
     rng = np.random.default_rng(1)
     with fits.open(root / datarepo.truth_wcs_path(int(e["expnum"]))) as h:
         for c in CCDS:
-            ccd = cam.ccd_info(c)
+            ccd = decam_camera().ccd(c)
             w = WCS(h[ccd.detpos].header)
             x = rng.uniform(0, 2047, 300)
             y = rng.uniform(0, 4095, 300)
@@ -151,7 +153,7 @@ def test_header_wcs_within_pointing_error(repo):
         for c in CCDS:
             raw = read_raw_ccd(path, c)
             w = WCS(raw.header)
-            ccd = cam.ccd_info(c)
+            ccd = decam_camera().ccd(c)
             x = np.array([0.0, 2047.0, 0.0, 2047.0, 1024.0])
             y = np.array([0.0, 0.0, 4095.0, 4095.0, 2048.0])
             ra, dec = optics.pixel_to_sky(ccd, x, y, e["ra"], e["dec"])
@@ -180,7 +182,7 @@ def test_star_flux_in_science_matches_template(repo):
     exps = Table.read(root / "truth" / "exposures.ecsv")
     e = exps[0]
     ref = Table.read(root / datarepo.refcat_path())
-    ccd = cam.ccd_info(CCDS[0])
+    ccd = decam_camera().ccd(CCDS[0])
     x, y = optics.sky_to_pixel(ccd, ref["ra"], ref["dec"], e["ra"], e["dec"])
     ok = (x > 100) & (x < 1900) & (y > 100) & (y < 3900) & (ref["r_mag"] > 18.0) & (ref["r_mag"] < 19.0)
     assert ok.sum() > 0

@@ -1,29 +1,27 @@
-"""Reading raw DECam exposures: the primary header, one CCD extension, its amplifier geometry.
+"""DECam header translation: amplifier geometry, trim sections, exposure facts, the rough WCS, a CCD's footprint.
 
-A raw exposure is a multi-extension FITS file (plain or fpack ``.fits.fz``) with an empty primary HDU and
-one (4146, 2160) int16 BZERO=32768 extension per CCD, in no particular order: CCDs are found by their
-``CCDNUM`` header keyword. Every failure to read a usable CCD raises :class:`pipeline.errors.InputError`
-with ``stage="read_raw"``.
+Pure: every function takes an :class:`astropy.io.fits.Header` (as the shell read it) and returns numbers,
+slices or types. The one place that knows DECam's keywords; failures raise
+:class:`pipeline.errors.InputError` with ``stage="read_raw"``.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from astropy.coordinates import Angle
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import WCS
 
+from pipeline.decam.camera import CCD_SHAPE
 from pipeline.errors import InputError
-from pipeline.types import ExposureInfo, RawCcd
-
-from .camera import CCD_SHAPE, RAW_SHAPE
+from pipeline.types import ExposureInfo
 
 STAGE = "read_raw"
+WCS_STAGE = "calibrate"
+"""Where an unusable header WCS is reported (it is first needed to calibrate)."""
 
 _SECTION_RE = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
@@ -150,122 +148,44 @@ def read_exposure_info(primary_header: fits.Header) -> ExposureInfo:
                         exptime_s=exptime, airmass=airmass, ra_deg=ra, dec_deg=dec)
 
 
-def _open(path) -> fits.HDUList:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"raw file {p} does not exist", stage=STAGE)
-    if not p.is_file():
-        raise InputError(f"raw path {p} is not a file", stage=STAGE)
+
+# ------------------------------------------------------------------------------------------ WCS
+def header_wcs(raw_header) -> WCS:
+    """Rough WCS of the trimmed, assembled CCD from the raw extension header."""
     try:
-        return fits.open(p, memmap=True, lazy_load_hdus=True, mode="readonly", do_not_scale_image_data=True)
-    except Exception as exc:  # noqa: BLE001 - astropy raises many types on garbage
-        raise InputError(f"{p} is not a readable FITS file: {exc}", stage=STAGE) from exc
+        wcs = WCS(raw_header, relax=True, fix=False)
+    except Exception as err:  # astropy raises several unrelated types for broken WCS keywords
+        raise InputError(f"raw header WCS unusable: {err}", stage=WCS_STAGE) from err
+    if not wcs.has_celestial:
+        raise InputError("raw header has no celestial WCS", stage=WCS_STAGE)
+    wcs = wcs.celestial
+    # The raw header WCS refers to raw-file pixels; shift it to the trimmed, assembled CCD.
+    x_offset, y_offset = trim_offset(raw_header)
+    wcs.wcs.crpix = wcs.wcs.crpix - np.array([x_offset, y_offset])
+    return wcs
 
 
-def _ext_ccdnum(hdu) -> int | None:
-    v = hdu.header.get("CCDNUM")
-    try:
-        return int(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
+def trim_offset(raw_header) -> tuple[int, int]:
+    """(x, y) pixel offset of the trimmed CCD inside the raw file, from DATASEC (or LTV1/LTV2)."""
+    if "LTV1" in raw_header and "LTV2" in raw_header:
+        return -int(raw_header["LTV1"]) if raw_header["LTV1"] < 0 else int(raw_header["LTV1"]), \
+            -int(raw_header["LTV2"]) if raw_header["LTV2"] < 0 else int(raw_header["LTV2"])
+    sec = str(raw_header.get("DATASEC", "[1:2048,1:4096]")).strip("[]")
+    xs, ys = sec.split(",")
+    return int(xs.split(":")[0]) - 1, int(ys.split(":")[0]) - 1
 
 
-def list_ccds(path) -> list[int]:
-    """CCDNUMs of the image extensions of a raw file, in file order."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AstropyUserWarning)
-        hdul = _open(path)
-        try:
-            out = []
-            for hdu in hdul[1:]:
-                n = _ext_ccdnum(hdu)
-                if n is not None:
-                    out.append(n)
-            return out
-        except InputError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: corrupt FITS structure: {exc}", stage=STAGE) from exc
-        finally:
-            hdul.close()
+CCD_HALF_DIAGONAL_DEG = 0.17
+"""Half the diagonal of a DECam CCD (2048 x 4096 pixels at 0.263 arcsec)."""
 
 
-def read_raw_ccd(path, ccdnum: int) -> RawCcd:
-    """Read one CCD (found by its CCDNUM header keyword) of a raw DECam exposure, plain or fpack.
-
-    Returns float32 ADU pixels (4146, 2160) in file orientation, BZERO applied. Only the requested
-    extension's data is read (memory-mapped / lazily decompressed).
-
-    Raises
-    ------
-    InputError
-        Missing file; not FITS, truncated or corrupt; INSTRUME not DECam; CCD absent; wrong shape; data all
-        NaN or constant (garbled).
-    """
-    ccdnum = int(ccdnum)
-    with warnings.catch_warnings():
-        # astropy only warns on truncation; make it an error
-        warnings.simplefilter("error", AstropyUserWarning)
-        hdul = _open(path)
-        try:
-            try:
-                primary = hdul[0].header
-                info = read_exposure_info(primary)
-                target = None
-                for hdu in hdul[1:]:
-                    if _ext_ccdnum(hdu) == ccdnum:
-                        target = hdu
-                        break
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"{path}: corrupt or truncated FITS: {exc}", stage=STAGE) from exc
-            if target is None:
-                raise InputError(f"{path}: no extension with CCDNUM = {ccdnum}", stage=STAGE)
-            header = target.header.copy()
-            try:
-                data = target.data
-                if data is None:
-                    raise InputError(f"{path}: CCD {ccdnum} extension has no data", stage=STAGE)
-                # scaling was disabled to allow memory mapping: apply BSCALE/BZERO here
-                bscale = float(header.get("BSCALE", 1.0))
-                bzero = float(header.get("BZERO", 0.0))
-                pixels = np.array(data, dtype=np.float32)  # copy out of the memmap
-                if bscale != 1.0:
-                    pixels *= np.float32(bscale)
-                if bzero != 0.0:
-                    pixels += np.float32(bzero)
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"{path}: cannot read CCD {ccdnum} data (truncated or corrupt): {exc}",
-                                 stage=STAGE) from exc
-        finally:
-            hdul.close()
-    if pixels.shape != RAW_SHAPE:
-        raise InputError(f"{path}: CCD {ccdnum} has shape {pixels.shape}, expected {RAW_SHAPE}", stage=STAGE)
-    finite = np.isfinite(pixels)
-    if not finite.any():
-        raise InputError(f"{path}: CCD {ccdnum} data are all NaN", stage=STAGE)
-    sample = pixels[::37, ::29]
-    if np.nanmax(sample) == np.nanmin(sample):
-        raise InputError(f"{path}: CCD {ccdnum} data are constant (garbled)", stage=STAGE)
-    detpos = str(header.get("DETPOS", header.get("EXTNAME", ""))).strip()
-    return RawCcd(ccdnum=ccdnum, detpos=detpos, pixels=pixels, header=header, info=info)
+def ccd_footprint(raw_header: fits.Header, margin_deg: float = 0.02) -> tuple[float, float, float]:
+    """Centre and radius (deg) of a CCD's sky footprint plus a margin, from its header WCS."""
+    wcs = header_wcs(raw_header)
+    ny, nx = CCD_SHAPE
+    ra, dec = wcs.all_pix2world([(nx - 1) / 2], [(ny - 1) / 2], 0)
+    return float(ra[0]), float(dec[0]), CCD_HALF_DIAGONAL_DEG + margin_deg
 
 
-def read_primary_header(path) -> fits.Header:
-    """The primary header of a raw file (InputError if unreadable)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AstropyUserWarning)
-        hdul = _open(path)
-        try:
-            return hdul[0].header.copy()
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: corrupt FITS: {exc}", stage=STAGE) from exc
-        finally:
-            hdul.close()
-
-
-__all__ = ["AmpGeometry", "CCD_SHAPE", "RAW_SHAPE", "amp_geometry", "list_ccds", "parse_section",
-           "read_exposure_info", "read_primary_header", "read_raw_ccd", "section_bounds", "trim_slices"]
+__all__ = ["AmpGeometry", "CCD_HALF_DIAGONAL_DEG", "amp_geometry", "ccd_footprint", "header_wcs", "parse_section",
+           "read_exposure_info", "section_bounds", "trim_offset", "trim_slices"]
