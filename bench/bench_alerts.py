@@ -48,7 +48,8 @@ def make_pool(n_pool: int, n_prv: int, cutout_nbytes: int) -> list[dict]:
 def history_batches(pool: list[dict], batch: int) -> list[tuple[list[dict], object]]:
     """The pool cut into CCD-sized batches as a worker has them: alerts, and their objects' previous
     DiaSources as one APDB Table (what ``ApdbStore.read_region`` returns)."""
-    from streamer.apdb.columns import TABLES, rows_to_table
+    from streamer.apdb.columns import TABLES
+    from streamer.apdb.table_rows import rows_to_table
 
     names = TABLES["DiaSource"].names
     out = []

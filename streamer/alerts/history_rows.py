@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from streamer.apdb.columns import (ALERT_SCHEMA_VERSION, TABLES, ColumnSpec, TableSpec, column_arrays,
-                                   table_to_records)
+from streamer.apdb.columns import ALERT_SCHEMA_VERSION, TABLES, ColumnSpec, TableSpec
+from streamer.apdb.table_rows import column_arrays, table_to_records
 
 __all__ = ["encode_rows", "EncodedRecords", "encoded_history", "record_full_name"]
 

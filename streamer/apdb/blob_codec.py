@@ -1,6 +1,6 @@
 """How a run of packed rows becomes one ``apdb_rows`` blob of the Cassandra history tables, and back.
 
-A blob holds packed rows (:func:`streamer.apdb.columns.packed_dtype`) back to back. With the ``lz4-shuffle``
+A blob holds packed rows (:func:`streamer.apdb.packed.packed_dtype`) back to back. With the ``lz4-shuffle``
 codec the rows' bytes are first transposed (byte 0 of every row, then byte 1, ...: the "shuffle" filter of
 Blosc and HDF5, so that a column's flags, exponents and string padding sit together) and then compressed as
 one LZ4 block. On the 1M-object benchmark, where every float column holds random values, this makes the
@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.errors import InputError
-from streamer.apdb.columns import TableSpec, packed_dtype, unpack_packed
+from streamer.apdb.columns import TableSpec
+from streamer.apdb.packed import packed_dtype, unpack_packed
 
 __all__ = ["CODECS", "DEFAULT_CODEC", "CODEC_METADATA_KEY", "SSTABLE_COMPRESSION", "encode_rows", "decode_rows",
            "check_codec"]

@@ -10,7 +10,7 @@ Layout
 pixels, so the 22 pixels covering a CCD region hold about 2.3 times the region's rows) of a row's position and
 ``apdb_time_part`` is ``floor(midpointMjdTai / time_partition_days)`` (30 days by default).
 
-Rows are stored packed, as fixed-width little-endian records (:func:`streamer.apdb.columns.packed_dtype`).
+Rows are stored packed, as fixed-width little-endian records (:func:`streamer.apdb.packed.packed_dtype`).
 The Python driver spends about 2 us binding or decoding each CQL value, so a CCD-visit's 50,000 values
 written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode with one
 ``numpy.frombuffer``.
@@ -31,7 +31,7 @@ written and 1.5 million read would take 0.1 s and 1 to 3 s; packed, reads decode
   every row of the partition sorted by primary key, then deletes the CCD-visit rows it merged. The new blobs
   are written before the old rows are deleted, and a later store of an old CCD-visit (a replay) writes its
   CCD-visit rows again, so a partition may hold a row twice: readers keep one row per primary key
-  (:func:`streamer.apdb.columns.drop_repeated_keys`). The tables' tombstones are kept for
+  (:func:`streamer.apdb.packed.drop_repeated_keys`). The tables' tombstones are kept for
   :data:`HISTORY_GC_GRACE_S` only.
 
 * ``DiaObjectLast``: partition ``apdb_part``, clustering ``diaObjectId``: the region is one multi-partition
@@ -85,7 +85,7 @@ BATCHED_TABLES = (DIA_SOURCE, DIA_FORCED_SOURCE)
 """Tables stored as blobs of many packed rows: one CQL row per (pixel, time bucket, CCD-visit, chunk)."""
 
 ROW_COLUMN = "apdb_row"
-"""Blob column holding the whole row, packed by :func:`streamer.apdb.columns.pack_table` (little-endian
+"""Blob column holding the whole row, packed by :func:`streamer.apdb.packed.pack_table` (little-endian
 fixed-width record, layout fixed by the column spec and so by ``alert_schema_version`` in the metadata)."""
 
 ROWS_COLUMN = "apdb_rows"

@@ -2,7 +2,7 @@
 
 Every table of :mod:`streamer.apdb.columns` becomes an SQLite table holding its key columns (primary key
 and the columns reads select on) plus ``packed``: the whole row as one fixed-width blob of
-:func:`~streamer.apdb.columns.packed_dtype` (the layout the Cassandra store uses). A read then fetches one
+:func:`~streamer.apdb.packed.packed_dtype` (the layout the Cassandra store uses). A read then fetches one
 blob per row and decodes all of them with one ``np.frombuffer``, instead of building a Python object per
 value. The DDL is generated from the column spec. A CCD-visit is written in one transaction, so a reader
 never sees half of it.
@@ -21,7 +21,13 @@ import numpy as np
 from astropy.table import Table
 
 from pipeline.errors import InputError, TransientError
-from streamer.apdb.base import APDB_SCHEMA_VERSION, HISTORY_DAYS, RegionData, SkyRegion
+from streamer.apdb.base import APDB_SCHEMA_VERSION, RegionData, SkyRegion
+from streamer.apdb.bookkeeping import (
+    METADATA_TABLE,
+    VISIT_DETECTOR_COLUMNS,
+    VISIT_DETECTOR_TABLE,
+    check_versions,
+)
 from streamer.apdb.columns import (
     ALERT_SCHEMA_VERSION,
     DIA_FORCED_SOURCE,
@@ -30,27 +36,22 @@ from streamer.apdb.columns import (
     DIA_SOURCE,
     TABLES,
     TableSpec,
+)
+from streamer.apdb.history import history_window
+from streamer.apdb.packed import (
     pack_rows,
     pack_table,
     packed_to_table,
     sort_packed,
     take_rows,
-    sort_table,
     unpack_packed,
 )
 from streamer.apdb.sky import bounding_box, in_circle
+from streamer.apdb.table_rows import sort_table
 
-__all__ = ["SqliteApdb", "sqlite_ddl", "check_versions", "VISIT_DETECTOR_TABLE", "VISIT_DETECTOR_COLUMNS",
-           "METADATA_TABLE"]
+__all__ = ["SqliteApdb", "sqlite_ddl"]
 
 _log = logging.getLogger(__name__)
-
-METADATA_TABLE = "ApdbMetadata"
-"""Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
-VISIT_DETECTOR_TABLE = "ApdbVisitDetector"
-"""One row per stored CCD-visit, written last: its presence means the CCD-visit is complete."""
-VISIT_DETECTOR_COLUMNS = ["visit", "detector", "n_dia_objects", "n_dia_sources", "n_dia_forced_sources"]
-"""Columns of :data:`VISIT_DETECTOR_TABLE`."""
 
 SQLITE_LAYOUT = "packed-1"
 """Layout of the SQLite tables (key columns + one packed blob per row), recorded in the metadata; a file
@@ -121,61 +122,6 @@ def _packed_rows(spec: TableSpec, table: Table) -> tuple[list[str], list[tuple[A
         cols.append(values)
     cols.append(pack_rows(packed))
     return names + [PACKED], list(zip(*cols))
-
-
-def major_minor(version: str) -> tuple[int, int]:
-    """(major, minor) of a schema version such as ``"4.1.0"``."""
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
-def check_versions(stored: dict[str, str], expected: dict[str, str], where: str) -> None:
-    """Compare stored metadata with what this code expects.
-
-    Parameters
-    ----------
-    stored : dict
-        Metadata read from the database (empty when the schema was never initialised).
-    expected : dict
-        Metadata this client writes; ``schema_version`` must match in its major part, every other key
-        exactly.
-    where : str
-        The database, for messages.
-
-    Raises
-    ------
-    InputError
-        Saying which value differs, or that the schema was never initialised.
-    """
-    if "schema_version" not in stored:
-        raise InputError(f"APDB at {where} has no schema version: run init_schema first", stage="apdb")
-    have, want = stored["schema_version"], expected["schema_version"]
-    if have.split(".")[0] != want.split(".")[0]:
-        raise InputError(
-            f"APDB at {where} has schema version {have}, this code needs {want} (major versions differ); "
-            "migrate the database or use a matching Blink version", stage="apdb")
-    for key, value in expected.items():
-        if key != "schema_version" and stored.get(key) != value:
-            raise InputError(
-                f"APDB at {where} was created with {key}={stored.get(key)!r}, this client uses {value!r}",
-                stage="apdb")
-
-
-def history_window(visit_mjd_tai: float) -> tuple[float, float]:
-    """[start, end) of the DiaSource/DiaForcedSource history read for a visit, MJD TAI."""
-    return visit_mjd_tai - HISTORY_DAYS, visit_mjd_tai
-
-
-def select_history(packed: np.ndarray, object_ids: np.ndarray, visit_mjd_tai: float) -> np.ndarray:
-    """Packed rows whose diaObjectId is in ``object_ids`` and midpointMjdTai in the history window."""
-    if len(packed) == 0:
-        return packed
-    lo, hi = history_window(visit_mjd_tai)
-    t = packed["midpointMjdTai"]
-    keep = np.isin(packed["diaObjectId"], object_ids) & (t >= lo) & (t < hi)
-    if "diaObjectId__null" in packed.dtype.names:
-        keep &= packed["diaObjectId__null"] == 0
-    return take_rows(packed, keep)
 
 
 class SqliteApdb:

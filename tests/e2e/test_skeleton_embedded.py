@@ -8,7 +8,7 @@ import fastavro
 import numpy as np
 
 from streamer.apdb import open_apdb
-from streamer.apdb.columns import tables_equal
+from streamer.apdb.table_rows import tables_equal
 from streamer.cli import main
 from tests.e2e.skeleton_checks import check_against_truth, check_alerts
 

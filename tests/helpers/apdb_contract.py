@@ -14,7 +14,8 @@ from astropy.table import Table
 
 from pipeline.errors import InputError
 from streamer.apdb.base import Apdb, SkyRegion
-from streamer.apdb.columns import TABLES, empty_table, tables_equal
+from streamer.apdb.columns import TABLES, empty_table
+from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.sky import angular_distance_deg
 
 VISIT_MJD = 60500.0

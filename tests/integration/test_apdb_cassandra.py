@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import InputError, TransientError
 from streamer.apdb.base import Apdb, SkyRegion
-from streamer.apdb.columns import tables_equal
+from streamer.apdb.table_rows import tables_equal
 from tests.helpers.apdb_contract import CONTRACT, VISIT_MJD, make_objects, make_sources
 
 import cassandra  # noqa: F401  (a core dependency: a missing driver must fail)

@@ -19,7 +19,7 @@ import pytest
 
 from streamer.runtime import metrics
 from streamer.apdb.base import SkyRegion
-from streamer.apdb.columns import tables_equal
+from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_region
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb

@@ -8,9 +8,10 @@ import pytest
 from pipeline.errors import InputError
 from streamer.apdb import open_apdb
 from streamer.apdb.base import Apdb
-from streamer.apdb.columns import TABLES, empty_table, rows_to_table, table_to_rows, tables_equal
+from streamer.apdb.columns import TABLES, empty_table
 from streamer.apdb.sky import ang2pix_nested, angular_distance_deg, cover_disc, pix2ang_nested
 from streamer.apdb.sqlite_store import SqliteApdb
+from streamer.apdb.table_rows import rows_to_table, table_to_rows, tables_equal
 from tests.helpers.apdb_contract import CONTRACT, VISIT_MJD, make_sources
 
 
@@ -128,7 +129,7 @@ def test_open_apdb_cassandra_url(monkeypatch):
 
 def test_drop_repeated_keys_keeps_last_of_each_key():
     """Rows read twice (a compacted blob and a replayed CCD-visit blob) come back once, the later copy kept."""
-    from streamer.apdb.columns import drop_repeated_keys, pack_table, sort_packed
+    from streamer.apdb.packed import drop_repeated_keys, pack_table, sort_packed
 
     t = make_sources([5, 3, 5, 9, 3], [1, 1, 1, 2, 1], [1.0] * 5, [2.0] * 5, VISIT_MJD)
     t["psfFlux"] = np.array([50, 30, 51, 90, 31], np.float32)  # the copies differ, to see which is kept

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from pipeline.associate import associate
 from streamer.apdb.base import SkyRegion
-from streamer.apdb.columns import tables_equal
+from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_cells
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb

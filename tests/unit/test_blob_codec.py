@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.errors import InputError
 from streamer.apdb.blob_codec import CODECS, SSTABLE_COMPRESSION, check_codec, decode_rows, encode_rows
-from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_SOURCE, pack_table, packed_dtype
+from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_SOURCE
+from streamer.apdb.packed import pack_table, packed_dtype
 from tests.helpers.apdb_contract import VISIT_MJD, make_sources
 
 

@@ -3,7 +3,7 @@
 The DDL is ``schemas/apdb.cql`` (see :mod:`streamer.apdb.cql_schema` for the layout). A region read is a
 few concurrent multi-partition queries on DiaObjectLast (``apdb_part IN ?``, one per group of HEALPix pixels
 covering the circle), then on DiaSource and DiaForcedSource (``apdb_part IN ? AND apdb_time_part IN ?``).
-Each row comes back as one packed blob (see :mod:`streamer.apdb.columns`); the blobs are joined into one
+Each row comes back as one packed blob (see :mod:`streamer.apdb.packed`); the blobs are joined into one
 structured array, filtered exactly in numpy (distance, diaObjectId, time window) and sorted, and only then
 turned into Tables. Writes are unlogged single-partition batches of prepared inserts (one partition
 of DiaSource, DiaForcedSource or DiaObjectLast per batch, concurrently), which Cassandra applies as upserts,

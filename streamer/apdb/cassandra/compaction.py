@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 
 from streamer.apdb.blob_codec import decode_rows, encode_rows
 from streamer.apdb.cassandra.writes import BATCHED_NAMES, VisitWrites
-from streamer.apdb.columns import drop_repeated_keys, sort_packed
 from streamer.apdb.cql_schema import BATCHED_TABLES, COMPACTED_VISIT, ROWS_COLUMN, ROWS_PER_BLOB
+from streamer.apdb.packed import drop_repeated_keys, sort_packed
 
 __all__ = ["HistoryCompaction"]
 

@@ -11,20 +11,11 @@ from streamer.apdb.base import RegionData, SkyRegion
 from streamer.apdb.blob_codec import decode_rows
 from streamer.apdb.cassandra.schema import KeyspaceSchema
 from streamer.apdb.cassandra.versions import newest_per_object
-from streamer.apdb.columns import (
-    DIA_FORCED_SOURCE,
-    DIA_OBJECT,
-    DIA_OBJECT_LAST,
-    DIA_SOURCE,
-    drop_repeated_keys,
-    packed_to_table,
-    sort_packed,
-    take_rows,
-    unpack_packed,
-)
+from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_OBJECT_LAST, DIA_SOURCE
 from streamer.apdb.cql_schema import BATCHED_TABLES
+from streamer.apdb.history import history_window, select_history
+from streamer.apdb.packed import drop_repeated_keys, packed_to_table, sort_packed, take_rows, unpack_packed
 from streamer.apdb.sky import cover_disc, in_circle
-from streamer.apdb.sqlite_store import history_window, select_history
 
 __all__ = ["RegionReads"]
 

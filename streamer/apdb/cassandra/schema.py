@@ -9,10 +9,10 @@ import numpy as np
 
 from streamer.apdb.base import APDB_SCHEMA_VERSION
 from streamer.apdb.blob_codec import CODEC_METADATA_KEY, DEFAULT_CODEC, SSTABLE_COMPRESSION
+from streamer.apdb.bookkeeping import METADATA_TABLE, check_versions, major_minor
 from streamer.apdb.cassandra.session import CassandraSession
 from streamer.apdb.columns import ALERT_SCHEMA_VERSION
 from streamer.apdb.cql_schema import BATCHED_TABLES, HISTORY_GC_GRACE_S, load_cql
-from streamer.apdb.sqlite_store import METADATA_TABLE, check_versions, major_minor
 
 __all__ = ["KeyspaceSchema", "DEFAULT_NSIDE"]
 

@@ -9,11 +9,12 @@ import numpy as np
 from astropy.table import Table
 
 from streamer.apdb.blob_codec import check_codec
+from streamer.apdb.bookkeeping import METADATA_TABLE, VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE
 from streamer.apdb.cassandra.compaction import HistoryCompaction
 from streamer.apdb.cassandra.reads import RegionReads
-from streamer.apdb.columns import TABLES, drop_repeated_keys, packed_to_table, sort_packed
+from streamer.apdb.columns import TABLES
 from streamer.apdb.cql_schema import BATCHED_TABLES, ROW_COLUMN, ROWS_COLUMN
-from streamer.apdb.sqlite_store import METADATA_TABLE, VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE
+from streamer.apdb.packed import drop_repeated_keys, packed_to_table, sort_packed
 
 __all__ = ["CassandraApdb"]
 

@@ -1,6 +1,6 @@
 """The newest DiaObject versions: which row of each object a region read keeps, and which a write supersedes.
 
-Work on packed rows (:func:`streamer.apdb.columns.packed_dtype`) and on (id, part, valid) records read back
+Work on packed rows (:func:`streamer.apdb.packed.packed_dtype`) and on (id, part, valid) records read back
 from DiaObject.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.apdb.columns import take_rows
+from streamer.apdb.packed import take_rows
 
 __all__ = ["newest_rows", "newest_per_object", "version_keys", "newest_version"]
 
