@@ -1,6 +1,6 @@
 """Alert serialization and publishing throughput, one core.
 
-Serializes N realistic alerts (``streamer.alerts.packets.sample_alert``: ~12 months of previous DiaSources and three
+Serializes N realistic alerts (``streamer.alerts.schema.sample_alert``: ~12 months of previous DiaSources and three
 cutouts) with
 
 * ``AlertSchema.serialize_framed`` (Blink's generated encoder + Confluent framing),
@@ -36,7 +36,7 @@ GOAL_PER_S = 5000.0
 
 
 def make_pool(n_pool: int, n_prv: int, cutout_nbytes: int) -> list[dict]:
-    from streamer.alerts.packets import sample_alert
+    from streamer.alerts.schema import sample_alert
 
     return [
         sample_alert(dia_object_id=1_000_000_001 + i, dia_source_id=2_000_000_001 + 1000 * i, visit=1 + i // 100,
@@ -122,7 +122,8 @@ def kafka_up(bootstrap: str, timeout_s: float = 3.0) -> tuple[bool, str]:
 def bench_kafka(bootstrap: str, batches, n: int, partitions: int, keep: bool, compression: str):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from streamer.alerts.packets import AlertSchema, alert_headers, now_mjd_tai
+    from streamer.alerts.framing import alert_headers, now_mjd_tai
+    from streamer.alerts.schema import AlertSchema
     from streamer.kafka.clients import KafkaAlertSink, KafkaSettings
 
     topic = f"blink.bench.alerts.{uuid.uuid4().hex[:8]}"
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     malloc = worker_malloc(args.default_malloc)
     from lsst.alert.packet import Schema
 
-    from streamer.alerts.packets import AlertSchema
+    from streamer.alerts.schema import AlertSchema
 
     blink = AlertSchema.latest()
     parsed = blink.definition

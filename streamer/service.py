@@ -25,7 +25,7 @@ def default_worker_id() -> str:
 
 def publish_alert_schema(kafka) -> int:
     """Serve the alert schema from the configured registry under the id alerts are framed with."""
-    from streamer.alerts.packets import AlertSchema
+    from streamer.alerts.schema import AlertSchema
     from streamer.alerts.registry import publish_schema
 
     schema = AlertSchema.latest()

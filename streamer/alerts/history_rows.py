@@ -3,7 +3,7 @@
 An alert carries its object's previous DiaSources and DiaForcedSources: about 30 records of 100 fields each,
 which cost a record-by-record encoder about 110 us per alert. Here every history row of a CCD is encoded in
 one pass of numpy operations, column by column, and each alert receives its object's rows as ready-made Avro
-bytes (:class:`EncodedRecords`), which :class:`streamer.alerts.packets.AlertSchema` writes verbatim.
+bytes (:class:`EncodedRecords`), which :class:`streamer.alerts.schema.AlertSchema` writes verbatim.
 
 How: each column is written into byte planes (``planes[j, i]``: byte ``j`` of row ``i``'s slots: the union
 branch byte, then the value: little-endian floats, zig-zag varints, length-prefixed UTF-8), with a mask of

@@ -1,6 +1,6 @@
 """A small client for a Confluent-compatible schema registry (stdlib only).
 
-Blink frames every alert with the Confluent wire format (:func:`streamer.alerts.packets.frame`): a zero byte, then a
+Blink frames every alert with the Confluent wire format (:func:`streamer.alerts.framing.frame`): a zero byte, then a
 4-byte schema id. A consumer resolves that id with a schema registry; this module registers Blink's schemas
 there and reads them back. It speaks the Confluent Schema Registry REST API, which Apicurio Registry serves
 under ``/apis/ccompat/v7`` (``ops/registry.sh`` runs one on 127.0.0.1:8081), so ``url`` is that base, e.g.

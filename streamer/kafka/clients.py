@@ -30,7 +30,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import InputError, TransientError
-from streamer.alerts.packets import HEADER_SCHEMA_ID, AlertSchema, alert_key
+from streamer.alerts.framing import HEADER_SCHEMA_ID, alert_key
+from streamer.alerts.schema import AlertSchema
 from streamer.worker.error_policy import encode_dead_letter
 from streamer.events.records import CcdWork, ExposureReady, encode_event, encode_work, fan_out, work_key
 from streamer.ports import Envelope, Headers
@@ -520,7 +521,7 @@ class KafkaAlertSink(KafkaPublisher):
         alerts : sequence of dict
             Alert records.
         headers : sequence of (str, bytes)
-            Headers for every alert (see :func:`streamer.alerts.packets.alert_headers`); ``blink-schema-id`` is added
+            Headers for every alert (see :func:`streamer.alerts.framing.alert_headers`); ``blink-schema-id`` is added
             when absent.
 
         Raises

@@ -26,7 +26,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import BlinkError, InputError, TransientError
-from streamer.alerts.packets import HEADER_SCHEMA_ID, AlertSchema, alert_key
+from streamer.alerts.framing import HEADER_SCHEMA_ID, alert_key
+from streamer.alerts.schema import AlertSchema
 from streamer.worker.error_policy import encode_dead_letter
 from streamer.errors import FencedError
 from streamer.events.records import CcdWork, encode_work, work_key

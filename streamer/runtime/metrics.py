@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from streamer.alerts.packets import now_mjd_tai
+from streamer.alerts.framing import now_mjd_tai
 
 STAGE_SECONDS = Histogram("blink_stage_seconds", "Time spent in each pipeline stage per CCD", ["stage"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))

@@ -22,7 +22,8 @@ from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs
 from streamer.runtime import metrics
 from streamer.alerts.builder import build_alerts
-from streamer.alerts.packets import AlertSchema, alert_headers
+from streamer.alerts.framing import alert_headers
+from streamer.alerts.schema import AlertSchema
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.raw_files import list_ccds, read_raw_ccd

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer
 from lsst.alert.packet import Schema
 
-from streamer.alerts.packets import unframe
+from streamer.alerts.framing import unframe
 from streamer.apdb.cassandra import CassandraApdb
 from streamer.settings import BlinkSettings
 from streamer.events.records import read_event_file

@@ -15,7 +15,8 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from lsst.alert.packet import Schema
 
-from streamer.alerts.packets import alert_headers, headers_dict, sample_alert, unframe
+from streamer.alerts.framing import alert_headers, headers_dict, unframe
+from streamer.alerts.schema import sample_alert
 from streamer.worker.error_policy import dead_letter_record, decode_dead_letter
 from streamer.events.records import ExposureReady, decode_event, decode_work, fan_out
 from streamer.kafka.clients import (

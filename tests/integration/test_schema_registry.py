@@ -17,7 +17,8 @@ import fastavro
 import pytest
 
 from pipeline.errors import TransientError
-from streamer.alerts.packets import AlertSchema, sample_alert, unframe
+from streamer.alerts.framing import unframe
+from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.alerts.registry import (
     SchemaRegistryError,
     avro_schema_json,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from streamer.alerts.packets import AlertSchema
+from streamer.alerts.schema import AlertSchema
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.settings import BlinkSettings
 from streamer.worker.error_policy import decode_dead_letter

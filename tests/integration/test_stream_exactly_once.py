@@ -17,7 +17,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from simulator import SimConfig, simulate
-from streamer.alerts.packets import AlertSchema, alert_headers, sample_alert, unframe
+from streamer.alerts.framing import alert_headers, unframe
+from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.errors import FencedError
 from streamer.events.records import read_event_file

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from streamer.alerts.packets import HEADER_REPLAY, headers_dict
+from streamer.alerts.framing import HEADER_REPLAY, headers_dict
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
 from streamer.settings import BlinkSettings

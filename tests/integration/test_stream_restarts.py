@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.alerts.packets import AlertSchema
+from streamer.alerts.schema import AlertSchema
 from streamer.events.records import read_event_file
 from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
 from tests.conftest import unavailable, unique_kafka_settings

@@ -1,4 +1,5 @@
-"""Tests of streamer.alerts.packets: schema, encoder equivalence with fastavro, framing, keys, headers."""
+"""Tests of streamer.alerts.schema and streamer.alerts.framing: schema, encoder equivalence with fastavro,
+framing, keys, headers."""
 
 from __future__ import annotations
 
@@ -10,16 +11,8 @@ import pytest
 from lsst.alert.packet import Schema
 
 from pipeline.errors import InputError
-from streamer.alerts.packets import (
-    AlertSchema,
-    alert_headers,
-    alert_key,
-    frame,
-    headers_dict,
-    now_mjd_tai,
-    sample_alert,
-    unframe,
-)
+from streamer.alerts.framing import alert_headers, alert_key, frame, headers_dict, now_mjd_tai, unframe
+from streamer.alerts.schema import AlertSchema, sample_alert
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The generated alert encoder (streamer.alerts.packets._Codegen): byte-identical to fastavro on every path.
+"""The generated alert encoder (streamer.alerts.encoder): byte-identical to fastavro on every path.
 
 Records of every shape go through the shape-specialized encoders (one per record type, keys and value
 types) and through the generic encoder (``max_shapes=0``); both must write exactly what
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from streamer.alerts.packets import AlertSchema, _compile_encoder, _varint_bytes, _zigzag, frame, sample_alert
+from streamer.alerts.encoder import compile_encoder, varint_bytes, zigzag
+from streamer.alerts.framing import frame
+from streamer.alerts.schema import AlertSchema, sample_alert
 
 INT_EXTREMES = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, 2**31 - 1, -2**31]
 LONG_EXTREMES = INT_EXTREMES + [2**27, 2**28, 2**41 - 1, 2**41, 2**62, 2**63 - 1, -2**63, -2**63 + 1]
@@ -33,7 +35,7 @@ def schema() -> AlertSchema:
 def generic_only(schema) -> AlertSchema:
     """The same schema with no shape compiled: every record goes through the generic encoder."""
     slow = AlertSchema()
-    slow._encoder = _compile_encoder(schema.definition, max_shapes=0)
+    slow._encoder = compile_encoder(schema.definition, max_shapes=0)
     return slow
 
 
@@ -164,7 +166,7 @@ def test_one_record_type_with_changing_shapes(schema, generic_only):
 def test_shapes_are_compiled_and_bounded(schema):
     alert = sample_alert(n_prv_dia_sources=2, cutout_nbytes=10)
     bounded = AlertSchema()
-    bounded._encoder = _compile_encoder(schema.definition, max_shapes=2)
+    bounded._encoder = compile_encoder(schema.definition, max_shapes=2)
     caches = bounded._encoder.__globals__["_shapes_rec_lsst_v11_1_diaSource"]
     for k in range(5):
         record = {**alert, "diaSource": {**alert["diaSource"], "psfFlux": None if k % 2 else float(k),
@@ -196,20 +198,20 @@ def test_shape_encoders_reject_what_the_generic_encoder_rejects(schema, generic_
 
 def test_zigzag_matches_the_reference_loop():
     def reference(n: int) -> bytes:
-        return _varint_bytes((n << 1) ^ (n >> 63))
+        return varint_bytes((n << 1) ^ (n >> 63))
 
     edges = [0, 2**13, 2**14, 2**27, 2**28, 2**41, 2**42, 2**62, 2**63]
     values = {e + d for e in edges for d in (-2, -1, 0, 1)} | {-e + d for e in edges for d in (-1, 0, 1)}
     rng = random.Random(5)
     values |= {rng.randint(-2**63, 2**63 - 1) >> rng.randrange(64) for _ in range(2000)}
     for n in sorted(v for v in values if -2**63 <= v < 2**63):
-        assert _zigzag(n) == reference(n), n
+        assert zigzag(n) == reference(n), n
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, "long", n)
-        assert _zigzag(n) == buffer.getvalue()
+        assert zigzag(n) == buffer.getvalue()
     for n in (2**63, -2**63 - 1, 2**100, -2**100):
         with pytest.raises(OverflowError):
-            _zigzag(n)
+            zigzag(n)
     with pytest.raises(TypeError):
-        _zigzag(1.0)
-    assert struct.unpack("<B", _zigzag(-1)) == (1,)
+        zigzag(1.0)
+    assert struct.unpack("<B", zigzag(-1)) == (1,)

@@ -12,7 +12,7 @@ from astropy.table import Table
 
 from pipeline.errors import InputError
 from streamer.apdb.table_rows import table_to_records
-from streamer.alerts.packets import AlertSchema, sample_alert
+from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES
 from streamer.apdb.table_rows import rows_to_table
 from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_history, record_full_name

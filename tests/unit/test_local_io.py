@@ -6,7 +6,8 @@ import fastavro
 import pytest
 
 from pipeline.errors import AlgorithmError, InputError, NoWorkError, TransientError
-from streamer.alerts.packets import AlertSchema, alert_headers, sample_alert
+from streamer.alerts.framing import alert_headers
+from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.worker.error_policy import (
     dead_letter_record,
     decode_dead_letter,

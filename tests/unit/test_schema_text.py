@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-SNIPPET = ("from streamer.alerts.packets import AlertSchema; from streamer.alerts.registry import avro_schema_json; "
+SNIPPET = ("from streamer.alerts.schema import AlertSchema; from streamer.alerts.registry import avro_schema_json; "
            "print(avro_schema_json(AlertSchema.latest().definition))")
 
 

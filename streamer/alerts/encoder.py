@@ -1,129 +1,30 @@
-"""Rubin alert packets: schema, fast serialization, Confluent wire framing, keys and headers.
-
-Blink publishes alerts in the latest Rubin schema shipped by ``lsst-alert-packet`` (11.1, namespace
-``lsst.v11_1``). On Kafka every message is the Confluent wire format: one zero byte, the schema id as a 4-byte
-big-endian integer (``major * 100 + minor``: 11.1 -> 1101), then schemaless Avro (DMTN-210).
-"""
+"""The compiled alert encoder: Python source generated from the parsed Avro schema, record type by record type,
+writing the same bytes as ``fastavro.schemaless_writer`` about 10 times faster (see
+:class:`streamer.alerts.schema.AlertSchema`)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import operator
 import struct
 import threading
-import time
-from collections.abc import Callable, Mapping
-from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
-import fastavro
 from fastavro.logical_writers import LOGICAL_WRITERS as _LOGICAL_WRITERS
-from lsst.alert.packet import Schema, get_schema_path
 
-from pipeline.errors import InputError
 from streamer.alerts.history_rows import EncodedRecords
 
-__all__ = [
-    "HEADER_PRODUCED_MJD",
-    "HEADER_REPLAY",
-    "HEADER_SCHEMA_ID",
-    "HEADER_SHUTTER_CLOSE_MJD",
-    "AlertSchema",
-    "alert_headers",
-    "alert_key",
-    "frame",
-    "headers_dict",
-    "now_mjd_tai",
-    "sample_alert",
-    "unframe",
-]
+__all__ = ["compile_encoder", "varint_bytes", "zigzag"]
 
 log = logging.getLogger(__name__)
 
-MAGIC_BYTE = 0
-_HEADER = struct.Struct(">bI")
 
-HEADER_PRODUCED_MJD = "blink-produced-mjd"
-"""Kafka header: producer wall-clock time, MJD (TAI), ASCII decimal."""
-HEADER_SHUTTER_CLOSE_MJD = "blink-shutter-close-mjd"
-"""Kafka header: the exposure's shutter-close time, MJD (TAI), ASCII decimal; latency = produced - this."""
-HEADER_REPLAY = "blink-replay"
-"""Kafka header: ``b"1"`` when the alert comes from re-processing an exposure, else ``b"0"``."""
-HEADER_SCHEMA_ID = "blink-schema-id"
-"""Kafka header: the schema id (ASCII decimal), also in the wire-format prefix."""
-
-_UNIX_EPOCH_MJD = 40587.0
-_TAI_MINUS_UTC_S = 37.0  # since 2017-01-01; no leap second has been announced since.
-
-
-def now_mjd_tai() -> float:
-    """Return the current time as MJD (TAI), from the system clock.
-
-    Returns
-    -------
-    float
-        MJD (TAI). Uses TAI - UTC = 37 s (valid since 2017-01-01).
-    """
-    return _UNIX_EPOCH_MJD + (time.time() + _TAI_MINUS_UTC_S) / 86400.0
-
-
-# --------------------------------------------------------------------------------------------------- framing
-def frame(body: bytes, schema_id: int) -> bytes:
-    """Prefix a schemaless Avro body with the Confluent wire-format header.
-
-    Parameters
-    ----------
-    body : bytes
-        Schemaless Avro.
-    schema_id : int
-        Schema id (``major * 100 + minor``), 0 .. 2**32 - 1.
-
-    Returns
-    -------
-    bytes
-        ``b"\\x00" + schema_id.to_bytes(4, "big") + body``.
-    """
-    return _HEADER.pack(MAGIC_BYTE, schema_id) + body
-
-
-def unframe(data: bytes) -> tuple[int, bytes]:
-    """Split a Confluent wire-format message into its schema id and body.
-
-    Parameters
-    ----------
-    data : bytes
-        The message value.
-
-    Returns
-    -------
-    schema_id : int
-        The 4-byte big-endian schema id.
-    body : bytes
-        The schemaless Avro body.
-
-    Raises
-    ------
-    InputError
-        Fewer than 5 bytes, or a first byte other than 0.
-    """
-    if len(data) < _HEADER.size:
-        raise InputError(f"framed message has {len(data)} bytes, fewer than the 5-byte header", stage="decode_alert")
-    magic, schema_id = _HEADER.unpack_from(data)
-    if magic != MAGIC_BYTE:
-        raise InputError(
-            f"framed message starts with byte {data[0]:#04x}, not the Confluent magic byte 0x00", stage="decode_alert"
-        )
-    return schema_id, bytes(data[_HEADER.size :])
-
-
-
-# --------------------------------------------------------------------------------------------------- codegen
 class _Unsupported(Exception):
     """The schema uses a construct the generated encoder does not handle (fastavro is used instead)."""
 
 
-def _varint_bytes(z: int) -> bytes:
+def varint_bytes(z: int) -> bytes:
     """Return the Avro varint (little-endian base 128) of a non-negative integer, the general slow way."""
     out = bytearray()
     while z > 0x7F:
@@ -133,7 +34,7 @@ def _varint_bytes(z: int) -> bytes:
     return bytes(out)
 
 
-_VARINT = tuple(_varint_bytes(z) for z in range(1 << 14))
+_VARINT = tuple(varint_bytes(z) for z in range(1 << 14))
 """``_VARINT[z]``: the whole 1- or 2-byte varint of ``z < 2**14``."""
 _VARINT_LOW = tuple(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(1 << 14))
 """``_VARINT_LOW[z]``: 14 low bits ``z`` of a longer varint: two bytes, both with the continuation bit."""
@@ -141,7 +42,7 @@ _LONG_SMALL = _VARINT[::2]
 """``_LONG_SMALL[n]``: the Avro ``long`` of ``0 <= n < 8192`` (zig-zag ``2 * n``), for inline look-ups."""
 
 
-def _zigzag(n: int) -> bytes:
+def zigzag(n: int) -> bytes:
     """Encode an Avro ``long`` (or ``int``): zig-zag, then varint; two table look-ups up to 42 bits.
 
     Parameters
@@ -171,7 +72,7 @@ def _zigzag(n: int) -> bytes:
         return _VARINT_LOW[z & 0x3FFF] + _VARINT_LOW[(z >> 14) & 0x3FFF] + _VARINT[z >> 28]
     if z >> 64:
         raise OverflowError(f"{n} does not fit in an Avro long")
-    return _varint_bytes(z)
+    return varint_bytes(z)
 
 
 _PRIMITIVE_CODE = {
@@ -306,7 +207,7 @@ class _Codegen:
         self.max_shapes = max_shapes
         self.lock = threading.Lock()
         self.namespace: dict[str, Any] = {
-            "_zz": _zigzag,
+            "_zz": zigzag,
             "_ls": _LONG_SMALL,
             "_index": operator.index,
             "_pf": struct.Struct("<f").pack,
@@ -536,7 +437,7 @@ def _bad(value: Any, what: str) -> None:
     raise TypeError(f"{value!r:.40} is not {what}")
 
 
-def _compile_encoder(parsed: dict[str, Any], *, max_shapes: int = 256) -> Callable | None:
+def compile_encoder(parsed: dict[str, Any], *, max_shapes: int = 256) -> Callable | None:
     """Generate a Python encoder for ``parsed`` (bytes identical to ``fastavro.schemaless_writer``).
 
     Parameters
@@ -558,307 +459,3 @@ def _compile_encoder(parsed: dict[str, Any], *, max_shapes: int = 256) -> Callab
     except _Unsupported as exc:
         log.info("alert schema has %s; using fastavro's writer", exc)
         return None
-
-
-# --------------------------------------------------------------------------------------------------- schema
-@lru_cache(maxsize=None)
-def _schema_for_id(schema_id: int) -> Schema:
-    major, minor = divmod(schema_id, 100)
-    try:
-        return Schema.from_file(get_schema_path(major, minor) + f"/lsst.v{major}_{minor}.alert.avsc")
-    except Exception as exc:  # lsst.alert.packet raises assorted errors for unknown versions
-        raise InputError(f"unknown alert schema id {schema_id} ({major}.{minor}): {exc}", stage="decode_alert") from exc
-
-
-class AlertSchema:
-    """The alert schema Blink writes, loaded and parsed once.
-
-    Parameters
-    ----------
-    schema : lsst.alert.packet.Schema, optional
-        Schema to use; default: the latest one in ``lsst-alert-packet`` (``Schema.from_file()``).
-    validate_on_serialize : bool, optional
-        Run the (slow, about 3 ms) full fastavro validation before each serialization; off in the hot path.
-    use_generated_encoder : bool, optional
-        Serialize with an encoder generated from the schema (default) instead of ``fastavro.schemaless_writer``.
-
-    Notes
-    -----
-    fastavro's writer spends most of its time resolving the 300-odd ``["null", T]`` unions of the schema
-    (about 1 ms for an alert with 10 previous DiaSources). The generated encoder is plain Python compiled
-    once from the parsed schema: it writes the same bytes (checked by the tests against fastavro), about
-    10 times faster, and still raises on a missing required field or a value of the wrong type. Schemas with
-    constructs it does not handle (maps, enums, fixed, wide unions) fall back to fastavro.
-    """
-
-    def __init__(
-        self,
-        schema: Schema | None = None,
-        *,
-        validate_on_serialize: bool = False,
-        use_generated_encoder: bool = True,
-    ) -> None:
-        self._schema = schema if schema is not None else Schema.from_file()
-        self._parsed = fastavro.parse_schema(self._schema.definition)
-        self.schema_id: int = int(self._schema.get_schema_id())
-        self.validate_on_serialize = validate_on_serialize
-        self._encoder = _compile_encoder(self._parsed) if use_generated_encoder else None
-        self._header = _HEADER.pack(MAGIC_BYTE, self.schema_id)
-
-    @classmethod
-    @lru_cache(maxsize=1)
-    def latest(cls) -> AlertSchema:
-        """Return a shared instance for the latest schema (loaded once per process)."""
-        return cls()
-
-    @property
-    def definition(self) -> dict[str, Any]:
-        """The parsed Avro definition (for OCF writers)."""
-        return self._parsed
-
-    @property
-    def version(self) -> str:
-        """``"major.minor"``, e.g. ``"11.1"``."""
-        major, minor = divmod(self.schema_id, 100)
-        return f"{major}.{minor}"
-
-    def validate(self, record: Mapping[str, Any]) -> None:
-        """Check a record against the schema.
-
-        Parameters
-        ----------
-        record : dict
-            An alert.
-
-        Raises
-        ------
-        InputError
-            The record does not conform; the message names the offending field.
-        """
-        try:
-            fastavro.validation.validate(record, self._parsed, raise_errors=True)
-        except fastavro.validation.ValidationError as exc:
-            raise InputError(f"alert does not match schema {self.version}: {exc}", stage="package_alert") from exc
-
-    def serialize(self, record: Mapping[str, Any]) -> bytes:
-        """Serialize one alert as schemaless Avro.
-
-        Parameters
-        ----------
-        record : dict
-            An alert.
-
-        Returns
-        -------
-        bytes
-            Schemaless Avro body (not framed).
-
-        Raises
-        ------
-        InputError
-            fastavro cannot write the record (wrong type, missing field).
-        """
-        return self._encode(record, b"")
-
-    def serialize_framed(self, record: Mapping[str, Any]) -> bytes:
-        """Serialize one alert in the Confluent wire format (:func:`frame` of :meth:`serialize`).
-
-        The 5-byte header is written first and the body encoded after it, so the (cutout-sized) body is not
-        copied once more to be framed.
-        """
-        return self._encode(record, self._header)
-
-    def _encode(self, record: Mapping[str, Any], prefix: bytes) -> bytes:
-        """Return ``prefix`` followed by the schemaless Avro of ``record`` (see :meth:`serialize`)."""
-        if self.validate_on_serialize:
-            self.validate(record)
-        try:
-            if self._encoder is not None:
-                out = bytearray(prefix)
-                self._encoder(out, record)
-                return bytes(out)
-            buf = io.BytesIO()
-            buf.write(prefix)
-            fastavro.schemaless_writer(buf, self._parsed, record)
-            return buf.getvalue()
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, struct.error) as exc:
-            raise InputError(f"cannot serialize alert: {type(exc).__name__}: {exc}", stage="package_alert") from exc
-
-    def deserialize_body(self, body: bytes) -> dict[str, Any]:
-        """Decode a schemaless Avro body written with this schema.
-
-        Raises
-        ------
-        InputError
-            The bytes are not a valid alert.
-        """
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(body), self._parsed, None)
-        except Exception as exc:  # fastavro raises many types on garbage
-            raise InputError(f"cannot decode alert body: {type(exc).__name__}: {exc}", stage="decode_alert") from exc
-
-    def deserialize(self, data: bytes) -> dict[str, Any]:
-        """Decode a Confluent-framed alert, with the schema its id names.
-
-        Parameters
-        ----------
-        data : bytes
-            Framed message value.
-
-        Returns
-        -------
-        dict
-            The alert record.
-
-        Raises
-        ------
-        InputError
-            Bad framing, an unknown schema id, or an undecodable body.
-        """
-        schema_id, body = unframe(data)
-        if schema_id == self.schema_id:
-            return self.deserialize_body(body)
-        other = _schema_for_id(schema_id)
-        try:
-            return other.deserialize(body)
-        except Exception as exc:  # fastavro raises many types on garbage
-            raise InputError(f"cannot decode alert body (schema id {schema_id}): {exc}", stage="decode_alert") from exc
-
-
-# --------------------------------------------------------------------------------------------------- keys
-def alert_key(alert: Mapping[str, Any]) -> bytes:
-    """Return the Kafka key of an alert: the ``diaObjectId`` as ASCII decimal.
-
-    Parameters
-    ----------
-    alert : dict
-        An alert record.
-
-    Returns
-    -------
-    bytes
-        E.g. ``b"1234567890"``.
-
-    Notes
-    -----
-    Keying by object puts every alert of one DiaObject on one partition, so a broker reads one object's
-    alerts in the order they were produced. The id is taken from ``diaObject``, else from ``diaSource``;
-    an alert of a solar-system object with neither is keyed ``b"ss-<ssObjectId>"``, and one with no object
-    at all by its ``diaSourceId`` (``b"src-<id>"``).
-
-    Raises
-    ------
-    InputError
-        The alert carries no id at all.
-    """
-    obj = alert.get("diaObject")
-    if obj and obj.get("diaObjectId") is not None:
-        return str(int(obj["diaObjectId"])).encode("ascii")
-    src = alert.get("diaSource") or {}
-    if src.get("diaObjectId") is not None:
-        return str(int(src["diaObjectId"])).encode("ascii")
-    if src.get("ssObjectId") is not None:
-        return f"ss-{int(src['ssObjectId'])}".encode("ascii")
-    if alert.get("diaSourceId") is not None:
-        return f"src-{int(alert['diaSourceId'])}".encode("ascii")
-    raise InputError("alert has no diaObjectId, ssObjectId nor diaSourceId to key it by", stage="package_alert")
-
-
-def alert_headers(
-    *,
-    shutter_close_mjd_tai: float,
-    replay: bool,
-    schema_id: int,
-    produced_mjd_tai: float | None = None,
-) -> list[tuple[str, bytes]]:
-    """Return the Kafka headers Blink puts on every alert of a visit.
-
-    Parameters
-    ----------
-    shutter_close_mjd_tai : float
-        The exposure's shutter-close time, MJD (TAI).
-    replay : bool
-        Whether the exposure is being re-processed.
-    schema_id : int
-        Alert schema id.
-    produced_mjd_tai : float, optional
-        Production time, MJD (TAI); default now (:func:`now_mjd_tai`).
-
-    Returns
-    -------
-    list of (str, bytes)
-        ``blink-produced-mjd``, ``blink-shutter-close-mjd`` (``%.9f``, about 0.1 ms), ``blink-replay``
-        (``b"1"``/``b"0"``) and ``blink-schema-id``.
-    """
-    produced = now_mjd_tai() if produced_mjd_tai is None else produced_mjd_tai
-    return [
-        (HEADER_PRODUCED_MJD, f"{produced:.9f}".encode("ascii")),
-        (HEADER_SHUTTER_CLOSE_MJD, f"{shutter_close_mjd_tai:.9f}".encode("ascii")),
-        (HEADER_REPLAY, b"1" if replay else b"0"),
-        (HEADER_SCHEMA_ID, str(int(schema_id)).encode("ascii")),
-    ]
-
-
-def headers_dict(headers: list[tuple[str, bytes]] | Mapping[str, bytes] | None) -> dict[str, bytes]:
-    """Return headers as a ``{name: value}`` dict (last value wins), whatever form they come in."""
-    if headers is None:
-        return {}
-    if isinstance(headers, Mapping):
-        return dict(headers)
-    return {k: v for k, v in headers}
-
-
-def sample_alert(
-    *,
-    dia_object_id: int = 1_000_000_001,
-    dia_source_id: int = 2_000_000_001,
-    visit: int = 1,
-    detector: int = 1,
-    n_prv_dia_sources: int = 10,
-    cutout_nbytes: int = 20_000,
-) -> dict[str, Any]:
-    """Return a realistic, schema-valid alert built from ``lsst-alert-packet``'s sample data.
-
-    Parameters
-    ----------
-    dia_object_id, dia_source_id : int, optional
-        Ids of the object and of the triggering source.
-    visit, detector : int, optional
-        Written into ``diaSource``.
-    n_prv_dia_sources : int, optional
-        Number of previous DiaSources (copies of the sample's).
-    cutout_nbytes : int, optional
-        Size of each of the three (pseudo-random, incompressible) cutouts.
-
-    Returns
-    -------
-    dict
-        An alert in the latest schema, for tests and benchmarks.
-    """
-    import copy
-    import random
-
-    base = _sample_record()
-    alert = copy.deepcopy(base)
-    alert["diaSourceId"] = dia_source_id
-    alert["diaSource"].update(diaSourceId=dia_source_id, diaObjectId=dia_object_id, visit=visit, detector=detector)
-    prv = base["prvDiaSources"][0]
-    alert["prvDiaSources"] = [
-        {**prv, "diaSourceId": dia_source_id - 1 - i, "diaObjectId": dia_object_id} for i in range(n_prv_dia_sources)
-    ]
-    alert["diaObject"]["diaObjectId"] = dia_object_id
-    rng = random.Random(dia_source_id)
-    for name in ("cutoutDifference", "cutoutScience", "cutoutTemplate"):
-        alert[name] = rng.randbytes(cutout_nbytes)
-    return alert
-
-
-@lru_cache(maxsize=1)
-def _sample_record() -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
-    major, minor = divmod(AlertSchema.latest().schema_id, 100)
-    path = Path(get_schema_path(major, minor)) / "sample_data" / "alert.json"
-    with open(path) as fo:
-        return json.load(fo)
