@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command: install Blink, start the real Kafka, Cassandra and schema registry (ops/), run every test,
-# stop them.
+# The test command: install Blink, lint it (ruff), start the real Kafka, Cassandra and schema registry (ops/),
+# run every test, stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Lint first, it takes a second: the rules are pyproject.toml's [tool.ruff]; any finding fails the run.
+python3 -m ruff check .
 started_here=0
 if ! ops/status.sh >/dev/null 2>&1; then
   ops/up.sh
