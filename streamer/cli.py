@@ -158,7 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.simulate and not (settings.data_root / "events").is_dir():
         from simulator import SimConfig, simulate
 
-        simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True))
+        night = {k: v for k, v in (("n_epochs", args.epochs), ("ccds", args.ccds)) if v is not None}
+        simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True, **night))
     apdb = _open_apdb(settings, cassandra, init=True)
     if args.workers > 1:
         apdb.close()
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulate", action="store_true", help="simulate a small night first if the root is empty, "
                                                              "then print a report against the truth")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, help="with --simulate: epochs of the night (default 3, as blink sim)")
+    p.add_argument("--ccds", type=int, nargs="+", help="with --simulate: CCDNUMs simulated (default 1 28 35)")
     p.add_argument("--forever", action="store_true", help="keep consuming (default: stop when idle)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes (Kafka mode): each its own consumer of the group; SIGTERM is forwarded")
