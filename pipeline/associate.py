@@ -18,8 +18,9 @@ BANDS = ("u", "g", "r", "i", "z", "y")
 class AssociationConfig(BaseModel):
     """Configuration of association (defaults after lsst/ap_association)."""
 
-    model_config = ConfigDict(frozen=True)
-    max_distance_arcsec: float = Field(1.0, description="Largest DiaSource-DiaObject separation matched.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_distance_arcsec: float = Field(1.0, gt=0, le=60.0,
+                                       description="Largest DiaSource-DiaObject separation matched.")
 
 
 def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:

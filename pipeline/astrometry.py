@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS, Sip
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.spatial import cKDTree
 
 from pipeline.errors import AlgorithmError
@@ -19,22 +19,39 @@ log = logging.getLogger(__name__)
 class AstrometryConfig(BaseModel):
     """Configuration of the astrometric fit."""
 
-    model_config = ConfigDict(frozen=True)
-    max_offset_arcsec: float = Field(60.0, description="Largest header-WCS pointing error searched (a rotation "
-                                                       "error about the boresight adds to it on outer CCDs).")
-    max_rotation_deg: float = Field(0.6, description="Largest header-WCS rotation error searched.")
-    rotation_step_deg: float = Field(0.1, description="Step of the rotation search (the offset vote's 2-pixel "
-                                                      "bins tolerate about 0.05 degrees across a CCD).")
-    clip_sigma: float = Field(4.0, description="Matches beyond this many robust sigma are rejected in the fit.")
-    match_radius_arcsec: float = Field(1.0, description="Final match radius.")
-    sip_degree: int = Field(3, description="Polynomial distortion order of the fitted TAN-SIP WCS (without a "
-                                           "camera model: fitted to the stars; with one: the order of the "
-                                           "TAN-SIP that represents the composed model).")
-    camera_residual_order: int = Field(2, description="With a camera model: order of the polynomial from its "
-                                                      "field angles to the sky's tangent plane (1 = affine; "
-                                                      "2 needs 10 stars per term).")
-    min_matches: int = Field(8, description="Fewest matched stars for a fit.")
-    n_brightest: int = Field(300, description="Brightest detections used in the offset search.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_offset_arcsec: float = Field(60.0, gt=0, le=3600.0, description="Largest header-WCS pointing error "
+                                     "searched (a rotation error about the boresight adds to it on outer CCDs).")
+    max_rotation_deg: float = Field(0.6, ge=0, le=10.0, description="Largest header-WCS rotation error searched.")
+    rotation_step_deg: float = Field(0.1, gt=0, le=10.0, description="Step of the rotation search (the offset "
+                                     "vote's 2-pixel bins tolerate about 0.05 degrees across a CCD).")
+    refine_radii_pix: tuple[float, ...] = Field((8.0, 4.0, 2.0), min_length=1, description="Match radii of the "
+                                                "affine refinement after the offset search, pixels, in turn.")
+    clip_sigma: float = Field(4.0, gt=0, description="Matches beyond this many robust sigma are rejected in the "
+                                                     "fit.")
+    clip_floor_arcsec: float = Field(0.02, ge=0, description="Matches within this distance are never clipped.")
+    clip_iterations: int = Field(5, ge=1, le=100, description="Most fit-and-clip rounds of the TAN-SIP fit to "
+                                                              "the stars.")
+    camera_clip_iterations: int = Field(7, ge=1, le=100, description="Most fit-and-clip rounds of the fit "
+                                                                     "through a camera model.")
+    match_radius_arcsec: float = Field(1.0, gt=0, le=60.0, description="Final match radius.")
+    max_rms_arcsec: float = Field(1.0, gt=0, description="A fit whose match RMS exceeds this has diverged "
+                                                         "(AlgorithmError).")
+    sip_degree: int = Field(3, ge=1, le=9, description="Polynomial distortion order of the fitted TAN-SIP WCS "
+                                           "(without a camera model: fitted to the stars; with one: the order "
+                                           "of the TAN-SIP that represents the composed model).")
+    camera_residual_order: int = Field(2, ge=1, le=5, description="With a camera model: order of the polynomial "
+                                                      "from its field angles to the sky's tangent plane (1 = "
+                                                      "affine; 2 needs 10 stars per term).")
+    min_matches: int = Field(8, ge=3, description="Fewest matched stars for a fit.")
+    n_brightest: int = Field(300, ge=1, description="Brightest detections used in the offset search.")
+
+    @field_validator("refine_radii_pix")
+    @classmethod
+    def _positive_radii(cls, radii: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(r > 0 for r in radii):
+            raise ValueError(f"radii must be positive, got {radii}")
+        return radii
 
 
 def _pixel_scale_arcsec(wcs: WCS) -> float:
@@ -101,7 +118,7 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
                                    config.max_offset_arcsec / scale, config)
     # Affine refinement with shrinking radius, in pixel space.
     src = np.column_stack([x, y])
-    for radius_pix in (8.0, 4.0, 2.0):
+    for radius_pix in config.refine_radii_pix:
         moved = ref_pix @ affine[:, :2].T + affine[:, 2]
         i_src, i_ref = _nearest_unique(src, moved, radius_pix)
         if i_src.size < config.min_matches:
@@ -116,31 +133,31 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     if camera is not None:
         wcs, i_src, ref_rows = _fit_through_camera(x, y, i_src, ref_ra, ref_dec, ref_rows, camera, header_wcs,
                                                    shape, config)
-        return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows)
+        return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows, max_rms_arcsec=config.max_rms_arcsec)
     # Enough stars per distortion term, else a lower order: overfitting bends the corners.
     sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 3 * (d + 1) * (d + 2) // 2),
                None)
     centre = ((nx - 1) / 2, (ny - 1) / 2)
     wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
-    for _ in range(5):
+    for _ in range(config.clip_iterations):
         resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
         dist = np.hypot(resid[:, 0], resid[:, 1])
         # Robust per-axis sigma: the median distance of a 2-D Gaussian is 1.177 sigma.
         sigma = float(np.median(dist)) / 1.177
-        keep = dist < max(config.clip_sigma * sigma, 0.02)
+        keep = dist < max(config.clip_sigma * sigma, config.clip_floor_arcsec)
         if keep.all() or keep.sum() < config.min_matches:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
         wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
-    return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows)
+    return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows, max_rms_arcsec=config.max_rms_arcsec)
 
 
 def _checked(wcs: WCS, x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
-             ref_rows: np.ndarray) -> tuple[WCS, Table]:
-    """The fitted WCS and its match table; AlgorithmError if the fit diverged."""
+             ref_rows: np.ndarray, *, max_rms_arcsec: float) -> tuple[WCS, Table]:
+    """The fitted WCS and its match table; AlgorithmError if the fit diverged (RMS above ``max_rms_arcsec``)."""
     resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
     rms = float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
-    if not np.isfinite(rms) or rms > 1.0:
+    if not np.isfinite(rms) or rms > max_rms_arcsec:
         raise AlgorithmError(f"astrometric fit diverged: {rms:.3f} arcsec RMS", stage="astrometry")
     log.debug("astrometry: %d matches, rms %.4f arcsec", i_src.size, rms)
     matches = Table({"x": x[i_src], "y": y[i_src], "src_index": i_src, "ref_index": ref_rows,
@@ -165,13 +182,13 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra:
         order -= 1
     field = np.column_stack(camera(x, y))
     sky = np.column_stack(tangent.wcs_world2pix(ref_ra, ref_dec, 0))
-    for attempt in range(7):
+    for attempt in range(config.camera_clip_iterations):
         design = _poly_terms(field[i_src], order)
         coeffs, *_ = np.linalg.lstsq(design, sky[ref_rows], rcond=None)
         dist = np.hypot(*((design @ coeffs - sky[ref_rows]) * 3600.0).T)
         sigma = float(np.median(dist)) / 1.177
-        keep = dist < max(config.clip_sigma * sigma, 0.02)
-        if keep.all() or keep.sum() < config.min_matches or attempt == 6:
+        keep = dist < max(config.clip_sigma * sigma, config.clip_floor_arcsec)
+        if keep.all() or keep.sum() < config.min_matches or attempt == config.camera_clip_iterations - 1:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
 

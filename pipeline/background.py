@@ -12,9 +12,9 @@ from pipeline.masks import UNUSABLE
 class BackgroundConfig(BaseModel):
     """Background mesh configuration."""
 
-    model_config = ConfigDict(frozen=True)
-    box_size_pix: int = Field(128, description="Mesh cell size, pixels.")
-    filter_size: int = Field(3, description="Median filter over mesh cells.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    box_size_pix: int = Field(128, ge=4, le=4096, description="Mesh cell size, pixels.")
+    filter_size: int = Field(3, ge=1, le=31, description="Median filter over mesh cells.")
 
 
 def estimate_background(image: np.ndarray, mask: np.ndarray, config: BackgroundConfig = BackgroundConfig()

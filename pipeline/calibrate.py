@@ -31,16 +31,31 @@ log = logging.getLogger(__name__)
 class CalibrateConfig(BaseModel):
     """Configuration of characterization and calibration."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     background: BackgroundConfig = BackgroundConfig()
     detection: SourceDetectionConfig = SourceDetectionConfig()
     astrometry: AstrometryConfig = AstrometryConfig()
-    psf_spatial_order: int = Field(1, description="Order of the PSF width's variation across the CCD.")
-    astrometry_min_snr: float = Field(30.0, description="Least SNR of stars used in the astrometric fit.")
-    psf_half_size: int | None = Field(None, description="Half size of the pixel PSF model, pixels; None "
-                                                          "sizes it to 3.3 FWHM (all but ~0.3% of the wings).")
+    psf_spatial_order: int = Field(1, ge=0, le=1, description="Order of the PSF width's variation across the "
+                                                              "CCD (0 constant, 1 linear).")
+    psf_star_min_snr: float = Field(30.0, gt=0, description="Least SNR of a PSF star.")
+    psf_max_stars: int = Field(300, ge=1, description="Most PSF stars (the brightest are kept).")
+    psf_isolation_sigmas: float = Field(6.0, ge=0, le=100.0, description="A PSF star's neighbours are looked for "
+                                                                         "within this many PSF sigmas.")
+    psf_max_neighbour_flux_ratio: float = Field(0.02, ge=0, description="A PSF star with a neighbour brighter "
+                                                "than this fraction of its flux is dropped.")
+    halo_n_sigma: float = Field(4.0, gt=0, description="PSF stars whose PSF-subtracted light at 2 to 3.5 FWHM is "
+                                                       "this many sigma from 0 are dropped (halos, gradients).")
+    flux_scale_min_snr: float = Field(100.0, gt=0, description="The pixel PSF's aperture correction uses PSF "
+                                      "stars of this PSF SNR or more when there are min_stars of them.")
+    astrometry_min_snr: float = Field(30.0, gt=0, description="Least SNR of stars used in the astrometric fit.")
+    astrometry_fallback_min_snr: float = Field(10.0, gt=0, description="Least SNR of the stars of the "
+                                               "astrometric fit when too few clean stars pass astrometry_min_snr.")
+    psf_half_size: int | None = Field(None, ge=2, le=256, description="Half size of the pixel PSF model, pixels; "
+                                                                      "None sizes it to 3.3 FWHM (all but ~0.3% "
+                                                                      "of the wings).")
     do_pixel_psf: bool = Field(True, description="Empirical pixel PSF; False for the Gaussian-moment model.")
-    min_stars: int = Field(5, description="Fewest stars for PSF and zero point; fewer is a NoWorkError (clouds).")
+    min_stars: int = Field(5, ge=1, description="Fewest stars for PSF and zero point; fewer is a NoWorkError "
+                                                "(clouds).")
 
 
 def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: ExposureInfo, ccdnum: int,
@@ -81,7 +96,9 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     background, _ = estimate_background(image, mask, config.background)
     subtracted = image - background
     sources = detect_sources(subtracted, variance, mask, config.detection)
-    stars = select_psf_stars(sources)
+    stars = select_psf_stars(sources, min_snr=config.psf_star_min_snr, max_stars=config.psf_max_stars,
+                             isolation_sigmas=config.psf_isolation_sigmas,
+                             max_neighbour_flux_ratio=config.psf_max_neighbour_flux_ratio)
     if stars.sum() < config.min_stars:
         raise NoWorkError(f"CCD {ccdnum}: only {int(stars.sum())} usable stars (clouds or saturation?)",
                           stage="calibrate")
@@ -92,7 +109,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     # Stars in a bright neighbour's halo or on a gradient bend the model's wings and bias every PSF flux
     # (and so the zero point) by per cent: drop them and build the model again.
     in_halo = halo_contaminated(subtracted, variance, mask, star_x, star_y, psf,
-                                float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)))
+                                float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)), n_sigma=config.halo_n_sigma)
     if in_halo.any() and (~in_halo).sum() >= config.min_stars:
         stars[np.flatnonzero(stars)[in_halo]] = False
         star_x, star_y = star_x[~in_halo], star_y[~in_halo]
@@ -100,7 +117,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     fwhm_center = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     if isinstance(psf, PixelPsf):
         flux_scale, n_flux_scale = psf_flux_scale(subtracted, variance, mask, star_x, star_y, psf, fwhm_center,
-                                                  min_stars=config.min_stars)
+                                                  min_stars=config.min_stars, min_snr=config.flux_scale_min_snr)
         psf = dataclasses.replace(psf, flux_scale=flux_scale)
     else:
         flux_scale, n_flux_scale = 1.0, 0
@@ -110,7 +127,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     astro = (np.asarray(sources["snr"]) > config.astrometry_min_snr) & (np.asarray(sources["sep_flags"]) == 0) \
         & ((np.asarray(sources["mask_flags"]) & int(UNUSABLE | MaskBit.INTRP)) == 0)
     if astro.sum() < 3 * config.astrometry.min_matches:
-        astro = np.asarray(sources["snr"]) > 10
+        astro = np.asarray(sources["snr"]) > config.astrometry_fallback_min_snr
     astro_index = np.flatnonzero(astro)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
                            np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, image.shape,

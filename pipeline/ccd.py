@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class PipelineConfig(BaseModel):
-    """Configuration of every stage of the per-CCD pipeline."""
+    """Configuration of every stage of the per-CCD pipeline (frozen; a misspelled option is an error)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     isr: IsrConfig = IsrConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     template: TemplateConfig = TemplateConfig()

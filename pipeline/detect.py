@@ -26,17 +26,22 @@ SOURCE_INDEX_LIMIT = 100_000
 class DetectConfig(BaseModel):
     """Configuration of DIASource detection and measurement."""
 
-    model_config = ConfigDict(frozen=True)
-    threshold_sigma: float = Field(5.0, description="Detection threshold on the matched-filtered SNR.")
-    min_area_pix: int = Field(3, description="Minimum connected pixels above threshold.")
-    aperture_radius_pix: float = Field(7.0, description="Aperture flux radius, pixels (about 2 arcsec).")
-    dipole_match_fwhm: float = Field(1.5, description="Opposite-sign pairs closer than this many FWHM are "
-                                                      "merged into one dipole DiaSource.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    threshold_sigma: float = Field(5.0, gt=0, le=1000.0, description="Detection threshold on the "
+                                                                     "matched-filtered SNR.")
+    min_area_pix: int = Field(3, ge=1, description="Minimum connected pixels above threshold.")
+    deblend_cont: float = Field(0.05, ge=0, le=1.0, description="sep deblending contrast of the score image.")
+    aperture_radius_pix: float = Field(7.0, gt=0, le=100.0, description="Aperture flux radius, pixels (about "
+                                                                        "2 arcsec).")
+    dipole_match_fwhm: float = Field(1.5, ge=0, le=20.0, description="Opposite-sign pairs closer than this many "
+                                                                     "FWHM are merged into one dipole DiaSource.")
     do_drop_flagged: bool = Field(True, description="Drop detections with bad or saturated pixels within 3 "
                                                      "pixels of their centre.")
-    edge_margin_pix: int = Field(8, description="Detections closer to the CCD edge are dropped.")
+    edge_margin_pix: int = Field(8, ge=0, le=1024, description="Detections closer to the CCD edge are dropped.")
     do_refine_centroids: bool = Field(True, description="Replace the detection centroid by a PSF-windowed "
                                                          "centroid on the difference image (sep.winpos).")
+    max_centroid_shift_pix: float = Field(1.5, gt=0, le=100.0, description="A refined centroid that moves this "
+                                          "far or farther from the detection's is not used, pixels.")
 
 
 def dia_source_id(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
@@ -59,7 +64,7 @@ def score_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, psf_ke
 
 def _detect_sign(score: np.ndarray, bad: np.ndarray, config: DetectConfig) -> np.ndarray:
     return sep.extract(score, config.threshold_sigma, mask=bad, minarea=config.min_area_pix,
-                       filter_kernel=None, deblend_cont=0.05)
+                       filter_kernel=None, deblend_cont=config.deblend_cont)
 
 
 def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: MaskedImage, wcs: WCS,
@@ -104,7 +109,7 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
     keep = (x >= m) & (x < nx - m) & (y >= m) & (y < ny - m)
     x, y, is_negative, npix = x[keep], y[keep], is_negative[keep], npix[keep]
     if config.do_refine_centroids and x.size:
-        x, y = _refine_centroids(image, bad, x, y, is_negative, sigma)
+        x, y = _refine_centroids(image, bad, x, y, is_negative, sigma, max_shift_pix=config.max_centroid_shift_pix)
     moments = {k: v[keep] for k, v in moments.items()}
     fwhm = sigma * FWHM_PER_SIGMA
     dipole_partner = _pair_dipoles(x, y, is_negative, config.dipole_match_fwhm * fwhm)
@@ -198,17 +203,17 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
 
 
 def _refine_centroids(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray, is_negative: np.ndarray,
-                      sigma: float) -> tuple[np.ndarray, np.ndarray]:
+                      sigma: float, *, max_shift_pix: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-windowed centroids (sep.winpos, window sigma = PSF sigma) of each detection on the difference
-    image, sign-flipped for negative detections; a centroid that moves more than 1.5 pixels or fails is kept
-    as detected."""
+    image, sign-flipped for negative detections; a detection whose centroid moves ``max_shift_pix`` or more,
+    or fails, keeps its detected position."""
     data = np.where(bad, 0.0, image).astype(np.float32)
     new_x, new_y = x.copy(), y.copy()
     for sign, sel in ((1.0, ~is_negative), (-1.0, is_negative)):
         if not sel.any():
             continue
         wx, wy, flag = sep.winpos(np.ascontiguousarray(sign * data), x[sel], y[sel], sigma, mask=bad)
-        ok = (flag == 0) & np.isfinite(wx) & np.isfinite(wy) & (np.hypot(wx - x[sel], wy - y[sel]) < 1.5)
+        ok = (flag == 0) & np.isfinite(wx) & np.isfinite(wy) & (np.hypot(wx - x[sel], wy - y[sel]) < max_shift_pix)
         new_x[sel] = np.where(ok, wx, x[sel])
         new_y[sel] = np.where(ok, wy, y[sel])
     return new_x, new_y

@@ -15,9 +15,9 @@ from pipeline.types import ExposureInfo, MaskedImage
 class ForcedConfig(BaseModel):
     """Configuration of forced photometry (Rubin measures DiaObjects with at least 2 DiaSources)."""
 
-    model_config = ConfigDict(frozen=True)
-    min_dia_sources: int = Field(2, description="Least nDiaSources of a DiaObject to be measured.")
-    edge_margin_pix: int = Field(5, description="Positions closer to the edge are skipped.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_dia_sources: int = Field(2, ge=0, description="Least nDiaSources of a DiaObject to be measured.")
+    edge_margin_pix: int = Field(5, ge=0, le=1024, description="Positions closer to the edge are skipped.")
 
 
 def forced_source_id(dia_object_id: np.ndarray, visit: int, detector: int) -> np.ndarray:

@@ -27,25 +27,33 @@ CCD_SHAPE = (4096, 2048)
 class IsrConfig(BaseModel):
     """Configuration of ISR."""
 
-    model_config = ConfigDict(frozen=True)
-    overscan_skip_columns: int = Field(3, description="Overscan columns next to the data skipped (CTI).")
-    overscan_clip_sigma: float = Field(3.0, description="Outlier rejection of overscan pixels in a row.")
-    overscan_smooth_rows: int = Field(9, description="Running-median length of the per-row overscan.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    overscan_skip_columns: int = Field(3, ge=0, le=100, description="Overscan columns next to the data skipped "
+                                                                    "(CTI).")
+    overscan_clip_sigma: float = Field(3.0, gt=0, description="Outlier rejection of overscan pixels in a row.")
+    overscan_smooth_rows: int = Field(9, ge=1, le=4096, description="Running-median length of the per-row "
+                                                                    "overscan.")
     do_parallel_overscan: bool = Field(True, description="Subtract the per-column parallel overscan.")
+    parallel_overscan_smooth_columns: int = Field(15, ge=1, le=2048, description="Running-median length of the "
+                                                  "per-column parallel overscan.")
     do_crosstalk: bool = Field(False, description="Correct intra-CCD crosstalk with the given coefficients.")
     crosstalk_a_from_b: float | None = Field(None, description="Fraction of amp B's signal seen in amp A; None "
                                                                 "takes the instrument's (run_isr's crosstalk).")
     crosstalk_b_from_a: float | None = Field(None, description="Fraction of amp A's signal seen in amp B; None "
                                                                 "takes the instrument's (run_isr's crosstalk).")
-    linearity_coeff: float = Field(0.0, description="Quadratic linearity term c: e_true = e (1 + c e).")
-    saturation_grow_pix: int = Field(1, description="Saturation masks are grown by this many pixels.")
-    suspect_fraction: float = Field(0.9, description="Pixels above this fraction of saturation are SUSPECT.")
+    linearity_coeff: float = Field(0.0, ge=-1e-4, le=1e-4, description="Quadratic linearity term c: e_true = "
+                                                                        "e (1 + c e), per electron.")
+    min_flat: float = Field(0.05, ge=0, lt=1.0, description="Pixels whose flat is this or lower are BAD.")
+    saturation_grow_pix: int = Field(1, ge=0, le=100, description="Saturation masks are grown by this many "
+                                                                  "pixels.")
+    suspect_fraction: float = Field(0.9, gt=0, le=1.0, description="Pixels above this fraction of saturation "
+                                                                   "are SUSPECT.")
     do_cosmic_rays: bool = Field(True, description="Detect, mask and interpolate cosmic rays.")
-    cr_threshold_sigma: float = Field(5.0, description="Cosmic-ray seed threshold above the local sky.")
-    cr_sharpness: float = Field(1.6, description="Least Laplacian-to-peak ratio of a CR pixel (stars at "
-                                                  "DECam seeing stay near or below 1.1).")
-    cr_grow_sigma: float = Field(2.5, description="Neighbours of CR pixels above this are masked too.")
-    cr_grow_rounds: int = Field(4, description="Rounds of one-pixel growth of the CR mask.")
+    cr_threshold_sigma: float = Field(5.0, gt=0, description="Cosmic-ray seed threshold above the local sky.")
+    cr_sharpness: float = Field(1.6, gt=0, description="Least Laplacian-to-peak ratio of a CR pixel (stars at "
+                                                       "DECam seeing stay near or below 1.1).")
+    cr_grow_sigma: float = Field(2.5, gt=0, description="Neighbours of CR pixels above this are masked too.")
+    cr_grow_rounds: int = Field(4, ge=0, le=100, description="Rounds of one-pixel growth of the CR mask.")
 
 
 def _overscan_per_row(raw: np.ndarray, rows: slice, cols: slice, config: IsrConfig) -> np.ndarray:
@@ -101,7 +109,8 @@ def _assemble(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.ndarray, dict]:
             p_serial = _overscan_per_row(raw, par_rows, amp.overscan[1], config).astype(np.float32)
             p = np.subtract(raw[par_rows, data_cols], p_serial[:, None], dtype=np.float32)
             column_level = np.median(p, axis=0)
-            out -= ndimage.median_filter(column_level, size=15, mode="nearest").astype(np.float32)[None, :]
+            out -= ndimage.median_filter(column_level, size=config.parallel_overscan_smooth_columns,
+                                         mode="nearest").astype(np.float32)[None, :]
     return image, amps
 
 
@@ -181,7 +190,7 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     np.bitwise_or(mask, np.int32(MaskBit.SUSPECT), out=mask, where=suspect)
     if defects is not None:
         np.bitwise_or(mask, np.int32(MaskBit.BAD), out=mask, where=np.asarray(defects, dtype=bool))
-    bad_flat = flat <= 0.05
+    bad_flat = flat <= config.min_flat
     bad_flat |= ~np.isfinite(flat)
     np.bitwise_or(mask, np.int32(MaskBit.BAD), out=mask, where=bad_flat)
     if any_nonfinite:

@@ -31,18 +31,19 @@ _TRAINED_WEIGHTS = (0.03879, 4.859, -5.27, -1.188, -0.9324, -2.995, 0.3997, -0.0
 class ReliabilityConfig(BaseModel):
     """Weights of the logistic reliability model (intercept first, then one per feature of ``FEATURES``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     weights: tuple[float, ...] = Field(_TRAINED_WEIGHTS, description="Intercept, then weights of FEATURES.")
-    version: str = Field(RELIABILITY_VERSION, description="Reported as reliabilityVersion (<= 8 characters).")
-    threshold: float = Field(0.6, description="Default cut: DiaSources below it are likely bogus.")
+    version: str = Field(RELIABILITY_VERSION, min_length=1, max_length=8,
+                         description="Reported as reliabilityVersion (<= 8 characters).")
+    threshold: float = Field(0.6, ge=0, le=1.0, description="Default cut: DiaSources below it are likely bogus.")
 
     @model_validator(mode="after")
     def _check(self) -> "ReliabilityConfig":
         if len(self.weights) != len(FEATURES) + 1:
             raise ValueError(f"weights needs {len(FEATURES) + 1} values (intercept + {FEATURES}), "
                              f"got {len(self.weights)}")
-        if len(self.version) > 8:
-            raise ValueError(f"version {self.version!r} is longer than 8 characters")
+        if not np.all(np.isfinite(self.weights)):
+            raise ValueError(f"weights must be finite, got {self.weights}")
         return self
 
 

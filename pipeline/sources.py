@@ -18,11 +18,19 @@ sep.set_sub_object_limit(4096)
 class SourceDetectionConfig(BaseModel):
     """Configuration of science-image source detection."""
 
-    model_config = ConfigDict(frozen=True)
-    threshold_sigma: float = Field(5.0, description="Detection threshold, multiples of the per-pixel noise.")
-    min_area_pix: int = Field(5, description="Minimum connected pixels.")
-    aperture_radius_pix: float = Field(12.0, description="Aperture radius for calibration fluxes, pixels.")
-    deblend_cont: float = Field(0.005, description="sep deblending contrast.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    threshold_sigma: float = Field(5.0, gt=0, le=1000.0,
+                                   description="Detection threshold, multiples of the per-pixel noise.")
+    min_area_pix: int = Field(5, ge=1, description="Minimum connected pixels.")
+    aperture_radius_pix: float = Field(12.0, gt=0, le=100.0, description="Aperture radius for calibration fluxes, "
+                                                                        "pixels.")
+    deblend_cont: float = Field(0.005, ge=0, le=1.0, description="sep deblending contrast.")
+    edge_margin_pix: int = Field(2, ge=0, le=1024, description="Detections whose centre is this close to the "
+                                                               "CCD edge (or closer) are dropped.")
+    max_centroid_shift_pix: float = Field(2.0, gt=0, le=100.0, description="The windowed centroid replaces "
+                                          "the detection's only when it moves less than this, pixels.")
+    flag_box_half_pix: int = Field(2, ge=0, le=100, description="mask_flags is the OR of the mask bits in the "
+                                                                "(2 h + 1)^2 box around the centre.")
 
 
 def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
@@ -55,18 +63,19 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
         return table
     x, y = objects["x"].astype(float), objects["y"].astype(float)
     ny, nx = image.shape
-    inside = (x > 2) & (x < nx - 3) & (y > 2) & (y < ny - 3)
+    margin = config.edge_margin_pix
+    inside = (x > margin) & (x < nx - 1 - margin) & (y > margin) & (y < ny - 1 - margin)
     objects, x, y = objects[inside], x[inside], y[inside]
     sig = 2.0 / 2.35 * np.sqrt(np.clip(objects["a"] * objects["b"], 0.25, None)) * 1.5
     xw, yw, wflag = sep.winpos(data, x, y, sig, mask=bad)
     _winpos_over_defects(data, mask, bad, x, y, sig, xw, yw, wflag)
-    use_w = (wflag == 0) & (np.hypot(xw - x, yw - y) < 2.0)
+    use_w = (wflag == 0) & (np.hypot(xw - x, yw - y) < config.max_centroid_shift_pix)
     x = np.where(use_w, xw, x)
     y = np.where(use_w, yw, y)
     flux, flux_err, _ = sep.sum_circle(data, x, y, config.aperture_radius_pix, err=err, mask=bad, subpix=5)
     ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
     iy = np.clip(np.rint(y).astype(int), 0, ny - 1)
-    core_flags = _box_or(mask, ix, iy, half=2)
+    core_flags = _box_or(mask, ix, iy, half=config.flag_box_half_pix)
     table = Table({
         "x": x, "y": y,
         "flux_aper": flux.astype(float), "flux_aper_err": flux_err.astype(float),
@@ -137,10 +146,11 @@ def _empty_source_table() -> Table:
 
 
 def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT), max_stars: int = 300,
-                     isolation_sigmas: float = 6.0, max_neighbour_flux_ratio: float = 0.02) -> np.ndarray:
+                     isolation_sigmas: float = 6.0, max_neighbour_flux_ratio: float = 0.02,
+                     min_snr: float = 30.0) -> np.ndarray:
     """Boolean selection of bright, isolated, unflagged, star-like sources for PSF, WCS and photometry.
 
-    Stars are picked on the stellar locus: SNR above 30, no sep or mask flags, and a size within 20% of the
+    Stars are picked on the stellar locus: SNR above ``min_snr``, no sep or mask flags, and a size within 20% of the
     median size of such sources (galaxies and blends are larger; cosmic rays smaller). A star with a detected
     neighbour brighter than ``max_neighbour_flux_ratio`` of its flux within ``isolation_sigmas`` PSF sigmas
     (about 2.5 FWHM) is dropped: the neighbour's light would bend the PSF model and bias its flux.
@@ -148,7 +158,7 @@ def select_psf_stars(sources: Table, *, saturation_flag: int = int(MaskBit.SAT),
     if len(sources) == 0:
         return np.zeros(0, dtype=bool)
     clean = (sources["sep_flags"] == 0) & ((sources["mask_flags"] & (saturation_flag | int(UNUSABLE))) == 0)
-    clean &= sources["snr"] > 30
+    clean &= sources["snr"] > min_snr
     size = np.sqrt(np.clip(0.5 * (sources["x2"] + sources["y2"]), 0, None))
     if clean.sum() == 0:
         return clean

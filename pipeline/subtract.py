@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
 from pipeline.convolution import (border_bands, convolve_same, fft_shape, in_row_blocks, inverse, kernel_fts, matched_filter,
@@ -31,18 +31,26 @@ log = logging.getLogger(__name__)
 class SubtractConfig(BaseModel):
     """Configuration of PSF matching and subtraction (defaults after LSST's AlardLuptonSubtractTask)."""
 
-    model_config = ConfigDict(frozen=True)
-    basis_sigmas: tuple[float, ...] = Field((0.7, 1.5, 3.0), description="Gaussian widths of the basis, in "
-                                                                         "units of the matching sigma (>= 1 pix).")
-    basis_degrees: tuple[int, ...] = Field((4, 2, 2), description="Polynomial degree per Gaussian.")
-    stamp_half_size: int = Field(12, description="Half size of fitting stamps, pixels.")
-    max_stamps: int = Field(250, description="Most stars used in the kernel fit.")
-    min_stamps: int = Field(5, description="Fewest stars for a fitted kernel; fewer uses the analytic "
-                                           "Gaussian fallback (flagged).")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    basis_sigmas: tuple[float, ...] = Field((0.7, 1.5, 3.0), min_length=1, description="Gaussian widths of the "
+                                            "basis, in units of the matching sigma (>= 1 pix).")
+    basis_degrees: tuple[int, ...] = Field((4, 2, 2), min_length=1, description="Polynomial degree per Gaussian.")
+    stamp_half_size: int = Field(12, ge=2, le=100, description="Half size of fitting stamps, pixels.")
+    max_stamps: int = Field(250, ge=1, description="Most stars used in the kernel fit.")
+    min_stamps: int = Field(5, ge=1, description="Fewest stars for a fitted kernel; fewer uses the analytic "
+                                                 "Gaussian fallback (flagged).")
+    kernel_clip_iterations: int = Field(3, ge=1, le=100, description="Most rounds of the kernel fit, each "
+                                                                     "dropping the stamps with outlying chi^2.")
+    kernel_clip_sigma: float = Field(3.0, gt=0, description="Stamps whose chi^2 is this many sigma above the "
+                                                            "median are dropped from the kernel fit.")
+    mask_grow_level: float = Field(0.05, gt=0, le=1.0, description="Cosmic-ray and interpolated pixels of the "
+                                   "convolved image are grown by the kernel's core, where it is above this "
+                                   "fraction of its peak.")
     spatial_order: int = Field(1, ge=0, le=2, description="Polynomial order of the kernel's and the differential "
                                                           "background's variation over the CCD.")
-    min_stamps_per_spatial_term: int = Field(10, description="Stamps needed per spatial polynomial term; with "
-                                                             "fewer the order is lowered (to 0 at the least).")
+    min_stamps_per_spatial_term: int = Field(10, ge=1, description="Stamps needed per spatial polynomial term; "
+                                                                   "with fewer the order is lowered (to 0 at the "
+                                                                   "least).")
     do_decorrelation: bool = Field(True, description="Apply DMTN-021 decorrelation.")
     do_scale_variance: bool = Field(True, description="Rescale the variance plane to the measured noise of "
                                                       "PSF-weighted sums (matched-filter score), not per pixel.")
@@ -52,12 +60,26 @@ class SubtractConfig(BaseModel):
     model_error_fraction_bounds: tuple[float, float] = Field(
         (0.005, 0.1), description="Bounds of the fitted fractional model error (residual flux per unit of "
                                   "matched-template flux).")
-    astrometric_error_pix: float = Field(0.01, description="Registration error assumed between the images, "
+    model_error_max_stars: int = Field(200, ge=3, description="Most kernel stars the model error is fitted on.")
+    astrometric_error_pix: float = Field(0.01, ge=0, le=10.0, description="Registration error assumed between "
+                                                           "the images, "
                                                            "pixels: adds (error * gradient)^2 to the variance. "
                                                            "Its residual is a dipole whose PSF-weighted sum at a "
                                                            "source's centre vanishes, so a large value mostly "
                                                            "inflates PSF-flux errors on stars (0.03 gave pulls of "
                                                            "width ~0.4 for variable stars).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SubtractConfig":
+        if len(self.basis_degrees) != len(self.basis_sigmas):
+            raise ValueError(f"basis_degrees needs one degree per basis sigma ({len(self.basis_sigmas)}), got "
+                             f"{len(self.basis_degrees)}")
+        if min(self.basis_sigmas) <= 0 or min(self.basis_degrees) < 0:
+            raise ValueError("basis_sigmas must be positive and basis_degrees non-negative")
+        lo, hi = self.model_error_fraction_bounds
+        if not 0 <= lo <= hi:
+            raise ValueError(f"model_error_fraction_bounds must be 0 <= low <= high, got {(lo, hi)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -260,7 +282,7 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     The design of one stamp is the sharp stamp convolved by each basis kernel (plus a constant for the
     background), times each spatial term at the star; its normal equations are summed per stamp first
     (``(n_basis + 1)^2`` numbers each), so the fit costs little more than a constant kernel's. Stamps whose
-    chi^2 is an outlier are dropped and the fit repeated (three rounds at most).
+    chi^2 is an outlier are dropped and the fit repeated (``kernel_clip_iterations`` rounds at most).
 
     Returns
     -------
@@ -301,7 +323,7 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
     terms = spatial_terms(x, y, (ny, nx), order).T  # (stamp, term)
     n_terms = terms.shape[1]
     keep = np.ones(x.size, dtype=bool)
-    for _ in range(3):
+    for _ in range(config.kernel_clip_iterations):
         tk = terms[keep]
         normal = np.einsum("sj,sk,sab->jakb", tk, tk, stamp_normal[keep], optimize=True)
         normal = normal.reshape(n_terms * (n_basis + 1), -1)
@@ -309,8 +331,8 @@ def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.nda
         coeffs = np.linalg.lstsq(normal, rhs, rcond=None)[0].reshape(n_terms, n_basis + 1)
         model = np.einsum("sj,ja,sap->sp", terms, coeffs, design, optimize=True)
         chi2 = np.sum((t - model) ** 2 * w, axis=1) / np.maximum((w > 0).sum(axis=1), 1)
-        _, med, std = sigma_clipped_stats(chi2[keep], sigma=3)
-        new_keep = chi2 < med + 3 * max(std, 0.1 * med)
+        _, med, std = sigma_clipped_stats(chi2[keep], sigma=config.kernel_clip_sigma)
+        new_keep = chi2 < med + config.kernel_clip_sigma * max(std, 0.1 * med)
         if new_keep.sum() < config.min_stamps or np.array_equal(new_keep, keep):
             break
         keep = new_keep
@@ -390,7 +412,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     convolved_var = convolve_same(sharp.variance, kernel**2, exclude=no_data) if need_convolved_var else None
     half = kernel.shape[0] // 2
     # The circular convolution wraps within the kernel's reach of the border (pipeline.convolution).
-    conv_mask = _flag_border(_grow_mask(sharp.mask, kernel), half)
+    conv_mask = _flag_border(_grow_mask(sharp.mask, kernel, level=config.mask_grow_level), half)
     sci_var_mean, tmpl_var_mean = _mean_variance(science), _mean_variance(template)
     if convolve_science:
         diff = convolved - blurry.image
@@ -550,7 +572,7 @@ def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarr
     x, y = np.asarray(star_x, float), np.asarray(star_y, float)
     inside = (x > h) & (x < nx - 1 - h) & (y > h) & (y < ny - 1 - h)
     if inside.sum() >= 3:
-        x, y = x[inside][:200], y[inside][:200]
+        x, y = x[inside][:config.model_error_max_stars], y[inside][:config.model_error_max_stars]
         d = _stamps(diff, x, y, h).astype(float)
         v = _stamps(variance, x, y, h).astype(float)
         s = _stamps(static, x, y, h).astype(float)

@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 class TemplateConfig(BaseModel):
     """Configuration of the template warp."""
 
-    model_config = ConfigDict(frozen=True)
-    grid_step_pix: int = Field(64, description="Spacing of the exactly-transformed coordinate grid; the "
-                                               "mapping is interpolated bilinearly in between.")
-    spline_order: int = Field(3, description="Order of the spline interpolation of the image (3 = cubic).")
-    min_coverage: float = Field(0.02, description="Least fraction of the CCD covered by the template.")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    grid_step_pix: int = Field(64, ge=1, le=4096, description="Spacing of the exactly-transformed coordinate "
+                                                              "grid; the mapping is interpolated bilinearly in "
+                                                              "between.")
+    spline_order: int = Field(3, ge=0, le=5, description="Order of the spline interpolation of the image "
+                                                         "(3 = cubic).")
+    min_coverage: float = Field(0.02, ge=0, le=1.0, description="Least fraction of the CCD covered by the "
+                                                                "template.")
 
 
 def _coarse_grid(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:

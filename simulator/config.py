@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.decam.camera import SCIENCE_CCDS
 
 
 class SimConfig(BaseModel):
-    """What ``simulate`` makes. Same config (seed included) -> identical files."""
+    """What ``simulate`` makes. Same config (seed included) -> identical files.
 
-    seed: int = 42
-    n_fields: int = Field(1, ge=1)
-    n_epochs: int = Field(3, ge=1)
+    Frozen, and a misspelled or out-of-range option is a ``ValidationError`` naming it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    seed: int = Field(42, ge=0)
+    n_fields: int = Field(1, ge=1, le=1000)
+    n_epochs: int = Field(3, ge=1, le=1000)
     ccds: list[int] = Field(default_factory=lambda: [1, 28, 35])
     """CCDNUMs simulated in every exposure (1 = S29 is at the focal-plane edge, 28 = S4 and 35 = N4 central)."""
     bands: list[str] = Field(default_factory=lambda: ["r"])
@@ -21,31 +25,32 @@ class SimConfig(BaseModel):
     """Fewer stars and galaxies; also writes the cosmic-ray truth masks."""
     compress: bool = False
     """Write raws fpack-compressed (``.fits.fz``, RICE_1, one-row tiles)."""
-    star_density: float | None = None
+    star_density: float | None = Field(None, ge=0, le=1e6)
     """Stars per square degree (default 25000, small 5000), r from 15 to 25 mag."""
-    galaxy_density: float | None = None
+    galaxy_density: float | None = Field(None, ge=0, le=1e6)
     """Galaxies per square degree (default 8000, small 2000), r from 18 to 24.5 mag."""
-    n_transients: int = Field(8, ge=0)
+    n_transients: int = Field(8, ge=0, le=10_000)
     """Per CCD and field: about 3/8 new point sources, 3/8 supernovae on galaxies, 1/4 variable stars."""
     snr_range: tuple[float, float] = (5.0, 100.0)
     """Peak SNR of the transients (log-uniform); every epoch where a transient shows has SNR in this range."""
     seeing_range: tuple[float, float] = (0.8, 2.0)
     airmass_range: tuple[float, float] = (1.0, 2.0)
-    cosmic_rays: int = Field(150, ge=0)
+    cosmic_rays: int = Field(150, ge=0, le=100_000)
     """Cosmic rays per CCD and exposure."""
-    start_mjd: float = 61000.2
-    exptime: float = 90.0
-    template_depth: float = 26.0
+    start_mjd: float = Field(61000.2, ge=50000.0, le=80000.0)
+    """MJD of the first exposure (1995 to 2077)."""
+    exptime: float = Field(90.0, gt=0, le=3600.0)
+    template_depth: float = Field(26.0, ge=15.0, le=35.0)
     """5-sigma point-source AB depth of the template tiles."""
-    template_fwhm: float = 0.9
+    template_fwhm: float = Field(0.9, gt=0, le=10.0)
     """PSF FWHM (arcsec) of the template tiles."""
-    pointing_error_arcsec: float = 2.0
+    pointing_error_arcsec: float = Field(2.0, ge=0, le=600.0)
     """Maximum telescope pointing error: the header WCS is off from the truth by up to this."""
-    dither_arcsec: float = 30.0
+    dither_arcsec: float = Field(30.0, ge=0, le=3600.0)
     """Maximum pointing offset between epochs of a field."""
-    tile_spacing_deg: float = 0.25
-    tile_overlap_deg: float = 0.01
-    first_expnum: int = 1100000
+    tile_spacing_deg: float = Field(0.25, gt=0, le=5.0)
+    tile_overlap_deg: float = Field(0.01, ge=0, le=1.0)
+    first_expnum: int = Field(1100000, ge=1, lt=10**9)
     field_centers: list[tuple[float, float]] | None = None
     """Optional (ra, dec) of the fields (degrees); random high-latitude ones otherwise."""
     progress: bool = False
@@ -60,6 +65,21 @@ class SimConfig(BaseModel):
         if len(set(v)) != len(v) or not v:
             raise ValueError("ccds must be a non-empty list of distinct CCDNUMs")
         return list(v)
+
+    @field_validator("snr_range", "seeing_range", "airmass_range")
+    @classmethod
+    def _check_range(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        airmass = info.field_name == "airmass_range"
+        if not ((1.0 <= v[0] if airmass else 0.0 < v[0]) and v[0] <= v[1]):
+            raise ValueError(f"needs {'1 <=' if airmass else '0 <'} low <= high, got {v}")
+        return v
+
+    @field_validator("field_centers")
+    @classmethod
+    def _check_centers(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is not None and not all(0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0 for ra, dec in v):
+            raise ValueError(f"field centres must be (ra in [0, 360), dec in [-90, 90]) degrees, got {v}")
+        return v
 
     @field_validator("bands")
     @classmethod
