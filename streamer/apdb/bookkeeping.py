@@ -3,9 +3,15 @@ check of a database's schema version and layout against what a client expects.""
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from astropy.table import Table
+
 from pipeline.errors import InputError
 
-__all__ = ["METADATA_TABLE", "VISIT_DETECTOR_TABLE", "VISIT_DETECTOR_COLUMNS", "major_minor", "check_versions"]
+__all__ = ["METADATA_TABLE", "VISIT_DETECTOR_TABLE", "VISIT_DETECTOR_COLUMNS", "major_minor", "check_versions",
+           "bookkeeping_tables"]
 
 METADATA_TABLE = "ApdbMetadata"
 """Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
@@ -51,3 +57,26 @@ def check_versions(stored: dict[str, str], expected: dict[str, str], where: str)
             raise InputError(
                 f"APDB at {where} was created with {key}={stored.get(key)!r}, this client uses {value!r}",
                 stage="apdb")
+
+
+def bookkeeping_tables(visit_detector_rows: Sequence[Sequence[Any]], metadata: Mapping[str, str],
+                       ) -> dict[str, Table]:
+    """The visit-detector and metadata tables of a store's ``dump_tables``.
+
+    Parameters
+    ----------
+    visit_detector_rows : sequence of sequence
+        :data:`VISIT_DETECTOR_TABLE` rows, in :data:`VISIT_DETECTOR_COLUMNS` order, sorted.
+    metadata : mapping
+        The metadata entries (sorted here by name).
+
+    Returns
+    -------
+    dict of str to Table
+        ``{VISIT_DETECTOR_TABLE: ..., METADATA_TABLE: ...}``.
+    """
+    return {
+        VISIT_DETECTOR_TABLE: Table(rows=visit_detector_rows or None, names=VISIT_DETECTOR_COLUMNS,
+                                    dtype=[np.int64] * len(VISIT_DETECTOR_COLUMNS)),
+        METADATA_TABLE: Table(rows=sorted(metadata.items()) or None, names=["name", "value"], dtype=[str, str]),
+    }

@@ -24,8 +24,8 @@ from pipeline.errors import InputError, TransientError
 from streamer.apdb.base import APDB_SCHEMA_VERSION, RegionData, SkyRegion
 from streamer.apdb.bookkeeping import (
     METADATA_TABLE,
-    VISIT_DETECTOR_COLUMNS,
     VISIT_DETECTOR_TABLE,
+    bookkeeping_tables,
     check_versions,
 )
 from streamer.apdb.columns import (
@@ -317,10 +317,7 @@ class SqliteApdb:
         with self._lock:
             rows = self._conn.execute(f'SELECT * FROM {_q(VISIT_DETECTOR_TABLE)} ORDER BY "visit", "detector"'
                                       ).fetchall()
-        out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=VISIT_DETECTOR_COLUMNS,
-                                          dtype=[np.int64] * len(VISIT_DETECTOR_COLUMNS))
-        meta = sorted(self._read_metadata().items())
-        out[METADATA_TABLE] = Table(rows=meta or None, names=["name", "value"], dtype=[str, str])
+        out.update(bookkeeping_tables(rows, self._read_metadata()))
         return out
 
     def close(self) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 from astropy.table import Table
 
 from streamer.apdb.blob_codec import check_codec
-from streamer.apdb.bookkeeping import METADATA_TABLE, VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE
+from streamer.apdb.bookkeeping import VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE, bookkeeping_tables
 from streamer.apdb.cassandra.compaction import HistoryCompaction
 from streamer.apdb.cassandra.reads import RegionReads
 from streamer.apdb.columns import TABLES
@@ -114,11 +113,9 @@ class CassandraApdb(RegionReads, HistoryCompaction):
             packed = sort_packed(spec, self._unpack(name, [r[0] for r in rows]))
             out[name] = packed_to_table(spec, drop_repeated_keys(spec, packed) if name in BATCHED_TABLES
                                         else packed)
-        rows = sorted(self._execute(f"SELECT {', '.join(VISIT_DETECTOR_COLUMNS)} FROM {self._t(VISIT_DETECTOR_TABLE)}"))
-        out[VISIT_DETECTOR_TABLE] = Table(rows=rows or None, names=VISIT_DETECTOR_COLUMNS,
-                                          dtype=[np.int64] * len(VISIT_DETECTOR_COLUMNS))
-        meta = sorted(self._read_metadata().items())
-        out[METADATA_TABLE] = Table(rows=meta or None, names=["name", "value"], dtype=[str, str])
+        rows = sorted(self._execute(f"SELECT {', '.join(VISIT_DETECTOR_COLUMNS)} "
+                                    f"FROM {self._t(VISIT_DETECTOR_TABLE)}"))
+        out.update(bookkeeping_tables(rows, self._read_metadata()))
         return out
 
     def drop_keyspace(self) -> None:
