@@ -27,6 +27,17 @@ class InputError(BlinkError, ValueError):
     reason = "bad_input"
 
 
+class HeaderError(InputError):
+    """A header that cannot describe a science exposure: checked before any pixel is read.
+
+    Non-positive or absurd exposure times, observation times outside DECam's life or disagreeing with the
+    exposure-ready event, an OBSTYPE that is not a science exposure, an EXPNUM that is not the event's, or
+    section keywords that do not fit the array. The message names the keyword and its value.
+    """
+
+    reason = "bad_header"
+
+
 class NoWorkError(BlinkError):
     """There is nothing to do (e.g. a CCD with no template coverage); not a failure."""
 

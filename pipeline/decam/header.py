@@ -12,16 +12,38 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.coordinates import Angle
+from astropy.time import Time
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from pipeline.decam.camera import CCD_SHAPE
-from pipeline.errors import InputError
+from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE
+from pipeline.errors import HeaderError, InputError
 from pipeline.types import ExposureInfo
 
 STAGE = "read_raw"
 WCS_STAGE = "calibrate"
 """Where an unusable header WCS is reported (it is first needed to calibrate)."""
+
+CHECK_STAGE = "check_header"
+"""Where a header that cannot describe a science exposure is reported (before any pixel is read)."""
+
+SCIENCE_OBSTYPES = frozenset({"object", "standard"})
+"""OBSTYPE values of science exposures (DECam's ``zero``, ``dark``, ``dome flat``, ``focus``... are not)."""
+
+MAX_EXPOSURE_TIME_S = 3600.0
+"""Longest plausible DECam exposure; a longer EXPTIME is a corrupt header."""
+
+DECAM_FIRST_MJD = 56170.0
+"""2012-09-01, before DECam's first light: an earlier MJD-OBS is a corrupt header (1970 is a typical one)."""
+DECAM_LAST_MJD = 88069.0
+"""2100-01-01: a later MJD-OBS is a corrupt header."""
+
+MAX_DATE_OBS_DISAGREEMENT_S = 1.0
+"""DATE-OBS and MJD-OBS state the same instant; beyond this they contradict each other."""
+
+MAX_EVENT_TIME_OFFSET_S = 60.0
+"""An exposure-ready event's midpoint and the header's (MJD-OBS + EXPTIME/2) may differ by this much (time
+scales and rounding); more means the event and the file describe different exposures."""
 
 _SECTION_RE = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
@@ -101,7 +123,54 @@ def amp_geometry(header: fits.Header) -> dict[str, AmpGeometry]:
         except KeyError as exc:
             raise InputError(f"raw CCD header lacks amplifier keyword {exc}", stage=STAGE) from exc
         out[a] = geom
+    check_amp_geometry(out)
     return out
+
+
+def _span(section: tuple[slice, slice]) -> tuple[int, int]:
+    return section[0].stop - section[0].start, section[1].stop - section[1].start
+
+
+def _fits(section: tuple[slice, slice], shape: tuple[int, int]) -> bool:
+    return all(0 <= axis.start < axis.stop <= size for axis, size in zip(section, shape))
+
+
+def check_amp_geometry(amps: dict[str, AmpGeometry], raw_shape: tuple[int, int] = RAW_SHAPE) -> None:
+    """Refuse section keywords that do not fit the arrays, and absurd amplifier electronics.
+
+    Every raw section (DATASEC, BIASSEC, POSTSEC, PRESEC) must lie inside the ``raw_shape`` array, every
+    CCDSEC inside the trimmed CCD, each DATASEC must be the size of its CCDSEC, and the amplifiers' CCDSECs
+    must tile the CCD; GAIN and SATURAT must be positive and RDNOISE not negative.
+
+    Raises
+    ------
+    HeaderError
+        Naming the amplifier, the keyword and its value.
+    """
+    for name, amp in amps.items():
+        for keyword, section in (("DATASEC", amp.data), ("BIASSEC", amp.overscan),
+                                 ("POSTSEC", amp.parallel_overscan), ("PRESEC", amp.prescan)):
+            if not _fits(section, raw_shape):
+                raise _header_fault(f"{keyword}{name} = {section} does not fit the {raw_shape} raw array")
+        if not _fits(amp.ccd, CCD_SHAPE):
+            raise _header_fault(f"CCDSEC{name} = {amp.ccd} does not fit the {CCD_SHAPE} CCD")
+        if _span(amp.data) != _span(amp.ccd):
+            raise _header_fault(f"DATASEC{name} ({_span(amp.data)}) and CCDSEC{name} ({_span(amp.ccd)}) differ in size")
+        if not (np.isfinite(amp.gain) and amp.gain > 0):
+            raise _header_fault(f"GAIN{name} = {amp.gain!r}: gain not positive")
+        if not (np.isfinite(amp.saturation) and amp.saturation > 0):
+            raise _header_fault(f"SATURAT{name} = {amp.saturation!r}: saturation not positive")
+        if not (np.isfinite(amp.read_noise) and amp.read_noise >= 0):
+            raise _header_fault(f"RDNOISE{name} = {amp.read_noise!r}: read noise negative")
+    areas = sum(int(np.prod(_span(amp.ccd))) for amp in amps.values())
+    overlaps = any(_overlap(a.ccd, b.ccd) for i, a in enumerate(amps.values()) for b in list(amps.values())[i + 1:])
+    if overlaps or areas != CCD_SHAPE[0] * CCD_SHAPE[1]:
+        raise _header_fault(f"the amplifiers' CCDSECs ({', '.join(f'{n}: {a.ccd}' for n, a in amps.items())}) "
+                            "do not tile the CCD")
+
+
+def _overlap(first: tuple[slice, slice], second: tuple[slice, slice]) -> bool:
+    return all(a.start < b.stop and b.start < a.stop for a, b in zip(first, second))
 
 
 def trim_slices(header: fits.Header) -> tuple[slice, slice]:
@@ -144,8 +213,66 @@ def read_exposure_info(primary_header: fits.Header) -> ExposureInfo:
         raise InputError(f"bad primary header value: {exc}", stage=STAGE) from exc
     if not band:
         raise InputError("FILTER keyword is empty", stage=STAGE)
+    check_science_header(h, exptime_s=exptime, mjd_obs=mjd_obs, dec_deg=dec)
     return ExposureInfo(expnum=expnum, mjd_mid_tai=mjd_obs + exptime / 2.0 / 86400.0, band=band,
                         exptime_s=exptime, airmass=airmass, ra_deg=ra, dec_deg=dec)
+
+
+def _header_fault(message: str) -> HeaderError:
+    return HeaderError(message, stage=CHECK_STAGE)
+
+
+def check_science_header(primary_header: fits.Header, *, exptime_s: float, mjd_obs: float, dec_deg: float) -> None:
+    """Refuse a primary header that cannot describe a science exposure (before any pixel is read).
+
+    Raises
+    ------
+    HeaderError
+        OBSTYPE not a science type; EXPTIME not positive, not finite or longer than
+        :data:`MAX_EXPOSURE_TIME_S`; MJD-OBS outside DECam's life; DATE-OBS contradicting MJD-OBS; a
+        declination beyond the poles.
+    """
+    h = primary_header
+    obstype = str(h.get("OBSTYPE", "object")).strip().lower()
+    if obstype not in SCIENCE_OBSTYPES:
+        raise _header_fault(f"OBSTYPE = {h.get('OBSTYPE')!r} is not a science exposure "
+                            f"({', '.join(sorted(SCIENCE_OBSTYPES))})")
+    if not np.isfinite(exptime_s) or exptime_s <= 0.0:
+        raise _header_fault(f"EXPTIME = {exptime_s!r}: exposure time not positive")
+    if exptime_s > MAX_EXPOSURE_TIME_S:
+        raise _header_fault(f"EXPTIME = {exptime_s!r} s: longer than any DECam exposure ({MAX_EXPOSURE_TIME_S:g} s)")
+    if not np.isfinite(mjd_obs) or not DECAM_FIRST_MJD <= mjd_obs <= DECAM_LAST_MJD:
+        raise _header_fault(f"MJD-OBS = {mjd_obs!r}: outside DECam's life (MJD {DECAM_FIRST_MJD:g} to "
+                            f"{DECAM_LAST_MJD:g})")
+    if "DATE-OBS" in h:
+        try:
+            date_mjd = float(Time(str(h["DATE-OBS"]).strip(), format="isot", scale="utc").mjd)
+        except ValueError as exc:
+            raise _header_fault(f"DATE-OBS = {h['DATE-OBS']!r} is not an ISO time") from exc
+        if abs(date_mjd - mjd_obs) * 86400.0 > MAX_DATE_OBS_DISAGREEMENT_S:
+            raise _header_fault(f"DATE-OBS = {h['DATE-OBS']!r} and MJD-OBS = {mjd_obs!r} disagree by "
+                                f"{abs(date_mjd - mjd_obs) * 86400.0:.0f} s")
+    if not -90.0 <= dec_deg <= 90.0:
+        raise _header_fault(f"DEC = {h.get('DEC', h.get('TELDEC'))!r}: declination beyond the poles")
+
+
+def check_against_event(info: ExposureInfo, *, exposure_id: int, band: str, midpoint_mjd_tai: float) -> None:
+    """Refuse a raw whose header describes another exposure than the exposure-ready event that names it.
+
+    Raises
+    ------
+    HeaderError
+        EXPNUM not the event's exposure id, FILTER not the event's band, or midpoints further apart than
+        :data:`MAX_EVENT_TIME_OFFSET_S`.
+    """
+    if int(info.expnum) != int(exposure_id):
+        raise _header_fault(f"EXPNUM = {info.expnum} but the event is for exposure {exposure_id}")
+    if band and info.band != band:
+        raise _header_fault(f"FILTER band {info.band!r} but the event says {band!r}")
+    offset_s = abs(float(info.mjd_mid_tai) - float(midpoint_mjd_tai)) * 86400.0
+    if not offset_s <= MAX_EVENT_TIME_OFFSET_S:
+        raise _header_fault(f"the header's midpoint (MJD {info.mjd_mid_tai:.6f}) is {offset_s:.0f} s from the "
+                            f"event's (MJD {midpoint_mjd_tai:.6f}); at most {MAX_EVENT_TIME_OFFSET_S:g} s")
 
 
 

@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
 from pipeline.decam.camera import RAW_SHAPE
-from pipeline.decam.header import STAGE, read_exposure_info
+from pipeline.decam.header import STAGE, amp_geometry, read_exposure_info
 from pipeline.errors import InputError
 from pipeline.types import RawCcd
 
@@ -69,6 +69,9 @@ def read_raw_ccd(path, ccdnum: int) -> RawCcd:
 
     Raises
     ------
+    HeaderError
+        A header that cannot describe a science exposure (:func:`pipeline.decam.header.check_science_header`,
+        :func:`pipeline.decam.header.check_amp_geometry`), checked before the pixels are read.
     InputError
         Missing file; not FITS, truncated or corrupt; INSTRUME not DECam; CCD absent; wrong shape; data all
         NaN or constant (garbled).
@@ -94,6 +97,10 @@ def read_raw_ccd(path, ccdnum: int) -> RawCcd:
             if target is None:
                 raise InputError(f"{path}: no extension with CCDNUM = {ccdnum}", stage=STAGE)
             header = target.header.copy()
+            shape = (header.get("NAXIS2"), header.get("NAXIS1"))
+            if shape != RAW_SHAPE:
+                raise InputError(f"{path}: CCD {ccdnum} has shape {shape}, expected {RAW_SHAPE}", stage=STAGE)
+            amp_geometry(header)  # section keywords checked before the pixels are read
             try:
                 data = target.data
                 if data is None:

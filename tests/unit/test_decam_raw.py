@@ -39,15 +39,18 @@ def test_parse_section():
         parse_section("57:1080")
 
 
-def test_amp_geometry_real_header():
-    h = fits.Header()
-    for k, v in dict(DATASECA="[1081:2104,51:4146]", BIASSECA="[2105:2154,51:4146]", PRESECA="[2155:2160,51:4146]",
+REAL_AMP_KEYWORDS = dict(DATASECA="[1081:2104,51:4146]", BIASSECA="[2105:2154,51:4146]", PRESECA="[2155:2160,51:4146]",
                      POSTSECA="[1081:2104,1:50]", CCDSECA="[1025:2048,1:4096]", AMPSECA="[2048:1025,4096:1]",
                      DATASECB="[57:1080,51:4146]", BIASSECB="[7:56,51:4146]", PRESECB="[1:6,51:4146]",
                      POSTSECB="[57:1080,1:50]", CCDSECB="[1:1024,1:4096]", AMPSECB="[1:1024,4096:1]",
                      GAINA=4.59, RDNOISEA=7.18, SATURATA=43266.0, GAINB=4.40, RDNOISEB=7.02,
-                     SATURATB=44935.0).items():
-        h[k] = v
+                     SATURATB=44935.0)
+"""Amplifier keywords of a real DECam raw extension (CCD 25, 2013)."""
+
+
+def test_amp_geometry_real_header():
+    h = fits.Header()
+    h.update(REAL_AMP_KEYWORDS)
     g = amp_geometry(h)
     assert g["A"].data == (slice(50, 4146), slice(1080, 2104))
     assert g["A"].overscan == (slice(50, 4146), slice(2104, 2154))
@@ -92,6 +95,7 @@ def _write_fake(path, ccds=(28, 5), compressed=False):
         h["CCDNUM"] = c
         h["DETPOS"] = decam_camera().ccd(c).detpos
         h["EXTNAME"] = decam_camera().ccd(c).detpos
+        h.update(REAL_AMP_KEYWORDS)
         hdus.append(fits.CompImageHDU(d, header=h, compression_type="RICE_1") if compressed
                     else fits.ImageHDU(d, header=h))
     fits.HDUList(hdus).writeto(path)
