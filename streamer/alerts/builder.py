@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.types import CcdOutputs
+from streamer.alerts.history_rows import encoded_history
 from streamer.apdb.base import RegionData
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE
 from streamer.apdb.table_rows import table_to_records
-from streamer.alerts.history_rows import encoded_history
-from pipeline.types import CcdOutputs
 
 
 def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]]:

@@ -238,47 +238,55 @@ class _Codegen:
                 return f"{i}{self.records[schema]}(out, {v})\n"
             raise _Unsupported(schema)
         if isinstance(schema, list):
-            code = ""
-            nonnull = [s for s in schema if s != "null"]
-            if len(nonnull) != 1 or len(schema) > 2:
-                raise _Unsupported(schema)
-            if "null" in schema:
-                null_idx = schema.index("null")
-                other_idx = 1 - null_idx
-                code += f"{i}if {v} is None:\n{i}    out.append({2 * null_idx})\n{i}else:\n"
-                code += f"{i}    out.append({2 * other_idx})\n"
-                return code + self.emit(nonnull[0], v, i + "    ")
-            return f"{i}out.append(0)\n" + self.emit(nonnull[0], v, i)
+            return self.emit_union(schema, v, i)
         if isinstance(schema, dict):
-            t = schema["type"]
-            if t in _PRIMITIVE_CODE:
-                logical = schema.get("logicalType")
-                if logical is None:
-                    return self.emit(t, v, i)
-                key = f"{t}-{logical}"
-                if key not in _LOGICAL_WRITERS:
-                    raise _Unsupported(key)
-                self.namespace["_lw"][key] = _LOGICAL_WRITERS[key]
-                w = self.var()
-                return f"{i}{w} = _lw[{key!r}]({v}, None)\n" + self.emit(t, w, i)
-            if t == "record":
-                return f"{i}{self.record(schema)}(out, {v})\n"
-            if t == "array":
-                item = self.var()
-                items = schema["items"]
-                # Items already encoded (streamer.alerts.history_rows.EncodedRecords of this record type) are copied.
-                encoded = (items.get("name") if isinstance(items, dict) and items.get("type") == "record"
-                           else items if isinstance(items, str) and items in self.records else None)
-                return (
-                    (f"{i}if type({v}) is _Enc and {v}.record == {encoded!r}:\n"
-                     f"{i}    if {v}.count:\n{i}        out += _zz({v}.count)\n{i}        out += {v}.body\n"
-                     f"{i}elif {v}:\n" if encoded else f"{i}if {v}:\n")
-                    + f"{i}    out += _zz(len({v}))\n{i}    for {item} in {v}:\n"
-                    + self.emit(items, item, i + "        ")
-                    + f"{i}out.append(0)\n"
-                )
-            raise _Unsupported(t)
+            return self.emit_complex(schema, v, i)
         raise _Unsupported(repr(schema))
+
+    def emit_union(self, schema: list[Any], v: str, i: str) -> str:
+        """Return generic code writing value ``v`` of the union ``schema`` (``[T]`` or ``["null", T]``)."""
+        code = ""
+        nonnull = [s for s in schema if s != "null"]
+        if len(nonnull) != 1 or len(schema) > 2:
+            raise _Unsupported(schema)
+        if "null" in schema:
+            null_idx = schema.index("null")
+            other_idx = 1 - null_idx
+            code += f"{i}if {v} is None:\n{i}    out.append({2 * null_idx})\n{i}else:\n"
+            code += f"{i}    out.append({2 * other_idx})\n"
+            return code + self.emit(nonnull[0], v, i + "    ")
+        return f"{i}out.append(0)\n" + self.emit(nonnull[0], v, i)
+
+    def emit_complex(self, schema: dict[str, Any], v: str, i: str) -> str:
+        """Return generic code writing value ``v`` of a type given as a dict (logical, record or array)."""
+        t = schema["type"]
+        if t in _PRIMITIVE_CODE:
+            logical = schema.get("logicalType")
+            if logical is None:
+                return self.emit(t, v, i)
+            key = f"{t}-{logical}"
+            if key not in _LOGICAL_WRITERS:
+                raise _Unsupported(key)
+            self.namespace["_lw"][key] = _LOGICAL_WRITERS[key]
+            w = self.var()
+            return f"{i}{w} = _lw[{key!r}]({v}, None)\n" + self.emit(t, w, i)
+        if t == "record":
+            return f"{i}{self.record(schema)}(out, {v})\n"
+        if t == "array":
+            item = self.var()
+            items = schema["items"]
+            # Items already encoded (streamer.alerts.history_rows.EncodedRecords of this record type) are copied.
+            encoded = (items.get("name") if isinstance(items, dict) and items.get("type") == "record"
+                       else items if isinstance(items, str) and items in self.records else None)
+            return (
+                (f"{i}if type({v}) is _Enc and {v}.record == {encoded!r}:\n"
+                 f"{i}    if {v}.count:\n{i}        out += _zz({v}.count)\n{i}        out += {v}.body\n"
+                 f"{i}elif {v}:\n" if encoded else f"{i}if {v}:\n")
+                + f"{i}    out += _zz(len({v}))\n{i}    for {item} in {v}:\n"
+                + self.emit(items, item, i + "        ")
+                + f"{i}out.append(0)\n"
+            )
+        raise _Unsupported(t)
 
     def record(self, schema: dict[str, Any]) -> str:
         """Generate the entry point and the generic encoder of a record type; return the entry point's name."""

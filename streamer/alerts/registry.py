@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -117,7 +116,7 @@ def _request(method: str, url: str, *, body: bytes | None = None, content_type: 
         if exc.code >= 500 or exc.code in (408, 429):
             raise TransientError(f"schema registry: {text}", stage=_STAGE) from exc
         raise SchemaRegistryError(text, status=exc.code, error_code=error_code) from exc
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         why = getattr(exc, "reason", exc)
         raise TransientError(f"schema registry unreachable: {method} {url}: {why}", stage=_STAGE) from exc
     if raw_answer:

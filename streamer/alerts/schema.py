@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import fastavro
@@ -22,7 +22,7 @@ from streamer.alerts.framing import MAGIC_BYTE, WIRE_HEADER, unframe
 __all__ = ["AlertSchema", "sample_alert"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_for_id(schema_id: int) -> Schema:
     major, minor = divmod(schema_id, 100)
     try:

@@ -15,7 +15,7 @@ The codec of a keyspace is fixed when it is created and recorded in its metadata
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

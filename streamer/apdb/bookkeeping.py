@@ -3,7 +3,8 @@ check of a database's schema version and layout against what a client expects.""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Table

@@ -4,13 +4,13 @@ stores' blobs; conversions from and to :class:`astropy.table.Table`, and sorting
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
 
 from pipeline.errors import InputError
-from streamer.apdb.columns import TableSpec, empty_table, table_spec
+from streamer.apdb.columns import ColumnSpec, TableSpec, empty_table, table_spec
 
 __all__ = [
     "PACKED_STRING_BYTES",
@@ -74,12 +74,7 @@ def pack_table(kind: str | TableSpec, table: Table) -> np.ndarray:
     out = np.zeros(n, dtype=packed_dtype(spec))
     for c in spec.columns:
         if c.name not in table.colnames:
-            if not c.nullable:
-                raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
-            if c.is_float:
-                out[c.name] = np.nan
-            else:
-                out[c.name + "__null"] = 1
+            _pack_missing_column(spec, c, out)
             continue
         col = table[c.name]
         raw = np.asarray(col)  # the data of a masked column, without building a MaskedArray
@@ -103,6 +98,22 @@ def pack_table(kind: str | TableSpec, table: Table) -> np.ndarray:
         if c.nullable and not c.is_float:
             out[c.name + "__null"] = mask
     return out
+
+
+def _pack_missing_column(spec: TableSpec, c: ColumnSpec, out: np.ndarray) -> None:
+    """Mark column ``c``, absent from the Table, missing in every row of ``out`` (NaN or its null flag).
+
+    Raises
+    ------
+    InputError
+        The column is not nullable.
+    """
+    if not c.nullable:
+        raise InputError(f"{spec.name}: required column {c.name!r} is missing", stage="apdb")
+    if c.is_float:
+        out[c.name] = np.nan
+    else:
+        out[c.name + "__null"] = 1
 
 
 def pack_rows(packed: np.ndarray) -> list[bytes]:

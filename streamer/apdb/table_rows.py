@@ -4,7 +4,8 @@ and comparing Tables."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table

@@ -4,7 +4,7 @@ DiaForcedSource partition rewritten as one run of blobs (see :mod:`streamer.apdb
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from streamer.apdb.blob_codec import decode_rows, encode_rows
 from streamer.apdb.cassandra.writes import BATCHED_NAMES, VisitWrites

@@ -3,7 +3,7 @@ were before a visit, and their DiaSource and DiaForcedSource history."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

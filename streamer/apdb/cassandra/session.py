@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline.errors import TransientError
 from streamer.apdb.cql_schema import BATCHED_TABLES, ROW_COLUMN, ROWS_COLUMN

@@ -3,7 +3,8 @@ session parts (see :mod:`streamer.apdb.cassandra`)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from astropy.table import Table
 
@@ -128,7 +129,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         """Shut the driver down."""
         self._cluster.shutdown()
 
-    def __enter__(self) -> "CassandraApdb":
+    def __enter__(self) -> CassandraApdb:
         return self
 
     def __exit__(self, *exc: object) -> None:

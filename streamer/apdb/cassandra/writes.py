@@ -4,15 +4,16 @@ history tables, DiaObject and DiaObjectLast, then the ApdbVisitDetector marker."
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from streamer.apdb.blob_codec import encode_rows
+from streamer.apdb.bookkeeping import VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE
 from streamer.apdb.cassandra.schema import KeyspaceSchema
 from streamer.apdb.cassandra.versions import newest_rows, newest_version, version_keys
-from streamer.apdb.bookkeeping import VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_OBJECT_LAST, DIA_SOURCE
 from streamer.apdb.cql_schema import KEY_COLUMNS, ROW_COLUMN, ROWS_COLUMN, ROWS_PER_BLOB
 from streamer.apdb.packed import pack_rows, pack_table, take_rows
