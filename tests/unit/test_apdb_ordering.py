@@ -16,10 +16,10 @@ from astropy.table import Table
 
 from pipeline.associate import associate
 from streamer.apdb.base import SkyRegion
-from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_cells
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
+from streamer.apdb.table_rows import tables_equal
 from tests.helpers.apdb_contract import VISIT_MJD, make_objects, make_sources
 
 RA0, DEC0, RADIUS = 40.0, -10.0, 0.2

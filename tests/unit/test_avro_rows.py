@@ -11,11 +11,10 @@ import pytest
 from astropy.table import Table
 
 from pipeline.errors import InputError
-from streamer.apdb.table_rows import table_to_records
+from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_history, record_full_name
 from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES
-from streamer.apdb.table_rows import rows_to_table
-from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_history, record_full_name
+from streamer.apdb.table_rows import rows_to_table, table_to_records
 from tests.unit.test_alerts_encoder import INT_EXTREMES, LONG_EXTREMES, STRINGS, _record_types
 
 
