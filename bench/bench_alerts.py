@@ -124,7 +124,8 @@ def bench_kafka(bootstrap: str, batches, n: int, partitions: int, keep: bool, co
 
     from streamer.alerts.framing import alert_headers, now_mjd_tai
     from streamer.alerts.schema import AlertSchema
-    from streamer.kafka.clients import KafkaAlertSink, KafkaSettings
+    from streamer.kafka.producer import KafkaAlertSink
+    from streamer.kafka.settings import KafkaSettings
 
     topic = f"blink.bench.alerts.{uuid.uuid4().hex[:8]}"
     settings = KafkaSettings(bootstrap_servers=bootstrap, alerts_topic=topic, alerts_partitions=partitions,

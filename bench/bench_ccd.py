@@ -66,7 +66,7 @@ def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
 
 def gather(root: Path, ccd: int, epoch: int):
     from streamer.worker.inputs import DataRepository
-    from streamer.events.records import read_event_file
+    from streamer.events.files import read_event_file
     from streamer.worker.loop import CcdProcessor
 
     events = sorted((root / "events").glob("*.avro"))

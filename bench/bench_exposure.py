@@ -58,8 +58,10 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
     from confluent_kafka import Consumer
 
     from streamer.apdb.cassandra import CassandraApdb
-    from streamer.events.records import read_event_file
-    from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
+    from streamer.events.files import read_event_file
+    from streamer.kafka.admin import create_topics
+    from streamer.kafka.producer import publish_event
+    from streamer.kafka.settings import KafkaSettings
 
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"bench-{tag}", events_topic=f"bench.{tag}.exposures",

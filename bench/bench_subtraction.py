@@ -58,7 +58,7 @@ def prepare(root: Path, crop: int):
     from pipeline.psf import FWHM_PER_SIGMA
     from pipeline.template import warp_template
     from streamer.worker.inputs import DataRepository
-    from streamer.events.records import read_event_file
+    from streamer.events.files import read_event_file
     from streamer.worker.loop import CcdProcessor
 
     config = PipelineConfig()

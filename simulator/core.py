@@ -13,7 +13,6 @@ so ``(raw - per-row overscan) -> trim -> - bias2d -> / flat -> * gain`` gives ``
 from __future__ import annotations
 
 import functools
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
-import schemas
 from schemas import datarepo
 from pipeline.decam import camera as cam
 from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE, CcdInfo
@@ -779,29 +777,24 @@ def _write_raw(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progress
 
 
 def _write_event(root: Path, cfg: SimConfig, exp: Exposure) -> None:
-    import fastavro
-    from fastavro.schema import load_schema
+    from streamer.events.files import write_event_file
+    from streamer.events.records import INSTRUMENT, ExposureReady
 
-    schema = load_schema(str(Path(schemas.__file__).resolve().parent / "exposure_ready.avsc"))
-    rec = {
-        "eventId": f"DECam-{exp.expnum}",
-        "instrument": "DECam",
-        "exposureId": exp.expnum,
-        "rawPath": str(datarepo.raw_path(exp.expnum, compressed=cfg.compress)),
-        "band": exp.band,
-        "midpointMjdTai": exp.mjd_mid,
-        "shutterCloseMjdTai": exp.mjd_obs + exp.exptime / 86400.0,
-        "ra": exp.target_ra,
-        "dec": exp.target_dec,
-        "detectors": sorted(int(c) for c in cfg.ccds),
-        "replay": False,
-    }
-    path = root / datarepo.event_path(exp.expnum)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    sync = np.random.default_rng([cfg.seed, exp.expnum]).bytes(16)
-    fastavro.writer(buf, schema, [rec], sync_marker=sync)
-    path.write_bytes(buf.getvalue())
+    event = ExposureReady(
+        event_id=f"DECam-{exp.expnum}",
+        instrument=INSTRUMENT,
+        exposure_id=exp.expnum,
+        raw_path=str(datarepo.raw_path(exp.expnum, compressed=cfg.compress)),
+        band=exp.band,
+        midpoint_mjd_tai=exp.mjd_mid,
+        shutter_close_mjd_tai=exp.mjd_obs + exp.exptime / 86400.0,
+        ra=exp.target_ra,
+        dec=exp.target_dec,
+        detectors=tuple(sorted(int(c) for c in cfg.ccds)),
+        replay=False,
+    )
+    write_event_file(root / datarepo.event_path(exp.expnum), event,
+                     sync_marker=np.random.default_rng([cfg.seed, exp.expnum]).bytes(16))
 
 
 def _write_calibs(root: Path, cfg: SimConfig) -> None:

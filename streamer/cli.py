@@ -25,7 +25,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSettings, object | None]:
-    from streamer.kafka.clients import KafkaSettings
+    from streamer.kafka.settings import KafkaSettings
 
     file_conf = load_config_file(getattr(args, "config", None))
     blink_conf = dict(file_conf.get("blink", {}))
@@ -128,7 +128,8 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the Kafka topics (idempotent)."""
-    from streamer.kafka.clients import KafkaSettings, create_topics
+    from streamer.kafka.admin import create_topics
+    from streamer.kafka.settings import KafkaSettings
 
     settings, _, kafka = _settings(args)
     created = create_topics(kafka or KafkaSettings())
@@ -138,8 +139,9 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish the data repository's exposure-ready events to Kafka (as a telescope would)."""
-    from streamer.events.records import read_event_file
-    from streamer.kafka.clients import KafkaSettings, publish_event
+    from streamer.events.files import read_event_file
+    from streamer.kafka.producer import publish_event
+    from streamer.kafka.settings import KafkaSettings
 
     settings, _, kafka = _settings(args)
     kafka = kafka or KafkaSettings()
@@ -189,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _kafka_or_default(args: argparse.Namespace):
-    from streamer.kafka.clients import KafkaSettings
+    from streamer.kafka.settings import KafkaSettings
 
     _, _, kafka = _settings(args)
     return kafka or KafkaSettings()

@@ -1,7 +1,8 @@
 """The I/O ports of a Blink worker: where events come from and where alerts and dead letters go.
 
-Two adapters implement each port: :mod:`streamer.embedded.local_io` (files, no servers; the embedded default) and
-:mod:`streamer.kafka.clients` (production). Tests fake them through these Protocols.
+Two adapters implement each port: :mod:`streamer.embedded` (files, no servers; the embedded default) and
+:mod:`streamer.kafka` (production). Tests fake them through these Protocols. A port declares every call the
+worker makes; an adapter for which a call means nothing implements it as a no-op.
 
 The consumer loop (STYLE.md, conventions 8 and 9) reads::
 
@@ -82,6 +83,28 @@ class EventSource(Protocol):
 
     def __iter__(self) -> Iterator[Envelope]:
         """Yield messages until the source is exhausted (files) or stopped with ``close()``."""
+        ...
+
+    def defer(self, envelope: Envelope, delay_s: float = 0.5) -> None:
+        """Hand ``envelope`` back uncommitted, to be delivered again about ``delay_s`` seconds later."""
+        ...
+
+    @property
+    def has_deferred(self) -> bool:
+        """True while a message handed back by :meth:`defer` waits to be delivered again."""
+        ...
+
+    def owns(self, envelope: Envelope) -> bool:
+        """True while this source may still commit ``envelope`` (False once a rebalance gave it away)."""
+        ...
+
+    def keepalive(self) -> None:
+        """Show the source's server that the worker is alive during a long wait, without consuming."""
+        ...
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages not yet consumed, ``{(topic, partition): count}`` (empty when the source has no such
+        measure)."""
         ...
 
     def close(self) -> None:

@@ -62,7 +62,8 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
     transactions = None
     if kafka is None:
-        from streamer.embedded.local_io import LocalAlertSink, LocalDeadLetterSink, LocalEventSource
+        from streamer.embedded.events import LocalEventSource
+        from streamer.embedded.sinks import LocalAlertSink, LocalDeadLetterSink
 
         out = settings.outputs
         out.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,9 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         dead_letters = LocalDeadLetterSink(out / "dead-letters")
         fan_out_to = None
     else:
-        from streamer.kafka.clients import (KafkaAlertSink, KafkaDeadLetterSink, KafkaEventSource, create_topics,
-                                       publish_work)
+        from streamer.kafka.admin import create_topics
+        from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish_work
+        from streamer.kafka.source import KafkaEventSource
 
         create_topics(kafka)
         if kafka.schema_registry_url:

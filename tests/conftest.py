@@ -97,7 +97,7 @@ def unique_kafka_settings(bootstrap: str, prefix: str, **extra):
     """KafkaSettings with a group and four topics no other test (or earlier run) used; ``extra`` overrides."""
     import uuid
 
-    from streamer.kafka.clients import KafkaSettings
+    from streamer.kafka.settings import KafkaSettings
 
     tag = uuid.uuid4().hex[:10]
     options = dict(bootstrap_servers=bootstrap, group_id=f"{prefix}-{tag}", events_topic=f"{prefix}.{tag}.exposures",

@@ -7,16 +7,16 @@ make a worker read outside its data root.
 
 On the wire both are *schemaless* Avro (no container header); on disk an event is an Avro object container
 file (OCF) holding exactly one record. :func:`decode_event` accepts both forms, so a worker can decode a Kafka
-message value and the bytes of an event file with the same call.
+message value and the bytes of an event file with the same call. Event files are written and read by
+:mod:`streamer.events.files`; the fan-out of an event into work items and their Kafka keys are in
+:mod:`streamer.events.fan_out`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -31,22 +31,20 @@ from pipeline.errors import InputError
 __all__ = [
     "DECAM_BANDS",
     "DECAM_SCIENCE_DETECTORS",
+    "DECODE_STAGE",
     "INSTRUMENT",
-    "WORK_KEY_NSIDE",
     "CcdWork",
     "ExposureReady",
+    "ccd_work_schema",
     "decode_event",
     "decode_work",
     "encode_event",
     "encode_work",
+    "event_from_container",
     "event_from_record",
     "event_to_record",
-    "fan_out",
-    "read_event_file",
+    "exposure_ready_schema",
     "resolve_raw_path",
-    "sky_cell",
-    "work_key",
-    "write_event_file",
 ]
 
 INSTRUMENT = "DECam"
@@ -59,10 +57,8 @@ DECAM_SCIENCE_DETECTORS: tuple[int, ...] = tuple(range(1, 63))
 """CCDNUMs of the 62 DECam science CCDs (1..62). CCDNUM 61 (N30) is dead since 2012: a worker should treat it
 as no work rather than fail."""
 
-WORK_KEY_NSIDE = 16
-"""HEALPix nside of the sky cells used in work keys: 3072 cells of about 3.7 degrees."""
-
-_STAGE = "decode_event"
+DECODE_STAGE = "decode_event"
+"""The ``stage`` of every error raised while decoding or validating an event or a work item."""
 _OCF_MAGIC = b"Obj\x01"
 
 
@@ -203,25 +199,28 @@ def event_to_record(ev: ExposureReady) -> dict[str, Any]:
 
 def _check_raw_path(raw_path: str) -> None:
     if not raw_path:
-        raise InputError("exposureReady.rawPath is empty", stage=_STAGE)
+        raise InputError("exposureReady.rawPath is empty", stage=DECODE_STAGE)
     if "\x00" in raw_path or "\\" in raw_path:
-        raise InputError(f"exposureReady.rawPath {raw_path!r} contains a NUL byte or a backslash", stage=_STAGE)
+        raise InputError(f"exposureReady.rawPath {raw_path!r} contains a NUL byte or a backslash",
+                         stage=DECODE_STAGE)
     p = PurePosixPath(raw_path)
     if p.is_absolute() or raw_path.startswith("~"):
         raise InputError(
-            f"exposureReady.rawPath {raw_path!r} is absolute; it must be relative to the data root", stage=_STAGE
+            f"exposureReady.rawPath {raw_path!r} is absolute; it must be relative to the data root",
+            stage=DECODE_STAGE,
         )
     if ".." in p.parts:
         raise InputError(
-            f"exposureReady.rawPath {raw_path!r} has a '..' component and could escape the data root", stage=_STAGE
+            f"exposureReady.rawPath {raw_path!r} has a '..' component and could escape the data root",
+            stage=DECODE_STAGE,
         )
 
 
 def _check_detector(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where} must be an int, got {type(value).__name__}", stage=_STAGE)
+        raise InputError(f"{where} must be an int, got {type(value).__name__}", stage=DECODE_STAGE)
     if value not in DECAM_SCIENCE_DETECTORS:
-        raise InputError(f"{where}={value} is not a DECam science CCDNUM (1..62)", stage=_STAGE)
+        raise InputError(f"{where}={value} is not a DECam science CCDNUM (1..62)", stage=DECODE_STAGE)
     return value
 
 
@@ -246,63 +245,64 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
         The message names the field.
     """
     if not isinstance(rec, dict):
-        raise InputError(f"exposureReady must be a record, got {type(rec).__name__}", stage=_STAGE)
+        raise InputError(f"exposureReady must be a record, got {type(rec).__name__}", stage=DECODE_STAGE)
     missing = [avro for avro, _ in _FIELDS if avro not in rec and avro not in ("detectors", "replay")]
     if missing:
-        raise InputError(f"exposureReady is missing field(s) {missing}", stage=_STAGE)
+        raise InputError(f"exposureReady is missing field(s) {missing}", stage=DECODE_STAGE)
 
     def typed(name: str, types: type | tuple[type, ...]) -> Any:
         value = rec[name]
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise InputError(f"exposureReady.{name} must not be a boolean", stage=_STAGE)
+            raise InputError(f"exposureReady.{name} must not be a boolean", stage=DECODE_STAGE)
         if not isinstance(value, types):
             raise InputError(
                 f"exposureReady.{name} has type {type(value).__name__}, expected "
                 f"{getattr(types, '__name__', types)}",
-                stage=_STAGE,
+                stage=DECODE_STAGE,
             )
         return value
 
     event_id = typed("eventId", str)
     if not event_id.strip():
-        raise InputError("exposureReady.eventId is empty", stage=_STAGE)
+        raise InputError("exposureReady.eventId is empty", stage=DECODE_STAGE)
     instrument = typed("instrument", str)
     if instrument != INSTRUMENT:
-        raise InputError(f"exposureReady.instrument is {instrument!r}; only {INSTRUMENT!r} is processed", stage=_STAGE)
+        raise InputError(f"exposureReady.instrument is {instrument!r}; only {INSTRUMENT!r} is processed",
+                         stage=DECODE_STAGE)
     exposure_id = typed("exposureId", int)
     if exposure_id < 0:
-        raise InputError(f"exposureReady.exposureId={exposure_id} is negative", stage=_STAGE)
+        raise InputError(f"exposureReady.exposureId={exposure_id} is negative", stage=DECODE_STAGE)
     raw_path = typed("rawPath", str)
     _check_raw_path(raw_path)
     band = typed("band", str)
     if band not in DECAM_BANDS:
-        raise InputError(f"exposureReady.band {band!r} is not one of {sorted(DECAM_BANDS)}", stage=_STAGE)
+        raise InputError(f"exposureReady.band {band!r} is not one of {sorted(DECAM_BANDS)}", stage=DECODE_STAGE)
     floats = {}
     for name in ("midpointMjdTai", "shutterCloseMjdTai", "ra", "dec"):
         value = float(typed(name, (float, int)))
         if not math.isfinite(value):
-            raise InputError(f"exposureReady.{name} is not finite ({value})", stage=_STAGE)
+            raise InputError(f"exposureReady.{name} is not finite ({value})", stage=DECODE_STAGE)
         floats[name] = value
     for name in ("midpointMjdTai", "shutterCloseMjdTai"):
         if floats[name] <= 0.0:
-            raise InputError(f"exposureReady.{name}={floats[name]} is not a plausible MJD", stage=_STAGE)
+            raise InputError(f"exposureReady.{name}={floats[name]} is not a plausible MJD", stage=DECODE_STAGE)
     if not 0.0 <= floats["ra"] < 360.0:
-        raise InputError(f"exposureReady.ra={floats['ra']} is outside [0, 360) degrees", stage=_STAGE)
+        raise InputError(f"exposureReady.ra={floats['ra']} is outside [0, 360) degrees", stage=DECODE_STAGE)
     if not -90.0 <= floats["dec"] <= 90.0:
-        raise InputError(f"exposureReady.dec={floats['dec']} is outside [-90, 90] degrees", stage=_STAGE)
+        raise InputError(f"exposureReady.dec={floats['dec']} is outside [-90, 90] degrees", stage=DECODE_STAGE)
     detectors_raw = rec.get("detectors")
     detectors: tuple[int, ...] | None
     if detectors_raw is None:
         detectors = None
     else:
         if not isinstance(detectors_raw, (list, tuple)):
-            raise InputError("exposureReady.detectors must be null or a list of int", stage=_STAGE)
+            raise InputError("exposureReady.detectors must be null or a list of int", stage=DECODE_STAGE)
         detectors = tuple(_check_detector(d, "exposureReady.detectors[]") for d in detectors_raw)
         if len(set(detectors)) != len(detectors):
-            raise InputError(f"exposureReady.detectors {list(detectors)} has duplicates", stage=_STAGE)
+            raise InputError(f"exposureReady.detectors {list(detectors)} has duplicates", stage=DECODE_STAGE)
     replay = rec.get("replay", False)
     if not isinstance(replay, bool):
-        raise InputError(f"exposureReady.replay has type {type(replay).__name__}, expected bool", stage=_STAGE)
+        raise InputError(f"exposureReady.replay has type {type(replay).__name__}, expected bool", stage=DECODE_STAGE)
     return ExposureReady(
         event_id=event_id,
         instrument=instrument,
@@ -330,24 +330,24 @@ def _write_schemaless(schema: dict[str, Any], rec: dict[str, Any], what: str) ->
 
 def _read_schemaless(schema: dict[str, Any], data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InputError(f"{what} must be bytes, got {type(data).__name__}", stage=_STAGE)
+        raise InputError(f"{what} must be bytes, got {type(data).__name__}", stage=DECODE_STAGE)
     if len(data) == 0:
-        raise InputError(f"{what} is empty (0 bytes)", stage=_STAGE)
+        raise InputError(f"{what} is empty (0 bytes)", stage=DECODE_STAGE)
     buf = io.BytesIO(bytes(data))
     try:
         rec = fastavro.schemaless_reader(buf, schema, None)
     except EOFError as exc:
         raise InputError(
-            f"{what} is truncated ({len(data)} bytes): {exc or 'unexpected end of data'}", stage=_STAGE
+            f"{what} is truncated ({len(data)} bytes): {exc or 'unexpected end of data'}", stage=DECODE_STAGE
         ) from exc
     except Exception as exc:  # fastavro raises many types on garbage (ValueError, IndexError, UnicodeError...)
         raise InputError(
-            f"{what} is not valid Avro ({len(data)} bytes): {type(exc).__name__}: {exc}", stage=_STAGE
+            f"{what} is not valid Avro ({len(data)} bytes): {type(exc).__name__}: {exc}", stage=DECODE_STAGE
         ) from exc
     if buf.tell() != len(data):
         raise InputError(
             f"{what} has {len(data) - buf.tell()} trailing byte(s) after the record; wrong schema or corrupt",
-            stage=_STAGE,
+            stage=DECODE_STAGE,
         )
     return rec
 
@@ -393,60 +393,19 @@ def decode_event(data: bytes) -> ExposureReady:
         :func:`event_from_record`. ``stage`` is ``"decode_event"``.
     """
     if isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:4]) == _OCF_MAGIC:
-        return _read_event_container(io.BytesIO(bytes(data)), "event file")
+        return event_from_container(io.BytesIO(bytes(data)), "event file")
     return event_from_record(_read_schemaless(exposure_ready_schema(), data, "exposureReady message"))
 
 
-def _read_event_container(fo: io.BufferedIOBase | io.BytesIO, what: str) -> ExposureReady:
-    try:
-        reader = fastavro.reader(fo, reader_schema=exposure_ready_schema())
-        records = list(reader)
-    except Exception as exc:  # fastavro: bad header, schema mismatch, truncated block...
-        raise InputError(f"{what} is not a valid exposureReady Avro file: {type(exc).__name__}: {exc}",
-                         stage=_STAGE) from exc
-    if len(records) != 1:
-        raise InputError(f"{what} holds {len(records)} records; exactly one exposureReady is expected", stage=_STAGE)
-    return event_from_record(records[0])
-
-
-def write_event_file(path: str | os.PathLike[str], ev: ExposureReady) -> Path:
-    """Write one event as an Avro container file, atomically (temp file + rename).
+def event_from_container(fo: io.BufferedIOBase | io.BytesIO, what: str) -> ExposureReady:
+    """Read and validate the single event of an Avro container file (OCF) open for reading.
 
     Parameters
     ----------
-    path : path-like
-        Destination (conventionally ``*.avro``).
-    ev : ExposureReady
-        The event.
-
-    Returns
-    -------
-    Path
-        The written path.
-
-    Notes
-    -----
-    The sync marker is derived from the event id, so writing the same event twice gives identical bytes.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    marker = hashlib.sha256(ev.event_id.encode()).digest()[:16]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fo:
-        fastavro.writer(fo, exposure_ready_schema(), [event_to_record(ev)], sync_marker=marker)
-        fo.flush()
-        os.fsync(fo.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def read_event_file(path: str | os.PathLike[str]) -> ExposureReady:
-    """Read and validate the single event of an Avro container file.
-
-    Parameters
-    ----------
-    path : path-like
-        The event file.
+    fo : binary file
+        The container, positioned at its start.
+    what : str
+        What the bytes are, for error messages (e.g. the file name).
 
     Returns
     -------
@@ -456,13 +415,18 @@ def read_event_file(path: str | os.PathLike[str]) -> ExposureReady:
     Raises
     ------
     InputError
-        Unreadable file, not Avro, not exactly one record, or an invalid event.
+        Not an ``exposureReady`` container, not exactly one record, or an invalid event.
     """
     try:
-        with open(path, "rb") as fo:
-            return _read_event_container(fo, f"event file {os.fspath(path)!r}")
-    except OSError as exc:
-        raise InputError(f"cannot read event file {os.fspath(path)!r}: {exc}", stage=_STAGE) from exc
+        reader = fastavro.reader(fo, reader_schema=exposure_ready_schema())
+        records = list(reader)
+    except Exception as exc:  # fastavro: bad header, schema mismatch, truncated block...
+        raise InputError(f"{what} is not a valid exposureReady Avro file: {type(exc).__name__}: {exc}",
+                         stage=DECODE_STAGE) from exc
+    if len(records) != 1:
+        raise InputError(f"{what} holds {len(records)} records; exactly one exposureReady is expected",
+                         stage=DECODE_STAGE)
+    return event_from_record(records[0])
 
 
 def resolve_raw_path(data_root: str | os.PathLike[str], ev: ExposureReady) -> Path:
@@ -538,109 +502,6 @@ def decode_work(data: bytes) -> CcdWork:
     detector = _check_detector(rec["detector"], "ccdWork.detector")
     if ev.detectors is not None and detector not in ev.detectors:
         raise InputError(
-            f"ccdWork.detector={detector} is not in the event's detectors {list(ev.detectors)}", stage=_STAGE
+            f"ccdWork.detector={detector} is not in the event's detectors {list(ev.detectors)}", stage=DECODE_STAGE
         )
     return CcdWork(exposure=ev, detector=detector)
-
-
-def fan_out(ev: ExposureReady, *, all_detectors: Sequence[int] = DECAM_SCIENCE_DETECTORS) -> list[CcdWork]:
-    """Split an exposure into one work item per CCD.
-
-    Parameters
-    ----------
-    ev : ExposureReady
-        The event.
-    all_detectors : sequence of int, optional
-        Detectors used when ``ev.detectors`` is ``None`` (default: the 62 science CCDs).
-
-    Returns
-    -------
-    list of CcdWork
-        In the event's detector order (or ``all_detectors`` order).
-    """
-    detectors = ev.detectors if ev.detectors is not None else tuple(all_detectors)
-    return [CcdWork(exposure=ev, detector=int(d)) for d in detectors]
-
-
-# --------------------------------------------------------------------------------------------------- keys
-def _spread_bits(v: int) -> int:
-    out = 0
-    for bit in range(16):
-        out |= ((v >> bit) & 1) << (2 * bit)
-    return out
-
-
-def sky_cell(ra_deg: float, dec_deg: float, nside: int = WORK_KEY_NSIDE) -> int:
-    """Return the HEALPix NESTED pixel index of a sky position.
-
-    Parameters
-    ----------
-    ra_deg, dec_deg : float
-        Position, degrees.
-    nside : int, optional
-        HEALPix resolution, a power of two (default :data:`WORK_KEY_NSIDE`).
-
-    Returns
-    -------
-    int
-        Pixel index in ``[0, 12 * nside**2)``.
-
-    Notes
-    -----
-    A direct transcription of ``ang2pix_nest`` (Gorski et al. 2005, healpix_base.cc), so that Blink does not
-    depend on healpy for one call.
-    """
-    if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"nside must be a power of two, got {nside}")
-    z = math.sin(math.radians(dec_deg))
-    za = abs(z)
-    tt = (math.radians(ra_deg % 360.0) / (0.5 * math.pi)) % 4.0
-    if za <= 2.0 / 3.0:
-        temp1 = nside * (0.5 + tt)
-        temp2 = nside * z * 0.75
-        jp = int(temp1 - temp2)
-        jm = int(temp1 + temp2)
-        ifp = jp // nside
-        ifm = jm // nside
-        face = (ifp | 4) if ifp == ifm else (ifp if ifp < ifm else ifm + 8)
-        ix = jm & (nside - 1)
-        iy = nside - (jp & (nside - 1)) - 1
-    else:
-        ntt = min(3, int(tt))
-        tp = tt - ntt
-        tmp = nside * math.sqrt(3.0 * (1.0 - za))
-        jp = min(int(tp * tmp), nside - 1)
-        jm = min(int((1.0 - tp) * tmp), nside - 1)
-        if z >= 0:
-            face, ix, iy = ntt, nside - jm - 1, nside - jp - 1
-        else:
-            face, ix, iy = ntt + 8, jp, jm
-    return face * nside * nside + _spread_bits(ix) + (_spread_bits(iy) << 1)
-
-
-def work_key(ev: ExposureReady, detector: int) -> str:
-    """Return the Kafka key of one CCD's work: ``"sky-<cell>-ccd-<detector>"``.
-
-    Parameters
-    ----------
-    ev : ExposureReady
-        The event.
-    detector : int
-        CCDNUM.
-
-    Returns
-    -------
-    str
-        E.g. ``"sky-1234-ccd-07"``; ``cell`` is the nside-16 NESTED HEALPix cell of the boresight.
-
-    Notes
-    -----
-    Kafka keeps order only within a partition, and association depends on processing order. Keying by the
-    boresight's coarse sky cell *and* the detector puts the same CCD of repeated visits of one field (the
-    usual DECam cadence, with dithers much smaller than a 3.7-degree cell) on the same partition, so they are
-    processed in order, while the 62 CCDs of one exposure spread over many partitions and run in parallel.
-    A key of the sky cell alone would order everything but serialise a whole exposure on one consumer.
-    Not covered: large dithers that put a *different* CCD over the same sky, and pointings that straddle a
-    cell edge; the APDB layer must tolerate those (Rubin has the same limit, DMTN-260).
-    """
-    return f"sky-{sky_cell(ev.ra, ev.dec)}-ccd-{int(detector):02d}"

@@ -20,7 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BlinkError, TransientError
 from streamer.events.records import ExposureReady, decode_event
-from streamer.kafka.clients import KafkaPublisher, KafkaSettings
+from streamer.kafka.producer import KafkaPublisher, event_message
+from streamer.kafka.settings import KafkaSettings
 
 __all__ = ["PartitionStatus", "group_status", "read_events", "replay_events"]
 
@@ -101,11 +102,8 @@ def replay_events(settings: KafkaSettings, *, from_mjd: float | None = None, to_
         seen.add(ev.event_id)
         selected.append(dataclasses.replace(ev, replay=True))
     if not dry_run and selected:
-        from streamer.events.records import encode_event
-
         producer = KafkaPublisher(settings)
-        for ev in selected:
-            producer.produce(settings.events_topic, encode_event(ev), ev.event_id, [("blink-replay", b"1")])
+        producer.produce_all(event_message(settings.events_topic, ev, [("blink-replay", b"1")]) for ev in selected)
         producer.wait(f"replaying {len(selected)} events")
         producer.close()
     log.info("%s %d exposure events", "selected" if dry_run else "replayed", len(selected))

@@ -23,23 +23,28 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from pipeline.errors import BlinkError, InputError, TransientError
-from streamer.alerts.framing import HEADER_SCHEMA_ID, alert_key
+from pipeline.errors import BlinkError, TransientError
 from streamer.alerts.schema import AlertSchema
-from streamer.worker.error_policy import encode_dead_letter
 from streamer.errors import FencedError
-from streamer.events.records import CcdWork, encode_work, work_key
-from streamer.kafka.clients import _POLL_EVERY, KafkaEventSource, KafkaSettings
+from streamer.events.records import CcdWork
+from streamer.kafka.errors import classify, is_fenced, kafka_error
+from streamer.kafka.producer import (
+    Message,
+    ProduceQueue,
+    alert_messages,
+    dead_letter_message,
+    work_messages,
+)
+from streamer.kafka.settings import KafkaSettings
+from streamer.kafka.source import KafkaEventSource
 from streamer.ports import Envelope, Headers
 
-__all__ = ["FencedError", "KafkaTransactions", "transactional_id"]
+__all__ = ["KafkaTransactions", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
-
-_FENCED_CODES = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
 
 CALL_TIMEOUT_S = 10.0
 """librdkafka timeout of one transactional call (begin/send_offsets/commit/abort): short, so a broker restart
@@ -75,20 +80,6 @@ def _with_deadline(what: str, fn: Callable[[], Any], deadline_s: float) -> Any:
     if "exc" in box:
         raise box["exc"]
     return box.get("value")
-
-
-def _kafka_error(exc: BaseException) -> KafkaError | None:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else None
-
-
-def _classify(exc: KafkaException, what: str) -> BlinkError:
-    """Map a client error to :class:`FencedError` (another instance took over: exit) or
-    :class:`TransientError` (abort, retry)."""
-    err = _kafka_error(exc)
-    if err is not None and err.fatal() and err.code() in _FENCED_CODES:
-        return FencedError(f"{what}: {err}", stage="kafka")
-    return TransientError(f"{what}: {err if err is not None else exc}", stage="kafka")
 
 
 def transactional_id(settings: KafkaSettings, worker_id: str) -> str:
@@ -140,8 +131,7 @@ class KafkaTransactions:
             "transaction.timeout.ms": int(max(transaction_timeout_s, settings.delivery_timeout_s) * 1000),
         })
         self._producer: Producer | None = None
-        self._errors: list[str] = []
-        self._n_produced = 0
+        self._queue: ProduceQueue | None = None
         self._open = False
         self._abort_pending = False
         self._broken = True
@@ -160,7 +150,7 @@ class KafkaTransactions:
             self.n_recreated += 1
         # A hung call may still hold the old producer: drop it without flushing (its transaction is fenced
         # and aborted by the new producer's init_transactions).
-        self._producer = None
+        self._producer = self._queue = None
         self._open = False
         self._abort_pending = False
         producer = Producer(self._conf)
@@ -171,8 +161,9 @@ class KafkaTransactions:
         except _Hung as exc:
             raise TransientError(f"init_transactions: {exc}", stage="kafka") from exc
         except KafkaException as exc:
-            raise _classify(exc, "init_transactions") from exc
+            raise classify(exc, "init_transactions") from exc
         self._producer = producer
+        self._queue = ProduceQueue(producer, full_queue_timeout_s=self.settings.delivery_timeout_s)
         self._broken = False
 
     def _call(self, what: str, fn: Callable[[Producer, float], Any]) -> Any:
@@ -189,8 +180,8 @@ class KafkaTransactions:
             self._broken = True
             raise TransientError(str(exc), stage="kafka") from exc
         except KafkaException as exc:
-            blink = _classify(exc, what)
-            err = _kafka_error(exc)
+            blink = classify(exc, what)
+            err = kafka_error(exc)
             if isinstance(blink, TransientError) and (err is None or err.fatal()):
                 self._broken = True
             raise blink from exc
@@ -207,7 +198,7 @@ class KafkaTransactions:
             self._open = True
             self.abort()
         self._ensure_producer()
-        self._errors = []
+        self._queue.take()  # count and report this transaction's messages only
         self._call("begin_transaction", lambda p, t: p.begin_transaction())
         self._open = True
 
@@ -256,8 +247,8 @@ class KafkaTransactions:
         except TransientError:
             self.abort()
             raise
-        if self._errors:  # delivery reports are served by commit_transaction; failures abort it first
-            errors, self._errors = self._errors, []
+        _, errors = self._queue.take() if self._queue is not None else (0, [])
+        if errors:  # delivery reports are served by commit_transaction; failures abort it first
             log.warning("transaction committed with delivery errors reported: %s", errors[0])
         self._open = False
         self.n_committed += 1
@@ -268,7 +259,7 @@ class KafkaTransactions:
                 self._call("commit_transaction", lambda p, t: p.commit_transaction(t))
                 return
             except TransientError as exc:
-                err = _kafka_error(exc.__cause__) if isinstance(exc.__cause__, KafkaException) else None
+                err = kafka_error(exc.__cause__) if isinstance(exc.__cause__, KafkaException) else None
                 if err is not None and err.txn_requires_abort():
                     raise  # certainly not committed: abort and redo
                 if err is not None and err.retriable() and not self._broken and attempt < 2:
@@ -298,31 +289,18 @@ class KafkaTransactions:
             self._broken = True
 
     # -- outputs ---------------------------------------------------------------------------------------------
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}: {err}")
-
-    def _produce(self, topic: str, value: bytes, key: bytes | str | None, headers: Headers | None) -> None:
-        if not self._open or self._producer is None:
+    def _produce(self, messages: list[Message]) -> None:
+        """Queue messages into the open transaction (the one produce loop, :class:`ProduceQueue`)."""
+        if not self._open or self._queue is None:
             raise RuntimeError("produce outside a transaction")
-        deadline = time.monotonic() + self.settings.delivery_timeout_s
-        while True:
+        for message in messages:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
-                                       on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise TransientError(f"produce to {topic}: the queue stays full", stage="kafka") from None
-                self._producer.poll(0.1)
+                self._queue.put(message)
             except KafkaException as exc:
-                err = _kafka_error(exc)
-                if err is not None and err.fatal() and err.code() not in _FENCED_CODES:
+                err = kafka_error(exc)
+                if err is not None and err.fatal() and not is_fenced(exc):
                     self._broken = True
-                raise _classify(exc, f"produce to {topic}") from exc
-        self._n_produced += 1
-        if self._n_produced % _POLL_EVERY == 0:  # reports are failures only; commit flushes the rest
-            self._producer.poll(0)
+                raise classify(exc, f"produce to {message.topic}") from exc
 
     def publish(self, alerts: Sequence[Mapping[str, Any]], *, headers: Headers = ()) -> None:
         """Produce alerts into the open transaction (durable and visible only at :meth:`commit`).
@@ -332,27 +310,21 @@ class KafkaTransactions:
         InputError
             An alert cannot be serialized (nothing of the batch is produced).
         """
-        hdrs = list(headers)
-        if not any(name == HEADER_SCHEMA_ID for name, _ in hdrs):
-            hdrs.append((HEADER_SCHEMA_ID, str(self.schema.schema_id).encode("ascii")))
-        messages = [(alert_key(a), self.schema.serialize_framed(a)) for a in alerts]
-        for key, value in messages:
-            self._produce(self.settings.alerts_topic, value, key, hdrs)
+        self._produce(alert_messages(self.settings.alerts_topic, self.schema, alerts, headers))
 
     def send(self, record: Mapping[str, Any]) -> None:
-        """Produce one dead letter into the open transaction."""
-        key = f"{record.get('exposureId')}-{record.get('detector')}"
-        try:
-            value = encode_dead_letter(record)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise InputError(f"bad dead-letter record: {exc}", stage="dead_letter") from exc
-        self._produce(self.settings.dead_letter_topic, value, key, [("blink-record", b"blink.v1.deadLetter")])
+        """Produce one dead letter into the open transaction.
+
+        Raises
+        ------
+        InputError
+            The record does not follow the dead-letter schema.
+        """
+        self._produce([dead_letter_message(self.settings.dead_letter_topic, record)])
 
     def publish_work(self, items: Sequence[CcdWork]) -> None:
         """Produce the work items of a fanned-out exposure into the open transaction."""
-        for item in items:
-            self._produce(self.settings.work_topic, encode_work(item), work_key(item.exposure, item.detector),
-                          None)
+        self._produce(work_messages(self.settings.work_topic, items))
 
     def flush(self) -> None:
         """Nothing to wait for outside a transaction (commit flushes)."""

@@ -28,8 +28,9 @@ from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.raw_files import list_ccds, read_raw_ccd
 from streamer.worker.inputs import DataRepository
-from streamer.worker.error_policy import dead_letter_record
-from streamer.events.records import CcdWork, ExposureReady, decode_event, decode_work, fan_out
+from streamer.events.dead_letters import dead_letter_record
+from streamer.events.fan_out import fan_out
+from streamer.events.records import CcdWork, ExposureReady, decode_event, decode_work
 from streamer.errors import FencedError
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 
@@ -397,7 +398,7 @@ def _claim_of(item: CcdWork) -> tuple[str, SkyRegion, float] | None:
 
 
 def _read_local(envelope: Envelope) -> ExposureReady:
-    from streamer.events.records import read_event_file
+    from streamer.events.files import read_event_file
 
     return read_event_file(envelope.path)
 

@@ -16,8 +16,9 @@ from lsst.alert.packet import Schema
 from streamer.alerts.framing import unframe
 from streamer.apdb.cassandra import CassandraApdb
 from streamer.settings import BlinkSettings
-from streamer.events.records import read_event_file
-from streamer.kafka.clients import create_topics, publish_event
+from streamer.events.files import read_event_file
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import publish_event
 from streamer.alerts.registry import schema_by_id
 from streamer.service import run_service
 from tests.conftest import unique_kafka_settings

@@ -17,17 +17,13 @@ from lsst.alert.packet import Schema
 
 from streamer.alerts.framing import alert_headers, headers_dict, unframe
 from streamer.alerts.schema import sample_alert
-from streamer.worker.error_policy import dead_letter_record, decode_dead_letter
-from streamer.events.records import ExposureReady, decode_event, decode_work, fan_out
-from streamer.kafka.clients import (
-    KafkaAlertSink,
-    KafkaDeadLetterSink,
-    KafkaEventSource,
-    KafkaSettings,
-    create_topics,
-    publish_event,
-    publish_work,
-)
+from streamer.events.dead_letters import dead_letter_record, decode_dead_letter
+from streamer.events.fan_out import fan_out
+from streamer.events.records import ExposureReady, decode_event, decode_work
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish_event, publish_work
+from streamer.kafka.settings import KafkaSettings
+from streamer.kafka.source import KafkaEventSource
 from streamer.ports import Envelope
 
 pytestmark = pytest.mark.integration

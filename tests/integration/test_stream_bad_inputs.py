@@ -13,9 +13,11 @@ from astropy.io import fits
 from streamer.alerts.schema import AlertSchema
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.settings import BlinkSettings
-from streamer.worker.error_policy import decode_dead_letter
-from streamer.events.records import _write_schemaless, event_to_record, exposure_ready_schema, read_event_file
-from streamer.kafka.clients import KafkaPublisher, create_topics, publish_event
+from streamer.events.dead_letters import decode_dead_letter
+from streamer.events.files import read_event_file
+from streamer.events.records import _write_schemaless, event_to_record, exposure_ready_schema
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import KafkaPublisher, publish_event
 from streamer.service import run_service
 from tests.integration.test_stream_exactly_once import make_settings, read_topic
 

@@ -21,8 +21,11 @@ from streamer.alerts.framing import alert_headers, unframe
 from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.errors import FencedError
-from streamer.events.records import read_event_file
-from streamer.kafka.clients import KafkaEventSource, KafkaSettings, create_topics, publish_event
+from streamer.events.files import read_event_file
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import publish_event
+from streamer.kafka.settings import KafkaSettings
+from streamer.kafka.source import KafkaEventSource
 from streamer.kafka.transactions import KafkaTransactions
 from tests.conftest import unique_kafka_settings
 from tests.e2e.skeleton_checks import check_against_truth

@@ -25,7 +25,9 @@ from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
 from tests.helpers.apdb_contract import VISIT_MJD
 from streamer.events.records import ExposureReady
-from streamer.kafka.clients import KafkaEventSource, create_topics, publish_event, publish_work
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import publish_event, publish_work
+from streamer.kafka.source import KafkaEventSource
 from streamer.worker.loop import CcdResult, Worker
 from tests.conftest import unique_kafka_settings
 from tests.unit.test_apdb_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth

@@ -14,8 +14,9 @@ from streamer.alerts.framing import HEADER_REPLAY, headers_dict
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
 from streamer.settings import BlinkSettings
-from streamer.events.records import read_event_file
-from streamer.kafka.clients import create_topics, publish_event
+from streamer.events.files import read_event_file
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import publish_event
 from streamer.kafka.operator_tools import group_status
 from streamer.service import run_service
 from tests.integration.test_stream_exactly_once import make_settings

@@ -24,8 +24,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streamer.alerts.schema import AlertSchema
-from streamer.events.records import read_event_file
-from streamer.kafka.clients import KafkaSettings, create_topics, publish_event
+from streamer.events.files import read_event_file
+from streamer.kafka.admin import create_topics
+from streamer.kafka.producer import publish_event
+from streamer.kafka.settings import KafkaSettings
 from tests.conftest import unavailable, unique_kafka_settings
 from tests.integration.test_stream_exactly_once import read_topic
 

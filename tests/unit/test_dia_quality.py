@@ -45,7 +45,7 @@ class _EmptyApdb:
 
 def _gather_all(root: Path):
     from streamer.worker.inputs import DataRepository
-    from streamer.events.records import read_event_file
+    from streamer.events.files import read_event_file
     from streamer.worker.loop import CcdProcessor
 
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]

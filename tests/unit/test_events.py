@@ -1,15 +1,23 @@
-"""Tests of streamer.events.records: Avro round trips, the bad-event corpus, fan-out and work keys."""
+"""Tests of streamer.events: Avro round trips, event files, the bad-event corpus, fan-out and work keys."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import math
+from pathlib import Path
 
 import fastavro
+import fastavro.schema
+import numpy as np
 import pytest
 
+import schemas
+
 from pipeline.errors import InputError
+from streamer.apdb.sky import ang2pix_nested
+from streamer.events.fan_out import fan_out, sky_cell, work_key
+from streamer.events.files import read_event_file, write_event_file
 from streamer.events.records import (
     DECAM_SCIENCE_DETECTORS,
     CcdWork,
@@ -20,12 +28,7 @@ from streamer.events.records import (
     encode_work,
     event_from_record,
     event_to_record,
-    fan_out,
-    read_event_file,
     resolve_raw_path,
-    sky_cell,
-    work_key,
-    write_event_file,
 )
 
 
@@ -66,6 +69,20 @@ def test_event_file_round_trip_and_deterministic(tmp_path):
     assert decode_event(first) == ev  # decode_event also accepts the container form
     write_event_file(p, ev)
     assert p.read_bytes() == first
+
+
+def test_event_file_with_a_given_sync_marker(tmp_path):
+    # The simulator's event files: its own marker, the schema file as fastavro loads it; same bytes, same event.
+    ev = make_event()
+    marker = np.random.default_rng([7, ev.exposure_id]).bytes(16)
+    buf = io.BytesIO()
+    schema = fastavro.schema.load_schema(str(Path(schemas.__file__).parent / "exposure_ready.avsc"))
+    fastavro.writer(buf, schema, [event_to_record(ev)], sync_marker=marker)
+    p = write_event_file(tmp_path / "sim.avro", ev, sync_marker=marker)
+    assert p.read_bytes() == buf.getvalue()
+    assert read_event_file(p) == ev
+    with pytest.raises(ValueError, match="16 bytes"):
+        write_event_file(tmp_path / "bad.avro", ev, sync_marker=b"short")
 
 
 def _raises(data: bytes, match: str) -> None:
@@ -197,6 +214,45 @@ def test_sky_cell_is_healpix_nested():
     # Every cell of nside 4 is reached, and only those.
     cells = {sky_cell(ra, dec, 4) for ra in range(0, 360, 2) for dec in range(-89, 90, 2)}
     assert cells == set(range(12 * 16))
+
+
+def _former_sky_cell(ra_deg: float, dec_deg: float, nside: int) -> int:
+    """The scalar ang2pix_nest that made work keys before the APDB's pixelization did (the reference)."""
+    def spread(v: int) -> int:
+        return sum(((v >> bit) & 1) << (2 * bit) for bit in range(16))
+
+    z = math.sin(math.radians(dec_deg))
+    za = abs(z)
+    tt = (math.radians(ra_deg % 360.0) / (0.5 * math.pi)) % 4.0
+    if za <= 2.0 / 3.0:
+        temp1, temp2 = nside * (0.5 + tt), nside * z * 0.75
+        jp, jm = int(temp1 - temp2), int(temp1 + temp2)
+        ifp, ifm = jp // nside, jm // nside
+        face = (ifp | 4) if ifp == ifm else (ifp if ifp < ifm else ifm + 8)
+        ix, iy = jm & (nside - 1), nside - (jp & (nside - 1)) - 1
+    else:
+        ntt = min(3, int(tt))
+        tp = tt - ntt
+        tmp = nside * math.sqrt(3.0 * (1.0 - za))
+        jp, jm = min(int(tp * tmp), nside - 1), min(int((1.0 - tp) * tmp), nside - 1)
+        face, ix, iy = (ntt, nside - jm - 1, nside - jp - 1) if z >= 0 else (ntt + 8, jp, jm)
+    return face * nside * nside + spread(ix) + (spread(iy) << 1)
+
+
+@pytest.mark.parametrize("nside", [16, 64])
+def test_sky_cell_keeps_the_former_work_key_cells(nside):
+    # Work keys decide partitions: the cells must not move. Random sky, a 1-degree grid, and the usual
+    # boresight precision (1e-4 degrees) around the HEALPix polar-cap boundary.
+    rng = np.random.default_rng(nside)
+    ra = np.concatenate([rng.uniform(0, 360, 20_000), np.repeat(np.arange(0.0, 360.0), 181),
+                         rng.uniform(0, 360, 2_000)])
+    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 20_000))),
+                          np.tile(np.arange(-90.0, 91.0), 360),
+                          np.round(np.degrees(np.arcsin(2 / 3)) * rng.choice([-1, 1], 2_000)
+                                   + rng.uniform(-1e-3, 1e-3, 2_000), 4)])
+    former = [_former_sky_cell(r, d, nside) for r, d in zip(ra.tolist(), dec.tolist())]
+    assert ang2pix_nested(nside, ra, dec).tolist() == former
+    assert [sky_cell(r, d, nside) for r, d in zip(ra[::97].tolist(), dec[::97].tolist())] == former[::97]
 
 
 def test_work_key():

@@ -1,4 +1,4 @@
-"""Tests of streamer.embedded.local_io, streamer.worker.error_policy and the ports they implement."""
+"""Tests of streamer.embedded (event source, sinks), the dead letters, the error policy and the ports."""
 
 from __future__ import annotations
 
@@ -8,21 +8,14 @@ import pytest
 from pipeline.errors import AlgorithmError, InputError, NoWorkError, TransientError
 from streamer.alerts.framing import alert_headers
 from streamer.alerts.schema import AlertSchema, sample_alert
-from streamer.worker.error_policy import (
-    dead_letter_record,
-    decode_dead_letter,
-    encode_dead_letter,
-    make_error_handler,
-)
-from streamer.events.records import decode_event, write_event_file
-from streamer.embedded.local_io import (
-    LocalAlertSink,
-    LocalDeadLetterSink,
-    LocalEventSource,
-    alert_file_name,
-    read_dead_letters,
-)
+from streamer.embedded.events import LocalEventSource
+from streamer.embedded.sinks import LocalAlertSink, LocalDeadLetterSink, alert_file_name, read_dead_letters
+from streamer.errors import FencedError
+from streamer.events.dead_letters import dead_letter_record, decode_dead_letter, encode_dead_letter
+from streamer.events.files import write_event_file
+from streamer.events.records import decode_event
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
+from streamer.worker.error_policy import ErrorPolicy
 from tests.unit.test_events import make_event
 
 
@@ -120,23 +113,43 @@ def test_dead_letter_record_and_codec():
         decode_dead_letter(b"\xff")
 
 
-def test_error_handler_policy(tmp_path):
+def test_error_policy(tmp_path):
     sink = LocalDeadLetterSink(tmp_path)
-    on_error = make_error_handler(sink, context=lambda env: (123, 4))
+    on_error = ErrorPolicy(sink, dead_letter_no_work=False)
     env = Envelope(value=b"payload", path=tmp_path / "x.avro")
-    assert on_error(InputError("bad", stage="decode_event"), env) is True
+    assert on_error(InputError("bad", stage="decode_event"), env, exposure_id=123, detector=4) is True
     assert on_error(NoWorkError("no template", stage="subtract"), env) is True  # not dead-lettered
-    with pytest.raises(TransientError):
-        on_error(TransientError("timeout", stage="kafka"), env)
+    for not_handled in (TransientError("timeout", stage="kafka"), FencedError("fenced", stage="kafka"),
+                        KeyboardInterrupt()):
+        with pytest.raises(type(not_handled)):
+            on_error(not_handled, env)
     letters = read_dead_letters(tmp_path)
     assert len(letters) == 1
     assert letters[0]["payload"] == b"payload" and letters[0]["exposureId"] == 123 and letters[0]["detector"] == 4
     assert letters[0]["sourceTopic"].endswith("x.avro")
     # Records read back are valid dead letters.
     assert decode_dead_letter(encode_dead_letter(letters[0]))["reason"] == "malformed_event"
-    on_error_all = make_error_handler(sink, dead_letter_no_work=True)
+    # The worker's policy (the default) dead-letters no work too, and a bug met on one CCD.
+    on_error_all = ErrorPolicy(sink)
     assert on_error_all(NoWorkError("none"), env) is True
-    assert [r["reason"] for r in read_dead_letters(tmp_path)] == ["malformed_event", "no_work"]
+    assert on_error_all(RuntimeError("bug"), env) is True
+    assert [r["reason"] for r in read_dead_letters(tmp_path)] == ["malformed_event", "no_work", "internal_error"]
+
+
+def test_bad_dead_letter_record_is_input_error():
+    rec = dead_letter_record(InputError("x"), Envelope(value=b"v")) | {"failedAtMjdTai": "noon"}
+    with pytest.raises(InputError, match="bad dead-letter record"):
+        encode_dead_letter(rec)
+
+
+def test_local_source_port_calls(tmp_path):
+    write_event_file(tmp_path / "0001.avro", make_event())
+    src = LocalEventSource(tmp_path)
+    env = src.poll()
+    assert src.poll() is None and src.owns(env) and src.lag() == {} and not src.has_deferred
+    src.keepalive()
+    src.defer(env)  # handed back: delivered again
+    assert src.poll().path == env.path
 
 
 def test_alert_schema_shared():
