@@ -18,7 +18,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -67,7 +67,7 @@ def _schema_dir() -> Path:
     return Path(schemas.__file__).parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def _named_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse the event schemas once: (parsed exposureReady, parsed ccdWork)."""
     named: dict[str, Any] = {}
@@ -249,37 +249,63 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
     missing = [avro for avro, _ in _FIELDS if avro not in rec and avro not in ("detectors", "replay")]
     if missing:
         raise InputError(f"exposureReady is missing field(s) {missing}", stage=DECODE_STAGE)
+    identity = _checked_identity(rec)
+    floats = _checked_times_and_pointing(rec)
+    replay = rec.get("replay", False)
+    detectors = _checked_detectors(rec.get("detectors"))
+    if not isinstance(replay, bool):
+        raise InputError(f"exposureReady.replay has type {type(replay).__name__}, expected bool", stage=DECODE_STAGE)
+    return ExposureReady(
+        **identity,
+        midpoint_mjd_tai=floats["midpointMjdTai"],
+        shutter_close_mjd_tai=floats["shutterCloseMjdTai"],
+        ra=floats["ra"],
+        dec=floats["dec"],
+        detectors=detectors,
+        replay=replay,
+    )
 
-    def typed(name: str, types: type | tuple[type, ...]) -> Any:
-        value = rec[name]
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise InputError(f"exposureReady.{name} must not be a boolean", stage=DECODE_STAGE)
-        if not isinstance(value, types):
-            raise InputError(
-                f"exposureReady.{name} has type {type(value).__name__}, expected "
-                f"{getattr(types, '__name__', types)}",
-                stage=DECODE_STAGE,
-            )
-        return value
 
-    event_id = typed("eventId", str)
+def _typed(rec: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+    """``rec[name]``, checked to be of ``types`` (a boolean is refused unless ``bool`` is one of them)."""
+    value = rec[name]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise InputError(f"exposureReady.{name} must not be a boolean", stage=DECODE_STAGE)
+    if not isinstance(value, types):
+        raise InputError(
+            f"exposureReady.{name} has type {type(value).__name__}, expected "
+            f"{getattr(types, '__name__', types)}",
+            stage=DECODE_STAGE,
+        )
+    return value
+
+
+def _checked_identity(rec: dict[str, Any]) -> dict[str, Any]:
+    """The event id, instrument, exposure id, raw path and band of a record, checked in that order."""
+    event_id = _typed(rec, "eventId", str)
     if not event_id.strip():
         raise InputError("exposureReady.eventId is empty", stage=DECODE_STAGE)
-    instrument = typed("instrument", str)
+    instrument = _typed(rec, "instrument", str)
     if instrument != INSTRUMENT:
         raise InputError(f"exposureReady.instrument is {instrument!r}; only {INSTRUMENT!r} is processed",
                          stage=DECODE_STAGE)
-    exposure_id = typed("exposureId", int)
+    exposure_id = _typed(rec, "exposureId", int)
     if exposure_id < 0:
         raise InputError(f"exposureReady.exposureId={exposure_id} is negative", stage=DECODE_STAGE)
-    raw_path = typed("rawPath", str)
+    raw_path = _typed(rec, "rawPath", str)
     _check_raw_path(raw_path)
-    band = typed("band", str)
+    band = _typed(rec, "band", str)
     if band not in DECAM_BANDS:
         raise InputError(f"exposureReady.band {band!r} is not one of {sorted(DECAM_BANDS)}", stage=DECODE_STAGE)
+    return {"event_id": event_id, "instrument": instrument, "exposure_id": exposure_id, "raw_path": raw_path,
+            "band": band}
+
+
+def _checked_times_and_pointing(rec: dict[str, Any]) -> dict[str, float]:
+    """The two times (MJD TAI) and the boresight (degrees) of a record, finite and in range."""
     floats = {}
     for name in ("midpointMjdTai", "shutterCloseMjdTai", "ra", "dec"):
-        value = float(typed(name, (float, int)))
+        value = float(_typed(rec, name, (float, int)))
         if not math.isfinite(value):
             raise InputError(f"exposureReady.{name} is not finite ({value})", stage=DECODE_STAGE)
         floats[name] = value
@@ -290,32 +316,19 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
         raise InputError(f"exposureReady.ra={floats['ra']} is outside [0, 360) degrees", stage=DECODE_STAGE)
     if not -90.0 <= floats["dec"] <= 90.0:
         raise InputError(f"exposureReady.dec={floats['dec']} is outside [-90, 90] degrees", stage=DECODE_STAGE)
-    detectors_raw = rec.get("detectors")
-    detectors: tuple[int, ...] | None
+    return floats
+
+
+def _checked_detectors(detectors_raw: Any) -> tuple[int, ...] | None:
+    """A record's detector list: None, or distinct science CCDNUMs."""
     if detectors_raw is None:
-        detectors = None
-    else:
-        if not isinstance(detectors_raw, (list, tuple)):
-            raise InputError("exposureReady.detectors must be null or a list of int", stage=DECODE_STAGE)
-        detectors = tuple(_check_detector(d, "exposureReady.detectors[]") for d in detectors_raw)
-        if len(set(detectors)) != len(detectors):
-            raise InputError(f"exposureReady.detectors {list(detectors)} has duplicates", stage=DECODE_STAGE)
-    replay = rec.get("replay", False)
-    if not isinstance(replay, bool):
-        raise InputError(f"exposureReady.replay has type {type(replay).__name__}, expected bool", stage=DECODE_STAGE)
-    return ExposureReady(
-        event_id=event_id,
-        instrument=instrument,
-        exposure_id=exposure_id,
-        raw_path=raw_path,
-        band=band,
-        midpoint_mjd_tai=floats["midpointMjdTai"],
-        shutter_close_mjd_tai=floats["shutterCloseMjdTai"],
-        ra=floats["ra"],
-        dec=floats["dec"],
-        detectors=detectors,
-        replay=replay,
-    )
+        return None
+    if not isinstance(detectors_raw, (list, tuple)):
+        raise InputError("exposureReady.detectors must be null or a list of int", stage=DECODE_STAGE)
+    detectors = tuple(_check_detector(d, "exposureReady.detectors[]") for d in detectors_raw)
+    if len(set(detectors)) != len(detectors):
+        raise InputError(f"exposureReady.detectors {list(detectors)} has duplicates", stage=DECODE_STAGE)
+    return detectors
 
 
 # --------------------------------------------------------------------------------------------------- wire

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import schemas
-
 from pipeline.errors import InputError
 from streamer.apdb.sky import ang2pix_nested
 from streamer.events.fan_out import fan_out, sky_cell, work_key

@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 
 from pipeline.errors import AlgorithmError, InputError, TransientError
-from streamer.runtime import metrics
 from streamer.errors import FencedError
 from streamer.events.records import CcdWork, ExposureReady, encode_work
 from streamer.ports import Envelope
+from streamer.runtime import metrics
 from streamer.worker.loop import CcdResult, RetryPolicy, Worker
 
 WORK_TOPIC = "work"
