@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streamer.settings import BlinkSettings, CassandraSettings, load_config_file
+from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings, ServiceSettings, load_settings
 from streamer.runtime.logs import setup_logging
 
 log = logging.getLogger("blink")
@@ -24,39 +24,31 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def _settings(args: argparse.Namespace) -> tuple[BlinkSettings, CassandraSettings, object | None]:
-    from streamer.kafka.settings import KafkaSettings
-
-    file_conf = load_config_file(getattr(args, "config", None))
-    blink_conf = dict(file_conf.get("blink", {}))
+def _settings(args: argparse.Namespace) -> ServiceSettings:
+    """The settings in force for a command: its flags, then ``BLINK_*`` variables, then ``--config``."""
+    blink: dict[str, object] = {}
     if args.root:
-        blink_conf["data_root"] = args.root
+        blink["data_root"] = args.root
     if args.apdb:
-        blink_conf["apdb_url"] = args.apdb
+        blink["apdb_url"] = args.apdb
     if args.log_format:
-        blink_conf["log_format"] = args.log_format
+        blink["log_format"] = args.log_format
     if args.kafka_bootstrap:
-        blink_conf["source"] = "kafka"
+        blink["source"] = "kafka"
     if getattr(args, "metrics_port", None):
-        blink_conf["metrics_port"] = args.metrics_port
+        blink["metrics_port"] = args.metrics_port
     if getattr(args, "threads", None):
-        blink_conf["pipeline_threads"] = args.threads
-    cass_conf = dict(file_conf.get("cassandra", {}))
-    if args.cassandra_hosts:
-        cass_conf["hosts"] = args.cassandra_hosts
-    kafka_conf = dict(file_conf.get("kafka", {}))
-    if args.kafka_bootstrap:
-        kafka_conf["bootstrap_servers"] = args.kafka_bootstrap
-    settings = BlinkSettings(**blink_conf)
-    kafka = KafkaSettings(**kafka_conf) if settings.source == "kafka" else None
-    return settings, CassandraSettings(**cass_conf), kafka
+        blink["pipeline_threads"] = args.threads
+    cassandra = {"hosts": args.cassandra_hosts} if args.cassandra_hosts else {}
+    kafka = {"bootstrap_servers": args.kafka_bootstrap} if args.kafka_bootstrap else {}
+    return load_settings(getattr(args, "config", None), blink=blink, cassandra=cassandra, kafka=kafka)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Write a simulated data repository."""
     from simulator import SimConfig, simulate
 
-    settings, _, _ = _settings(args)
+    settings = _settings(args).blink
     config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
                        compress=args.compress, progress=True)
     summary = simulate(settings.data_root, config)
@@ -87,7 +79,8 @@ def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: b
 
 def cmd_apdb_init(args: argparse.Namespace) -> int:
     """Create the APDB tables (idempotent)."""
-    settings, cassandra, _ = _settings(args)
+    service = _settings(args)
+    settings, cassandra = service.blink, service.cassandra
     apdb = _open_apdb(settings, cassandra, init=True)
     apdb.close()
     log.info("APDB ready at %s", settings.resolved_apdb_url(cassandra).split("@")[-1])
@@ -113,7 +106,8 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
     """Compact the history of finished time buckets (maintenance; run daily, one at a time)."""
     from astropy.time import Time
 
-    settings, cassandra, _ = _settings(args)
+    service = _settings(args)
+    settings, cassandra = service.blink, service.cassandra
     # by default a day after a bucket ends, so that late CCD-visits (a backlog) land before it is compacted
     before = args.before if args.before is not None else float(Time.now().tai.mjd) - 1.0
     apdb = _open_apdb(settings, cassandra, init=False)
@@ -129,10 +123,8 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the Kafka topics (idempotent)."""
     from streamer.kafka.admin import create_topics
-    from streamer.kafka.settings import KafkaSettings
 
-    settings, _, kafka = _settings(args)
-    created = create_topics(kafka or KafkaSettings())
+    created = create_topics(_settings(args).kafka)
     log.info("topics ready: %s", ", ".join(created) if created else "(all existed)")
     return 0
 
@@ -141,10 +133,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     """Publish the data repository's exposure-ready events to Kafka (as a telescope would)."""
     from streamer.events.files import read_event_file
     from streamer.kafka.producer import publish_event
-    from streamer.kafka.settings import KafkaSettings
 
-    settings, _, kafka = _settings(args)
-    kafka = kafka or KafkaSettings()
+    service = _settings(args)
+    settings, kafka = service.blink, service.kafka
     files = sorted((settings.data_root / "events").glob("*.avro"))
     for path in files:
         publish_event(kafka, read_event_file(path))
@@ -156,14 +147,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the worker: embedded (local folders, SQLite) by default, Kafka and Cassandra when configured."""
     from streamer.service import run_service
 
-    settings, cassandra, kafka = _settings(args)
+    service = _settings(args)
+    settings, cassandra, kafka = service.blink, service.cassandra, service.kafka_source
     if args.simulate and not (settings.data_root / "events").is_dir():
         from simulator import SimConfig, simulate
 
         night = {k: v for k, v in (("n_epochs", args.epochs), ("ccds", args.ccds)) if v is not None}
         simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True, **night))
     apdb = _open_apdb(settings, cassandra, init=True)
-    if args.workers > 1:
+    if args.workers > 1:  # each worker process records the provenance of its run
         apdb.close()
         if kafka is None:
             log.error("--workers N needs Kafka (--kafka-bootstrap or source: kafka); the embedded mode has one worker")
@@ -178,6 +170,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print_truth_report(settings, cassandra)
         return rc
     try:
+        from streamer.runtime.provenance import record_run_provenance
+
+        record_run_provenance(service.effective(), apdb,
+                              folder=service.blink.outputs if kafka is None else None)
         results = run_service(settings, apdb, kafka, forever=args.forever, workers=args.workers,
                               exactly_once=not args.at_least_once, worker_id=args.worker_id)
     finally:
@@ -190,11 +186,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if (failed and args.strict) else 0
 
 
-def _kafka_or_default(args: argparse.Namespace):
-    from streamer.kafka.settings import KafkaSettings
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """Print the settings in force (defaults included, secrets masked) as a YAML settings file."""
+    sys.stdout.write(_settings(args).to_yaml())
+    return 0
 
-    _, _, kafka = _settings(args)
-    return kafka or KafkaSettings()
+
+def _kafka_settings(args: argparse.Namespace):
+    return _settings(args).kafka
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -204,7 +203,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if all(v is None for v in (args.from_mjd, args.to_mjd, args.from_offset, args.to_offset)) and not args.all:
         log.error("give a range (--from-mjd/--to-mjd or --from-offset/--to-offset) or --all")
         return 2
-    events = replay_events(_kafka_or_default(args), from_mjd=args.from_mjd, to_mjd=args.to_mjd,
+    events = replay_events(_kafka_settings(args), from_mjd=args.from_mjd, to_mjd=args.to_mjd,
                            from_offset=args.from_offset, to_offset=args.to_offset, dry_run=args.dry_run)
     for ev in events:
         log.info("%s exposure %d (%s, shutter close %.6f)", "would replay" if args.dry_run else "replayed",
@@ -216,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print lag and throughput per partition of the workers' consumer group."""
     from streamer.kafka.operator_tools import group_status, print_status
 
-    kafka = _kafka_or_default(args)
+    kafka = _kafka_settings(args)
     print_status(group_status(kafka, sample_s=args.sample_s), kafka.group_id)
     return 0
 
@@ -225,8 +224,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Compare the APDB with the simulator's truth."""
     from streamer.report.truth import print_truth_report
 
-    settings, cassandra, _ = _settings(args)
-    print_truth_report(settings, cassandra)
+    service = _settings(args)
+    print_truth_report(service.blink, service.cassandra)
     return 0
 
 
@@ -307,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compare the APDB with the simulator's truth")
     _add_common(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config", help="settings")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    q = config_sub.add_parser("show", help="print the settings in force (defaults included, secrets masked) as "
+                              "YAML; takes the same --config, flags and BLINK_* variables as blink run")
+    _add_common(q)
+    q.add_argument("--threads", type=int, help="as blink run --threads")
+    q.add_argument("--metrics-port", type=int, help="as blink run --metrics-port")
+    q.set_defaults(func=cmd_config_show)
     return parser
 
 
@@ -327,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except InvalidSettings as err:
+        log.error("%s", err)
+        return 2
     except BlinkError as err:
         log.error("%s (stage %s)", err, err.stage)
         return 2

@@ -44,6 +44,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
     Parameters
     ----------
     settings : BlinkSettings
+        Where the data are, and the pipeline's configuration (``settings.pipeline``).
     apdb : Apdb
         An opened, checked APDB.
     kafka : streamer.kafka.clients.KafkaSettings, optional
@@ -101,7 +102,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         from streamer.apdb.ordering import open_claims
 
         claims = open_claims(apdb)
-    processor = CcdProcessor(repo, apdb, alert_sink, threads=settings.pipeline_threads)
+    processor = CcdProcessor(repo, apdb, alert_sink, config=settings.pipeline, threads=settings.pipeline_threads)
     worker = Worker(source=source, processor=processor, dead_letters=dead_letters,
                     fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
                     transactions=transactions, claims=claims,

@@ -94,5 +94,9 @@ class Apdb(Protocol):
         """Maintenance: store the DiaSource and DiaForcedSource history of time buckets that ended by
         ``before_mjd_tai`` in the form cheapest to read, with the same contents. Returns counts per table."""
 
+    def record_provenance(self, key: str, text: str) -> None:
+        """Store a run's provenance (:mod:`streamer.runtime.provenance`) as the metadata entry ``key``;
+        recording a key again replaces its text."""
+
     def close(self) -> None:
         """Release connections."""

@@ -189,6 +189,10 @@ class SqliteApdb:
         with self._transaction():
             self._conn.execute(f"INSERT OR REPLACE INTO {_q(METADATA_TABLE)} VALUES (?, ?)", (name, value))
 
+    def record_provenance(self, key: str, text: str) -> None:
+        """Store a run's provenance as the metadata entry ``key`` (see ``Apdb.record_provenance``)."""
+        self._write_metadata(key, text)
+
     # ------------------------------------------------------------------ reads
     def _select_packed(self, spec: TableSpec, where: str, params: Sequence[Any], alias: str = "") -> np.ndarray:
         col = f"{alias}.{_q(PACKED)}" if alias else _q(PACKED)

@@ -272,6 +272,14 @@ def check_missing_required_column(apdb: Apdb) -> None:
         _store(apdb, objects)
 
 
+def check_record_provenance(apdb: Apdb) -> None:
+    apdb.record_provenance("provenance:0123", "blink_version: 0.1.0\n")
+    apdb.record_provenance("provenance:0123", "blink_version: 0.1.1\n")  # a key recorded again is replaced
+    metadata = dict(apdb.dump_tables()["ApdbMetadata"].iterrows("name", "value"))
+    assert metadata["provenance:0123"] == "blink_version: 0.1.1\n"
+    apdb.check_schema()
+
+
 CONTRACT = [
     check_init_twice_is_safe,
     check_version_mismatch_refuses,
@@ -285,5 +293,6 @@ CONTRACT = [
     check_ra_wrap,
     check_near_pole,
     check_missing_required_column,
+    check_record_provenance,
 ]
 """Every contract check, for ``pytest.mark.parametrize``."""

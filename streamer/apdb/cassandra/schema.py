@@ -81,6 +81,10 @@ class KeyspaceSchema(CassandraSession):
         self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s)"
                       + (" IF NOT EXISTS" if if_absent else ""), (name, value))
 
+    def record_provenance(self, key: str, text: str) -> None:
+        """Store a run's provenance as the metadata entry ``key`` (see ``Apdb.record_provenance``)."""
+        self._write_metadata(key, text)
+
     def init_schema(self) -> None:
         """Create the keyspace and tables from ``schemas/apdb.cql`` and record the version; safe twice.
 
