@@ -22,6 +22,20 @@ from streamer.alerts.framing import MAGIC_BYTE, WIRE_HEADER, unframe
 __all__ = ["AlertSchema", "sample_alert"]
 
 
+def canonical_key_order(definition: Any) -> Any:
+    """A copy of a schema definition with every object's keys in sorted order (lists keep theirs).
+
+    ``lsst-alert-packet`` builds the definition's objects in an order that depends on Python's string hashing,
+    so the schema text written into alert files changed from process to process; sorted keys make it the
+    same everywhere without changing what the schema says.
+    """
+    if isinstance(definition, Mapping):
+        return {key: canonical_key_order(definition[key]) for key in sorted(definition)}
+    if isinstance(definition, list):
+        return [canonical_key_order(item) for item in definition]
+    return definition
+
+
 @cache
 def _schema_for_id(schema_id: int) -> Schema:
     major, minor = divmod(schema_id, 100)
@@ -60,7 +74,7 @@ class AlertSchema:
         use_generated_encoder: bool = True,
     ) -> None:
         self._schema = schema if schema is not None else Schema.from_file()
-        self._parsed = fastavro.parse_schema(self._schema.definition)
+        self._parsed = fastavro.parse_schema(canonical_key_order(self._schema.definition))
         self.schema_id: int = int(self._schema.get_schema_id())
         self.validate_on_serialize = validate_on_serialize
         self._encoder = compile_encoder(self._parsed) if use_generated_encoder else None
