@@ -188,3 +188,16 @@ def test_generated_encoder_matches_fastavro_on_realistic_alerts(schema):
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, parsed, alert)
         assert schema.serialize(alert) == buffer.getvalue()
+
+
+def test_schema_text_does_not_depend_on_string_hashing():
+    """The schema written into alert files is the same text in every process (whatever PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from streamer.alerts.schema import AlertSchema; "
+            "print(json.dumps(AlertSchema.latest().definition))")
+    texts = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                            capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(texts) == 1
