@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings, ServiceSettings, load_settings
 from streamer.runtime.logs import setup_logging
+from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings, ServiceSettings, load_settings
 
 log = logging.getLogger("blink")
 
@@ -229,11 +229,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``blink``."""
-    parser = argparse.ArgumentParser(prog="blink", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_worker_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of ``blink run`` that are settings (``blink config show`` takes them too)."""
+    p.add_argument("--threads", type=int, help="threads per worker for a CCD's pipeline (default 1 or "
+                                               "BLINK_PIPELINE_THREADS; 2 on an idle 2-core machine)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
 
+
+def _add_sim_and_run(sub) -> None:
     p = sub.add_parser("sim", help="simulate a night of DECam exposures with truth")
     _add_common(p)
     p.add_argument("--seed", type=int, default=42)
@@ -253,9 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forever", action="store_true", help="keep consuming (default: stop when idle)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes (Kafka mode): each its own consumer of the group; SIGTERM is forwarded")
-    p.add_argument("--threads", type=int, help="threads per worker for a CCD's pipeline (default 1 or "
-                                               "BLINK_PIPELINE_THREADS; 2 on an idle 2-core machine)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics and /healthz")
+    _add_worker_flags(p)
     p.add_argument("--report", action="store_true", help="print the truth report at the end")
     p.add_argument("--strict", action="store_true", help="exit 1 if any CCD failed")
     p.add_argument("--worker-id", help="stable name of this worker instance (transactional.id suffix; "
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kafka mode without transactions (wait for acks, then commit offsets)")
     p.set_defaults(func=cmd_run)
 
+
+def _add_kafka_tools(sub) -> None:
     p = sub.add_parser("replay", help="re-publish exposure-ready events with replay=true")
     _add_common(p)
     p.add_argument("--from-mjd", type=float, help="shutter close >= this MJD (TAI)")
@@ -279,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-s", type=float, default=2.0, help="throughput sampling window, s")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("topics", help="Kafka topic administration")
+    topics_sub = p.add_subparsers(dest="topics_command", required=True)
+    q = topics_sub.add_parser("create", help="create the topics (safe to run twice)")
+    _add_common(q)
+    q.set_defaults(func=cmd_topics_create)
+
+    p = sub.add_parser("publish", help="publish the repository's exposure-ready events to Kafka")
+    _add_common(p)
+    p.set_defaults(func=cmd_publish)
+
+
+def _add_admin(sub) -> None:
     p = sub.add_parser("apdb", help="APDB administration")
     apdb_sub = p.add_subparsers(dest="apdb_command", required=True)
     q = apdb_sub.add_parser("init", help="create the APDB tables (safe to run twice)")
@@ -293,16 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also redo the buckets compacted by earlier runs (after a replay of an old night)")
     q.set_defaults(func=cmd_apdb_compact)
 
-    p = sub.add_parser("topics", help="Kafka topic administration")
-    topics_sub = p.add_subparsers(dest="topics_command", required=True)
-    q = topics_sub.add_parser("create", help="create the topics (safe to run twice)")
-    _add_common(q)
-    q.set_defaults(func=cmd_topics_create)
-
-    p = sub.add_parser("publish", help="publish the repository's exposure-ready events to Kafka")
-    _add_common(p)
-    p.set_defaults(func=cmd_publish)
-
     p = sub.add_parser("report", help="compare the APDB with the simulator's truth")
     _add_common(p)
     p.set_defaults(func=cmd_report)
@@ -312,9 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = config_sub.add_parser("show", help="print the settings in force (defaults included, secrets masked) as "
                               "YAML; takes the same --config, flags and BLINK_* variables as blink run")
     _add_common(q)
-    q.add_argument("--threads", type=int, help="as blink run --threads")
-    q.add_argument("--metrics-port", type=int, help="as blink run --metrics-port")
+    _add_worker_flags(q)
     q.set_defaults(func=cmd_config_show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``blink``."""
+    parser = argparse.ArgumentParser(prog="blink", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_sim_and_run(sub)
+    _add_kafka_tools(sub)
+    _add_admin(sub)
     return parser
 
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from streamer.runtime import metrics
 from streamer.apdb.base import Apdb
-from streamer.settings import BlinkSettings
-from streamer.worker.inputs import DataRepository
+from streamer.events.records import CcdWork
+from streamer.ports import AlertSink, DeadLetterSink, EventSource
+from streamer.runtime import metrics
 from streamer.runtime.gc_tuning import startup_objects_frozen
 from streamer.runtime.malloc_tuning import keep_freed_memory
+from streamer.settings import BlinkSettings
+from streamer.worker.inputs import DataRepository
 from streamer.worker.loop import CcdProcessor, CcdResult, RetryPolicy, Worker
+
+if TYPE_CHECKING:
+    from streamer.kafka.settings import KafkaSettings
+    from streamer.kafka.transactions import KafkaTransactions
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +34,8 @@ def default_worker_id() -> str:
 
 def publish_alert_schema(kafka) -> int:
     """Serve the alert schema from the configured registry under the id alerts are framed with."""
-    from streamer.alerts.schema import AlertSchema
     from streamer.alerts.registry import publish_schema
+    from streamer.alerts.schema import AlertSchema
 
     schema = AlertSchema.latest()
     subject = f"{kafka.alerts_topic}-value"  # Confluent's TopicNameStrategy
@@ -36,7 +45,56 @@ def publish_alert_schema(kafka) -> int:
     return schema_id
 
 
-def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: bool = False,
+@dataclass(frozen=True)
+class WorkerIo:
+    """The I/O edges of a worker: where work comes from and where its outputs go."""
+
+    source: EventSource
+    alert_sink: AlertSink
+    dead_letters: DeadLetterSink
+    fan_out_to: Callable[[Sequence[CcdWork]], None] | None = None
+    transactions: KafkaTransactions | None = None
+
+
+def embedded_io(settings: BlinkSettings) -> WorkerIo:
+    """Local event files in, Avro alert files and dead-letter files out (under ``settings.outputs``)."""
+    from streamer.embedded.events import LocalEventSource
+    from streamer.embedded.sinks import LocalAlertSink, LocalDeadLetterSink
+
+    out = settings.outputs
+    out.mkdir(parents=True, exist_ok=True)
+    return WorkerIo(source=LocalEventSource(settings.data_root / "events", state_dir=out),
+                    alert_sink=LocalAlertSink(out / "alerts"), dead_letters=LocalDeadLetterSink(out / "dead-letters"))
+
+
+def kafka_io(kafka: KafkaSettings, *, exactly_once: bool, worker_id: str) -> WorkerIo:
+    """Kafka in and out: topics created, the alert schema published, a consumer of the group, and either one
+    transaction per message (``exactly_once``) or acknowledged produces before each offset commit."""
+    from streamer.kafka.admin import create_topics
+    from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish_work
+    from streamer.kafka.source import KafkaEventSource
+
+    create_topics(kafka)
+    if kafka.schema_registry_url:
+        publish_alert_schema(kafka)
+    membership = {"group.instance.id": worker_id} if kafka.static_membership else {}
+    source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic], **membership)
+    if exactly_once:
+        from streamer.kafka.transactions import KafkaTransactions
+
+        transactions = KafkaTransactions(kafka, source, worker_id=worker_id)
+        log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)
+        return WorkerIo(source=source, alert_sink=transactions, dead_letters=transactions,
+                        fan_out_to=transactions.publish_work, transactions=transactions)
+
+    def fan_out_to(items: Sequence[CcdWork]) -> None:
+        publish_work(kafka, items)
+
+    return WorkerIo(source=source, alert_sink=KafkaAlertSink(kafka), dead_letters=KafkaDeadLetterSink(kafka),
+                    fan_out_to=fan_out_to)
+
+
+def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None = None, *, forever: bool = False,
                 workers: int = 1, idle_timeout_s: float | None = None, exactly_once: bool = True,
                 worker_id: str | None = None) -> list[CcdResult]:
     """Run one worker until idle (or forever) and return what it processed.
@@ -47,7 +105,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         Where the data are, and the pipeline's configuration (``settings.pipeline``).
     apdb : Apdb
         An opened, checked APDB.
-    kafka : streamer.kafka.clients.KafkaSettings, optional
+    kafka : streamer.kafka.settings.KafkaSettings, optional
         When given, consume events and work from Kafka and publish alerts and dead letters there.
     forever : bool
         Keep polling when idle (a long-running consumer).
@@ -61,51 +119,17 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         keep_freed_memory(settings.malloc_trim_threshold_mb)
     repo = DataRepository(settings.data_root)
     server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
-    transactions = None
-    if kafka is None:
-        from streamer.embedded.events import LocalEventSource
-        from streamer.embedded.sinks import LocalAlertSink, LocalDeadLetterSink
-
-        out = settings.outputs
-        out.mkdir(parents=True, exist_ok=True)
-        source = LocalEventSource(settings.data_root / "events", state_dir=out)
-        alert_sink = LocalAlertSink(out / "alerts")
-        dead_letters = LocalDeadLetterSink(out / "dead-letters")
-        fan_out_to = None
-    else:
-        from streamer.kafka.admin import create_topics
-        from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish_work
-        from streamer.kafka.source import KafkaEventSource
-
-        create_topics(kafka)
-        if kafka.schema_registry_url:
-            publish_alert_schema(kafka)
-        worker_id = worker_id or default_worker_id()
-        membership = {"group.instance.id": worker_id} if kafka.static_membership else {}
-        source = KafkaEventSource(kafka, topics=[kafka.events_topic, kafka.work_topic], **membership)
-        if exactly_once:
-            from streamer.kafka.transactions import KafkaTransactions
-
-            transactions = KafkaTransactions(kafka, source, worker_id=worker_id)
-            log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)
-            alert_sink = dead_letters = transactions
-            fan_out_to = transactions.publish_work
-        else:
-            alert_sink = KafkaAlertSink(kafka)
-            dead_letters = KafkaDeadLetterSink(kafka)
-
-            def fan_out_to(items):
-                publish_work(kafka, items)
-
+    io = embedded_io(settings) if kafka is None else \
+        kafka_io(kafka, exactly_once=exactly_once, worker_id=worker_id or default_worker_id())
     claims = None
     if kafka is not None and settings.ordered_association:
         from streamer.apdb.ordering import open_claims
 
         claims = open_claims(apdb)
-    processor = CcdProcessor(repo, apdb, alert_sink, config=settings.pipeline, threads=settings.pipeline_threads)
-    worker = Worker(source=source, processor=processor, dead_letters=dead_letters,
-                    fan_out_to=fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
-                    transactions=transactions, claims=claims,
+    processor = CcdProcessor(repo, apdb, io.alert_sink, config=settings.pipeline, threads=settings.pipeline_threads)
+    worker = Worker(source=io.source, processor=processor, dead_letters=io.dead_letters,
+                    fan_out_to=io.fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
+                    transactions=io.transactions, claims=claims,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with
                     # backoff and paused-partition keepalives; a run-until-idle one gives up after a few tries.
                     retry=RetryPolicy(initial_s=1.0, max_s=10.0, max_tries=0) if forever else RetryPolicy())
@@ -116,11 +140,11 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka=None, *, forever: boo
         with startup_objects_frozen(settings.gc_gen0_threshold):
             return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
-        source.close()
+        io.source.close()
         if claims is not None:
             claims.close()
-        alert_sink.close()
-        if dead_letters is not alert_sink:
-            dead_letters.close()
+        io.alert_sink.close()
+        if io.dead_letters is not io.alert_sink:
+            io.dead_letters.close()
         if server is not None:
             server.shutdown()

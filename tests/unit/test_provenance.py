@@ -9,8 +9,13 @@ import pytest
 import yaml
 
 from streamer.cli import main
-from streamer.runtime.provenance import (PROVENANCE_FILE, RECORDED_PACKAGES, build_provenance, provenance_key,
-                                         provenance_text)
+from streamer.runtime.provenance import (
+    PROVENANCE_FILE,
+    RECORDED_PACKAGES,
+    build_provenance,
+    provenance_key,
+    provenance_text,
+)
 from streamer.settings import load_settings
 
 
