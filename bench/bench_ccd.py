@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             gc.collect()
             t0 = time.perf_counter()
-            out = process_ccd(inputs, config)
+            out = process_ccd(inputs, config=config)
             walls.append(time.perf_counter() - t0)
             runs.append(dict(out.metadata["timings_s"]))
             n_dia = out.metadata["n_dia_sources"]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             tracemalloc.start()
             tracemalloc.reset_peak()
             base, _ = tracemalloc.get_traced_memory()
-            out = process_ccd(inputs, config)
+            out = process_ccd(inputs, config=config)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             traced_peak = float(peak - base)

@@ -55,7 +55,7 @@ def prepare(root: Path, crop: int):
     from pipeline.ccd import PipelineConfig
     from pipeline.decam.header import header_wcs
     from pipeline.isr import run_isr
-    from pipeline.psf import FWHM_PER_SIGMA
+    from pipeline.subtract import matching_sigmas
     from pipeline.template import warp_template
     from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
@@ -71,20 +71,20 @@ def prepare(root: Path, crop: int):
         for ccd in sorted(set(np.asarray(fluxes["ccdnum"]).tolist())):
             inputs, _ = proc.gather(event, ccd)
             raw = inputs.raw
-            isr = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config.isr)
-            exposure, sources = calibrate(isr, header_wcs(raw.header), inputs.refcat, raw.info, ccd, config.calibrate)
+            isr = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
+                          crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
+            exposure, sources = calibrate(isr, header_wcs(raw.header), inputs.refcat, info=raw.info, ccdnum=ccd,
+                                          config=config.calibrate)
             ny, nx = exposure.masked.image.shape
-            template, t_fwhm = warp_template(inputs.template_tiles, exposure.wcs, (ny, nx), config.template)
-            scale = float(np.sqrt(abs(np.linalg.det(exposure.wcs.pixel_scale_matrix))) * 3600.0)
-            s_sigma = float(exposure.psf_model.sigma_at((nx - 1) / 2, (ny - 1) / 2))
-            t_sigma = t_fwhm / scale / FWHM_PER_SIGMA
+            template = warp_template(inputs.template_tiles, exposure.wcs, (ny, nx), config=config.template)
+            s_sigma, t_sigma = matching_sigmas(exposure, template)
             x0, y0 = (nx - min(crop, nx)) // 2, (ny - min(crop, ny)) // 2
             box = (slice(y0, y0 + min(crop, ny)), slice(x0, x0 + min(crop, nx)))
             stars = sources[np.asarray(sources["is_psf_star"])]
             sx, sy = np.asarray(stars["x"], float) - x0, np.asarray(stars["y"], float) - y0
             ok = (sx > 0) & (sx < box[1].stop - x0) & (sy > 0) & (sy < box[0].stop - y0)
             truth = fluxes[(np.asarray(fluxes["expnum"]) == raw.info.expnum) & (np.asarray(fluxes["ccdnum"]) == ccd)]
-            yield (f"{raw.info.expnum}/{ccd}", exposure.masked, template, box, sx[ok], sy[ok], s_sigma, t_sigma,
+            yield (f"{raw.info.expnum}/{ccd}", exposure.masked, template.masked, box, sx[ok], sy[ok], s_sigma, t_sigma,
                    exposure.wcs, x0, y0, truth)
 
 
@@ -96,9 +96,9 @@ def _crop(masked, box):
 
 
 def run_blink(sci, tmpl, sx, sy, s_sigma, t_sigma):
-    from pipeline.subtract import subtract
+    from pipeline.subtract import subtract_images
 
-    return subtract(sci, tmpl, sx, sy, s_sigma, t_sigma).difference.image
+    return subtract_images(sci, tmpl, sx, sy, science_sigma_pix=s_sigma, template_sigma_pix=t_sigma).difference.image
 
 
 def run_sfft(sci, tmpl, sx, sy, s_sigma, t_sigma):
@@ -179,11 +179,13 @@ def score(x, y, wcs, x0, y0, box, truth):
     """(hit flags of truth rows inside the box, number of false detections)."""
     from scipy.spatial import cKDTree
 
+    from pipeline.astrometry import pixel_scale_arcsec
+
     tx, ty = wcs.all_world2pix(np.asarray(truth["ra"], float), np.asarray(truth["dec"], float), 0)
     tx, ty = tx - x0, ty - y0
     h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
     inside = (tx > 20) & (tx < w - 20) & (ty > 20) & (ty < h - 20)
-    scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
+    scale = pixel_scale_arcsec(wcs)
     hit = np.zeros(len(truth), bool)
     n_false = len(x)
     if len(x) and inside.any():

@@ -50,7 +50,7 @@ def process_repository(root: Path, config=None) -> Table:
         event = read_event_file(path)
         for ccd in ccds:
             inputs, _ = proc.gather(event, ccd)
-            tables.append(process_ccd(inputs, config).dia_sources)
+            tables.append(process_ccd(inputs, config=config).dia_sources)
     return vstack(tables)
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{np.unique(unit[test]).size}")
     for name, config in (("committed defaults", baseline), ("trained on half", result.config),
                          ("trained on all", full.config)):
-        p = score(dia[test], config)
+        p = score(dia[test], config=config)
         cut = p >= config.threshold
         n_units = max(np.unique(unit[test]).size, 1)
         console.print(f"  {name:20s} test AUC {roc_auc(p, is_real[test]):.3f} | at p >= {config.threshold}: "

@@ -63,7 +63,7 @@ def match_one_to_one(source_xyz: np.ndarray, object_xyz: np.ndarray, radius_rad:
     return np.concatenate(out_s), np.concatenate(out_o)
 
 
-def associate(dia_sources: Table, dia_objects: Table, config: AssociationConfig = AssociationConfig()
+def associate(dia_sources: Table, dia_objects: Table, *, config: AssociationConfig = AssociationConfig()
               ) -> tuple[Table, np.ndarray]:
     """Assign a diaObjectId to every DiaSource.
 

@@ -54,7 +54,8 @@ class AstrometryConfig(BaseModel):
         return radii
 
 
-def _pixel_scale_arcsec(wcs: WCS) -> float:
+def pixel_scale_arcsec(wcs: WCS) -> float:
+    """Mean pixel scale of a celestial WCS at its reference pixel, arcsec per pixel (square root of the area)."""
     return float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
 
 
@@ -63,7 +64,7 @@ CameraModel = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, header_wcs: WCS,
-            shape: tuple[int, int], config: AstrometryConfig = AstrometryConfig(),
+            shape: tuple[int, int], *, config: AstrometryConfig = AstrometryConfig(),
             camera: CameraModel | None = None) -> tuple[WCS, Table]:
     """Fit a TAN-SIP WCS of a CCD against the reference catalog.
 
@@ -101,7 +102,7 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     if len(refcat) < config.min_matches or len(x) < config.min_matches:
         raise AlgorithmError(f"astrometry needs {config.min_matches} stars and references; have {len(x)} "
                              f"detections and {len(refcat)} references", stage="astrometry")
-    scale = _pixel_scale_arcsec(header_wcs)
+    scale = pixel_scale_arcsec(header_wcs)
     ref_ra = np.asarray(refcat["ra"], dtype=float)
     ref_dec = np.asarray(refcat["dec"], dtype=float)
     rx, ry = header_wcs.all_world2pix(ref_ra, ref_dec, 0)

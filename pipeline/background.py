@@ -17,7 +17,7 @@ class BackgroundConfig(BaseModel):
     filter_size: int = Field(3, ge=1, le=31, description="Median filter over mesh cells.")
 
 
-def estimate_background(image: np.ndarray, mask: np.ndarray, config: BackgroundConfig = BackgroundConfig()
+def estimate_background(image: np.ndarray, mask: np.ndarray, *, config: BackgroundConfig = BackgroundConfig()
                         ) -> tuple[np.ndarray, float]:
     """Model the sky of ``image``.
 

@@ -20,7 +20,7 @@ from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.errors import AlgorithmError, NoWorkError
 from pipeline.measure import cut_stamps, psf_flux
 from pipeline.photometry import fit_zero_point, njy_per_electron
-from pipeline.psf import GaussianPsf, PixelPsf, build_pixel_psf, fit_psf
+from pipeline.psf import GaussianPsf, PixelPsf, Psf, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.types import CalibratedExposure, ExposureInfo, MaskedImage
@@ -58,7 +58,7 @@ class CalibrateConfig(BaseModel):
                                                 "(clouds).")
 
 
-def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: ExposureInfo, ccdnum: int,
+def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: ExposureInfo, ccdnum: int,
               config: CalibrateConfig = CalibrateConfig(), camera: CameraModel | None = None
               ) -> tuple[CalibratedExposure, Table]:
     """Calibrate an ISR-corrected CCD in electrons.
@@ -93,9 +93,9 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
         The astrometric or photometric fit failed.
     """
     image, mask, variance = isr_image.image, isr_image.mask, isr_image.variance
-    background, _ = estimate_background(image, mask, config.background)
+    background, _ = estimate_background(image, mask, config=config.background)
     subtracted = image - background
-    sources = detect_sources(subtracted, variance, mask, config.detection)
+    sources = detect_sources(subtracted, variance, mask, config=config.detection)
     stars = select_psf_stars(sources, min_snr=config.psf_star_min_snr, max_stars=config.psf_max_stars,
                              isolation_sigmas=config.psf_isolation_sigmas,
                              max_neighbour_flux_ratio=config.psf_max_neighbour_flux_ratio)
@@ -131,7 +131,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, info: Expo
     astro_index = np.flatnonzero(astro)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
                            np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, image.shape,
-                           config.astrometry, camera=camera)
+                           config=config.astrometry, camera=camera)
     matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
     mag_col = f"{info.band}_mag"
     if mag_col not in refcat.colnames:
@@ -189,7 +189,7 @@ def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarr
 
 
 def halo_contaminated(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      psf: PixelPsf | GaussianPsf, fwhm_pix: float, *, n_sigma: float = 4.0) -> np.ndarray:
+                      psf: Psf, fwhm_pix: float, *, n_sigma: float = 4.0) -> np.ndarray:
     """True for stars with significant light beyond their own PSF wing in an annulus at 2 to 3.5 FWHM.
 
     The star's PSF fit is subtracted and the residual summed over the annulus's usable pixels; the sum is
@@ -253,12 +253,12 @@ def psf_flux_scale(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x:
     return float(np.average(ratio[kept], weights=weight[kept])), int(kept.sum())
 
 
-def psf_aperture_correction(psf: PixelPsf | GaussianPsf, radius_pix: float, x: float, y: float) -> float:
+def psf_aperture_correction(psf: Psf, radius_pix: float, x: float, y: float) -> float:
     """Total over aperture flux of the PSF model at (x, y): multiplies star aperture fluxes to total fluxes.
 
     The aperture flux is measured on the model exactly as on the stars (``sep.sum_circle``, subpix 5).
     """
-    half = int(max(np.ceil(radius_pix) + 2, getattr(psf, "half_size", 0)))
+    half = int(max(np.ceil(radius_pix) + 2, psf.half_size if isinstance(psf, PixelPsf) else 0))
     stamp = np.ascontiguousarray(psf.stamps(np.array([float(x)]), np.array([float(y)]), half)[0])
     inside, _, _ = sep.sum_circle(stamp.astype(np.float64), np.array([float(half)]), np.array([float(half)]),
                                   radius_pix, subpix=5)

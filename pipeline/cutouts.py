@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 
 from pipeline.measure import cut_stamps
-from pipeline.types import MaskedImage
+from pipeline.subtract import SubtractionResult
+from pipeline.types import CalibratedExposure, MaskedImage
 
 MIN_CUTOUT_SIZE = 31
-
-
-def _stamp_header(parent: fits.Header, x0: int, y0: int) -> fits.Header:
-    """The parent CCD's WCS header moved to a stamp whose first pixel is parent pixel (x0, y0), 0-based."""
-    header = parent.copy()
-    header["CRPIX1"] = parent["CRPIX1"] - x0
-    header["CRPIX2"] = parent["CRPIX2"] - y0
-    header["CRVAL1A"], header["CRVAL2A"] = float(x0), float(y0)
-    return header
 
 
 def parent_header(wcs: WCS) -> fits.Header:
@@ -68,7 +61,8 @@ class _HeaderCache:
         return self.templates[key]
 
     def stamp_cards(self, x0: int, y0: int) -> dict[str, bytes]:
-        """The moved cards of a stamp whose first pixel is parent pixel (x0, y0) (as ``_stamp_header``)."""
+        """The cards of the parent's WCS moved to a stamp whose first pixel is parent pixel (x0, y0), 0-based:
+        CRPIX shifted by (x0, y0), and the alternate WCS 'A' giving parent pixels starting at (x0, y0)."""
         values = {"CRPIX1": self.parent["CRPIX1"] - x0, "CRPIX2": self.parent["CRPIX2"] - y0,
                   "CRVAL1A": float(x0), "CRVAL2A": float(y0)}
         return {k: fits.Card(k, v, self.comments[k]).image.encode("ascii") for k, v in values.items()}
@@ -89,6 +83,11 @@ class _HeaderCache:
 
 def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float, size: int,
                   psf_stamp: np.ndarray | None, cards: dict[str, bytes] | None = None) -> bytes:
+    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
+
+    Pixels outside the CCD are NaN in IMAGE and VARIANCE. The bytes are those astropy's
+    ``HDUList.writeto`` writes, assembled directly from header strings and big-endian pixel bytes.
+    """
     half = size // 2
     xs, ys = np.array([x]), np.array([y])
     image, _ = cut_stamps(masked.image, xs, ys, half, fill=np.nan)
@@ -105,23 +104,44 @@ def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float
     return b"".join(parts)
 
 
-def cutout_fits(masked: MaskedImage, header: fits.Header, x: float, y: float, size: int,
-                psf_stamp: np.ndarray | None) -> bytes:
-    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
-
-    Pixels outside the CCD are NaN in IMAGE and VARIANCE. The bytes are those astropy's
-    ``HDUList.writeto`` writes, assembled directly from header strings and big-endian pixel bytes.
-    """
-    return _cutout_bytes(masked, _HeaderCache(header), x, y, size, psf_stamp)
-
-
-def make_cutouts(science: MaskedImage, template: MaskedImage, difference: MaskedImage, wcs: WCS,
-                 x: np.ndarray, y: np.ndarray, bbox_size: np.ndarray, psf_stamps: np.ndarray | None = None
-                 ) -> list[tuple[bytes, bytes, bytes]]:
-    """Science, template and difference cutouts around each DiaSource.
+def make_cutouts(dia_sources: Table, subtraction: SubtractionResult, exposure: CalibratedExposure
+                 ) -> dict[int, tuple[bytes, bytes, bytes]]:
+    """The cutouts stage: science, template and difference cutouts of each DiaSource, the difference image's
+    PSF at the source's pixel stored with the difference cutout.
 
     Parameters
     ----------
+    dia_sources : Table
+        ``diaSourceId``, ``x``, ``y`` and ``bboxSize`` (see :func:`pipeline.detect.detect_dia_sources`).
+    subtraction : SubtractionResult
+        The difference image, its PSF and the matched template.
+    exposure : CalibratedExposure
+        The science image and its WCS.
+
+    Returns
+    -------
+    dict
+        diaSourceId -> (science, template, difference) FITS bytes.
+    """
+    x, y = np.asarray(dia_sources["x"], float), np.asarray(dia_sources["y"], float)
+    psf_half = int(np.clip(np.ceil(3 * subtraction.psf_sigma_pix), 5, 15))
+    psf_stamps = subtraction.psf.stamps(np.rint(x), np.rint(y), psf_half) if len(x) else None
+    made = cutouts_at(exposure.masked, subtraction.matched_template, subtraction.difference, exposure.wcs, x, y,
+                      bbox_size=np.asarray(dia_sources["bboxSize"]), psf_stamps=psf_stamps)
+    return dict(zip(np.asarray(dia_sources["diaSourceId"]).tolist(), made))
+
+
+def cutouts_at(science: MaskedImage, template: MaskedImage, difference: MaskedImage, wcs: WCS,
+               x: np.ndarray, y: np.ndarray, *, bbox_size: np.ndarray, psf_stamps: np.ndarray | None = None
+               ) -> list[tuple[bytes, bytes, bytes]]:
+    """Science, template and difference cutouts around positions.
+
+    Parameters
+    ----------
+    science, template, difference : MaskedImage
+        The three images on the same grid.
+    wcs : WCS
+        Their WCS.
     x, y : numpy.ndarray
         Positions, 0-based pixels.
     bbox_size : numpy.ndarray

@@ -7,15 +7,16 @@ import logging
 import numpy as np
 import sep
 from astropy.table import Table
-from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
+from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.convolution import matched_filter
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
-from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf
-from pipeline.types import ExposureInfo, MaskedImage
+from pipeline.psf import FWHM_PER_SIGMA
+from pipeline.subtract import SubtractionResult
+from pipeline.types import CalibratedExposure
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,17 @@ def _detect_sign(score: np.ndarray, bad: np.ndarray, config: DetectConfig) -> np
                        filter_kernel=None, deblend_cont=config.deblend_cont)
 
 
-def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: MaskedImage, wcs: WCS,
-                       diff_psf: GaussianPsf, science_psf: GaussianPsf, info: ExposureInfo, detector: int,
+def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExposure, *,
                        config: DetectConfig = DetectConfig()) -> Table:
     """Detect and measure DiaSources.
 
     Parameters
     ----------
-    difference : MaskedImage
-        Decorrelated difference image, nJy, with a calibrated variance.
-    science, template : MaskedImage
-        Calibrated science image and the (matched) template on the same grid, nJy.
-    wcs : WCS
-        Science WCS.
-    diff_psf, science_psf : GaussianPsf
-        PSFs of the difference and the science image.
-    info : ExposureInfo
-    detector : int
+    subtraction : SubtractionResult
+        The decorrelated difference image (nJy, with a calibrated variance), its PSF and the matched template.
+    exposure : CalibratedExposure
+        The science image (same grid), its WCS, PSF model, exposure metadata and CCD number.
+    config : DetectConfig
 
     Returns
     -------
@@ -91,6 +86,9 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
         One row per DiaSource with Rubin diaSource column names (``diaObjectId`` left for association),
         sorted deterministically so that ids are stable across re-processing.
     """
+    difference, template, diff_psf = subtraction.difference, subtraction.matched_template, subtraction.psf
+    science, wcs, science_psf = exposure.masked, exposure.wcs, exposure.psf_model
+    info, detector = exposure.info, exposure.ccdnum
     image = np.ascontiguousarray(difference.image, dtype=np.float32)
     bad = ((difference.mask & int(UNUSABLE | MaskBit.EDGE)) != 0) | ~np.isfinite(image) \
         | ~(difference.variance > 0)
@@ -149,7 +147,7 @@ def detect_dia_sources(difference: MaskedImage, science: MaskedImage, template: 
     snr = diff_fit["flux"] / diff_fit["flux_err"]
     centroid_err = np.where(np.abs(snr) > 0, np.sqrt(2.0) * sigma / np.maximum(np.abs(snr), 1e-3), np.nan)
     ra, dec = wcs.all_pix2world(cx, cy, 0) if n else (np.zeros(0), np.zeros(0))
-    scale_arcsec = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
+    scale_arcsec = pixel_scale_arcsec(wcs)
     flags = pixel_flags(difference.mask, cx, cy)
     psf_moment = sigma**2 * np.ones(n)
     ids = dia_source_id(info.expnum, detector, np.arange(n))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.table import Table
-from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.measure import psf_flux
-from pipeline.psf import GaussianPsf
-from pipeline.types import ExposureInfo, MaskedImage
+from pipeline.subtract import SubtractionResult
+from pipeline.types import CalibratedExposure
 
 
 class ForcedConfig(BaseModel):
@@ -31,8 +30,7 @@ def forced_source_id(dia_object_id: np.ndarray, visit: int, detector: int) -> np
     return (z >> np.uint64(1)).astype(np.int64)
 
 
-def forced_photometry(dia_objects: Table, difference: MaskedImage, science: MaskedImage, wcs: WCS,
-                      diff_psf: GaussianPsf, science_psf: GaussianPsf, info: ExposureInfo, detector: int,
+def forced_photometry(dia_objects: Table, subtraction: SubtractionResult, exposure: CalibratedExposure, *,
                       config: ForcedConfig = ForcedConfig()) -> Table:
     """Measure PSF fluxes at the positions of DiaObjects that fall on the CCD.
 
@@ -40,12 +38,20 @@ def forced_photometry(dia_objects: Table, difference: MaskedImage, science: Mask
     ----------
     dia_objects : Table
         Up-to-date DiaObjects of the region (``diaObjectId``, ``ra``, ``dec``, ``nDiaSources``).
+    subtraction : SubtractionResult
+        The difference image and its PSF.
+    exposure : CalibratedExposure
+        The science image, its WCS, PSF model, exposure metadata and CCD number.
+    config : ForcedConfig
 
     Returns
     -------
     Table
         Rubin diaForcedSource columns.
     """
+    difference, diff_psf = subtraction.difference, subtraction.psf
+    science, wcs, science_psf = exposure.masked, exposure.wcs, exposure.psf_model
+    info, detector = exposure.info, exposure.ccdnum
     enough = np.asarray(dia_objects["nDiaSources"]) >= config.min_dia_sources if len(dia_objects) else []
     objects = dia_objects[enough] if len(dia_objects) else dia_objects
     ny, nx = difference.image.shape

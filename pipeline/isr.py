@@ -14,14 +14,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from pipeline.decam.camera import CCD_SHAPE
 from pipeline.decam.header import amp_geometry
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.types import MaskedImage, RawCcd
 
 log = logging.getLogger(__name__)
-
-CCD_SHAPE = (4096, 2048)
 
 
 class IsrConfig(BaseModel):
@@ -64,25 +63,6 @@ def _overscan_per_row(raw: np.ndarray, rows: slice, cols: slice, config: IsrConf
     good = np.abs(block - median) <= config.overscan_clip_sigma * np.maximum(mad, 0.5)
     level = np.sum(np.where(good, block, 0.0), axis=1) / np.maximum(good.sum(axis=1), 1)
     return ndimage.median_filter(level, size=config.overscan_smooth_rows, mode="nearest")
-
-
-def assemble_overscan_corrected(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Overscan-correct each amplifier and assemble the trimmed CCD.
-
-    Returns
-    -------
-    image : numpy.ndarray
-        (4096, 2048) float32 ADU.
-    amp_index : numpy.ndarray
-        (4096, 2048) int8, 0 for amp A pixels and 1 for amp B.
-    amps : dict
-        Amplifier geometry by name (see :func:`pipeline.decam.header.amp_geometry`).
-    """
-    image, amps = _assemble(raw_ccd, config)
-    amp_index = np.empty(CCD_SHAPE, dtype=np.int8)
-    for k, name in enumerate(sorted(amps)):
-        amp_index[amps[name].ccd] = k
-    return image, amp_index, amps
 
 
 def _oriented(data: np.ndarray, amp) -> np.ndarray:
@@ -133,8 +113,8 @@ def _dilate_cross(flags: np.ndarray, iterations: int) -> np.ndarray:
     return out
 
 
-def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.ndarray | None = None,
-            config: IsrConfig = IsrConfig(), *, crosstalk: tuple[float, float] = (0.0, 0.0)) -> MaskedImage:
+def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.ndarray | None = None, *,
+            config: IsrConfig = IsrConfig(), crosstalk: tuple[float, float] = (0.0, 0.0)) -> MaskedImage:
     """Remove the instrument signature of one raw CCD.
 
     Parameters
@@ -219,7 +199,7 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     if saturated.all():
         log.warning("CCD %d is saturated everywhere", raw_ccd.ccdnum)
     if config.do_cosmic_rays:
-        electrons, mask = mask_cosmic_rays(electrons, variance, mask, config)
+        electrons, mask = mask_cosmic_rays(electrons, variance, mask, config=config)
     # Defects and saturated pixels are interpolated for a clean picture but stay masked.
     return MaskedImage(image=electrons, mask=mask, variance=variance)
 
@@ -253,7 +233,7 @@ def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_
     return out
 
 
-def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, config: IsrConfig
+def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *, config: IsrConfig
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Find cosmic rays by their sharpness, mask them (CR) and interpolate over them (INTRP).
 

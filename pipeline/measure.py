@@ -6,7 +6,7 @@ import numpy as np
 import sep
 
 from pipeline.masks import MaskBit, UNUSABLE
-from pipeline.psf import GaussianPsf
+from pipeline.psf import Psf
 
 
 def cut_stamps(array: np.ndarray, x: np.ndarray, y: np.ndarray, half: int, fill: float = 0.0
@@ -31,7 +31,7 @@ def cut_stamps(array: np.ndarray, x: np.ndarray, y: np.ndarray, half: int, fill:
 
 
 def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-             psf: GaussianPsf, *, half: int | None = None) -> dict[str, np.ndarray]:
+             psf: Psf, *, half: int | None = None) -> dict[str, np.ndarray]:
     """Linear least-squares PSF flux at fixed positions, vectorised over sources.
 
     With PSF ``P``, data ``D`` and variance ``V`` over unmasked pixels of a stamp:
@@ -65,7 +65,7 @@ def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.nd
     err = np.where(ok, 1.0 / np.sqrt(np.where(ok, denom, 1.0)), np.nan)
     resid = np.where(usable, data - flux[:, None, None] * model, 0.0)
     # The PSF model's aperture correction (1 for an analytic model) makes the flux a total flux.
-    flux_scale = float(getattr(psf, "flux_scale", 1.0))
+    flux_scale = float(psf.flux_scale)
     flux, err = flux * flux_scale, err * flux_scale
     n_data = usable.sum(axis=(1, 2))
     chi2 = np.sum(resid**2 * inv_var, axis=(1, 2))

@@ -4,12 +4,13 @@
 by a Fourier phase ramp (vectorised over stars), normalised by their PSF flux and combined by a clipped
 mean, optionally with a linear variation across the CCD. It is evaluated, vectorised, as normalised stamps
 at any set of sub-pixel positions, and can be convolved with a kernel (the PSF of a difference image).
-:class:`GaussianPsf` keeps the same interface.
+:class:`GaussianPsf` keeps the same interface; :class:`Psf` is that interface, what the stages ask of a PSF.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy import signal
@@ -18,6 +19,35 @@ from scipy.special import erf
 from pipeline.errors import AlgorithmError
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+class Psf(Protocol):
+    """A PSF model as the stages use it (:class:`PixelPsf` and :class:`GaussianPsf` are two).
+
+    Positions are 0-based CCD pixels (pixel centres at integers); stamps and kernels are odd, square,
+    ``2 * half_size + 1`` on a side.
+    """
+
+    @property
+    def flux_scale(self) -> float:
+        """Aperture correction of PSF-fit fluxes (multiplies them to total fluxes; 1 for an analytic model)."""
+        ...
+
+    def sigma_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """Effective Gaussian sigma (pixels) at ``x``, ``y``."""
+        ...
+
+    def fwhm_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """FWHM (pixels) at ``x``, ``y``."""
+        ...
+
+    def stamps(self, x: np.ndarray, y: np.ndarray, half_size: int) -> np.ndarray:
+        """(n, 2h+1, 2h+1) normalised PSF stamps centred on the pixels nearest to (x, y)."""
+        ...
+
+    def kernel(self, x: float, y: float, half_size: int) -> np.ndarray:
+        """A normalised, centred (2h+1, 2h+1) PSF image at (x, y), for convolution."""
+        ...
 
 
 def _phase_ramp(n: int, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -347,6 +377,11 @@ class GaussianPsf:
     """
 
     coeffs: tuple[float, float, float]
+
+    @property
+    def flux_scale(self) -> float:
+        """1: the analytic profile's PSF fluxes are total fluxes."""
+        return 1.0
 
     def sigma_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Gaussian sigma (pixels) at positions ``x``, ``y``."""

@@ -97,7 +97,7 @@ def features(dia_sources: Table) -> np.ndarray:
     ])
 
 
-def score(dia_sources: Table, config: ReliabilityConfig = ReliabilityConfig()) -> np.ndarray:
+def score(dia_sources: Table, *, config: ReliabilityConfig = ReliabilityConfig()) -> np.ndarray:
     """Reliability in [0, 1] of each DiaSource (empty array for an empty table)."""
     x = features(dia_sources)
     w = np.asarray(config.weights, float)
@@ -201,7 +201,7 @@ def train_reliability(dia_sources: Table, is_real: np.ndarray, *, l2: float = 1e
     intercept = beta[0] - float(np.sum(w * mean))
     config = ReliabilityConfig(weights=tuple(float(v) for v in np.concatenate([[intercept], w])),
                                version=version, threshold=threshold)
-    auc = roc_auc(score(dia_sources, config), y)
+    auc = roc_auc(score(dia_sources, config=config), y)
     return TrainingResult(config=config, n_real=n_real, n_bogus=n_bogus, train_auc=auc, n_iter=n_iter)
 
 

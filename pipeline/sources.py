@@ -33,7 +33,7 @@ class SourceDetectionConfig(BaseModel):
                                                                 "(2 h + 1)^2 box around the centre.")
 
 
-def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
+def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
                    config: SourceDetectionConfig = SourceDetectionConfig()) -> Table:
     """Detect and measure sources on a background-subtracted image.
 

@@ -18,12 +18,13 @@ from scipy import ndimage
 
 from pipeline.convolution import (border_bands, convolve_same, fft_shape, in_row_blocks, inverse, kernel_fts, matched_filter,
                                   row_blocks, spectrum)
+from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
-from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf
+from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf, Psf
 from pipeline.threads import thread_map, worker_count
-from pipeline.types import MaskedImage
+from pipeline.types import CalibratedExposure, MaskedImage, WarpedTemplate
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,14 @@ class SubtractionResult:
     n_stamps: int
     difference_psf: PixelPsf | None = None
     model_error_fraction: float = 0.0
-    kernel_model: "MatchingKernel | None" = None
+    kernel_model: MatchingKernel | None = None
+
+    @property
+    def psf(self) -> Psf:
+        """The difference image's PSF: ``difference_psf``, or a Gaussian of ``psf_sigma_pix`` without one."""
+        if self.difference_psf is not None:
+            return self.difference_psf
+        return GaussianPsf((self.psf_sigma_pix, 0.0, 0.0))
 
 
 def _basis(match_sigma: float, half: int, config: SubtractConfig) -> np.ndarray:
@@ -275,7 +283,7 @@ class MatchingKernel:
         return in_row_blocks(block, blocks, image.shape, 1)[0]
 
 
-def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float,
+def fit_kernel(sharp: MaskedImage, blurry: MaskedImage, x: np.ndarray, y: np.ndarray, match_sigma: float, *,
                config: SubtractConfig) -> tuple[MatchingKernel, int]:
     """Fit a spatially varying kernel and background so that ``kernel * sharp + bg ~= blurry`` on star stamps.
 
@@ -363,11 +371,45 @@ def _kernel_sigma(kernel: np.ndarray) -> float:
     return float(np.sqrt(max(np.sum(kernel * (xx**2 + yy**2)) / total / 2.0, 0.0)))
 
 
-def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, star_y: np.ndarray,
-             science_sigma_pix: float, template_sigma_pix: float,
-             config: SubtractConfig = SubtractConfig(), *,
-             science_psf: PixelPsf | GaussianPsf | None = None) -> SubtractionResult:
-    """PSF-match and subtract the template from the science image.
+def matching_sigmas(exposure: CalibratedExposure, template: WarpedTemplate) -> tuple[float, float]:
+    """Gaussian PSF sigmas, in science pixels, of the science image (its model at the CCD centre) and of the
+    template (its FWHM over the science WCS's pixel scale): what :func:`subtract_images` compares."""
+    ny, nx = exposure.masked.image.shape
+    science_sigma = float(exposure.psf_model.sigma_at((nx - 1) / 2, (ny - 1) / 2))
+    template_sigma = template.psf_fwhm_arcsec / pixel_scale_arcsec(exposure.wcs) / FWHM_PER_SIGMA
+    return science_sigma, template_sigma
+
+
+def subtract(exposure: CalibratedExposure, template: WarpedTemplate, star_x: np.ndarray, star_y: np.ndarray, *,
+             config: SubtractConfig = SubtractConfig()) -> SubtractionResult:
+    """The subtraction stage: PSF-match and subtract the warped template from the calibrated exposure.
+
+    Parameters
+    ----------
+    exposure : CalibratedExposure
+        The science image, its WCS and PSF model.
+    template : WarpedTemplate
+        The template on the science grid and its PSF FWHM.
+    star_x, star_y : numpy.ndarray
+        Positions of isolated stars for the kernel fit, 0-based pixels (brightest first: the fit uses the
+        first ``config.max_stamps`` inside the CCD).
+    config : SubtractConfig
+
+    Returns
+    -------
+    SubtractionResult
+        With the difference image's PSF model (the science PSF through the kernels applied to it).
+    """
+    science_sigma, template_sigma = matching_sigmas(exposure, template)
+    return subtract_images(exposure.masked, template.masked, star_x, star_y, science_sigma_pix=science_sigma,
+                           template_sigma_pix=template_sigma, config=config, science_psf=exposure.psf_model)
+
+
+def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, star_y: np.ndarray, *,
+                    science_sigma_pix: float, template_sigma_pix: float, config: SubtractConfig = SubtractConfig(),
+                    science_psf: Psf | None = None) -> SubtractionResult:
+    """PSF-match and subtract the template from the science image (the algorithm of :func:`subtract`, on
+    images and PSF sizes).
 
     Parameters
     ----------
@@ -377,7 +419,8 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
         Positions of isolated stars for the kernel fit, 0-based pixels.
     science_sigma_pix, template_sigma_pix : float
         Gaussian PSF sigma of each image in science pixels.
-    science_psf : PixelPsf or GaussianPsf, optional
+    config : SubtractConfig
+    science_psf : Psf, optional
         Science PSF model; with it the result carries the difference image's PSF model.
 
     Returns
@@ -392,7 +435,7 @@ def subtract(science: MaskedImage, template: MaskedImage, star_x: np.ndarray, st
     fallback = False
     shape = science.image.shape
     try:
-        kernel_model, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config)
+        kernel_model, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config=config)
         if n_stamps < config.min_stamps:
             raise AlgorithmError(f"only {n_stamps} stamps", stage="subtract")
     except AlgorithmError as err:
@@ -607,7 +650,7 @@ def _gradient_squared(image: np.ndarray) -> np.ndarray:
     return in_row_blocks(block, row_blocks(image.shape, 1), image.shape, 1)[0]
 
 
-def _difference_psf(science_psf: PixelPsf | GaussianPsf | None, shape: tuple[int, int],
+def _difference_psf(science_psf: Psf | None, shape: tuple[int, int],
                     matching: np.ndarray | None, decorrelation: np.ndarray | None) -> PixelPsf | None:
     """The difference image's PSF: the science PSF convolved with the kernels applied to the science side."""
     if science_psf is None:
@@ -631,5 +674,5 @@ def _mean_variance(image: MaskedImage, stride: int = 97) -> float:
     return float(np.median(variance[good])) if good.any() else 1.0
 
 
-__all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "fit_kernel",
-           "FWHM_PER_SIGMA"]
+__all__ = ["SubtractConfig", "SubtractionResult", "MatchingKernel", "spatial_terms", "subtract", "subtract_images",
+           "matching_sigmas", "fit_kernel", "FWHM_PER_SIGMA"]

@@ -12,7 +12,7 @@ from scipy import ndimage
 from pipeline.errors import NoWorkError
 from pipeline.masks import MaskBit
 from pipeline.threads import thread_map, worker_count
-from pipeline.types import MaskedImage, TemplateTile
+from pipeline.types import MaskedImage, TemplateTile, WarpedTemplate
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def _grid_span(values: np.ndarray, g: np.ndarray, box: slice) -> slice:
     return slice(i0, i1 + 1)
 
 
-def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int],
-                  config: TemplateConfig = TemplateConfig()) -> tuple[MaskedImage, float]:
+def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int], *,
+                  config: TemplateConfig = TemplateConfig()) -> WarpedTemplate:
     """Warp template tiles to the science CCD's WCS.
 
     The tile-to-science mapping is evaluated exactly on a coarse grid and bilinearly in between. Each tile is
@@ -111,14 +111,13 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
         Fitted science WCS.
     shape : tuple
         (ny, nx) science shape.
+    config : TemplateConfig
 
     Returns
     -------
-    template : MaskedImage
-        Image (nJy per science pixel), variance and mask on the science grid; pixels no tile covers with
-        data are 0 with NO_DATA set.
-    psf_fwhm_arcsec : float
-        Coverage-weighted template PSF FWHM.
+    WarpedTemplate
+        Image (nJy per science pixel), variance and mask on the science grid (pixels no tile covers with
+        data are 0 with NO_DATA set), and the coverage-weighted template PSF FWHM.
 
     Raises
     ------
@@ -214,4 +213,5 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     if coverage < config.min_coverage:
         raise NoWorkError(f"template covers {coverage:.1%} of the CCD", stage="template")
     log.debug("template coverage %.1f%% from %d tiles", 100 * coverage, len(tiles))
-    return MaskedImage(image=image, mask=mask, variance=variance), fwhm_weighted / n_cov
+    return WarpedTemplate(masked=MaskedImage(image=image, mask=mask, variance=variance),
+                          psf_fwhm_arcsec=fwhm_weighted / n_cov)

@@ -1,4 +1,5 @@
-"""Types shared by the pipeline stages: a raw CCD, a calibrated exposure, a CCD's inputs and outputs."""
+"""Types shared by the pipeline stages: a raw CCD, a calibrated exposure, a warped template, a CCD's inputs and
+outputs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from pipeline.decam.camera import CcdInfo
+from pipeline.psf import Psf
 
 
 @dataclass(frozen=True)
@@ -90,22 +92,24 @@ class CalibratedExposure:
         Fitted WCS, 0-based pixel convention when used through ``pixel_to_world``.
     psf_fwhm_pix : float
         PSF full width at half maximum, pixels (the model in :mod:`pipeline.psf` may vary across the CCD).
-    psf_model : object
+    psf_model : Psf
         The PSF model (see :mod:`pipeline.psf`); evaluates a normalised stamp at any position.
     zero_point : float
         AB magnitude of 1 electron (instrumental counts) in this exposure.
     info : ExposureInfo
     ccdnum : int
+    metadata : dict
+        Calibration figures (astrometric RMS and matches, zero-point error, PSF and aperture corrections).
     """
 
     masked: MaskedImage
     wcs: WCS
     psf_fwhm_pix: float
-    psf_model: object
+    psf_model: Psf
     zero_point: float
     info: ExposureInfo
     ccdnum: int
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, float | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,22 @@ class TemplateTile:
     variance: np.ndarray
     mask: np.ndarray
     wcs: WCS
+    psf_fwhm_arcsec: float
+
+
+@dataclass(frozen=True)
+class WarpedTemplate:
+    """The template warped onto a science CCD's pixel grid.
+
+    Attributes
+    ----------
+    masked : MaskedImage
+        Image (nJy per science pixel), variance and mask; pixels no tile covers with data are 0 with NO_DATA set.
+    psf_fwhm_arcsec : float
+        Coverage-weighted PSF FWHM of the tiles that cover the CCD.
+    """
+
+    masked: MaskedImage
     psf_fwhm_arcsec: float
 
 
@@ -183,5 +203,5 @@ class CcdOutputs:
     dia_sources: Table
     dia_objects: Table
     dia_forced_sources: Table
-    cutouts: dict
-    metadata: dict = field(default_factory=dict)
+    cutouts: dict[int, tuple[bytes, bytes, bytes]]
+    metadata: dict[str, object] = field(default_factory=dict)

@@ -119,7 +119,7 @@ class CcdProcessor:
         start = time.perf_counter()
         inputs, region = self.gather(event, detector)
         with pipeline_threads(self.threads):
-            outputs = process_ccd(inputs, self.config)
+            outputs = process_ccd(inputs, config=self.config)
         self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
                         dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)
         alerts = build_alerts(outputs, region)

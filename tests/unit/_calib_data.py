@@ -94,7 +94,7 @@ def calibrated(name: str, ccd: int):
     from streamer.decam.camera_tables import decam_camera
 
     i = inputs(name, ccd)
-    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, i.raw.info, ccd,
+    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, info=i.raw.info, ccdnum=ccd,
                      camera=field_angle_model(decam_camera().ccd(ccd)))
 
 

@@ -66,4 +66,4 @@ def test_reference_catalog_elsewhere_is_named_error():
         fit_wcs(np.asarray(sources["x"]), np.asarray(sources["y"]), np.asarray(sources["flux_aper"]), far,
                 header_wcs(i.raw.header), (4096, 2048))
     with pytest.raises(BlinkError):
-        calibrate(data.isr("good", 35), header_wcs(i.raw.header), far, i.raw.info, 35)
+        calibrate(data.isr("good", 35), header_wcs(i.raw.header), far, info=i.raw.info, ccdnum=35)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import NoWorkError
 from pipeline.isr import IsrConfig, _neighbourhood_median, run_isr
 from pipeline.masks import UNUSABLE, MaskBit
@@ -31,7 +32,7 @@ CASE_IDS = [f"{n}-ccd{c}" for n, c in data.CASES]
 def _cr_truth_above(name: str, ccd: int, n_sigma: float = 5.0) -> np.ndarray:
     """Truth cosmic-ray pixels whose deposit stands ``n_sigma`` above the local (CR-free) image."""
     i = data.inputs(name, ccd)
-    plain = run_isr(i.raw, i.bias, i.flat, i.defects, IsrConfig(do_cosmic_rays=False))
+    plain = run_isr(i.raw, i.bias, i.flat, i.defects, config=IsrConfig(do_cosmic_rays=False))
     iy, ix = np.nonzero(i.cr_truth)
     local = _neighbourhood_median(np.where(i.cr_truth, np.nan, plain.image), iy, ix, half=3)
     excess = plain.image[iy, ix] - local
@@ -125,8 +126,7 @@ def test_astrometry_vs_truth(name, ccd):
 def test_psf_fwhm_vs_truth(name, ccd):
     exposure, _ = data.calibrated(name, ccd)
     true_fwhm = float(data.inputs(name, ccd).truth["seeing_fwhm_arcsec"])
-    scale = float(np.sqrt(abs(np.linalg.det(exposure.wcs.pixel_scale_matrix))) * 3600.0)
-    fwhm = exposure.psf_fwhm_pix * scale
+    fwhm = exposure.psf_fwhm_pix * pixel_scale_arcsec(exposure.wcs)
     assert abs(fwhm / true_fwhm - 1) <= FWHM_FRACTION, f"FWHM {fwhm:.3f} vs true {true_fwhm:.3f} arcsec"
 
 

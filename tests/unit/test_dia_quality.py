@@ -24,7 +24,7 @@ from pipeline.reliability import ReliabilityConfig
 from simulator import SimConfig, simulate
 from simulator.render import add_point_sources
 from simulator.scoring import label_dia_sources, score_dia_sources
-from pipeline.subtract import SubtractConfig, subtract
+from pipeline.subtract import subtract_images
 from pipeline.types import MaskedImage
 
 MIN_COMPLETENESS_SNR10 = 0.95
@@ -211,12 +211,12 @@ def _synthetic_pair(seed: int = 3, n_stars: int = 36):
 def test_too_few_stars_uses_flagged_fallback():
     """With fewer stars than ``min_stamps`` the analytic Gaussian kernel is used and flagged."""
     sci, tmpl, x, y = _synthetic_pair()
-    result = subtract(sci, tmpl, x[:2], y[:2], 4.5 / 2.3548, 3.0 / 2.3548, SubtractConfig())
+    result = subtract_images(sci, tmpl, x[:2], y[:2], science_sigma_pix=4.5 / 2.3548, template_sigma_pix=3.0 / 2.3548)
     assert result.kernel_fallback and result.n_stamps == 0
     pulls = (result.difference.image / np.sqrt(result.difference.variance))[30:-30, 30:-30]
     assert np.isfinite(pulls).all()
     assert np.abs(pulls).max() < 8, "the fallback kernel leaves significant star residuals"
-    fitted = subtract(sci, tmpl, x, y, 4.5 / 2.3548, 3.0 / 2.3548, SubtractConfig())
+    fitted = subtract_images(sci, tmpl, x, y, science_sigma_pix=4.5 / 2.3548, template_sigma_pix=3.0 / 2.3548)
     assert not fitted.kernel_fallback and fitted.n_stamps >= 5
 
 
@@ -227,7 +227,8 @@ def test_nans_in_science_are_masked():
     image[5, 5] = np.inf
     sci_nan = dataclasses.replace(sci, image=image)
     psf = build_pixel_psf(sci.image, x, y, spatial_order=0)
-    result = subtract(sci_nan, tmpl, x, y, 4.5 / 2.3548, 3.0 / 2.3548, SubtractConfig(), science_psf=psf)
+    result = subtract_images(sci_nan, tmpl, x, y, science_sigma_pix=4.5 / 2.3548, template_sigma_pix=3.0 / 2.3548,
+                             science_psf=psf)
     diff = result.difference
     assert np.isfinite(diff.image).all() and np.isfinite(diff.variance).all()
     nodata = (diff.mask & int(MaskBit.NO_DATA)) != 0

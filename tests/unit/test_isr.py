@@ -42,9 +42,9 @@ def test_crosstalk_injected_is_removed():
     pixels[amps["B"].data] += b_from_a * signal["A"][:, ::-1]
     leaked = dataclasses.replace(raw, pixels=pixels)
     plain = IsrConfig(do_cosmic_rays=False)
-    reference = run_isr(raw, i.bias, i.flat, i.defects, plain)
-    uncorrected = run_isr(leaked, i.bias, i.flat, i.defects, plain)
-    corrected = run_isr(leaked, i.bias, i.flat, i.defects, plain.model_copy(update={"do_crosstalk": True}),
+    reference = run_isr(raw, i.bias, i.flat, i.defects, config=plain)
+    uncorrected = run_isr(leaked, i.bias, i.flat, i.defects, config=plain)
+    corrected = run_isr(leaked, i.bias, i.flat, i.defects, config=plain.model_copy(update={"do_crosstalk": True}),
                         crosstalk=(a_from_b, b_from_a))
     ghost = np.abs(uncorrected.image - reference.image)
     left = np.abs(corrected.image - reference.image)

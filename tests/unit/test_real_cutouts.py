@@ -47,7 +47,7 @@ def _gaia(case: str, mjd_tai: float) -> Table:
 def _measure(ccd):
     m = ccd.masked
     box = 16 if min(m.image.shape) < 64 else 32
-    bkg, _ = estimate_background(m.image, m.mask, BackgroundConfig(box_size_pix=box))
+    bkg, _ = estimate_background(m.image, m.mask, config=BackgroundConfig(box_size_pix=box))
     return detect_sources(m.image - bkg, m.variance, m.mask)
 
 

@@ -7,7 +7,7 @@ from scipy import signal
 
 from pipeline.psf import build_pixel_psf
 from simulator.render import add_point_sources
-from pipeline.subtract import SubtractConfig, subtract
+from pipeline.subtract import SubtractConfig, subtract_images
 from pipeline.types import MaskedImage
 
 
@@ -34,8 +34,9 @@ def test_difference_is_noise_like():
     sci = MaskedImage(image=science.astype(np.float32), mask=mask, variance=science_var.astype(np.float32))
     tmpl = MaskedImage(image=template.astype(np.float32), mask=mask.copy(), variance=template_var.astype(np.float32))
     psf = build_pixel_psf(science, x, y, spatial_order=0)
-    result = subtract(sci, tmpl, x, y, float(psf.sigma_at(300, 300)), 3.4 / 2.3548,
-                      SubtractConfig(do_scale_variance=False), science_psf=psf)
+    result = subtract_images(sci, tmpl, x, y, science_sigma_pix=float(psf.sigma_at(300, 300)),
+                             template_sigma_pix=3.4 / 2.3548, config=SubtractConfig(do_scale_variance=False),
+                             science_psf=psf)
     pulls = (result.difference.image / np.sqrt(result.difference.variance))[30:-30, 30:-30]
     assert 0.9 < float(np.std(pulls)) < 1.1
     # The difference PSF is the science PSF convolved with the decorrelation kernel: a bit wider.
@@ -76,7 +77,8 @@ def test_spatially_varying_kernel_and_background():
     for order in (0, 1):
         config = SubtractConfig(spatial_order=order, do_scale_variance=False, do_model_error_variance=False,
                                 do_decorrelation=False)
-        results[order] = subtract(sci, tmpl, x, y, 5.0 / 2.3548, 3.0 / 2.3548, config)
+        results[order] = subtract_images(sci, tmpl, x, y, science_sigma_pix=5.0 / 2.3548,
+                                         template_sigma_pix=3.0 / 2.3548, config=config)
     assert results[1].kernel_model.order == 1 and results[0].kernel_model.order == 0
 
     def star_chi2(result):

@@ -76,8 +76,9 @@ def _tile(wcs, image, variance=None, mask=None, tile_id=1) -> TemplateTile:
 
 def test_warped_stars_match_truth(scene):
     sci, tile_wcs, tile_image, truth, (sx, sy, flux) = scene
-    warped, fwhm = warp_template([_tile(tile_wcs, tile_image)], sci, SCI_SHAPE)
-    assert fwhm == pytest.approx(FWHM_ARCSEC)
+    template = warp_template([_tile(tile_wcs, tile_image)], sci, SCI_SHAPE)
+    assert template.psf_fwhm_arcsec == pytest.approx(FWHM_ARCSEC)
+    warped = template.masked
     assert not (warped.mask & int(MaskBit.NO_DATA)).any()
     residual = warped.image - truth
     # Cubic-spline interpolation of a 3.8-pixel FWHM star: within 1% of the brightest peak everywhere.
@@ -104,7 +105,7 @@ def test_masks_missing_data_and_second_tile(scene):
     image[:, :200] = np.nan  # the tile has no data over its eastern part
     mask[300:320, 300:320] = int(MaskBit.SAT)
     first = _tile(tile_wcs, image, mask=mask)
-    warped, _ = warp_template([first], sci, SCI_SHAPE)
+    warped = warp_template([first], sci, SCI_SHAPE).masked
     no_data = (warped.mask & int(MaskBit.NO_DATA)) != 0
     assert 0.1 < no_data.mean() < 0.9
     assert (warped.image[no_data] == 0).all() and (warped.variance[no_data] == 0).all()
@@ -117,7 +118,7 @@ def test_masks_missing_data_and_second_tile(scene):
     assert sat[y_lo:y_hi + 1, x_lo:x_hi + 1].mean() > 0.9 and sat.sum() <= 1.2 * 20 * 20
     # A second tile covering the whole CCD fills what the first left empty, and only that.
     second = _tile(_tile_wcs(), tile_image, tile_id=2)
-    both, _ = warp_template([first, second], sci, SCI_SHAPE)
+    both = warp_template([first, second], sci, SCI_SHAPE).masked
     filled = no_data & ((both.mask & int(MaskBit.NO_DATA)) == 0)
     assert filled.mean() > 0.05
     interior = filled & (np.abs(both.image - truth) < 0.01 * truth.max())
@@ -128,9 +129,9 @@ def test_masks_missing_data_and_second_tile(scene):
 def test_threads_give_the_same_template(scene):
     sci, tile_wcs, tile_image, _, _ = scene
     tiles = [_tile(tile_wcs, tile_image)]
-    one, _ = warp_template(tiles, sci, SCI_SHAPE)
+    one = warp_template(tiles, sci, SCI_SHAPE).masked
     with scipy.fft.set_workers(2):
-        two, _ = warp_template(tiles, sci, SCI_SHAPE)
+        two = warp_template(tiles, sci, SCI_SHAPE).masked
     np.testing.assert_array_equal(one.image, two.image)
     np.testing.assert_array_equal(one.variance, two.variance)
     np.testing.assert_array_equal(one.mask, two.mask)
