@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.decam.camera import (PIXEL_SIZE_MM, RADIAL_COEFFS, CcdInfo, CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_of_radius,
-                                   focal_to_tangent, pixel_to_focal)
-
-
+from pipeline.decam.camera import (
+    CCD_CENTRE_X_PIX,
+    CCD_CENTRE_Y_PIX,
+    PIXEL_SIZE_MM,
+    RADIAL_COEFFS,
+    CcdInfo,
+    field_angle_of_radius,
+    focal_to_tangent,
+    pixel_to_focal,
+)
 
 
 def _dtheta_dr(r: np.ndarray) -> np.ndarray:

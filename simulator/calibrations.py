@@ -1,0 +1,72 @@
+"""The simulated camera's calibrations: bias levels and structure, flat fields with their drifts."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE
+from simulator.world import BANDS, name_tag, seeded_rng
+from streamer.decam.camera_tables import decam_camera
+
+from . import optics
+
+
+@functools.lru_cache(maxsize=4)
+def bias_levels(seed: int, ccdnum: int) -> dict[str, float]:
+    rng = seeded_rng(seed, name_tag("blev"), ccdnum)
+    return {"A": float(rng.uniform(2000, 3000)), "B": float(rng.uniform(2000, 3000))}
+
+
+@functools.lru_cache(maxsize=8)
+def bias_structure(seed: int, ccdnum: int) -> np.ndarray:
+    """Residual 2D bias structure (ADU) left after overscan subtraction, trimmed frame."""
+    rng = seeded_rng(seed, name_tag("bias"), ccdnum)
+    ny, nx = CCD_SHAPE
+    y = np.arange(ny, dtype=np.float32)[:, None]
+    x = np.arange(nx, dtype=np.float32)[None, :]
+    cols = rng.normal(0.0, 0.7, nx).astype(np.float32)[None, :]
+    glow = 6.0 * np.exp(-y / 40.0)
+    grad = 1.5 * (x / nx - 0.5) + 0.8 * (y / ny)
+    fixed = rng.normal(0.0, 0.3, CCD_SHAPE).astype(np.float32)
+    out = (cols + glow + grad + fixed).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def flat_field(seed: int, ccdnum: int, band: str) -> np.ndarray:
+    """Flat field (mean 1): vignetting-like large-scale + band-dependent gradient + 1% pixel-to-pixel."""
+    ccd = decam_camera().ccd(ccdnum)
+    rng = seeded_rng(seed, name_tag("flat"), ccdnum)
+    brng = seeded_rng(seed, name_tag("flat"), ccdnum, name_tag(band))
+    ny, nx = CCD_SHAPE
+    ys = np.arange(0, ny, 64, dtype=float) + 32
+    xs = np.arange(0, nx, 64, dtype=float) + 32
+    gx, gy = np.meshgrid(xs, ys)
+    fx, fy = optics.pixel_to_focal(ccd, gx, gy)
+    r = np.hypot(fx, fy) / 230.0
+    k = BANDS.index(band)
+    coarse = 1.0 - 0.05 * r**2 + 0.01 * (k - 2) * fx / 230.0 + 0.005 * np.sin(fy / 40.0 + k)
+    from scipy.ndimage import zoom
+    large = zoom(coarse, (ny / coarse.shape[0], nx / coarse.shape[1]), order=1)
+    pix = rng.normal(0.0, 0.01, CCD_SHAPE) + brng.normal(0.0, 0.002, CCD_SHAPE)
+    flat = large * (1.0 + pix)
+    flat /= flat.mean()
+    out = flat.astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def flat_drift(rng: np.random.Generator) -> np.ndarray:
+    """Row-dependent bias drift (ADU) over the 4146 raw rows."""
+    rows = np.arange(RAW_SHAPE[0], dtype=float)
+    walk = np.cumsum(rng.normal(0, 0.05, RAW_SHAPE[0]))
+    walk -= walk.mean()
+    return (rng.uniform(5, 20) * np.exp(-rows / rng.uniform(100, 400))
+            + rng.uniform(0.5, 3.0) * np.sin(2 * np.pi * rows / rng.uniform(800, 3000) + rng.uniform(0, 6.3))
+            + walk)
+
+
+# ---------------------------------------------------------------------------------------------- headers

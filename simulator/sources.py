@@ -1,0 +1,217 @@
+"""The simulated sky: stars, galaxies and transients with their light curves, and the template tiles' plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from simulator.world import (
+    BANDS,
+    NJY_ZP,
+    Exposure,
+    flux_for_snr,
+    mag_to_njy,
+    name_tag,
+    offset_sky,
+    power_law_mags,
+    seeded_rng,
+)
+from streamer.decam.camera_tables import decam_camera
+
+from . import optics
+from .config import SimConfig
+
+
+@dataclass
+class Sources:
+    table: Table  # source_id, ra, dec, kind, host_id, <band>_mag, r_eff, q, pa
+    lightcurves: dict  # source_id -> {expnum: flux_njy (total)}
+
+
+def tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
+    """Tiles (per field) overlapping the simulated CCDs: list of dicts with id, ra, dec, wcs, shape."""
+    sp = cfg.tile_spacing_deg
+    half = sp / 2.0 + cfg.tile_overlap_deg
+    npix = int(np.ceil(2 * half * 3600.0 / 0.263))
+    tiles = []
+    for f, (fra, fdec) in enumerate(centers):
+        need = set()
+        for exp in exps:
+            if exp.field_id != f:
+                continue
+            for c in cfg.ccds:
+                ccd = decam_camera().ccd(c)
+                ex = np.array([0, 2047, 0, 2047, 1024, 0, 2047, 1024])
+                ey = np.array([0, 0, 4095, 4095, 0, 2048, 2048, 4095])
+                ra, dec = optics.pixel_to_sky(ccd, ex, ey, exp.ra, exp.dec)
+                xi, eta = optics.sky_to_tangent(ra, dec, fra, fdec)
+                xi, eta = np.rad2deg(xi), np.rad2deg(eta)
+                m = 0.01
+                for i in range(int(np.floor((xi.min() - m) / sp + 0.5)), int(np.floor((xi.max() + m) / sp + 0.5)) + 1):
+                    for j in range(int(np.floor((eta.min() - m) / sp + 0.5)),
+                                   int(np.floor((eta.max() + m) / sp + 0.5)) + 1):
+                        need.add((i, j))
+        for i, j in sorted(need):
+            tra, tdec = optics.tangent_to_sky(np.deg2rad(i * sp), np.deg2rad(j * sp), fra, fdec)
+            w = WCS(naxis=2)
+            w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+            w.wcs.crval = [float(tra), float(tdec)]
+            w.wcs.crpix = [(npix + 1) / 2.0, (npix + 1) / 2.0]
+            w.wcs.cd = np.array([[-0.263 / 3600.0, 0.0], [0.0, 0.263 / 3600.0]])
+            w.wcs.cunit = ["deg", "deg"]
+            tiles.append(dict(tile_id=f * 10000 + (j + 50) * 100 + (i + 50), field_id=f, i=i, j=j,
+                              ra=float(tra), dec=float(tdec), wcs=w, npix=npix,
+                              radius=float(np.sqrt(2) * half)))
+    return tiles
+
+
+def make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
+    sp = cfg.tile_spacing_deg
+    half = sp / 2.0 + cfg.tile_overlap_deg + 0.01
+    rows = []
+    next_id = 1
+    for f, (fra, fdec) in enumerate(centers):
+        ftiles = [t for t in tiles if t["field_id"] == f]
+        if not ftiles:
+            continue
+        rng = seeded_rng(cfg.seed, name_tag("srcs"), f)
+        ii = np.array([t["i"] for t in ftiles])
+        jj = np.array([t["j"] for t in ftiles])
+        x0, x1 = ii.min() * sp - half, ii.max() * sp + half
+        y0, y1 = jj.min() * sp - half, jj.max() * sp + half
+        area = (x1 - x0) * (y1 - y0)
+        for kind, dens in (("star", cfg.stars_per_deg2), ("galaxy", cfg.galaxies_per_deg2)):
+            n = int(rng.poisson(dens * area))
+            xi = rng.uniform(x0, x1, n)
+            eta = rng.uniform(y0, y1, n)
+            inside = np.zeros(n, bool)
+            for t in ftiles:
+                inside |= (np.abs(xi - t["i"] * sp) < half) & (np.abs(eta - t["j"] * sp) < half)
+            xi, eta = xi[inside], eta[inside]
+            n = xi.size
+            ra, dec = optics.tangent_to_sky(np.deg2rad(xi), np.deg2rad(eta), fra, fdec)
+            if kind == "star":
+                r = power_law_mags(rng, n, 15.0, 25.0, 0.22)
+                gr = rng.uniform(0.2, 1.4, n)
+                reff = np.zeros(n)
+                q = np.ones(n)
+                pa = np.zeros(n)
+            else:
+                r = power_law_mags(rng, n, 18.0, 24.5, 0.3)
+                gr = rng.uniform(0.4, 1.2, n)
+                reff = np.exp(rng.uniform(np.log(0.4), np.log(2.0), n))
+                q = rng.uniform(0.3, 1.0, n)
+                pa = rng.uniform(0.0, 180.0, n)
+            ri = 0.35 * gr + 0.05 + rng.normal(0, 0.03, n)
+            iz = 0.2 * gr + rng.normal(0, 0.03, n)
+            mags = {"g": r + gr, "r": r, "i": r - ri, "z": r - ri - iz, "Y": r - ri - iz - 0.1}
+            ids = np.arange(next_id, next_id + n)
+            next_id += n
+            rows.append(dict(source_id=ids, ra=ra, dec=dec, kind=np.full(n, kind, dtype="U10"),
+                             host_id=np.full(n, -1), field_id=np.full(n, f), r_eff=reff, q=q, pa=pa,
+                             **{f"ref_mag_{b}": mags[b] for b in BANDS}))
+    cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} if rows else {}
+    table = Table(cols)
+    lightcurves: dict = {}
+    # transients per field and CCD, placed on the CCD in the field's first exposure
+    for f in range(len(centers)):
+        fexps = [e for e in exps if e.field_id == f]
+        e0 = fexps[0]
+        for c in cfg.ccds:
+            ccd = decam_camera().ccd(c)
+            rng = seeded_rng(cfg.seed, name_tag("tran"), f, c)
+            n = cfg.n_transients
+            n_var = n // 4
+            n_sn = (n - n_var) // 2
+            n_new = n - n_var - n_sn
+            m = 250.0
+            on = table["field_id"] == f
+            px, py = optics.sky_to_pixel(ccd, table["ra"], table["dec"], e0.ra, e0.dec)
+            interior = on & (px > m) & (px < 2047 - m) & (py > m) & (py < 4095 - m)
+            new_rows = []
+            # variables: existing stars 18 < r < 21.5
+            cand = np.nonzero(interior & (table["kind"] == "star") & (table["ref_mag_r"] > 18.0)
+                              & (table["ref_mag_r"] < 21.5))[0]
+            var_idx = rng.choice(cand, size=min(n_var, cand.size), replace=False) if cand.size else []
+            for k in var_idx:
+                table["kind"][k] = "variable"
+            # supernovae on galaxies
+            gal = np.nonzero(interior & (table["kind"] == "galaxy") & (table["ref_mag_r"] < 23.0))[0]
+            hosts = rng.choice(gal, size=min(n_sn, gal.size), replace=False) if gal.size else []
+            n_new += n_sn - len(hosts)
+            for h in hosts:
+                d = rng.uniform(0.3, 1.5) * table["r_eff"][h]
+                phi = rng.uniform(0, 2 * np.pi)
+                ra, dec = offset_sky(table["ra"][h], table["dec"][h], d * np.cos(phi), d * np.sin(phi))
+                new_rows.append((ra, dec, "supernova", int(table["source_id"][h])))
+            xs = rng.uniform(m, 2047 - m, n_new)
+            ys = rng.uniform(m, 4095 - m, n_new)
+            ras, decs = optics.pixel_to_sky(ccd, xs, ys, e0.ra, e0.dec)
+            for ra, dec in zip(ras, decs):
+                new_rows.append((float(ra), float(dec), "transient", -1))
+            for ra, dec, kind, host in new_rows:
+                table.add_row(dict(source_id=next_id, ra=ra, dec=dec, kind=kind, host_id=host, field_id=f,
+                                   r_eff=0.0, q=1.0, pa=0.0, **{f"ref_mag_{b}": 99.0 for b in BANDS}))
+                next_id += 1
+            # light curves
+            trans = [(int(table["source_id"][k]), "variable", k) for k in var_idx]
+            trans += [(sid, kind, None) for sid, (_, _, kind, _) in
+                      zip(range(next_id - len(new_rows), next_id), new_rows)]
+            ne = len(fexps)
+            for sid, kind, k in trans:
+                snr_peak = float(np.exp(rng.uniform(*np.log(cfg.snr_range))))
+                if kind == "variable":
+                    shape = rng.uniform(0.3, 1.0, ne) * rng.choice([-1.0, 1.0], ne)
+                    shape[rng.integers(ne)] = rng.choice([-1.0, 1.0])
+                elif kind == "supernova":
+                    a = int(rng.integers(0, max(1, ne - 1))) if ne > 1 else 0
+                    prof = [0.6, 1.0, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3]
+                    shape = np.array([prof[min(i - a, 7)] if i >= a else 0.0 for i in range(ne)])
+                else:
+                    a = int(rng.integers(1, ne)) if ne > 1 else 0
+                    shape = np.array([0.8 ** (i - a) if i >= a else 0.0 for i in range(ne)])
+                p = int(np.argmax(np.abs(shape)))
+                base_njy = float(mag_to_njy(table["ref_mag_" + fexps[p].band][k])) if k is not None else 0.0
+                lc = {}
+                for i, exp in enumerate(fexps):
+                    base_e = float(exp.flux_e(mag_to_njy(table["ref_mag_" + exp.band][k]))) if k is not None else 0.0
+                    bg = exp.background_var() + base_e
+                    lo, hi = flux_for_snr(cfg.snr_range[0], bg), flux_for_snr(cfg.snr_range[1], bg)
+                    if i == p:
+                        d_e = float(flux_for_snr(snr_peak, bg))
+                    else:
+                        d_e = abs(shape[i] / shape[p]) * float(flux_for_snr(snr_peak, fexps[p].background_var()
+                                                                             + float(fexps[p].flux_e(base_njy))))
+                        d_e = float(exp.flux_e(fexps[p].njy(d_e)))  # same nJy across exposures
+                        d_e = float(np.clip(d_e, lo, hi)) if shape[i] != 0 else 0.0
+                    if kind == "variable":
+                        d_e = float(np.sign(shape[i]) * min(d_e, 0.8 * base_e) if shape[i] < 0 else d_e)
+                    lc[exp.expnum] = (float(exp.njy(base_e + d_e)), float(exp.njy(d_e)),
+                                      float(d_e / np.sqrt(bg + abs(d_e))) if d_e else 0.0)
+                lightcurves[sid] = lc
+                if k is None:  # reference magnitude of a transient: its peak
+                    peak = max(v[0] for v in lc.values())
+                    row = np.nonzero(table["source_id"] == sid)[0][0]
+                    for b in BANDS:
+                        table[f"ref_mag_{b}"][row] = NJY_ZP - 2.5 * np.log10(max(peak, 1e-3))
+    return Sources(table=table, lightcurves=lightcurves)
+
+
+def flux_in(exp: Exposure, src: Sources, idx: np.ndarray) -> np.ndarray:
+    """Fluxes (e) in an exposure of the sources at rows idx."""
+    t = src.table
+    mags = np.asarray(t["ref_mag_" + exp.band][idx], dtype=float)
+    kinds = np.asarray(t["kind"][idx])
+    flux = np.where(mags < 90, exp.flux_e(mag_to_njy(mags)), 0.0)
+    for n, k in enumerate(idx):
+        if kinds[n] in ("variable", "transient", "supernova"):
+            lc = src.lightcurves.get(int(t["source_id"][k]))
+            flux[n] = float(exp.flux_e(lc[exp.expnum][0])) if lc and exp.expnum in lc else (
+                flux[n] if kinds[n] == "variable" else 0.0)
+    return flux
+
+
+# ---------------------------------------------------------------------------------------------- rendering

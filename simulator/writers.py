@@ -1,0 +1,195 @@
+"""Writing the simulated data repository: raws, events, calibrations, reference catalog, templates, truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from pipeline.decam.camera import RAW_SHAPE
+from schemas import datarepo
+from simulator.calibrations import bias_structure, flat_field
+from simulator.headers import extension_header, header_wcs_cards, primary_header, true_wcs
+from simulator.images import extension_order, render_ccd, render_tile
+from simulator.sources import Sources
+from simulator.world import BANDS, FILTER_NAMES, Exposure
+from streamer.decam.camera_tables import decam_camera
+
+from . import optics
+from .config import SimConfig
+
+
+def write_raw(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progress_cb=None) -> Path:
+    rel = datarepo.raw_path(exp.expnum, compressed=cfg.compress)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = extension_order(cfg.ccds)
+    fits.HDUList([fits.PrimaryHDU(header=primary_header(exp, cfg, len(order)))]).writeto(path, overwrite=True)
+    truth_hdus = [fits.PrimaryHDU()]
+    for c in order:
+        ccd = decam_camera().ccd(c)
+        pix, crmask = render_ccd(cfg, exp, ccd, src)
+        hdr = extension_header(ccd, header_wcs_cards(ccd, exp))
+        if cfg.compress:
+            hdu = fits.CompImageHDU(pix, header=hdr, compression_type="RICE_1", tile_shape=(1, RAW_SHAPE[1]))
+        else:
+            hdu = fits.ImageHDU(pix, header=hdr)
+        with fits.open(path, mode="append") as hdul:
+            hdul.append(hdu)
+        w, res = true_wcs(ccd, exp.ra, exp.dec)
+        if res > 5.0:
+            raise RuntimeError(f"true WCS fit residual {res:.2f} mas > 5 mas for CCD {c}")
+        th = w.to_header(relax=True)
+        th["EXTNAME"] = ccd.detpos
+        th["CCDNUM"] = c
+        th["DETPOS"] = ccd.detpos
+        th["FITRES"] = (round(res, 4), "[mas] max residual of the SIP fit to the truth")
+        truth_hdus.append(fits.ImageHDU(header=th))
+        if cfg.small:
+            cr_path = root / "truth" / "cosmic_rays" / f"{exp.expnum:08d}_{c:02d}.npy"
+            cr_path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cr_path, crmask)
+        if progress_cb:
+            progress_cb()
+    wpath = root / datarepo.truth_wcs_path(exp.expnum)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    ph = truth_hdus[0].header
+    ph["EXPNUM"] = exp.expnum
+    ph["RA0"] = (exp.ra, "[deg] true boresight RA")
+    ph["DEC0"] = (exp.dec, "[deg] true boresight Dec")
+    fits.HDUList(truth_hdus).writeto(wpath, overwrite=True)
+    return path
+
+
+def write_event(root: Path, cfg: SimConfig, exp: Exposure) -> None:
+    from streamer.events.files import write_event_file
+    from streamer.events.records import INSTRUMENT, ExposureReady
+
+    event = ExposureReady(
+        event_id=f"DECam-{exp.expnum}",
+        instrument=INSTRUMENT,
+        exposure_id=exp.expnum,
+        raw_path=str(datarepo.raw_path(exp.expnum, compressed=cfg.compress)),
+        band=exp.band,
+        midpoint_mjd_tai=exp.mjd_mid,
+        shutter_close_mjd_tai=exp.mjd_obs + exp.exptime / 86400.0,
+        ra=exp.target_ra,
+        dec=exp.target_dec,
+        detectors=tuple(sorted(int(c) for c in cfg.ccds)),
+        replay=False,
+    )
+    write_event_file(root / datarepo.event_path(exp.expnum), event,
+                     sync_marker=np.random.default_rng([cfg.seed, exp.expnum]).bytes(16))
+
+
+def write_calibs(root: Path, cfg: SimConfig) -> None:
+    (root / "calib").mkdir(parents=True, exist_ok=True)
+    order = extension_order(cfg.ccds)
+    targets = [(root / datarepo.bias_path(), lambda c: bias_structure(cfg.seed, c), "bias", None)]
+    targets += [(root / datarepo.flat_path(b), (lambda b: lambda c: flat_field(cfg.seed, c, b))(b), "flat", b)
+                for b in cfg.bands]
+    for path, make, kind, band in targets:
+        ph = fits.Header()
+        ph["INSTRUME"] = "DECam"
+        ph["OBSTYPE"] = "zero" if kind == "bias" else "dome flat"
+        ph["PROCTYPE"] = "MasterCal"
+        if band:
+            ph["FILTER"] = FILTER_NAMES[band]
+            ph["BAND"] = band
+        ph["BUNIT"] = "adu" if kind == "bias" else ""
+        fits.HDUList([fits.PrimaryHDU(header=ph)]).writeto(path, overwrite=True)
+        for c in order:
+            ccd = decam_camera().ccd(c)
+            h = fits.Header()
+            h["EXTNAME"] = ccd.detpos
+            h["CCDNUM"] = c
+            h["DETPOS"] = ccd.detpos
+            h["BUNIT"] = "adu" if kind == "bias" else ""
+            with fits.open(path, mode="append") as hdul:
+                hdul.append(fits.ImageHDU(np.ascontiguousarray(make(c)), header=h))
+
+
+def write_refcat(root: Path, src: Sources) -> None:
+    t = src.table
+    stars = t[t["kind"] == "star"]
+    out = Table()
+    out["ref_id"] = np.asarray(stars["source_id"], dtype=np.int64)
+    out["ra"] = np.asarray(stars["ra"], dtype=np.float64)
+    out["dec"] = np.asarray(stars["dec"], dtype=np.float64)
+    for b in ("g", "r", "i", "z"):
+        out[f"{b}_mag"] = np.asarray(stars[f"ref_mag_{b}"], dtype=np.float32)
+    path = root / datarepo.refcat_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(out, name="REFCAT")]).writeto(path, overwrite=True)
+
+
+def write_templates(root: Path, cfg: SimConfig, tiles, src: Sources, progress_cb=None) -> None:
+    for band in cfg.bands:
+        rows = []
+        for tile in tiles:
+            img, var, fwhm, sigma = render_tile(cfg, tile, band, src)
+            hdr = tile["wcs"].to_header()
+            hdr["BUNIT"] = "nJy"
+            hdr["PSF_FWHM"] = (cfg.template_fwhm, "[arcsec] PSF FWHM")
+            hdr["DEPTH"] = (cfg.template_depth, "5-sigma point-source AB depth")
+            hdr["BAND"] = band
+            hdr["TILEID"] = tile["tile_id"]
+            rel = datarepo.template_tile_path(band, tile["tile_id"])
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            hdus = [fits.PrimaryHDU(),
+                    fits.ImageHDU(img, header=hdr, name="IMAGE"),
+                    fits.ImageHDU(var, header=hdr, name="VARIANCE"),
+                    fits.ImageHDU(np.zeros(img.shape, dtype=np.int32), header=hdr, name="MASK")]
+            hdus[2].header["BUNIT"] = "nJy**2"
+            hdus[3].header["BUNIT"] = ""
+            fits.HDUList(hdus).writeto(path, overwrite=True)
+            rows.append((tile["tile_id"], tile["ra"], tile["dec"], tile["radius"], str(rel)))
+            if progress_cb:
+                progress_cb()
+        idx = Table(rows=rows, names=("tile_id", "ra", "dec", "radius_deg", "path"),
+                    dtype=(np.int64, float, float, float, str))
+        idx.write(root / datarepo.template_index_path(band), format="ascii.ecsv", overwrite=True)
+
+
+def write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig) -> None:
+    tdir = root / datarepo.truth_dir()
+    tdir.mkdir(parents=True, exist_ok=True)
+    et = Table(rows=[(e.expnum, e.mjd_mid, e.mjd_obs, e.band, e.exptime, e.airmass, e.ra, e.dec, e.target_ra,
+                      e.target_dec, e.seeing, e.zero_point, e.sky_e, e.field_id, e.epoch) for e in exps],
+               names=("expnum", "mjd", "mjd_obs", "band", "exptime", "airmass", "ra", "dec", "target_ra",
+                      "target_dec", "seeing_fwhm_arcsec", "zero_point", "sky_e_per_pix", "field_id", "epoch"))
+    et.meta["comments"] = ["mjd: exposure midpoint (TAI); ra/dec: true boresight; target_ra/dec: header RA/DEC",
+                           "zero_point: AB mag of 1 electron after ISR (flat-fielded, gain applied)"]
+    et.write(tdir / "exposures.ecsv", format="ascii.ecsv", overwrite=True)
+    t = src.table
+    st = Table()
+    for c in ("source_id", "ra", "dec", "kind", "host_id", "field_id", "r_eff", "q", "pa"):
+        st[c] = t[c]
+    for b in BANDS:
+        st[f"ref_mag_{b}"] = np.asarray(t[f"ref_mag_{b}"], dtype=np.float32)
+    st.write(tdir / "sources.ecsv", format="ascii.ecsv", overwrite=True)
+    rows = []
+    by_id = {int(s): k for k, s in enumerate(t["source_id"])}
+    emap = {e.expnum: e for e in exps}
+    for sid, lc in sorted(src.lightcurves.items()):
+        k = by_id[sid]
+        for expnum, (flux, delta, snr) in sorted(lc.items()):
+            e = emap[expnum]
+            ccdnum, x, y = -1, np.nan, np.nan
+            for c in cfg.ccds:
+                px, py = optics.sky_to_pixel(decam_camera().ccd(c), t["ra"][k], t["dec"][k], e.ra, e.dec)
+                if 0 <= px <= 2047 and 0 <= py <= 4095:
+                    ccdnum, x, y = c, float(px), float(py)
+                    break
+            rows.append((sid, expnum, str(t["kind"][k]), flux, delta, snr, ccdnum, x, y))
+    ft = Table(rows=rows, names=("source_id", "expnum", "kind", "flux_njy", "delta_flux_njy", "snr", "ccdnum",
+                                 "x", "y"),
+               dtype=(np.int64, np.int64, str, float, float, float, np.int64, float, float))
+    ft.meta["comments"] = ["flux_njy: total true flux; delta_flux_njy: flux minus template (static) flux",
+                           "snr: expected S/N of delta in the science image; x, y: trimmed 0-based pixel"]
+    ft.write(tdir / "fluxes.ecsv", format="ascii.ecsv", overwrite=True)
+
+
