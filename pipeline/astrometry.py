@@ -63,8 +63,8 @@ CameraModel = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Pixel (x, y) -> gnomonic field angles (xi, eta) in radians: the instrument's nominal optical distortion."""
 
 
-def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, header_wcs: WCS,
-            shape: tuple[int, int], *, config: AstrometryConfig = AstrometryConfig(),
+def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, header_wcs: WCS, *,
+            shape: tuple[int, int], config: AstrometryConfig = AstrometryConfig(),
             camera: CameraModel | None = None) -> tuple[WCS, Table]:
     """Fit a TAN-SIP WCS of a CCD against the reference catalog.
 
@@ -115,8 +115,8 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     ref_idx_all = np.flatnonzero(on_ccd)
     order = np.argsort(-flux)[: config.n_brightest]
     ref_pix = np.column_stack([rx[on_ccd], ry[on_ccd]])
-    affine = _vote_rotation_offset(x[order], y[order], ref_pix, ((nx - 1) / 2, (ny - 1) / 2),
-                                   config.max_offset_arcsec / scale, config)
+    affine = _vote_rotation_offset(x[order], y[order], ref_pix, centre=((nx - 1) / 2, (ny - 1) / 2),
+                                   max_offset_pix=config.max_offset_arcsec / scale, config=config)
     # Affine refinement with shrinking radius, in pixel space.
     src = np.column_stack([x, y])
     for radius_pix in config.refine_radii_pix:
@@ -132,14 +132,16 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
     i_src, i_ref = _nearest_unique(src, moved, config.match_radius_arcsec / scale * 2)
     ref_rows = ref_idx_all[i_ref]
     if camera is not None:
-        wcs, i_src, ref_rows = _fit_through_camera(x, y, i_src, ref_ra, ref_dec, ref_rows, camera, header_wcs,
-                                                   shape, config)
-        return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows, max_rms_arcsec=config.max_rms_arcsec)
+        wcs, i_src, ref_rows = _fit_through_camera(x, y, i_src, ref_rows, ref_ra=ref_ra, ref_dec=ref_dec,
+                                                   camera=camera, header_wcs=header_wcs, shape=shape, config=config)
+        return _checked(wcs, x, y, i_src, ref_rows, ref_ra=ref_ra, ref_dec=ref_dec,
+                        max_rms_arcsec=config.max_rms_arcsec)
     # Enough stars per distortion term, else a lower order: overfitting bends the corners.
     sip = next((d for d in range(config.sip_degree, 1, -1) if i_src.size >= 3 * (d + 1) * (d + 2) // 2),
                None)
     centre = ((nx - 1) / 2, (ny - 1) / 2)
-    wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
+    wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre=centre,
+                                 degree=sip or 1)
     for _ in range(config.clip_iterations):
         resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
         dist = np.hypot(resid[:, 0], resid[:, 1])
@@ -149,13 +151,16 @@ def fit_wcs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, refcat: Table, heade
         if keep.all() or keep.sum() < config.min_matches:
             break
         i_src, ref_rows = i_src[keep], ref_rows[keep]
-        wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre, sip or 1)
-    return _checked(wcs, x, y, i_src, ref_ra, ref_dec, ref_rows, max_rms_arcsec=config.max_rms_arcsec)
+        wcs = tan_sip_through_points(x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows], centre=centre,
+                                     degree=sip or 1)
+    return _checked(wcs, x, y, i_src, ref_rows, ref_ra=ref_ra, ref_dec=ref_dec,
+                    max_rms_arcsec=config.max_rms_arcsec)
 
 
-def _checked(wcs: WCS, x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
-             ref_rows: np.ndarray, *, max_rms_arcsec: float) -> tuple[WCS, Table]:
-    """The fitted WCS and its match table; AlgorithmError if the fit diverged (RMS above ``max_rms_arcsec``)."""
+def _checked(wcs: WCS, x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_rows: np.ndarray, *, ref_ra: np.ndarray,
+             ref_dec: np.ndarray, max_rms_arcsec: float) -> tuple[WCS, Table]:
+    """The fitted WCS and the match table of detections ``i_src`` and references ``ref_rows``; AlgorithmError if
+    the fit diverged (RMS above ``max_rms_arcsec``)."""
     resid = _residuals_arcsec(wcs, x[i_src], y[i_src], ref_ra[ref_rows], ref_dec[ref_rows])
     rms = float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
     if not np.isfinite(rms) or rms > max_rms_arcsec:
@@ -168,8 +173,8 @@ def _checked(wcs: WCS, x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: 
     return wcs, matches
 
 
-def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
-                        ref_rows: np.ndarray, camera: CameraModel, header_wcs: WCS, shape: tuple[int, int],
+def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_rows: np.ndarray, *, ref_ra: np.ndarray,
+                        ref_dec: np.ndarray, camera: CameraModel, header_wcs: WCS, shape: tuple[int, int],
                         config: AstrometryConfig) -> tuple[WCS, np.ndarray, np.ndarray]:
     """Fit camera field angles -> sky tangent plane with clipping; write the composition as a TAN-SIP WCS.
 
@@ -201,11 +206,11 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_ra:
     ny, nx = shape
     gx, gy = np.meshgrid(np.linspace(-20, nx + 19, 17), np.linspace(-20, ny + 19, 33))
     wcs = tan_sip_through_points(gx.ravel(), gy.ravel(), *model_sky(gx.ravel(), gy.ravel()),
-                                 ((nx - 1) / 2, (ny - 1) / 2), config.sip_degree)
+                                 centre=((nx - 1) / 2, (ny - 1) / 2), degree=config.sip_degree)
     return wcs, i_src, ref_rows
 
 
-def tan_sip_through_points(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np.ndarray,
+def tan_sip_through_points(x: np.ndarray, y: np.ndarray, ra: np.ndarray, dec: np.ndarray, *,
                            centre: tuple[float, float], degree: int) -> WCS:
     """Least-squares TAN-SIP WCS through matched pixel and sky positions, about a given pixel.
 
@@ -279,7 +284,7 @@ def _poly_terms(uv: np.ndarray, order: int) -> np.ndarray:
     return np.column_stack([u**i * v**(k - i) for k in range(order + 1) for i in range(k + 1)])
 
 
-def _vote_rotation_offset(x: np.ndarray, y: np.ndarray, ref_pix: np.ndarray, centre: tuple[float, float],
+def _vote_rotation_offset(x: np.ndarray, y: np.ndarray, ref_pix: np.ndarray, *, centre: tuple[float, float],
                           max_offset_pix: float, config: AstrometryConfig) -> np.ndarray:
     """Rotation (about the CCD centre) and offset of the references onto the detections, as a 2x3 affine.
 

@@ -106,17 +106,18 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     star_y = np.asarray(sources["y"][stars])
     psf = _measure_psf(subtracted, mask, star_x, star_y, config)
     ny, nx = image.shape
+    electrons = MaskedImage(image=subtracted, mask=mask, variance=variance)
     # Stars in a bright neighbour's halo or on a gradient bend the model's wings and bias every PSF flux
     # (and so the zero point) by per cent: drop them and build the model again.
-    in_halo = halo_contaminated(subtracted, variance, mask, star_x, star_y, psf,
-                                float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)), n_sigma=config.halo_n_sigma)
+    in_halo = halo_contaminated(electrons, star_x, star_y, psf, fwhm_pix=float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2)),
+                                n_sigma=config.halo_n_sigma)
     if in_halo.any() and (~in_halo).sum() >= config.min_stars:
         stars[np.flatnonzero(stars)[in_halo]] = False
         star_x, star_y = star_x[~in_halo], star_y[~in_halo]
         psf = _measure_psf(subtracted, mask, star_x, star_y, config)
     fwhm_center = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     if isinstance(psf, PixelPsf):
-        flux_scale, n_flux_scale = psf_flux_scale(subtracted, variance, mask, star_x, star_y, psf, fwhm_center,
+        flux_scale, n_flux_scale = psf_flux_scale(electrons, star_x, star_y, psf, fwhm_pix=fwhm_center,
                                                   min_stars=config.min_stars, min_snr=config.flux_scale_min_snr)
         psf = dataclasses.replace(psf, flux_scale=flux_scale)
     else:
@@ -130,7 +131,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
         astro = np.asarray(sources["snr"]) > config.astrometry_fallback_min_snr
     astro_index = np.flatnonzero(astro)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
-                           np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, image.shape,
+                           np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, shape=image.shape,
                            config=config.astrometry, camera=camera)
     matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
     mag_col = f"{info.band}_mag"
@@ -141,8 +142,8 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     phot_index = np.asarray(phot["src_index"])
     if isinstance(psf, PixelPsf):
         # PSF fluxes refer to the model's total flux and are less sensitive to neighbours than apertures.
-        fit = psf_flux(subtracted, variance, mask, np.asarray(sources["x"])[phot_index],
-                       np.asarray(sources["y"])[phot_index], psf, half=int(np.clip(np.ceil(1.5 * fwhm_center), 4, 15)))
+        fit = psf_flux(electrons, np.asarray(sources["x"])[phot_index], np.asarray(sources["y"])[phot_index], psf,
+                       half=int(np.clip(np.ceil(1.5 * fwhm_center), 4, 15)))
         phot_flux, phot_flux_err = fit["flux"], fit["flux_err"]
     else:
         phot_flux = np.asarray(sources["flux_aper"])[phot_index] * aperture_correction
@@ -188,15 +189,16 @@ def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarr
         return gaussian
 
 
-def halo_contaminated(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      psf: Psf, fwhm_pix: float, *, n_sigma: float = 4.0) -> np.ndarray:
+def halo_contaminated(masked: MaskedImage, x: np.ndarray, y: np.ndarray, psf: Psf, *, fwhm_pix: float,
+                      n_sigma: float = 4.0) -> np.ndarray:
     """True for stars with significant light beyond their own PSF wing in an annulus at 2 to 3.5 FWHM.
 
     The star's PSF fit is subtracted and the residual summed over the annulus's usable pixels; the sum is
     compared with its noise from the variance plane.
     """
+    image, variance, mask = masked.image, masked.variance, masked.mask
     half = int(np.ceil(3.5 * fwhm_pix))
-    fit = psf_flux(image, variance, mask, x, y, psf)
+    fit = psf_flux(masked, x, y, psf)
     data, outside = cut_stamps(image, x, y, half)
     var, _ = cut_stamps(variance, x, y, half, fill=np.inf)
     bits, _ = cut_stamps(mask, x, y, half, fill=int(MaskBit.NO_DATA))
@@ -210,9 +212,8 @@ def halo_contaminated(image: np.ndarray, variance: np.ndarray, mask: np.ndarray,
     return np.abs(excess) > n_sigma * noise
 
 
-def psf_flux_scale(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-                   psf: PixelPsf, fwhm_pix: float, *, min_stars: int = 5, clip_sigma: float = 3.0,
-                   min_snr: float = 100.0) -> tuple[float, int]:
+def psf_flux_scale(masked: MaskedImage, x: np.ndarray, y: np.ndarray, psf: PixelPsf, *, fwhm_pix: float,
+                   min_stars: int = 5, clip_sigma: float = 3.0, min_snr: float = 100.0) -> tuple[float, int]:
     """Aperture correction of a pixel PSF's fluxes, from the PSF stars.
 
     Each star's flux in a circle of radius 3 FWHM with no masked pixel, carried to total flux by the model's
@@ -227,9 +228,10 @@ def psf_flux_scale(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x:
         1.0 when fewer than ``min_stars`` stars are usable.
     n_used : int
     """
+    image, variance, mask = masked.image, masked.variance, masked.mask
     ny, nx = image.shape
     radius = float(min(3.0 * fwhm_pix, psf.half_size - 1))
-    fit = psf_flux(image, variance, mask, x, y, dataclasses.replace(psf, flux_scale=1.0))
+    fit = psf_flux(masked, x, y, dataclasses.replace(psf, flux_scale=1.0))
     bad = (np.asarray(mask) & int(UNUSABLE)) != 0
     aperture, aperture_err, flag = sep.sum_circle(np.ascontiguousarray(image, dtype=np.float32), x, y, radius,
                                                   var=np.ascontiguousarray(variance, dtype=np.float32),

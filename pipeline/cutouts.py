@@ -81,9 +81,10 @@ class _HeaderCache:
         return _pad(b"".join(template), b" ") + _data_bytes(data)
 
 
-def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float, size: int,
-                  psf_stamp: np.ndarray | None, cards: dict[str, bytes] | None = None) -> bytes:
-    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS in each header.
+def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float, *, size: int,
+                  cards: dict[str, bytes], psf_stamp: np.ndarray | None = None) -> bytes:
+    """One cutout as FITS bytes: IMAGE, MASK, VARIANCE (and PSF) HDUs, the stamp's WCS (``cards``, from
+    :meth:`_HeaderCache.stamp_cards`) in each header.
 
     Pixels outside the CCD are NaN in IMAGE and VARIANCE. The bytes are those astropy's
     ``HDUList.writeto`` writes, assembled directly from header strings and big-endian pixel bytes.
@@ -93,8 +94,6 @@ def _cutout_bytes(masked: MaskedImage, headers: _HeaderCache, x: float, y: float
     image, _ = cut_stamps(masked.image, xs, ys, half, fill=np.nan)
     variance, _ = cut_stamps(masked.variance, xs, ys, half, fill=np.nan)
     mask, _ = cut_stamps(masked.mask, xs, ys, half, fill=0)
-    if cards is None:
-        cards = headers.stamp_cards(int(np.rint(x)) - half, int(np.rint(y)) - half)
     parts = [_PRIMARY,
              headers.hdu(image[0].astype(np.float32), "IMAGE", cards),
              headers.hdu(mask[0].astype(np.int32), "MASK", cards),
@@ -126,13 +125,13 @@ def make_cutouts(dia_sources: Table, subtraction: SubtractionResult, exposure: C
     x, y = np.asarray(dia_sources["x"], float), np.asarray(dia_sources["y"], float)
     psf_half = int(np.clip(np.ceil(3 * subtraction.psf_sigma_pix), 5, 15))
     psf_stamps = subtraction.psf.stamps(np.rint(x), np.rint(y), psf_half) if len(x) else None
-    made = cutouts_at(exposure.masked, subtraction.matched_template, subtraction.difference, exposure.wcs, x, y,
+    made = cutouts_at(exposure.masked, subtraction.matched_template, subtraction.difference, x, y, wcs=exposure.wcs,
                       bbox_size=np.asarray(dia_sources["bboxSize"]), psf_stamps=psf_stamps)
     return dict(zip(np.asarray(dia_sources["diaSourceId"]).tolist(), made))
 
 
-def cutouts_at(science: MaskedImage, template: MaskedImage, difference: MaskedImage, wcs: WCS,
-               x: np.ndarray, y: np.ndarray, *, bbox_size: np.ndarray, psf_stamps: np.ndarray | None = None
+def cutouts_at(science: MaskedImage, template: MaskedImage, difference: MaskedImage, x: np.ndarray, y: np.ndarray,
+               *, wcs: WCS, bbox_size: np.ndarray, psf_stamps: np.ndarray | None = None
                ) -> list[tuple[bytes, bytes, bytes]]:
     """Science, template and difference cutouts around positions.
 
@@ -140,10 +139,10 @@ def cutouts_at(science: MaskedImage, template: MaskedImage, difference: MaskedIm
     ----------
     science, template, difference : MaskedImage
         The three images on the same grid.
-    wcs : WCS
-        Their WCS.
     x, y : numpy.ndarray
         Positions, 0-based pixels.
+    wcs : WCS
+        Their WCS.
     bbox_size : numpy.ndarray
         Footprint sizes; cutouts are at least ``MIN_CUTOUT_SIZE`` and at least twice the footprint.
     psf_stamps : numpy.ndarray, optional
@@ -162,7 +161,7 @@ def cutouts_at(science: MaskedImage, template: MaskedImage, difference: MaskedIm
         psf = psf_stamps[k] if psf_stamps is not None else None
         half = size // 2
         cards = headers.stamp_cards(int(np.rint(x[k])) - half, int(np.rint(y[k])) - half)
-        out.append((_cutout_bytes(science, headers, x[k], y[k], size, None, cards),
-                    _cutout_bytes(template, headers, x[k], y[k], size, None, cards),
-                    _cutout_bytes(difference, headers, x[k], y[k], size, psf, cards)))
+        out.append((_cutout_bytes(science, headers, x[k], y[k], size=size, cards=cards),
+                    _cutout_bytes(template, headers, x[k], y[k], size=size, cards=cards),
+                    _cutout_bytes(difference, headers, x[k], y[k], size=size, cards=cards, psf_stamp=psf)))
     return out

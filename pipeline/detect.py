@@ -107,7 +107,8 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     keep = (x >= m) & (x < nx - m) & (y >= m) & (y < ny - m)
     x, y, is_negative, npix = x[keep], y[keep], is_negative[keep], npix[keep]
     if config.do_refine_centroids and x.size:
-        x, y = _refine_centroids(image, bad, x, y, is_negative, sigma, max_shift_pix=config.max_centroid_shift_pix)
+        x, y = _refine_centroids(image, bad, x, y, is_negative, sigma=sigma,
+                                 max_shift_pix=config.max_centroid_shift_pix)
     moments = {k: v[keep] for k, v in moments.items()}
     fwhm = sigma * FWHM_PER_SIGMA
     dipole_partner = _pair_dipoles(x, y, is_negative, config.dipole_match_fwhm * fwhm)
@@ -137,13 +138,12 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     n = x.size
     if n > SOURCE_INDEX_LIMIT:
         raise ValueError(f"{n} DiaSources exceed the id packing limit {SOURCE_INDEX_LIMIT}")
-    diff_fit = psf_flux(difference.image, difference.variance, difference.mask, cx, cy, diff_psf)
-    sci_fit = psf_flux(science.image, science.variance, science.mask, cx, cy, science_psf)
-    tmpl_fit = psf_flux(template.image, template.variance, template.mask, cx, cy, diff_psf)
-    ap, ap_err, ap_trunc = aperture_flux(difference.image, difference.variance, difference.mask, cx, cy,
-                                         config.aperture_radius_pix)
-    lobe_fit = psf_flux(difference.image, difference.variance, difference.mask, lobe_x, lobe_y, diff_psf)
-    own_fit = psf_flux(difference.image, difference.variance, difference.mask, x, y, diff_psf)
+    diff_fit = psf_flux(difference, cx, cy, diff_psf)
+    sci_fit = psf_flux(science, cx, cy, science_psf)
+    tmpl_fit = psf_flux(template, cx, cy, diff_psf)
+    ap, ap_err, ap_trunc = aperture_flux(difference, cx, cy, radius_pix=config.aperture_radius_pix)
+    lobe_fit = psf_flux(difference, lobe_x, lobe_y, diff_psf)
+    own_fit = psf_flux(difference, x, y, diff_psf)
     snr = diff_fit["flux"] / diff_fit["flux_err"]
     centroid_err = np.where(np.abs(snr) > 0, np.sqrt(2.0) * sigma / np.maximum(np.abs(snr), 1e-3), np.nan)
     ra, dec = wcs.all_pix2world(cx, cy, 0) if n else (np.zeros(0), np.zeros(0))
@@ -200,8 +200,8 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     return table
 
 
-def _refine_centroids(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray, is_negative: np.ndarray,
-                      sigma: float, *, max_shift_pix: float) -> tuple[np.ndarray, np.ndarray]:
+def _refine_centroids(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray, is_negative: np.ndarray, *,
+                      sigma: float, max_shift_pix: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-windowed centroids (sep.winpos, window sigma = PSF sigma) of each detection on the difference
     image, sign-flipped for negative detections; a detection whose centroid moves ``max_shift_pix`` or more,
     or fails, keeps its detected position."""

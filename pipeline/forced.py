@@ -62,8 +62,8 @@ def forced_photometry(dia_objects: Table, subtraction: SubtractionResult, exposu
     m = config.edge_margin_pix
     on = (x >= m) & (x < nx - m) & (y >= m) & (y < ny - m)
     objects, x, y = objects[on], x[on], y[on]
-    diff = psf_flux(difference.image, difference.variance, difference.mask, x, y, diff_psf)
-    sci = psf_flux(science.image, science.variance, science.mask, x, y, science_psf)
+    diff = psf_flux(difference, x, y, diff_psf)
+    sci = psf_flux(science, x, y, science_psf)
     n = len(objects)
     ids = np.asarray(objects["diaObjectId"], np.int64) if n else np.zeros(0, np.int64)
     table = Table({

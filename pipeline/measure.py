@@ -7,6 +7,7 @@ import sep
 
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.psf import Psf
+from pipeline.types import MaskedImage
 
 
 def cut_stamps(array: np.ndarray, x: np.ndarray, y: np.ndarray, half: int, fill: float = 0.0
@@ -30,12 +31,22 @@ def cut_stamps(array: np.ndarray, x: np.ndarray, y: np.ndarray, half: int, fill:
     return stamps, np.broadcast_to(outside, stamps.shape)
 
 
-def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-             psf: Psf, *, half: int | None = None) -> dict[str, np.ndarray]:
+def psf_flux(masked: MaskedImage, x: np.ndarray, y: np.ndarray, psf: Psf, *, half: int | None = None
+             ) -> dict[str, np.ndarray]:
     """Linear least-squares PSF flux at fixed positions, vectorised over sources.
 
     With PSF ``P``, data ``D`` and variance ``V`` over unmasked pixels of a stamp:
     ``flux = sum(P D / V) / sum(P^2 / V)`` and ``err = 1 / sqrt(sum(P^2 / V))``.
+
+    Parameters
+    ----------
+    masked : MaskedImage
+        Image, variance and mask planes measured.
+    x, y : numpy.ndarray
+        (n,) positions, 0-based pixels.
+    psf : Psf
+    half : int, optional
+        Half size of the fitted stamps; by default 2.5 PSF sigma (at the sources' mean position), in [4, 15].
 
     Returns
     -------
@@ -43,6 +54,7 @@ def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.nd
         ``flux``, ``flux_err``, ``chi2``, ``n_data`` (pixels used), ``edge`` (stamp off the image),
         ``no_good_pixels``.
     """
+    image, variance, mask = masked.image, masked.variance, masked.mask
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     n = x.size
@@ -73,14 +85,14 @@ def psf_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.nd
             "edge": outside.any(axis=(1, 2)), "no_good_pixels": n_data == 0}
 
 
-def aperture_flux(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-                  radius_pix: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Circular aperture flux, its error and a truncation flag (sep.sum_circle)."""
+def aperture_flux(masked: MaskedImage, x: np.ndarray, y: np.ndarray, *, radius_pix: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Circular aperture flux, its error and a truncation flag (sep.sum_circle) of ``masked`` at (x, y)."""
     if len(x) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0, bool)
-    data = np.ascontiguousarray(image, dtype=np.float32)
-    err = np.sqrt(np.clip(variance, 0, None)).astype(np.float32)
-    bad = (mask & int(UNUSABLE)) != 0
+    data = np.ascontiguousarray(masked.image, dtype=np.float32)
+    err = np.sqrt(np.clip(masked.variance, 0, None)).astype(np.float32)
+    bad = (masked.mask & int(UNUSABLE)) != 0
     flux, flux_err, flag = sep.sum_circle(data, np.asarray(x, float), np.asarray(y, float), radius_pix,
                                           err=err, mask=bad, subpix=5)
     return flux.astype(float), flux_err.astype(float), (flag & sep.APER_TRUNC) != 0

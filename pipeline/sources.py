@@ -68,7 +68,7 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
     objects, x, y = objects[inside], x[inside], y[inside]
     sig = 2.0 / 2.35 * np.sqrt(np.clip(objects["a"] * objects["b"], 0.25, None)) * 1.5
     xw, yw, wflag = sep.winpos(data, x, y, sig, mask=bad)
-    _winpos_over_defects(data, mask, bad, x, y, sig, xw, yw, wflag)
+    _winpos_over_defects(data, mask, bad, x, y, sig=sig, out=(xw, yw, wflag))
     use_w = (wflag == 0) & (np.hypot(xw - x, yw - y) < config.max_centroid_shift_pix)
     x = np.where(use_w, xw, x)
     y = np.where(use_w, yw, y)
@@ -88,14 +88,16 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
     return table
 
 
-def _winpos_over_defects(data: np.ndarray, mask: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray,
-                         sig: np.ndarray, xw: np.ndarray, yw: np.ndarray, wflag: np.ndarray) -> None:
-    """Redo the windowed centroid (in place) of sources with known-defect pixels (bad columns) in their
-    window, on a stamp where those pixels are interpolated along the row from their good neighbours.
+def _winpos_over_defects(data: np.ndarray, mask: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+                         sig: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Redo the windowed centroid (in ``out``: sep.winpos's x, y and flag, in place) of sources with
+    known-defect pixels (bad columns) in their window, on a stamp where those pixels are interpolated along
+    the row from their good neighbours.
 
     Masked pixels on one side of a star leave the window lopsided and pull the centroid by up to a pixel;
     a row interpolation across a one- or two-column defect restores the profile to well under 0.05 pixel.
     """
+    xw, yw, wflag = out
     ny, nx = data.shape
     defect = (mask & int(MaskBit.BAD)) != 0
     half = np.ceil(4 * sig).astype(int) + 2

@@ -500,11 +500,12 @@ def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndar
     if config.do_scale_variance:
         # Sources as detected on the science image (not grown by the kernel: in crowded fields the grown
         # footprints would leave few clean positions).
-        scale = _psf_scale_variance_factor(diff, variance, mask, science.mask, diff_psf, psf_sigma)
+        scale = _psf_scale_variance_factor(diff, variance, mask, science.mask, diff_psf=diff_psf, psf_sigma=psf_sigma)
         variance = variance * np.float32(scale)
     model_error = 0.0
     if config.do_model_error_variance:
-        model_error, error_var = _model_error_variance(diff, variance, mask, static, star_x, star_y, config)
+        model_error, error_var = _model_error_variance(diff, variance, mask, static, star_x=star_x, star_y=star_y,
+                                                       config=config)
         variance += error_var
     bad = ~np.isfinite(diff)
     mask = np.where(bad, mask | int(MaskBit.NO_DATA), mask).astype(np.int32)
@@ -520,7 +521,7 @@ def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndar
 
 
 def _psf_scale_variance_factor(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, science_mask: np.ndarray,
-                               diff_psf: PixelPsf | None, psf_sigma: float, max_pixels: int = 1_000_000) -> float:
+                               *, diff_psf: PixelPsf | None, psf_sigma: float, max_pixels: int = 1_000_000) -> float:
     """Factor on the predicted variance that makes the noise of PSF-weighted sums (the matched-filter score
     and PSF fluxes) what it predicts.
 
@@ -599,7 +600,7 @@ def _finite_inputs(image: MaskedImage) -> MaskedImage:
                        variance=np.where(bad, 0.0, image.variance).astype(np.float32))
 
 
-def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, static: np.ndarray,
+def _model_error_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, static: np.ndarray, *,
                           star_x: np.ndarray, star_y: np.ndarray, config: SubtractConfig
                           ) -> tuple[float, np.ndarray]:
     """Variance of the subtraction's model error: ``(f * S)^2 + (a * |grad S|)^2`` with S the matched

@@ -37,7 +37,7 @@ def _coarse_grid(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndar
     return gy, gx
 
 
-def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, cols: slice,
+def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, cols: slice, *,
               out: np.ndarray | None = None) -> np.ndarray:
     """Bilinear interpolation of a coarse-grid map onto the full-resolution pixels of a box, float32
     (into ``out`` if given)."""

@@ -10,7 +10,7 @@ import _calib_data as data
 from pipeline.astrometry import fit_wcs
 from pipeline.calibrate import calibrate
 from pipeline.decam.header import header_wcs
-from pipeline.decam.camera import field_angle_model
+from pipeline.decam.camera import CCD_SHAPE, field_angle_model
 from streamer.decam.camera_tables import decam_camera
 from pipeline.errors import AlgorithmError, BlinkError
 
@@ -40,12 +40,12 @@ def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     camera = field_angle_model(decam_camera().ccd(ccd)) if with_camera else None
     bad = _perturbed(header_wcs(i.raw.header), 30.0, rotation_deg)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, (4096, 2048), camera=camera)
+                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, shape=CCD_SHAPE, camera=camera)
     assert matches.meta["rms_arcsec"] < 0.05
     gx, gy = np.meshgrid(np.linspace(100, 1947, 8), np.linspace(100, 3995, 16))
     fr, fd = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     good_wcs, _ = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), (4096, 2048),
+                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), shape=CCD_SHAPE,
                           camera=camera)
     er, ed = good_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     same = np.hypot((fr - er) * np.cos(np.radians(ed)), fd - ed) * 3.6e6
@@ -64,6 +64,6 @@ def test_reference_catalog_elsewhere_is_named_error():
     far["dec"] = np.clip(np.asarray(far["dec"]) + 2.0, -89.0, 89.0)
     with pytest.raises(AlgorithmError):
         fit_wcs(np.asarray(sources["x"]), np.asarray(sources["y"]), np.asarray(sources["flux_aper"]), far,
-                header_wcs(i.raw.header), (4096, 2048))
+                header_wcs(i.raw.header), shape=CCD_SHAPE)
     with pytest.raises(BlinkError):
         calibrate(data.isr("good", 35), header_wcs(i.raw.header), far, info=i.raw.info, ccdnum=35)

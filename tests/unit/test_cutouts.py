@@ -28,7 +28,7 @@ def test_cutout_pixels_and_wcs_match_the_parent():
                          variance=np.ones(image.shape, np.float32))
     wcs = _wcs()
     x, y = np.array([150.2, 3.0]), np.array([200.7, 5.0])
-    cutouts = cutouts_at(masked, masked, masked, wcs, x, y, bbox_size=np.array([15, 15]))
+    cutouts = cutouts_at(masked, masked, masked, x, y, wcs=wcs, bbox_size=np.array([15, 15]))
     with fits.open(io.BytesIO(cutouts[0][2])) as hdus:
         stamp = hdus["IMAGE"].data
         assert stamp.shape == (31, 31)

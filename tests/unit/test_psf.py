@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.measure import psf_flux
 from pipeline.psf import PixelPsf, build_pixel_psf, psf_from_gaussian
+from pipeline.types import MaskedImage
 from simulator.render import add_point_sources
 
 
@@ -35,7 +36,8 @@ def test_pixel_psf_fwhm_and_flux(fwhm_pix):
     true_flux = np.full(40, 2.0e5)
     clean = np.zeros(image.shape)
     add_point_sources(clean, xs[:20], ys[:20], true_flux[:20], fwhm_pix)
-    fit = psf_flux(clean, np.ones_like(clean), np.zeros(clean.shape, np.int32), xs[:20], ys[:20], psf)
+    plane = MaskedImage(image=clean, mask=np.zeros(clean.shape, np.int32), variance=np.ones_like(clean))
+    fit = psf_flux(plane, xs[:20], ys[:20], psf)
     assert abs(np.median(fit["flux"] / true_flux[:20]) - 1) < 0.02
 
 
