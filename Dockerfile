@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY streamer ./streamer
 COPY schemas ./schemas
+COPY simulator ./simulator
 RUN pip install --no-cache-dir .
 ENTRYPOINT []
 CMD ["blink", "run", "--forever", "--root", "/data"]
