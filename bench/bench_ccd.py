@@ -42,7 +42,7 @@ class _EmptyApdb:
     """Stands in for the APDB: every region is empty (first visit of a field)."""
 
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker.loop import empty_region
+        from streamer.worker.processor import empty_region
 
         return empty_region()
 
@@ -67,7 +67,7 @@ def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
 def gather(root: Path, ccd: int, epoch: int):
     from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
-    from streamer.worker.loop import CcdProcessor
+    from streamer.worker.processor import CcdProcessor
 
     events = sorted((root / "events").glob("*.avro"))
     if len(events) < epoch:

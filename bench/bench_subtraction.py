@@ -42,7 +42,7 @@ from _common import OUT_DIR, console, machine_line  # noqa: E402
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker.loop import empty_region
+        from streamer.worker.processor import empty_region
 
         return empty_region()
 
@@ -59,7 +59,7 @@ def prepare(root: Path, crop: int):
     from pipeline.template import warp_template
     from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
-    from streamer.worker.loop import CcdProcessor
+    from streamer.worker.processor import CcdProcessor
 
     config = PipelineConfig()
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker.loop import empty_region
+        from streamer.worker.processor import empty_region
 
         return empty_region()
 
@@ -39,7 +39,7 @@ def process_repository(root: Path, config=None) -> Table:
     from pipeline.ccd import PipelineConfig, process_ccd
     from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
-    from streamer.worker.loop import CcdProcessor
+    from streamer.worker.processor import CcdProcessor
 
     config = config or PipelineConfig()
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]

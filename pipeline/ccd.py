@@ -19,7 +19,7 @@ from pipeline.cutouts import make_cutouts
 from pipeline.decam.camera import field_angle_model
 from pipeline.decam.header import header_wcs
 from pipeline.detect import DetectConfig, detect_dia_sources
-from pipeline.errors import BlinkError, InputError
+from pipeline.errors import AlgorithmError, BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
 from pipeline.isr import IsrConfig, run_isr
 from pipeline.reliability import ReliabilityConfig, score
@@ -49,7 +49,12 @@ class PipelineConfig(BaseModel):
 
 @contextmanager
 def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
-    """Time a stage and tag any Blink error with the stage name."""
+    """Time a stage and tag any Blink error with the stage name.
+
+    A linear solve or fit that finds no result (``LinAlgError``) and a floating-point fault are the
+    algorithm's failure on this input (:class:`AlgorithmError`); any other ``ValueError`` says the data do
+    not fit the stage (:class:`InputError`).
+    """
     start = time.perf_counter()
     try:
         yield
@@ -57,7 +62,9 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         if err.stage == "unknown":
             err.stage = name
         raise
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+    except (FloatingPointError, np.linalg.LinAlgError) as err:  # LinAlgError is a ValueError: caught first
+        raise AlgorithmError(f"{name} found no result on this input: {err}", stage=name) from err
+    except ValueError as err:
         raise InputError(f"{name} failed on this input: {err}", stage=name) from err
     finally:
         timings[name] = time.perf_counter() - start

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["AlertSink", "DeadLetterSink", "Envelope", "EventSource", "Headers"]
+__all__ = ["AlertSink", "DeadLetterSink", "Envelope", "EventSource", "Headers", "Transactions"]
 
 Headers = Sequence[tuple[str, bytes]]
 """Kafka-style headers: ``[(name, value), ...]``."""
@@ -147,4 +147,42 @@ class DeadLetterSink(Protocol):
 
     def close(self) -> None:
         """Release resources."""
+        ...
+
+
+@runtime_checkable
+class Transactions(Protocol):
+    """A transactional producer bound to the source's consumer (exactly-once): outputs and the input offset
+    commit together. Between :meth:`begin` and :meth:`commit` it is also the alert and dead-letter sink."""
+
+    def begin(self) -> None:
+        """Open a transaction.
+
+        Raises
+        ------
+        TransientError
+            The producer is not ready yet; retry later.
+        """
+        ...
+
+    def publish_work(self, items: Sequence[Any]) -> None:
+        """Produce the work items of a fanned-out exposure into the open transaction."""
+        ...
+
+    def commit(self, envelope: Envelope) -> None:
+        """Add the offset after ``envelope`` to the transaction and commit it.
+
+        Raises
+        ------
+        TransientError
+            Not committed (aborted); the message must be processed again.
+        """
+        ...
+
+    def abort(self) -> None:
+        """Abort the open transaction (no-op when none is open)."""
+        ...
+
+    def was_committed(self, envelope: Envelope) -> bool:
+        """True when an earlier commit of ``envelope`` whose outcome was unknown did commit."""
         ...

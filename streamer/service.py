@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from streamer.apdb.base import Apdb
@@ -16,12 +16,14 @@ from streamer.runtime import metrics
 from streamer.runtime.gc_tuning import startup_objects_frozen
 from streamer.runtime.malloc_tuning import keep_freed_memory
 from streamer.settings import BlinkSettings
+from streamer.worker.commit_modes import AtLeastOnceCommit, CommitMode, EmbeddedCommit, ExactlyOnceCommit
 from streamer.worker.inputs import DataRepository
-from streamer.worker.loop import CcdProcessor, CcdResult, RetryPolicy, Worker
+from streamer.worker.loop import RetryPolicy, Worker
+from streamer.worker.ordering import ClaimedOrder, Unordered, WorkOrder
+from streamer.worker.processor import CcdProcessor, CcdResult
 
 if TYPE_CHECKING:
     from streamer.kafka.settings import KafkaSettings
-    from streamer.kafka.transactions import KafkaTransactions
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,7 @@ class WorkerIo:
     source: EventSource
     alert_sink: AlertSink
     dead_letters: DeadLetterSink
-    fan_out_to: Callable[[Sequence[CcdWork]], None] | None = None
-    transactions: KafkaTransactions | None = None
+    commit: CommitMode = field(default_factory=EmbeddedCommit)
 
 
 def embedded_io(settings: BlinkSettings) -> WorkerIo:
@@ -85,13 +86,13 @@ def kafka_io(kafka: KafkaSettings, *, exactly_once: bool, worker_id: str) -> Wor
         transactions = KafkaTransactions(kafka, source, worker_id=worker_id)
         log.info("exactly-once mode, transactional.id %s", transactions.transactional_id)
         return WorkerIo(source=source, alert_sink=transactions, dead_letters=transactions,
-                        fan_out_to=transactions.publish_work, transactions=transactions)
+                        commit=ExactlyOnceCommit(transactions, kafka.work_topic))
 
     def fan_out_to(items: Sequence[CcdWork]) -> None:
         publish_work(kafka, items)
 
     return WorkerIo(source=source, alert_sink=KafkaAlertSink(kafka), dead_letters=KafkaDeadLetterSink(kafka),
-                    fan_out_to=fan_out_to)
+                    commit=AtLeastOnceCommit(kafka.work_topic, fan_out_to))
 
 
 def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None = None, *, forever: bool = False,
@@ -121,15 +122,14 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
     server = metrics.serve(settings.metrics_port) if settings.metrics_port else None
     io = embedded_io(settings) if kafka is None else \
         kafka_io(kafka, exactly_once=exactly_once, worker_id=worker_id or default_worker_id())
-    claims = None
+    order: WorkOrder = Unordered()
     if kafka is not None and settings.ordered_association:
         from streamer.apdb.ordering import open_claims
 
-        claims = open_claims(apdb)
+        order = ClaimedOrder(open_claims(apdb))
     processor = CcdProcessor(repo, apdb, io.alert_sink, config=settings.pipeline, threads=settings.pipeline_threads)
-    worker = Worker(source=io.source, processor=processor, dead_letters=io.dead_letters,
-                    fan_out_to=io.fan_out_to, work_topic=kafka.work_topic if kafka is not None else None,
-                    transactions=io.transactions, claims=claims,
+    worker = Worker(source=io.source, processor=processor, dead_letters=io.dead_letters, commit=io.commit,
+                    order=order,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with
                     # backoff and paused-partition keepalives; a run-until-idle one gives up after a few tries.
                     retry=RetryPolicy(initial_s=1.0, max_s=10.0, max_tries=0) if forever else RetryPolicy())
@@ -141,8 +141,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
             return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
         io.source.close()
-        if claims is not None:
-            claims.close()
+        order.close()
         io.alert_sink.close()
         if io.dead_letters is not io.alert_sink:
             io.dead_letters.close()

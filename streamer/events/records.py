@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -44,7 +43,6 @@ __all__ = [
     "event_from_record",
     "event_to_record",
     "exposure_ready_schema",
-    "resolve_raw_path",
 ]
 
 INSTRUMENT = "DECam"
@@ -440,37 +438,6 @@ def event_from_container(fo: io.BufferedIOBase | io.BytesIO, what: str) -> Expos
         raise InputError(f"{what} holds {len(records)} records; exactly one exposureReady is expected",
                          stage=DECODE_STAGE)
     return event_from_record(records[0])
-
-
-def resolve_raw_path(data_root: str | os.PathLike[str], ev: ExposureReady) -> Path:
-    """Return the absolute raw-file path of an event, guaranteed to be inside ``data_root``.
-
-    Parameters
-    ----------
-    data_root : path-like
-        The worker's data root.
-    ev : ExposureReady
-        The event.
-
-    Returns
-    -------
-    Path
-        ``data_root / ev.raw_path``, with symbolic links resolved.
-
-    Raises
-    ------
-    InputError
-        The path is absolute, has ``..``, or resolves (through a symbolic link) outside ``data_root``.
-    """
-    _check_raw_path(ev.raw_path)
-    root = Path(data_root).resolve()
-    full = (root / ev.raw_path).resolve()
-    if not full.is_relative_to(root):
-        raise InputError(
-            f"exposureReady.rawPath {ev.raw_path!r} resolves to {str(full)!r}, outside the data root {str(root)!r}",
-            stage="read_raw",
-        )
-    return full
 
 
 # --------------------------------------------------------------------------------------------------- work

@@ -16,11 +16,11 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from schemas import datarepo
-from streamer.decam.camera_tables import known_defects
-from pipeline.associate import unit_vectors
-from pipeline.errors import InputError
+from pipeline.errors import InputError, NoWorkError
 from pipeline.types import TemplateTile
+from schemas import datarepo
+from streamer.apdb.sky import angular_distance_deg
+from streamer.decam.camera_tables import known_defects
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,6 @@ caching them all would hold 4 GB; a CCD-visit needs one of each."""
 TILE_CACHE_SIZE = 8
 """Template tiles kept (about 170 MB each): a CCD needs up to six. The bound is what keeps a long-running
 worker's memory flat (64 tiles grew a worker to 11 GB over a 62-CCD exposure, and the OOM killer stopped it)."""
-
-
-def _separation_deg(table: Table, ra_deg: float, dec_deg: float) -> np.ndarray:
-    """Angular distance (deg) of each row's ``ra``, ``dec`` from a point."""
-    position = unit_vectors([ra_deg], [dec_deg])[0]
-    cos_d = unit_vectors(np.asarray(table["ra"]), np.asarray(table["dec"])) @ position
-    return np.degrees(np.arccos(np.clip(cos_d, -1.0, 1.0)))
 
 
 def _plane(hdu: Any, kind: str) -> np.ndarray:
@@ -70,8 +63,21 @@ class DataRepository:
             raise InputError(f"data root {self.root} does not exist", stage="datastore")
 
     def resolve(self, relative: str | Path) -> Path:
-        """Absolute path of ``relative`` inside the root; refuses paths that escape it."""
-        path = (self.root / relative).resolve()
+        """Return the absolute path of ``relative`` inside the root, symbolic links resolved.
+
+        The one path resolution of the worker: every file it opens (an event's raw, calibrations, reference
+        catalog, templates) is found through it.
+
+        Raises
+        ------
+        InputError
+            The path is absolute or resolves (through ``..`` or a symbolic link) outside the root, or cannot
+            be a path (``stage="datastore"``).
+        """
+        try:
+            path = (self.root / relative).resolve()
+        except (OSError, ValueError) as err:  # ValueError: an embedded NUL byte
+            raise InputError(f"path {str(relative)!r} cannot be resolved: {err}", stage="datastore") from err
         if not path.is_relative_to(self.root):
             raise InputError(f"path {str(relative)!r} escapes the data root", stage="datastore")
         return path
@@ -124,15 +130,21 @@ class DataRepository:
     def refcat_in(self, ra_deg: float, dec_deg: float, radius_deg: float) -> Table:
         """Reference stars within a circle."""
         cat = self.refcat
-        return cat[_separation_deg(cat, ra_deg, dec_deg) <= radius_deg]
+        return cat[angular_distance_deg(cat["ra"], cat["dec"], ra_deg, dec_deg) <= radius_deg]
 
     @functools.lru_cache(maxsize=8)
     def template_index(self, band: str) -> Table:
-        """Tile index of the band's templates."""
+        """Tile index of the band's templates.
+
+        Raises
+        ------
+        NoWorkError
+            The band has no templates (no index): nothing to subtract, like a CCD no tile covers.
+        """
         path = self.resolve(datarepo.template_index_path(band))
         if not path.exists():
-            raise InputError(f"no {band}-band templates ({datarepo.template_index_path(band)} missing)",
-                             stage="load_template")
+            raise NoWorkError(f"no {band}-band templates ({datarepo.template_index_path(band)} missing)",
+                              stage="load_template")
         return Table.read(path, format="ascii.ecsv")
 
     @functools.lru_cache(maxsize=TILE_CACHE_SIZE)
@@ -154,12 +166,20 @@ class DataRepository:
                             psf_fwhm_arcsec=fwhm)
 
     def templates_in(self, band: str, ra_deg: float, dec_deg: float, radius_deg: float) -> list[TemplateTile]:
-        """Template tiles whose circumscribed circle meets the given circle, nearest first."""
+        """Template tiles whose circumscribed circle meets the given circle, nearest first.
+
+        Raises
+        ------
+        NoWorkError
+            No template of the band, or none near the circle (``stage="load_template"``).
+        InputError
+            A tile is unreadable.
+        """
         index = self.template_index(band)
-        sep_deg = _separation_deg(index, ra_deg, dec_deg)
+        sep_deg = angular_distance_deg(index["ra"], index["dec"], ra_deg, dec_deg)
         near = np.flatnonzero(sep_deg <= radius_deg + np.asarray(index["radius_deg"]))
         near = near[np.argsort(sep_deg[near])]
         if near.size == 0:
-            raise InputError(f"no {band}-band template covers ({ra_deg:.4f}, {dec_deg:.4f})",
-                             stage="load_template")
+            raise NoWorkError(f"no {band}-band template covers ({ra_deg:.4f}, {dec_deg:.4f})",
+                              stage="load_template")
         return [self._tile(str(index["path"][i]), int(index["tile_id"][i])) for i in near]

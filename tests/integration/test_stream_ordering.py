@@ -17,19 +17,22 @@ import time
 import numpy as np
 import pytest
 
-from streamer.runtime import metrics
 from streamer.apdb.base import SkyRegion
-from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.ordering import SqliteWorkClaims, claim_region
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
-from tests.helpers.apdb_contract import VISIT_MJD
+from streamer.apdb.table_rows import tables_equal
 from streamer.events.records import ExposureReady
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import publish_event, publish_work
 from streamer.kafka.source import KafkaEventSource
-from streamer.worker.loop import CcdResult, Worker
+from streamer.runtime import metrics
+from streamer.worker.commit_modes import AtLeastOnceCommit
+from streamer.worker.loop import Worker
+from streamer.worker.ordering import ClaimedOrder
+from streamer.worker.processor import CcdResult
 from tests.conftest import unique_kafka_settings
+from tests.helpers.apdb_contract import VISIT_MJD
 from tests.unit.test_apdb_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
 
 pytestmark = pytest.mark.integration
@@ -95,8 +98,8 @@ def _run_night(kafka_bootstrap: str, path: str, n_workers: int) -> tuple[dict, f
         claims = SqliteWorkClaims(path, poll_s=0.01)
         try:
             worker = Worker(source=source, processor=processor, dead_letters=None,  # type: ignore[arg-type]
-                            fan_out_to=lambda items: publish_work(kafka, items), work_topic=kafka.work_topic,
-                            claims=claims)
+                            commit=AtLeastOnceCommit(kafka.work_topic, lambda items: publish_work(kafka, items)),
+                            order=ClaimedOrder(claims))
             results = worker.run(until_idle=True, idle_timeout_s=8.0)
             errors.extend(r.error for r in results if r.error is not None)
         except BaseException as exc:  # noqa: BLE001 - reported by the test

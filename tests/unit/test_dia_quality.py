@@ -38,7 +38,7 @@ MAX_OFFSET_ARCSEC_SNR20 = 0.1
 
 class _EmptyApdb:
     def read_region(self, region, visit_mjd_tai):
-        from streamer.worker.loop import empty_region
+        from streamer.worker.processor import empty_region
 
         return empty_region()
 
@@ -46,7 +46,7 @@ class _EmptyApdb:
 def _gather_all(root: Path):
     from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
-    from streamer.worker.loop import CcdProcessor
+    from streamer.worker.processor import CcdProcessor
 
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]
     truth = Table.read(root / "truth" / "fluxes.ecsv", format="ascii.ecsv")

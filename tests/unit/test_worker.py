@@ -9,12 +9,16 @@ import urllib.request
 
 import pytest
 
-from pipeline.errors import AlgorithmError, InputError, TransientError
+from pipeline.errors import AlgorithmError, InputError, NoWorkError, TransientError
 from streamer.errors import FencedError
-from streamer.events.records import CcdWork, ExposureReady, encode_work
+from streamer.events.files import write_event_file
+from streamer.events.records import CcdWork, ExposureReady, encode_event, encode_work
 from streamer.ports import Envelope
 from streamer.runtime import metrics
-from streamer.worker.loop import CcdResult, RetryPolicy, Worker
+from streamer.worker.commit_modes import AtLeastOnceCommit, EmbeddedCommit, ExactlyOnceCommit
+from streamer.worker.inputs import DataRepository
+from streamer.worker.loop import RetryPolicy, Worker
+from streamer.worker.processor import CcdResult
 
 WORK_TOPIC = "work"
 
@@ -44,6 +48,17 @@ class FakeSource:
 
     def keepalive(self):
         self.n_keepalive += 1
+
+    def defer(self, envelope, delay_s=0.5):
+        self.envelopes.append(envelope)
+
+    has_deferred = False
+
+    def owns(self, envelope):
+        return True
+
+    def lag(self):
+        return {}
 
     def close(self):
         pass
@@ -83,6 +98,9 @@ class FakeTransactions:
             self.open = False
             self.log.append(("abort",))
 
+    def was_committed(self, envelope):
+        return False
+
     def flush(self):
         pass
 
@@ -100,6 +118,9 @@ class FakeProcessor:
         self.on_process = on_process
         self.repo = None
 
+    def prefetch(self, event, detector):
+        pass
+
     def process(self, event, detector):
         self.calls.append(detector)
         if self.on_process is not None:
@@ -115,9 +136,9 @@ def _worker(envelopes, script=None, transactional=True, on_process=None):
     txn = FakeTransactions()
     source = FakeSource(envelopes)
     proc = FakeProcessor(txn, script, on_process)
-    worker = Worker(source=source, processor=proc, dead_letters=txn, work_topic=WORK_TOPIC,
-                    retry=RetryPolicy(initial_s=0.01, max_s=0.01, max_tries=3),
-                    transactions=txn if transactional else None)
+    commit = ExactlyOnceCommit(txn, WORK_TOPIC) if transactional else AtLeastOnceCommit(WORK_TOPIC, txn.publish_work)
+    worker = Worker(source=source, processor=proc, dead_letters=txn, commit=commit,
+                    retry=RetryPolicy(initial_s=0.01, max_s=0.01, max_tries=3))
     return worker, source, txn, proc
 
 
@@ -229,3 +250,87 @@ def test_bad_input_error_is_not_retried():
     worker, _, txn, proc = _worker([_work_envelope(1, 1)], script={1: [InputError("nan image", stage="isr")]})
     worker.run()
     assert proc.calls == [1] and ("dead_letter", "bad_input", "isr") in txn.log
+
+
+def _event_envelope(offset: int, detectors=(1, 5)) -> Envelope:
+    return Envelope(value=encode_event(_event(detectors)), topic="events", partition=0, offset=offset)
+
+
+def test_exactly_once_fans_an_exposure_out_in_its_transaction():
+    worker, _, txn, proc = _worker([_event_envelope(2)])
+    worker.run()
+    assert txn.log == [("begin",), ("work", 2), ("commit", 2)] and proc.calls == []
+
+
+def test_at_least_once_fans_out_then_commits():
+    worker, source, txn, proc = _worker([_event_envelope(6)], transactional=False)
+    txn.open = True
+    worker.run()
+    assert ("work", 2) in txn.log and source.committed == [6] and proc.calls == []
+
+
+def test_embedded_mode_processes_every_ccd_of_an_event_file(tmp_path):
+    path = write_event_file(tmp_path / "e.avro", _event((5, 1)))
+    txn = FakeTransactions()
+    txn.open = True
+    source = FakeSource([Envelope(value=path.read_bytes(), path=path)])
+    proc = FakeProcessor(txn, {5: [NoWorkError("no template covers the CCD", stage="load_template")]})
+    worker = Worker(source=source, processor=proc, dead_letters=txn, commit=EmbeddedCommit())
+    results = worker.run()
+    assert proc.calls == [5, 1] and source.committed == [None]
+    assert ("dead_letter", "no_work", "load_template") in txn.log  # the policy records no work too
+    assert [(r.detector, r.error is None) for r in results] == [(5, False), (1, True)]
+
+
+def test_a_bug_in_one_ccd_is_an_internal_error_dead_letter():
+    worker, _, txn, _ = _worker([_work_envelope(1, 3)], script={1: [ZeroDivisionError("bug")]})
+    worker.run()
+    assert txn.log == [("begin",), ("dead_letter", "internal_error", "unknown"), ("commit", 3)]
+
+
+class FakeOrder:
+    """Work claims: detector 1's turn comes only after one hand-back."""
+
+    def __init__(self):
+        self.asked: list[int] = []
+        self.released: list[int] = []
+
+    def register(self, items, retried):
+        pass
+
+    def is_turn(self, item, retried):
+        self.asked.append(item.detector)
+        return self.asked.count(item.detector) > 1
+
+    def done(self, item, retried):
+        self.released.append(item.detector)
+
+    def close(self):
+        pass
+
+
+def test_work_whose_turn_has_not_come_is_handed_back():
+    worker, source, txn, proc = _worker([_work_envelope(1, 4)])
+    worker.order = FakeOrder()
+    worker.run()
+    assert worker.order.asked == [1, 1] and worker.order.released == [1]
+    assert proc.calls == [1] and txn.log == [("begin",), ("alerts", 1), ("commit", 4)]
+
+
+def test_a_message_already_committed_is_skipped():
+    worker, _, txn, proc = _worker([_work_envelope(1, 5), _work_envelope(1, 5)])
+    worker.run()
+    assert proc.calls == [1] and txn.log.count(("commit", 5)) == 1
+
+
+def test_data_repository_resolves_inside_its_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "raw").mkdir(parents=True)
+    repo = DataRepository(root)
+    assert repo.resolve("raw/x.fits") == (root / "raw/x.fits").resolve()
+    (root / "escape").symlink_to(tmp_path)
+    for outside in ("escape/x.fits", "../x.fits", "/etc/passwd"):
+        with pytest.raises(InputError, match="escapes the data root"):
+            repo.resolve(outside)
+    with pytest.raises(InputError, match="cannot be resolved"):
+        repo.resolve("raw/\x00.fits")
