@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from pipeline.decam.camera import CCD_SHAPE
-from pipeline.decam.header import amp_geometry
+from pipeline.decam.header import AmpGeometry, amp_geometry
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.types import MaskedImage, RawCcd
@@ -65,7 +65,7 @@ def _overscan_per_row(raw: np.ndarray, rows: slice, cols: slice, config: IsrConf
     return ndimage.median_filter(level, size=config.overscan_smooth_rows, mode="nearest")
 
 
-def _oriented(data: np.ndarray, amp) -> np.ndarray:
+def _oriented(data: np.ndarray, amp: AmpGeometry) -> np.ndarray:
     """A view of an amplifier's data section in CCD orientation."""
     if amp.flip_y:
         data = data[::-1]
@@ -74,7 +74,7 @@ def _oriented(data: np.ndarray, amp) -> np.ndarray:
     return data
 
 
-def _assemble(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.ndarray, dict]:
+def _assemble(raw_ccd: RawCcd, config: IsrConfig) -> tuple[np.ndarray, dict[str, AmpGeometry]]:
     """Overscan-corrected, trimmed (4096, 2048) float32 CCD in ADU, and the amplifier geometry."""
     raw = raw_ccd.pixels
     amps = amp_geometry(raw_ccd.header)

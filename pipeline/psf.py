@@ -21,6 +21,14 @@ from pipeline.errors import AlgorithmError
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
+def unit_coordinates(x: np.ndarray | float, y: np.ndarray | float, shape: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions scaled to [-1, 1] over an image of ``shape`` (ny, nx): the variables of the spatial
+    polynomials of the PSF model and of the matching kernel."""
+    ny, nx = shape
+    return 2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0, 2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0
+
+
 class Psf(Protocol):
     """A PSF model as the stages use it (:class:`PixelPsf` and :class:`GaussianPsf` are two).
 
@@ -130,9 +138,7 @@ class PixelPsf:
         return self.images.shape[-1] // 2
 
     def _terms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        ny, nx = self.shape
-        xn = 2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0
-        yn = 2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0
+        xn, yn = unit_coordinates(x, y, self.shape)
         terms = np.stack([np.ones_like(xn), xn, yn], axis=-1)
         return terms[..., : self.images.shape[0]]
 
@@ -272,7 +278,7 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
                                   axis=(1, 2))
     noise = np.where(np.isfinite(noise) & (noise > 0), noise, np.nanmedian(noise))
     use_linear = spatial_order >= 1 and x.size >= 20
-    terms = np.column_stack([np.ones_like(x), 2 * x / max(nx - 1, 1) - 1, 2 * y / max(ny - 1, 1) - 1])
+    terms = np.column_stack([np.ones_like(x), *unit_coordinates(x, y, (ny, nx))])
     terms = terms[:, :3 if use_linear else 1]
     model_images = None
     for it in range(max(n_iter, 1) + 1):

@@ -22,7 +22,7 @@ from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import AlgorithmError
 from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.measure import cut_stamps
-from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf, Psf
+from pipeline.psf import FWHM_PER_SIGMA, GaussianPsf, PixelPsf, Psf, unit_coordinates
 from pipeline.threads import thread_map, worker_count
 from pipeline.types import CalibratedExposure, MaskedImage, WarpedTemplate
 
@@ -201,9 +201,7 @@ def spatial_terms(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], order: i
     numpy.ndarray
         (n_terms, *x.shape); the first term is 1.
     """
-    ny, nx = shape
-    xn = 2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0
-    yn = 2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0
+    xn, yn = unit_coordinates(x, y, shape)
     return np.array([xn**i * yn**j for i, j in _term_powers(order)])
 
 
@@ -258,8 +256,7 @@ class MatchingKernel:
         0 (in the blocks' threads; ``image`` is not changed).
         """
         ny, nx = image.shape
-        xn = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(np.float32)
-        yn = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(np.float32)
+        xn, yn = (c.astype(np.float32) for c in unit_coordinates(np.arange(nx), np.arange(ny), image.shape))
         powers = _term_powers(self.order)
 
         blocks = row_blocks(image.shape, self.components.shape[1] // 2 + 1)
