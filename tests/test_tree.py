@@ -10,9 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "streamer", "simulator", "schemas")
 MAX_MODULE_LINES = 600
 
-OVERSIZED: frozenset[str] = frozenset({
-    "pipeline/subtract.py",
-})
+OVERSIZED: frozenset[str] = frozenset()
 """Modules over the limit today, being split (issue 15). The list only shrinks: a module leaves it when it is
 split (the test says so), none joins it, and it is empty at the end of the renovation."""
 
