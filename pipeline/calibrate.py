@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.astrometry import AstrometryConfig, CameraModel, fit_wcs
 from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.errors import AlgorithmError, NoWorkError
+from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import cut_stamps, psf_flux
 from pipeline.photometry import fit_zero_point, njy_per_electron
 from pipeline.psf import GaussianPsf, PixelPsf, Psf, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
-from pipeline.masks import MaskBit, UNUSABLE
 from pipeline.types import CalibratedExposure, ExposureInfo, MaskedImage
 
 log = logging.getLogger(__name__)
@@ -297,4 +297,5 @@ def measure_gaussian_sigma(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, h
     return sigma
 
 
-__all__ = ["CalibrateConfig", "calibrate", "halo_contaminated", "psf_flux_scale", "measure_gaussian_sigma", "psf_aperture_correction", "GaussianPsf"]
+__all__ = ["CalibrateConfig", "calibrate", "halo_contaminated", "psf_flux_scale", "measure_gaussian_sigma",
+           "psf_aperture_correction", "GaussianPsf"]

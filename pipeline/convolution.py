@@ -1,12 +1,12 @@
 """FFT convolution of CCD-sized float32 images by small kernels, in blocks of rows on the pipeline's threads.
 
-An image is cut into :data:`ROW_BLOCKS` blocks of rows, each read with a halo of the kernel's half-width
-above and below and convolved on its own thread (overlap-save): the blocks' results are exact, the threads
-share no transform, and the numbers do not depend on the number of threads. Each block's convolution is circular over the smallest fast FFT size that holds
-it. Away from the image's border this equals a linear ``mode="same"`` convolution; within a kernel's
-half-width of the border, where a zero-padded convolution has only part of its support, the kernel's reach
-wraps to the opposite side of the block instead. The pipeline flags that band EDGE (or does not score it)
-in every image it convolves, so the two agree wherever a result is used.
+An image is cut into :data:`ROW_BLOCKS` blocks of rows, each read with a halo of the kernel's half-width above
+and below and convolved on its own thread (overlap-save): the blocks' results are exact, the threads share no
+transform, and the numbers do not depend on the number of threads. Each block's convolution is circular over
+the smallest fast FFT size that holds it. Away from the image's border this equals a linear ``mode="same"``
+convolution; within a kernel's half-width of the border, where a zero-padded convolution has only part of its
+support, the kernel's reach wraps to the opposite side of the block instead. The pipeline flags that band EDGE
+(or does not score it) in every image it convolves, so the two agree wherever a result is used.
 """
 
 from __future__ import annotations
@@ -195,5 +195,5 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
     return numerator, noise2, coverage
 
 
-__all__ = ["ROW_BLOCKS", "border_bands", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks", "in_row_blocks", "convolve_same",
-           "matched_filter"]
+__all__ = ["ROW_BLOCKS", "border_bands", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks",
+           "in_row_blocks", "convolve_same", "matched_filter"]

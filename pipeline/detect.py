@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.convolution import matched_filter
-from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
 from pipeline.psf import FWHM_PER_SIGMA
 from pipeline.subtract import SubtractionResult

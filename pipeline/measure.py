@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.psf import Psf
 from pipeline.types import MaskedImage
 

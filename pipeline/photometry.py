@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from schemas.datarepo import NJY_AB_ZERO_POINT
 from pipeline.errors import AlgorithmError
+from schemas.datarepo import NJY_AB_ZERO_POINT
 
 
 def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *,

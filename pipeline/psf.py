@@ -189,7 +189,7 @@ class PixelPsf:
         stamp = _crop_or_pad(self.image_at(x, y), half_size)[0]
         return stamp / stamp.sum()
 
-    def convolved(self, kernel: np.ndarray) -> "PixelPsf":
+    def convolved(self, kernel: np.ndarray) -> PixelPsf:
         """This PSF convolved with a (normalised, centred, odd-sized) kernel: e.g. a difference image's PSF."""
         conv = signal.fftconvolve(self.images, np.asarray(kernel, float)[None], mode="same", axes=(1, 2))
         return PixelPsf(images=conv, shape=self.shape, flux_scale=self.flux_scale)

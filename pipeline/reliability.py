@@ -38,7 +38,7 @@ class ReliabilityConfig(BaseModel):
     threshold: float = Field(0.6, ge=0, le=1.0, description="Default cut: DiaSources below it are likely bogus.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ReliabilityConfig":
+    def _check(self) -> ReliabilityConfig:
         if len(self.weights) != len(FEATURES) + 1:
             raise ValueError(f"weights needs {len(FEATURES) + 1} values (intercept + {FEATURES}), "
                              f"got {len(self.weights)}")

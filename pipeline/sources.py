@@ -8,7 +8,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
-from pipeline.masks import MaskBit, UNUSABLE
+from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import cut_stamps
 
 sep.set_extract_pixstack(2_000_000)

@@ -56,7 +56,8 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
                 "expnum": np.full(len(s), expnum), "source_id": np.asarray(truth["source_id"][t]),
                 "kind": np.asarray(truth["kind"][t]), "snr_true": np.asarray(truth["snr"][t], float),
                 "delta_flux_njy": np.asarray(truth["delta_flux_njy"][t], float),
-                "psfFlux": np.asarray(found["psfFlux"][s], float), "psfFluxErr": np.asarray(found["psfFluxErr"][s], float),
+                "psfFlux": np.asarray(found["psfFlux"][s], float),
+                "psfFluxErr": np.asarray(found["psfFluxErr"][s], float),
                 "offset_arcsec": offset}))
     per_exposure = Table(rows=rows or None, names=["expnum", "n_injected", "n_found", "completeness",
                                                    "n_dia_sources", "n_false"],

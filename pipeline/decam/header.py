@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.coordinates import Angle
-from astropy.time import Time
 from astropy.io import fits
+from astropy.time import Time
 from astropy.wcs import WCS
 
 from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE

@@ -21,11 +21,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from pipeline.decam.header import read_exposure_info
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.types import ExposureInfo, MaskedImage
-
-from pipeline.decam.header import read_exposure_info
 
 STAGE = "read_instcal"
 
