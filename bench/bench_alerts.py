@@ -131,7 +131,7 @@ def bench_kafka(bootstrap: str, batches, n: int, partitions: int, keep: bool, co
     settings = KafkaSettings(bootstrap_servers=bootstrap, alerts_topic=topic, alerts_partitions=partitions,
                              compression=compression)
     admin = AdminClient(settings.common_config())
-    # Same topic configuration as streamer.kafka.clients.create_topics, but only the one fresh alerts topic.
+    # Same topic configuration as streamer.kafka.admin.create_topics, but only the one fresh alerts topic.
     fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                         config={"retention.ms": str(3_600_000),
                                                 "max.message.bytes": str(settings.max_message_bytes),

@@ -5,7 +5,7 @@ Why
 Association depends on processing order: a transient seen by two overlapping exposures must become one
 DiaObject, created by the earlier exposure and updated by the later one. With :meth:`Apdb.read_region` reading
 the APDB *as of* the visit time (see :mod:`streamer.apdb.base`), processing the later exposure first makes a
-second DiaObject. Kafka orders only within a partition, and ``streamer.events.records.work_key`` (boresight cell +
+second DiaObject. Kafka orders only within a partition, and ``streamer.events.fan_out.work_key`` (boresight cell +
 CCD) keeps one CCD of repeated visits of one field in order, but not a different CCD over the same sky
 (large dithers) nor CCDs straddling a cell edge.
 
@@ -23,9 +23,9 @@ Claims expire (``ttl_s``) so a lost consumer cannot block a cell forever; its wo
 (the worker stores offsets after the APDB write). ``wait_turn`` raises :class:`TransientError` after
 ``timeout_s``: the work is retried, not lost.
 
-Wiring (``streamer/worker/loop.py``, Kafka mode): the fan-out calls :meth:`WorkClaims.register` for every work
+Wiring (:class:`streamer.worker.ordering.ClaimedOrder`, Kafka mode): the fan-out calls :meth:`WorkClaims.register` for every work
 item before publishing it; a worker checks :meth:`WorkClaims.is_turn` before it starts a work item and, when it
-is not, hands the message back (:meth:`streamer.kafka.clients.KafkaEventSource.defer`: its partition is paused and
+is not, hands the message back (:meth:`streamer.kafka.source.KafkaEventSource.defer`: its partition is paused and
 rewound, and the worker goes on with its other partitions); after the item's APDB write, or its dead letter, it
 calls :meth:`WorkClaims.done`. Never blocking is what makes this safe for a consumer of many partitions: the
 earliest unfinished claim never waits, and it is never queued behind a later one of its own partition,

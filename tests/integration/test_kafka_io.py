@@ -1,4 +1,4 @@
-"""Integration tests of streamer.kafka.clients against a real broker (ops/kafka.sh start).
+"""Integration tests of streamer.kafka (admin, source, producer) against a real broker (ops/kafka.sh start).
 
 Bootstrap from ``BLINK_KAFKA_BOOTSTRAP`` (default 127.0.0.1:9092). When the broker is unreachable the tests
 skip, unless ``BLINK_REQUIRE_SERVERS=1`` (CI), where they fail.
