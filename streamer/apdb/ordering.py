@@ -23,8 +23,8 @@ Claims expire (``ttl_s``) so a lost consumer cannot block a cell forever; its wo
 (the worker stores offsets after the APDB write). ``wait_turn`` raises :class:`TransientError` after
 ``timeout_s``: the work is retried, not lost.
 
-Wiring (:class:`streamer.worker.ordering.ClaimedOrder`, Kafka mode): the fan-out calls :meth:`WorkClaims.register` for every work
-item before publishing it; a worker checks :meth:`WorkClaims.is_turn` before it starts a work item and, when it
+Wiring (:class:`streamer.worker.ordering.ClaimedOrder`, Kafka mode): the fan-out calls
+:meth:`WorkClaims.register` for every work item before publishing it; a worker checks :meth:`WorkClaims.is_turn` before it starts a work item and, when it
 is not, hands the message back (:meth:`streamer.kafka.source.KafkaEventSource.defer`: its partition is paused and
 rewound, and the worker goes on with its other partitions); after the item's APDB write, or its dead letter, it
 calls :meth:`WorkClaims.done`. Never blocking is what makes this safe for a consumer of many partitions: the
