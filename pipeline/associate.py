@@ -147,36 +147,46 @@ def summarize_objects(object_ids: np.ndarray, sources: Table, validity_start_mjd
     sci = np.asarray(src["scienceFlux"], float)
     sci_err = np.asarray(src["scienceFluxErr"], float)
     for b in BANDS:
-        in_band = (band == b) & np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0)
-        g = group[in_band]
-        f, e = flux[in_band], flux_err[in_band]
-        nd = np.bincount(g, minlength=n_obj)
-        w = 1.0 / e**2
-        wsum = np.bincount(g, w, minlength=n_obj)
-        wmean = np.bincount(g, w * f, minlength=n_obj) / np.where(wsum > 0, wsum, np.nan)
-        mean = np.bincount(g, f, minlength=n_obj) / np.where(nd > 0, nd, np.nan)
-        sq = np.bincount(g, f**2, minlength=n_obj) / np.where(nd > 0, nd, np.nan)
-        sigma = np.sqrt(np.clip(sq - mean**2, 0, None) * nd / np.where(nd > 1, nd - 1, np.nan))
-        fmin = np.full(n_obj, np.inf)
-        fmax = np.full(n_obj, -np.inf)
-        np.minimum.at(fmin, g, f)
-        np.maximum.at(fmax, g, f)
-        columns[f"{b}_psfFluxMean"] = wmean.astype(np.float32)
-        columns[f"{b}_psfFluxMeanErr"] = (1.0 / np.sqrt(np.where(wsum > 0, wsum, np.nan))).astype(np.float32)
-        columns[f"{b}_psfFluxSigma"] = sigma.astype(np.float32)
-        columns[f"{b}_psfFluxNdata"] = nd.astype(np.int32)
-        columns[f"{b}_psfFluxMin"] = np.where(nd > 0, fmin, np.nan).astype(np.float32)
-        columns[f"{b}_psfFluxMax"] = np.where(nd > 0, fmax, np.nan).astype(np.float32)
-        columns[f"{b}_psfFluxErrMean"] = (np.bincount(g, e, minlength=n_obj)
-                                          / np.where(nd > 0, nd, np.nan)).astype(np.float32)
-        sci_ok = (band == b) & np.isfinite(sci) & np.isfinite(sci_err) & (sci_err > 0)
-        gs = group[sci_ok]
-        ws = 1.0 / sci_err[sci_ok] ** 2
-        wss = np.bincount(gs, ws, minlength=n_obj)
-        columns[f"{b}_scienceFluxMean"] = (np.bincount(gs, ws * sci[sci_ok], minlength=n_obj)
-                                           / np.where(wss > 0, wss, np.nan)).astype(np.float32)
-        columns[f"{b}_scienceFluxMeanErr"] = (1.0 / np.sqrt(np.where(wss > 0, wss, np.nan))).astype(np.float32)
+        columns.update(_band_columns(b, band=band, group=group, n_obj=n_obj, flux=flux, flux_err=flux_err, sci=sci,
+                                     sci_err=sci_err))
     return Table(columns)
+
+
+def _band_columns(b: str, *, band: np.ndarray, group: np.ndarray, n_obj: int, flux: np.ndarray,
+                  flux_err: np.ndarray, sci: np.ndarray, sci_err: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-band summary columns (``{b}_psfFluxMean`` ... ``{b}_scienceFluxMeanErr``) of band ``b``, from
+    the DiaSources' ``band``, their object's index ``group`` and their PSF and science fluxes."""
+    columns: dict[str, np.ndarray] = {}
+    in_band = (band == b) & np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0)
+    g = group[in_band]
+    f, e = flux[in_band], flux_err[in_band]
+    nd = np.bincount(g, minlength=n_obj)
+    w = 1.0 / e**2
+    wsum = np.bincount(g, w, minlength=n_obj)
+    wmean = np.bincount(g, w * f, minlength=n_obj) / np.where(wsum > 0, wsum, np.nan)
+    mean = np.bincount(g, f, minlength=n_obj) / np.where(nd > 0, nd, np.nan)
+    sq = np.bincount(g, f**2, minlength=n_obj) / np.where(nd > 0, nd, np.nan)
+    sigma = np.sqrt(np.clip(sq - mean**2, 0, None) * nd / np.where(nd > 1, nd - 1, np.nan))
+    fmin = np.full(n_obj, np.inf)
+    fmax = np.full(n_obj, -np.inf)
+    np.minimum.at(fmin, g, f)
+    np.maximum.at(fmax, g, f)
+    columns[f"{b}_psfFluxMean"] = wmean.astype(np.float32)
+    columns[f"{b}_psfFluxMeanErr"] = (1.0 / np.sqrt(np.where(wsum > 0, wsum, np.nan))).astype(np.float32)
+    columns[f"{b}_psfFluxSigma"] = sigma.astype(np.float32)
+    columns[f"{b}_psfFluxNdata"] = nd.astype(np.int32)
+    columns[f"{b}_psfFluxMin"] = np.where(nd > 0, fmin, np.nan).astype(np.float32)
+    columns[f"{b}_psfFluxMax"] = np.where(nd > 0, fmax, np.nan).astype(np.float32)
+    columns[f"{b}_psfFluxErrMean"] = (np.bincount(g, e, minlength=n_obj)
+                                      / np.where(nd > 0, nd, np.nan)).astype(np.float32)
+    sci_ok = (band == b) & np.isfinite(sci) & np.isfinite(sci_err) & (sci_err > 0)
+    gs = group[sci_ok]
+    ws = 1.0 / sci_err[sci_ok] ** 2
+    wss = np.bincount(gs, ws, minlength=n_obj)
+    columns[f"{b}_scienceFluxMean"] = (np.bincount(gs, ws * sci[sci_ok], minlength=n_obj)
+                                       / np.where(wss > 0, wss, np.nan)).astype(np.float32)
+    columns[f"{b}_scienceFluxMeanErr"] = (1.0 / np.sqrt(np.where(wss > 0, wss, np.nan))).astype(np.float32)
+    return columns
 
 
 def _group_mean(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

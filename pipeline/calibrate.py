@@ -124,30 +124,14 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
         flux_scale, n_flux_scale = 1.0, 0
     aperture_correction = psf_aperture_correction(psf, config.detection.aperture_radius_pix,
                                                   (nx - 1) / 2, (ny - 1) / 2)
-    # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
-    astro = (np.asarray(sources["snr"]) > config.astrometry_min_snr) & (np.asarray(sources["sep_flags"]) == 0) \
-        & ((np.asarray(sources["mask_flags"]) & int(UNUSABLE | MaskBit.INTRP)) == 0)
-    if astro.sum() < 3 * config.astrometry.min_matches:
-        astro = np.asarray(sources["snr"]) > config.astrometry_fallback_min_snr
-    astro_index = np.flatnonzero(astro)
-    wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
-                           np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, shape=image.shape,
-                           config=config.astrometry, camera=camera)
-    matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
+    wcs, matches = _fit_astrometry(sources, refcat, header_wcs, shape=image.shape, config=config, camera=camera)
     mag_col = f"{info.band}_mag"
     if mag_col not in refcat.colnames:
         raise AlgorithmError(f"reference catalog has no {mag_col} column", stage="photometry")
     matched_is_star = stars[np.asarray(matches["src_index"])]
     phot = matches[matched_is_star] if matched_is_star.sum() >= config.min_stars else matches
-    phot_index = np.asarray(phot["src_index"])
-    if isinstance(psf, PixelPsf):
-        # PSF fluxes refer to the model's total flux and are less sensitive to neighbours than apertures.
-        fit = psf_flux(electrons, np.asarray(sources["x"])[phot_index], np.asarray(sources["y"])[phot_index], psf,
-                       half=int(np.clip(np.ceil(1.5 * fwhm_center), 4, 15)))
-        phot_flux, phot_flux_err = fit["flux"], fit["flux_err"]
-    else:
-        phot_flux = np.asarray(sources["flux_aper"])[phot_index] * aperture_correction
-        phot_flux_err = np.asarray(sources["flux_aper_err"])[phot_index] * aperture_correction
+    phot_flux, phot_flux_err = _zero_point_star_fluxes(electrons, sources, np.asarray(phot["src_index"]), psf,
+                                                       fwhm_pix=fwhm_center, aperture_correction=aperture_correction)
     zero_point, zp_err, n_zp = fit_zero_point(
         phot_flux, np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float),
         instrumental_flux_err_e=phot_flux_err, min_stars=config.min_stars)
@@ -169,6 +153,36 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     exposure = CalibratedExposure(masked=calibrated, wcs=wcs, psf_fwhm_pix=fwhm, psf_model=psf,
                                   zero_point=zero_point, info=info, ccdnum=ccdnum, metadata=metadata)
     return exposure, sources
+
+
+def _fit_astrometry(sources: Table, refcat: Table, header_wcs: WCS, *, shape: tuple[int, int],
+                    config: CalibrateConfig, camera: CameraModel | None) -> tuple[WCS, Table]:
+    """The fitted WCS and its matches (``src_index`` into ``sources``), from the bright, clean sources."""
+    # Faint stars' centroids (error ~ FWHM / SNR) would dominate an unweighted fit: use bright, clean ones.
+    astro = (np.asarray(sources["snr"]) > config.astrometry_min_snr) & (np.asarray(sources["sep_flags"]) == 0) \
+        & ((np.asarray(sources["mask_flags"]) & int(UNUSABLE | MaskBit.INTRP)) == 0)
+    if astro.sum() < 3 * config.astrometry.min_matches:
+        astro = np.asarray(sources["snr"]) > config.astrometry_fallback_min_snr
+    astro_index = np.flatnonzero(astro)
+    wcs, matches = fit_wcs(np.asarray(sources["x"])[astro], np.asarray(sources["y"])[astro],
+                           np.asarray(sources["flux_aper"])[astro], refcat, header_wcs, shape=shape,
+                           config=config.astrometry, camera=camera)
+    matches["src_index"] = astro_index[np.asarray(matches["src_index"])]
+    return wcs, matches
+
+
+def _zero_point_star_fluxes(electrons: MaskedImage, sources: Table, phot_index: np.ndarray, psf: Psf, *,
+                            fwhm_pix: float, aperture_correction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Instrumental fluxes and errors (electrons) of the zero point's stars ``sources[phot_index]``: PSF
+    fluxes with a pixel PSF, aperture fluxes times the aperture correction with the Gaussian model."""
+    if isinstance(psf, PixelPsf):
+        # PSF fluxes refer to the model's total flux and are less sensitive to neighbours than apertures.
+        fit = psf_flux(electrons, np.asarray(sources["x"])[phot_index], np.asarray(sources["y"])[phot_index], psf,
+                       half=int(np.clip(np.ceil(1.5 * fwhm_pix), 4, 15)))
+        return fit["flux"], fit["flux_err"]
+    phot_flux = np.asarray(sources["flux_aper"])[phot_index] * aperture_correction
+    phot_flux_err = np.asarray(sources["flux_aper_err"])[phot_index] * aperture_correction
+    return phot_flux, phot_flux_err
 
 
 def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,

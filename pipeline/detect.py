@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import sep
@@ -68,6 +69,35 @@ def _detect_sign(score: np.ndarray, bad: np.ndarray, config: DetectConfig) -> np
                        filter_kernel=None, deblend_cont=config.deblend_cont)
 
 
+@dataclass(frozen=True)
+class _Detections:
+    """Detections on the difference image, as parallel arrays (one entry per detection).
+
+    ``x, y`` are a detection's own (refined) position; ``cx, cy`` its centre (a dipole's is the mid-point of
+    its lobes); ``lobe_x, lobe_y`` the position of its dipole partner (its own without one); ``moments`` the
+    second moments ``x2, y2, xy`` of its footprint on the score image, ``npix`` its area.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    lobe_x: np.ndarray
+    lobe_y: np.ndarray
+    is_negative: np.ndarray
+    has_pair: np.ndarray
+    npix: np.ndarray
+    moments: dict[str, np.ndarray]
+
+    def take(self, index: np.ndarray) -> _Detections:
+        """The detections selected by ``index`` (a boolean mask or an index array)."""
+        x, y, cx, cy, lobe_x, lobe_y = (a[index] for a in (self.x, self.y, self.cx, self.cy, self.lobe_x,
+                                                           self.lobe_y))
+        return _Detections(x=x, y=y, cx=cx, cy=cy, lobe_x=lobe_x, lobe_y=lobe_y, is_negative=self.is_negative[index],
+                           has_pair=self.has_pair[index], npix=self.npix[index],
+                           moments={k: v[index] for k, v in self.moments.items()})
+
+
 def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExposure, *,
                        config: DetectConfig = DetectConfig()) -> Table:
     """Detect and measure DiaSources.
@@ -86,9 +116,7 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
         One row per DiaSource with Rubin diaSource column names (``diaObjectId`` left for association),
         sorted deterministically so that ids are stable across re-processing.
     """
-    difference, template, diff_psf = subtraction.difference, subtraction.matched_template, subtraction.psf
-    science, wcs, science_psf = exposure.masked, exposure.wcs, exposure.psf_model
-    info, detector = exposure.info, exposure.ccdnum
+    difference, diff_psf = subtraction.difference, subtraction.psf
     image = np.ascontiguousarray(difference.image, dtype=np.float32)
     bad = ((difference.mask & int(UNUSABLE | MaskBit.EDGE)) != 0) | ~np.isfinite(image) \
         | ~(difference.variance > 0)
@@ -96,6 +124,30 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     sigma = float(diff_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
     kernel = diff_psf.kernel((nx - 1) / 2, (ny - 1) / 2, int(np.clip(np.ceil(3 * sigma), 2, 15)))
     score = score_image(image, difference.variance, bad, kernel)
+    x, y, is_negative, npix, moments = _detect_both_signs(image, score, bad, sigma=sigma, config=config)
+    fwhm = sigma * FWHM_PER_SIGMA
+    found = _merge_dipoles(x, y, is_negative, npix, moments, radius=config.dipole_match_fwhm * fwhm)
+    found = found.take(np.lexsort((found.cx, np.rint(found.cy))))
+    if config.do_drop_flagged and found.x.size:
+        # Detections touching bad or saturated pixels are residuals of defects and bright stars (in the
+        # simulator's truth none of the real transients are); they are dropped, not flagged.
+        near = pixel_flags(difference.mask, found.cx, found.cy)
+        found = found.take(~(near["pixelFlags_bad"] | near["pixelFlags_saturated"]))
+    n = found.x.size
+    if n > SOURCE_INDEX_LIMIT:
+        raise ValueError(f"{n} DiaSources exceed the id packing limit {SOURCE_INDEX_LIMIT}")
+    table = _measured_table(found, subtraction, exposure, sigma=sigma, config=config)
+    log.debug("detected %d DiaSources (%d negative, %d dipoles)", n, int(table["isNegative"].sum()),
+              int(found.has_pair.sum()))
+    return table
+
+
+def _detect_both_signs(image: np.ndarray, score: np.ndarray, bad: np.ndarray, *, sigma: float,
+                       config: DetectConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                      dict[str, np.ndarray]]:
+    """Positive and negative detections on the score image, away from the CCD's edge and (with
+    ``config.do_refine_centroids``) at their refined centroids: ``x, y, is_negative, npix, moments``."""
+    ny, nx = image.shape
     positive = _detect_sign(score, bad, config)
     negative = _detect_sign(-score, bad, config)
     x = np.concatenate([positive["x"], negative["x"]]).astype(float)
@@ -110,8 +162,13 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
         x, y = _refine_centroids(image, bad, x, y, is_negative, sigma=sigma,
                                  max_shift_pix=config.max_centroid_shift_pix)
     moments = {k: v[keep] for k, v in moments.items()}
-    fwhm = sigma * FWHM_PER_SIGMA
-    dipole_partner = _pair_dipoles(x, y, is_negative, config.dipole_match_fwhm * fwhm)
+    return x, y, is_negative, npix, moments
+
+
+def _merge_dipoles(x: np.ndarray, y: np.ndarray, is_negative: np.ndarray, npix: np.ndarray,
+                   moments: dict[str, np.ndarray], *, radius: float) -> _Detections:
+    """The detections with each opposite-sign pair closer than ``radius`` merged into one dipole."""
+    dipole_partner = _pair_dipoles(x, y, is_negative, radius)
     # A dipole becomes one DiaSource at the mid-point of its lobes; its negative lobe is dropped.
     has_pair = dipole_partner >= 0
     drop = has_pair & is_negative
@@ -119,25 +176,21 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     lobe_y = np.where(has_pair, y[np.where(has_pair, dipole_partner, 0)], y)
     cx = np.where(has_pair, 0.5 * (x + lobe_x), x)
     cy = np.where(has_pair, 0.5 * (y + lobe_y), y)
-    sel = ~drop
-    x, y, cx, cy = x[sel], y[sel], cx[sel], cy[sel]
-    lobe_x, lobe_y, is_negative, has_pair, npix = lobe_x[sel], lobe_y[sel], is_negative[sel], has_pair[sel], npix[sel]
-    moments = {k: v[sel] for k, v in moments.items()}
-    order = np.lexsort((cx, np.rint(cy)))
-    x, y, cx, cy, lobe_x, lobe_y = (a[order] for a in (x, y, cx, cy, lobe_x, lobe_y))
-    is_negative, has_pair, npix = is_negative[order], has_pair[order], npix[order]
-    moments = {k: v[order] for k, v in moments.items()}
-    if config.do_drop_flagged and x.size:
-        # Detections touching bad or saturated pixels are residuals of defects and bright stars (in the
-        # simulator's truth none of the real transients are); they are dropped, not flagged.
-        near = pixel_flags(difference.mask, cx, cy)
-        keep = ~(near["pixelFlags_bad"] | near["pixelFlags_saturated"])
-        x, y, cx, cy, lobe_x, lobe_y = (a[keep] for a in (x, y, cx, cy, lobe_x, lobe_y))
-        is_negative, has_pair, npix = is_negative[keep], has_pair[keep], npix[keep]
-        moments = {k: v[keep] for k, v in moments.items()}
+    merged = _Detections(x=x, y=y, cx=cx, cy=cy, lobe_x=lobe_x, lobe_y=lobe_y, is_negative=is_negative,
+                         has_pair=has_pair, npix=npix, moments=moments)
+    return merged.take(~drop)
+
+
+def _measured_table(found: _Detections, subtraction: SubtractionResult, exposure: CalibratedExposure, *,
+                    sigma: float, config: DetectConfig) -> Table:
+    """The DiaSource table of the detections: fluxes on the difference, science and template images,
+    centroids, shapes, dipole measurements and pixel flags (``sigma``: the difference PSF's)."""
+    difference, template, diff_psf = subtraction.difference, subtraction.matched_template, subtraction.psf
+    science, wcs, science_psf = exposure.masked, exposure.wcs, exposure.psf_model
+    info, detector = exposure.info, exposure.ccdnum
+    x, y, cx, cy, lobe_x, lobe_y = found.x, found.y, found.cx, found.cy, found.lobe_x, found.lobe_y
+    is_negative, has_pair, npix, moments = found.is_negative, found.has_pair, found.npix, found.moments
     n = x.size
-    if n > SOURCE_INDEX_LIMIT:
-        raise ValueError(f"{n} DiaSources exceed the id packing limit {SOURCE_INDEX_LIMIT}")
     diff_fit = psf_flux(difference, cx, cy, diff_psf)
     sci_fit = psf_flux(science, cx, cy, science_psf)
     tmpl_fit = psf_flux(template, cx, cy, diff_psf)
@@ -195,8 +248,6 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
         "bboxSize": bbox,
         **{k: v.astype(bool) for k, v in flags.items()},
     })
-    log.debug("detected %d DiaSources (%d negative, %d dipoles)", n, int(table["isNegative"].sum()),
-              int(has_pair.sum()))
     return table
 
 

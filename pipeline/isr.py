@@ -150,20 +150,10 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
     raw = raw_ccd.pixels
     image, amps = _assemble(raw_ccd, config)
     ordered = [amps[n] for n in sorted(amps)]
-    # Saturation is judged on the raw ADU of each amplifier (views in CCD orientation, no assembled copy).
     nonfinite = ~np.isfinite(image)
     any_nonfinite = bool(nonfinite.any())
-    saturated = np.empty(CCD_SHAPE, dtype=bool)
-    suspect = np.empty(CCD_SHAPE, dtype=bool)
-    for amp in ordered:
-        data = _oriented(raw[amp.data], amp)
-        sat = np.float32(amp.saturation)
-        np.greater_equal(data, sat, out=saturated[amp.ccd])
-        np.greater_equal(data, np.float32(config.suspect_fraction) * sat, out=suspect[amp.ccd])
-    if any_nonfinite:
-        saturated |= nonfinite
-    if config.saturation_grow_pix > 0:
-        saturated = _dilate_cross(saturated, config.saturation_grow_pix)
+    saturated, suspect = _saturated_and_suspect(raw, ordered, nonfinite, any_nonfinite=any_nonfinite,
+                                                config=config)
     mask = np.zeros(CCD_SHAPE, dtype=np.int32)
     np.bitwise_or(mask, np.int32(MaskBit.SAT), out=mask, where=saturated)
     suspect &= ~saturated
@@ -184,8 +174,40 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
         b_from_a = table_b if config.crosstalk_b_from_a is None else config.crosstalk_b_from_a
         image = correct_crosstalk(image, amps, a_from_b=a_from_b, b_from_a=b_from_a)
     electrons = image                        # private: converted in place
-    variance = np.empty(CCD_SHAPE, dtype=np.float32)
     safe_flat = np.where(bad_flat, np.float32(1.0), flat).astype(np.float32, copy=False)
+    variance = _to_electrons(electrons, ordered, safe_flat, config=config)
+    if saturated.all():
+        log.warning("CCD %d is saturated everywhere", raw_ccd.ccdnum)
+    if config.do_cosmic_rays:
+        electrons, mask = mask_cosmic_rays(electrons, variance, mask, config=config)
+    # Defects and saturated pixels are interpolated for a clean picture but stay masked.
+    return MaskedImage(image=electrons, mask=mask, variance=variance)
+
+
+def _saturated_and_suspect(raw: np.ndarray, ordered: list[AmpGeometry], nonfinite: np.ndarray, *,
+                           any_nonfinite: bool, config: IsrConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Saturated pixels (non-finite ones included, grown by ``config.saturation_grow_pix``) and suspect ones
+    (above ``config.suspect_fraction`` of saturation), in CCD orientation."""
+    # Saturation is judged on the raw ADU of each amplifier (views in CCD orientation, no assembled copy).
+    saturated = np.empty(CCD_SHAPE, dtype=bool)
+    suspect = np.empty(CCD_SHAPE, dtype=bool)
+    for amp in ordered:
+        data = _oriented(raw[amp.data], amp)
+        sat = np.float32(amp.saturation)
+        np.greater_equal(data, sat, out=saturated[amp.ccd])
+        np.greater_equal(data, np.float32(config.suspect_fraction) * sat, out=suspect[amp.ccd])
+    if any_nonfinite:
+        saturated |= nonfinite
+    if config.saturation_grow_pix > 0:
+        saturated = _dilate_cross(saturated, config.saturation_grow_pix)
+    return saturated, suspect
+
+
+def _to_electrons(electrons: np.ndarray, ordered: list[AmpGeometry], safe_flat: np.ndarray, *,
+                  config: IsrConfig) -> np.ndarray:
+    """Convert the bias-subtracted ADU image ``electrons`` in place to flat-fielded electrons (gain and
+    linearity per amplifier) and return its variance (Poisson plus read noise, through the flat)."""
+    variance = np.empty(CCD_SHAPE, dtype=np.float32)
     for amp in ordered:
         e, v, f = electrons[amp.ccd], variance[amp.ccd], safe_flat[amp.ccd]
         e *= np.float32(amp.gain)
@@ -196,12 +218,7 @@ def run_isr(raw_ccd: RawCcd, bias: np.ndarray, flat: np.ndarray, defects: np.nda
         e /= f
         v /= f
         v /= f
-    if saturated.all():
-        log.warning("CCD %d is saturated everywhere", raw_ccd.ccdnum)
-    if config.do_cosmic_rays:
-        electrons, mask = mask_cosmic_rays(electrons, variance, mask, config=config)
-    # Defects and saturated pixels are interpolated for a clean picture but stay masked.
-    return MaskedImage(image=electrons, mask=mask, variance=variance)
+    return variance
 
 
 def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_a: float) -> np.ndarray:
@@ -339,9 +356,21 @@ def _cr_candidates(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, co
             xs.append(x)
     if not ys:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-    iy, ix = np.concatenate(ys), np.concatenate(xs)
-    # A defect (a low bad column) or saturated neighbour corrupts a pixel's Laplacian: there it is taken
-    # over the good neighbours only (the wing of a star beside a bad column is not a cosmic ray).
+    return _recheck_beside_defects(image, variance, mask, np.concatenate(ys), np.concatenate(xs),
+                                   sky_blocks=sky_blocks, block=block, config=config)
+
+
+def _recheck_beside_defects(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, iy: np.ndarray,
+                            ix: np.ndarray, *, sky_blocks: np.ndarray, block: int, config: IsrConfig
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates ``(iy, ix)`` that stay cosmic rays when a candidate beside a defect or saturated pixel
+    has its Laplacian taken over its good neighbours only.
+
+    A defect (a low bad column) or saturated neighbour corrupts a pixel's Laplacian: the wing of a star
+    beside a bad column is not a cosmic ray.
+    """
+    bad = np.int32(MaskBit.SAT | MaskBit.BAD)
+    thr, sharp = np.float32(config.cr_threshold_sigma), np.float32(config.cr_sharpness)
     ny, nx = image.shape
     dy, dx = np.array([-1, 1, 0, 0]), np.array([0, 0, -1, 1])
     yy = np.clip(iy[:, None] + dy, 0, ny - 1)

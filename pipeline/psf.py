@@ -255,15 +255,7 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
     x, y = x[inside], y[inside]
     if x.size < 3:
         raise AlgorithmError(f"PSF model needs at least 3 stars inside the CCD, got {x.size}", stage="psf")
-    off = np.arange(-h, h + 1)
-    iy = np.rint(y).astype(int)[:, None, None] + off[None, :, None]
-    ix = np.rint(x).astype(int)[:, None, None] + off[None, None, :]
-    stamps = image[iy, ix].astype(float)
-    bad = np.zeros(stamps.shape, bool) if mask is None else np.asarray(mask)[iy, ix].astype(bool)
-    stamps = np.where(bad, 0.0, stamps)
-    # Shift each star onto the central pixel; masked pixels are shifted too (as weights) and dropped.
-    shifted = fourier_shift(stamps, np.rint(x) - x, np.rint(y) - y)[:, 2:-2, 2:-2]
-    weight = fourier_shift(bad.astype(float), np.rint(x) - x, np.rint(y) - y)[:, 2:-2, 2:-2] < 0.05
+    shifted, weight = _centred_star_stamps(image, x, y, mask=mask, half=h)
     c = half_size
     u = np.arange(-c, c + 1)
     r = np.hypot(u[None, :], u[:, None])
@@ -272,11 +264,7 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
     flux = np.sum(np.where(weight, shifted, 0.0) * core, axis=(1, 2))
     # Stars are weighted by their SNR^2 (sky-limited noise from the stamp's outer ring), capped so that no
     # few stars dominate.
-    ring = (r > c - 3) & (r <= c)
-    ring_vals = np.where(weight & ring, shifted, np.nan)
-    noise = 1.4826 * np.nanmedian(np.abs(ring_vals - np.nanmedian(ring_vals, axis=(1, 2))[:, None, None]),
-                                  axis=(1, 2))
-    noise = np.where(np.isfinite(noise) & (noise > 0), noise, np.nanmedian(noise))
+    noise = _outer_ring_noise(shifted, weight, r, c)
     use_linear = spatial_order >= 1 and x.size >= 20
     terms = np.column_stack([np.ones_like(x), *unit_coordinates(x, y, (ny, nx))])
     terms = terms[:, :3 if use_linear else 1]
@@ -286,29 +274,10 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
         norm = shifted / np.where(good, flux, 1.0)[:, None, None]
         snr2 = np.where(good, flux / noise, 0.0) ** 2
         star_w = np.minimum(snr2, 5.0 * np.median(snr2[good]) if good.any() else 1.0)
-        w = (weight & good[:, None, None]).astype(float)
-        if model_images is not None:
-            predicted = np.tensordot(terms, model_images, axes=1)
-            resid = norm - predicted
-            mad = 1.4826 * np.median(np.abs(np.where(w > 0, resid, np.nan)), axis=0)
-            mad = np.nan_to_num(mad, nan=np.inf)
-            w = w * (np.abs(resid) <= clip_sigma * np.maximum(mad, 1e-12)[None])
-        else:
-            med = np.nanmedian(np.where(w > 0, norm, np.nan), axis=0)
-            mad = 1.4826 * np.nanmedian(np.abs(np.where(w > 0, norm - med, np.nan)), axis=0)
-            w = w * (np.abs(norm - np.nan_to_num(med)) <= clip_sigma * np.maximum(np.nan_to_num(mad, nan=np.inf),
-                                                                                  1e-12))
-        # Per-pixel weighted least squares of the normalised stamps on the spatial terms.
-        w = w * star_w[:, None, None]
-        normal = np.einsum("sp,si,sj->pij", w.reshape(len(x), -1), terms, terms)
-        rhs = np.einsum("sp,si,sp->pi", w.reshape(len(x), -1), terms, norm.reshape(len(x), -1))
-        normal += 1e-12 * np.eye(terms.shape[1])[None]
-        coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]
-        model_images = coeffs.T.reshape(terms.shape[1], 2 * c + 1, 2 * c + 1)
-        model_images = _robust_wings(model_images, r, 2.0 * fwhm_guess_pix)
-        total = model_images[0].sum()
-        model_images = model_images / total
-        model_images[1:] -= model_images[1:].sum(axis=(1, 2))[:, None, None] * model_images[0][None]
+        w = _clipped_weights(norm, (weight & good[:, None, None]).astype(float), terms, model_images,
+                             clip_sigma=clip_sigma)
+        model_images = _fitted_model_images(norm, w * star_w[:, None, None], terms, r=r,
+                                            r_core=2.0 * fwhm_guess_pix)
         if it == max(n_iter, 1):
             break
         # Re-measure each star's flux by a PSF fit over its usable pixels.
@@ -318,6 +287,67 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
                                                                          1e-30)
     model_images = _recentre(model_images)
     return PixelPsf(images=model_images, shape=(ny, nx))
+
+
+def _centred_star_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np.ndarray | None,
+                         half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of ``half - 2`` half size around the stars, each shifted onto its central pixel, and their
+    usable pixels (True where the shifted mask of ``mask`` stays under 0.05)."""
+    off = np.arange(-half, half + 1)
+    iy = np.rint(y).astype(int)[:, None, None] + off[None, :, None]
+    ix = np.rint(x).astype(int)[:, None, None] + off[None, None, :]
+    stamps = image[iy, ix].astype(float)
+    bad = np.zeros(stamps.shape, bool) if mask is None else np.asarray(mask)[iy, ix].astype(bool)
+    stamps = np.where(bad, 0.0, stamps)
+    # Shift each star onto the central pixel; masked pixels are shifted too (as weights) and dropped.
+    shifted = fourier_shift(stamps, np.rint(x) - x, np.rint(y) - y)[:, 2:-2, 2:-2]
+    weight = fourier_shift(bad.astype(float), np.rint(x) - x, np.rint(y) - y)[:, 2:-2, 2:-2] < 0.05
+    return shifted, weight
+
+
+def _outer_ring_noise(shifted: np.ndarray, weight: np.ndarray, r: np.ndarray, c: int) -> np.ndarray:
+    """Per-stamp sky noise: the robust (MAD) scatter of the usable pixels within 3 pixels of the stamp's
+    edge at radius ``c`` (the median over the stamps where it is not finite or not positive)."""
+    ring = (r > c - 3) & (r <= c)
+    ring_vals = np.where(weight & ring, shifted, np.nan)
+    noise = 1.4826 * np.nanmedian(np.abs(ring_vals - np.nanmedian(ring_vals, axis=(1, 2))[:, None, None]),
+                                  axis=(1, 2))
+    return np.where(np.isfinite(noise) & (noise > 0), noise, np.nanmedian(noise))
+
+
+def _clipped_weights(norm: np.ndarray, w: np.ndarray, terms: np.ndarray, model_images: np.ndarray | None, *,
+                     clip_sigma: float) -> np.ndarray:
+    """The pixel weights ``w`` with each stamp's pixels more than ``clip_sigma`` robust sigma off set to 0:
+    off the current model (``model_images`` at the stars' ``terms``), or off the stamps' median without one."""
+    if model_images is not None:
+        predicted = np.tensordot(terms, model_images, axes=1)
+        resid = norm - predicted
+        mad = 1.4826 * np.median(np.abs(np.where(w > 0, resid, np.nan)), axis=0)
+        mad = np.nan_to_num(mad, nan=np.inf)
+        return w * (np.abs(resid) <= clip_sigma * np.maximum(mad, 1e-12)[None])
+    med = np.nanmedian(np.where(w > 0, norm, np.nan), axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(np.where(w > 0, norm - med, np.nan)), axis=0)
+    return w * (np.abs(norm - np.nan_to_num(med)) <= clip_sigma * np.maximum(np.nan_to_num(mad, nan=np.inf),
+                                                                             1e-12))
+
+
+def _fitted_model_images(norm: np.ndarray, w: np.ndarray, terms: np.ndarray, *, r: np.ndarray,
+                         r_core: float) -> np.ndarray:
+    """The model's images (one per spatial term): a per-pixel weighted least-squares fit of the normalised
+    stamps ``norm`` on the stars' spatial ``terms``, with robust wings beyond ``r_core``, normalised (the
+    first image sums to 1, the others to 0)."""
+    n_stars = w.shape[0]
+    c = norm.shape[-1] // 2
+    normal = np.einsum("sp,si,sj->pij", w.reshape(n_stars, -1), terms, terms)
+    rhs = np.einsum("sp,si,sp->pi", w.reshape(n_stars, -1), terms, norm.reshape(n_stars, -1))
+    normal += 1e-12 * np.eye(terms.shape[1])[None]
+    coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    model_images = coeffs.T.reshape(terms.shape[1], 2 * c + 1, 2 * c + 1)
+    model_images = _robust_wings(model_images, r, r_core)
+    total = model_images[0].sum()
+    model_images = model_images / total
+    model_images[1:] -= model_images[1:].sum(axis=(1, 2))[:, None, None] * model_images[0][None]
+    return model_images
 
 
 def _robust_wings(images: np.ndarray, r: np.ndarray, r_core: float) -> np.ndarray:

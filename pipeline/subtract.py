@@ -201,17 +201,9 @@ def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndar
     sharp, blurry = (science, template) if convolve_science else (template, science)
     sharp_sigma, blurry_sigma = sorted((science_sigma_pix, template_sigma_pix))
     match_sigma = float(np.sqrt(max(blurry_sigma**2 - sharp_sigma**2, 0.25)))
-    fallback = False
     shape = science.image.shape
-    try:
-        kernel_model, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config=config)
-        if n_stamps < config.min_stamps:
-            raise AlgorithmError(f"only {n_stamps} stamps", stage="subtract")
-    except AlgorithmError as err:
-        log.warning("kernel fit failed (%s); using the analytic Gaussian kernel", err)
-        kernel_model = MatchingKernel.constant(
-            gaussian_kernel(match_sigma, int(np.clip(np.ceil(4 * match_sigma), 3, 15))), 0.0, shape)
-        n_stamps, fallback = 0, True
+    kernel_model, n_stamps, fallback = _fitted_or_fallback_kernel(sharp, blurry, star_x, star_y,
+                                                                  match_sigma=match_sigma, shape=shape, config=config)
     # The kernel at the CCD centre stands for the whole CCD where a single kernel is needed: the variance's
     # convolution (the variance is smooth, and K^2 varies by a few per cent), the mask's growth, the
     # decorrelation and the difference PSF.
@@ -239,43 +231,18 @@ def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndar
         psf_sigma = science_sigma_pix
         static = convolved
     mask = (science.mask | conv_mask | template.mask) if convolve_science else (science.mask | conv_mask)
-    # Unusable pixels carry no signal into the decorrelation; missing data (no template, NaN) grows by the
-    # decorrelation kernel's reach, and the CCD border the convolutions cannot reach is flagged EDGE.
-    unusable = (mask & int(UNUSABLE)) != 0
-    diff = np.where(unusable, np.float32(0.0), diff)
-    reach = half + (decor.shape[0] // 2 if config.do_decorrelation else 0)
-    no_data = (mask & int(MaskBit.NO_DATA)) != 0
-    if config.do_decorrelation and no_data.any():
-        grown = ndimage.maximum_filter(no_data.view(np.uint8), size=decor.shape[0]) > 0
-        mask = np.where(grown, mask | int(MaskBit.NO_DATA), mask)
-    mask = _flag_border(mask.astype(np.int32), reach)
+    diff, mask = _decorrelated(diff, mask, decor, kernel_half=half, config=config)
     if config.do_decorrelation:
-        diff = convolve_same(diff, decor)
         psf_sigma = float(np.sqrt(psf_sigma**2 + kernel_sigma(decor) ** 2))
-    # Predicted variance: the science variance (sky and source Poisson noise) plus the template's. After
-    # DMTN-021 decorrelation the difference's noise is white with the variance of the two images before the
-    # convolution (s_s + s_t); without it, the convolved image contributes its convolved variance (K^2 * s).
-    if config.do_decorrelation:
-        variance = (science.variance + template.variance).astype(np.float32)
-    elif convolve_science:
-        variance = (convolved_var + template.variance).astype(np.float32)
-    else:
-        variance = (science.variance + convolved_var).astype(np.float32)
+    variance = _predicted_variance(science, template, convolved_var, convolve_science=convolve_science,
+                                   config=config)
     diff_psf = difference_psf(science_psf, science.image.shape, kernel if convolve_science else None,
                               decor if config.do_decorrelation else None)
     if diff_psf is not None:
         psf_sigma = float(diff_psf.sigma_at((science.image.shape[1] - 1) / 2, (science.image.shape[0] - 1) / 2))
-    scale = 1.0
-    if config.do_scale_variance:
-        # Sources as detected on the science image (not grown by the kernel: in crowded fields the grown
-        # footprints would leave few clean positions).
-        scale = psf_scale_variance_factor(diff, variance, mask, science.mask, diff_psf=diff_psf, psf_sigma=psf_sigma)
-        variance = variance * np.float32(scale)
-    model_error = 0.0
-    if config.do_model_error_variance:
-        model_error, error_var = model_error_variance(diff, variance, mask, static, star_x=star_x, star_y=star_y,
-                                                      config=config)
-        variance += error_var
+    variance, scale, model_error = _corrected_variance(diff, variance, mask, static, science_mask=science.mask,
+                                                       diff_psf=diff_psf, psf_sigma=psf_sigma, star_x=star_x,
+                                                       star_y=star_y, config=config)
     bad = ~np.isfinite(diff)
     mask = np.where(bad, mask | int(MaskBit.NO_DATA), mask).astype(np.int32)
     diff = np.where(bad, 0.0, diff).astype(np.float32)
@@ -287,6 +254,90 @@ def subtract_images(science: MaskedImage, template: MaskedImage, star_x: np.ndar
                              psf_sigma_pix=float(psf_sigma), kernel_fallback=fallback, variance_scale=scale,
                              n_stamps=n_stamps, difference_psf=diff_psf, model_error_fraction=model_error,
                              kernel_model=kernel_model)
+
+
+def _fitted_or_fallback_kernel(sharp: MaskedImage, blurry: MaskedImage, star_x: np.ndarray, star_y: np.ndarray, *,
+                               match_sigma: float, shape: tuple[int, int], config: SubtractConfig
+                               ) -> tuple[MatchingKernel, int, bool]:
+    """The fitted kernel (:func:`~pipeline.kernel.fit_kernel`), its number of stamps and False; or, when the
+    fit fails or keeps fewer than ``config.min_stamps`` stamps, the analytic Gaussian of ``match_sigma``, 0
+    and True."""
+    fallback = False
+    try:
+        kernel_model, n_stamps = fit_kernel(sharp, blurry, star_x, star_y, match_sigma, config=config)
+        if n_stamps < config.min_stamps:
+            raise AlgorithmError(f"only {n_stamps} stamps", stage="subtract")
+    except AlgorithmError as err:
+        log.warning("kernel fit failed (%s); using the analytic Gaussian kernel", err)
+        kernel_model = MatchingKernel.constant(
+            gaussian_kernel(match_sigma, int(np.clip(np.ceil(4 * match_sigma), 3, 15))), 0.0, shape)
+        n_stamps, fallback = 0, True
+    return kernel_model, n_stamps, fallback
+
+
+def _decorrelated(diff: np.ndarray, mask: np.ndarray, decor: np.ndarray, *, kernel_half: int,
+                  config: SubtractConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The difference and its mask, decorrelated by ``decor`` (with ``config.do_decorrelation``).
+
+    Unusable pixels carry no signal into the decorrelation; missing data (no template, NaN) grows by the
+    decorrelation kernel's reach, and the CCD border the convolutions cannot reach (the matching kernel's
+    half-width ``kernel_half``, plus the decorrelation kernel's) is flagged EDGE.
+    """
+    unusable = (mask & int(UNUSABLE)) != 0
+    diff = np.where(unusable, np.float32(0.0), diff)
+    reach = kernel_half + (decor.shape[0] // 2 if config.do_decorrelation else 0)
+    no_data = (mask & int(MaskBit.NO_DATA)) != 0
+    if config.do_decorrelation and no_data.any():
+        grown = ndimage.maximum_filter(no_data.view(np.uint8), size=decor.shape[0]) > 0
+        mask = np.where(grown, mask | int(MaskBit.NO_DATA), mask)
+    mask = _flag_border(mask.astype(np.int32), reach)
+    if config.do_decorrelation:
+        diff = convolve_same(diff, decor)
+    return diff, mask
+
+
+def _predicted_variance(science: MaskedImage, template: MaskedImage, convolved_var: np.ndarray | None, *,
+                        convolve_science: bool, config: SubtractConfig) -> np.ndarray:
+    """Predicted variance of the difference (float32).
+
+    The science variance (sky and source Poisson noise) plus the template's. After DMTN-021 decorrelation the
+    difference's noise is white with the variance of the two images before the convolution (s_s + s_t);
+    without it, the convolved image contributes its convolved variance (``convolved_var``, K^2 * s).
+    """
+    if config.do_decorrelation:
+        return (science.variance + template.variance).astype(np.float32)
+    if convolve_science:
+        return (convolved_var + template.variance).astype(np.float32)
+    return (science.variance + convolved_var).astype(np.float32)
+
+
+def _corrected_variance(diff: np.ndarray, variance: np.ndarray, mask: np.ndarray, static: np.ndarray, *,
+                        science_mask: np.ndarray, diff_psf: PixelPsf | None, psf_sigma: float,
+                        star_x: np.ndarray, star_y: np.ndarray, config: SubtractConfig
+                        ) -> tuple[np.ndarray, float, float]:
+    """The predicted variance scaled to the measured noise of PSF-weighted sums (``config.do_scale_variance``)
+    and given the model error near bright sources (``config.do_model_error_variance``).
+
+    Returns
+    -------
+    variance : numpy.ndarray
+    scale : float
+        Factor applied (1 when switched off).
+    model_error : float
+        Fitted fractional model error (0 when switched off).
+    """
+    scale = 1.0
+    if config.do_scale_variance:
+        # Sources as detected on the science image (not grown by the kernel: in crowded fields the grown
+        # footprints would leave few clean positions).
+        scale = psf_scale_variance_factor(diff, variance, mask, science_mask, diff_psf=diff_psf, psf_sigma=psf_sigma)
+        variance = variance * np.float32(scale)
+    model_error = 0.0
+    if config.do_model_error_variance:
+        model_error, error_var = model_error_variance(diff, variance, mask, static, star_x=star_x, star_y=star_y,
+                                                      config=config)
+        variance += error_var
+    return variance, scale, model_error
 
 
 def _grow_mask(mask: np.ndarray, kernel: np.ndarray, level: float = 0.05) -> np.ndarray:

@@ -135,78 +135,10 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     mx, my = np.meshgrid(gx, gy)
     sky_ra, sky_dec = sci_wcs.all_pix2world(mx, my, 0)
     for tile in tiles:
-        th, tw = tile.image.shape
-        ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
-        coarse_in = (ctx >= -step) & (ctx <= tw + step) & (cty >= -step) & (cty <= th + step)
-        if not coarse_in.any():
+        filled = _warp_tile(tile, sky_ra, sky_dec, grid=(gy, gx), image=image, variance=variance, mask=mask,
+                            covered=covered, config=config)
+        if filled is None:
             continue
-        rows, cols = _coarse_box(coarse_in, gy, gx)
-        # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
-        free = ~covered[rows, cols]
-        free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
-        if free_rows.size == 0:
-            continue
-        rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
-        cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
-        # Bilinear values lie between the coarse values around them: the coarse cells over the box bound
-        # the tile pixels it needs, and only that part of the tile is prefiltered.
-        span = (_grid_span(ctx, gy, rows), _grid_span(ctx, gx, cols))
-        x0 = int(np.clip(np.floor(ctx[span].min()) - 4, 0, tw))
-        x1 = int(np.clip(np.ceil(ctx[span].max()) + 5, 0, tw))
-        y0 = int(np.clip(np.floor(cty[span].min()) - 4, 0, th))
-        y1 = int(np.clip(np.ceil(cty[span].max()) + 5, 0, th))
-        if x1 - x0 < 4 or y1 - y0 < 4:
-            continue
-        sub = (slice(y0, y1), slice(x0, x1))
-        tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
-        source, shift = _prefiltered(tile_image, config.spline_order)
-        tile_var = np.asarray(tile.variance[sub], dtype=np.float32)
-        tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
-        bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
-        bad_src = bad_src.astype(np.float32) if bad_src.any() else None
-        # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
-        dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
-        dty_dy, dty_dx = np.gradient(cty, gy, gx)
-        area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
-
-        # Tile coordinates relative to the prefiltered box (float32: 0.0005 pixel at 4096), and the bounds of
-        # the tile's interior in them.
-        local_x, local_y = ctx - (x0 - shift), cty - (y0 - shift)
-        lo_x, hi_x = 1 - x0 + shift, tw - 2 - x0 + shift
-        lo_y, hi_y = 1 - y0 + shift, th - 2 - y0 + shift
-
-        def warp_stripe(r0: int, r1: int) -> int:
-            stripe = slice(r0, r1)
-            coords = np.empty((2, r1 - r0, cols.stop - cols.start), np.float32)
-            ty = _upsample(local_y, gy, gx, stripe, cols, out=coords[0])
-            tx = _upsample(local_x, gy, gx, stripe, cols, out=coords[1])
-            inside = (tx >= lo_x) & (tx <= hi_x) & (ty >= lo_y) & (ty <= hi_y) & ~covered[stripe, cols]
-            if not inside.any():
-                return 0
-            warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
-                                             prefilter=False, output=np.float32)
-            # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped)
-            # for the mask and the variance (smooth on the scale of a pixel; a quarter of the linear warp's time).
-            iy = np.clip(np.floor(ty + np.float32(0.5 - shift)).astype(np.intp), 0, y1 - y0 - 1)
-            ix = np.clip(np.floor(tx + np.float32(0.5 - shift)).astype(np.intp), 0, x1 - x0 - 1)
-            warped_var = tile_var[iy, ix]
-            warped_mask = tile_mask[iy, ix]
-            if bad_src is not None:
-                # Pixels whose interpolation touches missing tile data are left to the next tiles.
-                inside &= ~(ndimage.map_coordinates(bad_src, coords - np.float32(shift), order=1) > 0)
-            area = _upsample(area_coarse, gy, gx, stripe, cols)
-            warped *= area
-            area *= area
-            warped_var *= area
-            np.copyto(image[stripe, cols], warped, where=inside)
-            np.copyto(variance[stripe, cols], warped_var, where=inside)
-            np.copyto(mask[stripe, cols], warped_mask, where=inside)
-            covered[stripe, cols] |= inside
-            return int(np.count_nonzero(inside))
-
-        starts = range(rows.start, rows.stop, _STRIPE_ROWS)
-        tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]
-        filled = sum(thread_map(lambda t: warp_stripe(*t), tasks))
         fwhm_weighted += tile.psf_fwhm_arcsec * filled
         n_cov += filled
     coverage = n_cov / (nx * ny)
@@ -215,3 +147,103 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     log.debug("template coverage %.1f%% from %d tiles", 100 * coverage, len(tiles))
     return WarpedTemplate(masked=MaskedImage(image=image, mask=mask, variance=variance),
                           psf_fwhm_arcsec=fwhm_weighted / n_cov)
+
+
+def _tile_box(ctx: np.ndarray, cty: np.ndarray, covered: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
+              step: int, tile_shape: tuple[int, int]) -> tuple[slice, slice, tuple[int, int, int, int]] | None:
+    """The science rows and columns a tile can fill and the part of the tile they need, ``(y0, y1, x0, x1)``.
+
+    ``ctx, cty`` are the tile coordinates of the coarse grid ``grid`` (of spacing ``step``); None when the
+    tile does not reach the CCD, the part it reaches is already ``covered``, or it needs under 4 tile pixels.
+    """
+    th, tw = tile_shape
+    gy, gx = grid
+    coarse_in = (ctx >= -step) & (ctx <= tw + step) & (cty >= -step) & (cty <= th + step)
+    if not coarse_in.any():
+        return None
+    rows, cols = _coarse_box(coarse_in, gy, gx)
+    # Shrink the box to the part earlier tiles left uncovered (only those pixels can be filled).
+    free = ~covered[rows, cols]
+    free_rows, free_cols = np.flatnonzero(free.any(axis=1)), np.flatnonzero(free.any(axis=0))
+    if free_rows.size == 0:
+        return None
+    rows = slice(rows.start + int(free_rows[0]), rows.start + int(free_rows[-1]) + 1)
+    cols = slice(cols.start + int(free_cols[0]), cols.start + int(free_cols[-1]) + 1)
+    # Bilinear values lie between the coarse values around them: the coarse cells over the box bound
+    # the tile pixels it needs, and only that part of the tile is prefiltered.
+    span = (_grid_span(ctx, gy, rows), _grid_span(ctx, gx, cols))
+    x0 = int(np.clip(np.floor(ctx[span].min()) - 4, 0, tw))
+    x1 = int(np.clip(np.ceil(ctx[span].max()) + 5, 0, tw))
+    y0 = int(np.clip(np.floor(cty[span].min()) - 4, 0, th))
+    y1 = int(np.clip(np.ceil(cty[span].max()) + 5, 0, th))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    return rows, cols, (y0, y1, x0, x1)
+
+
+def _warp_tile(tile: TemplateTile, sky_ra: np.ndarray, sky_dec: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
+               image: np.ndarray, variance: np.ndarray, mask: np.ndarray, covered: np.ndarray,
+               config: TemplateConfig) -> int | None:
+    """Warp one tile into the science pixels it covers first (``image``, ``variance``, ``mask`` and
+    ``covered`` are filled in place) and return how many it filled; None when the tile has nothing to give.
+
+    ``sky_ra, sky_dec`` are the sky coordinates of the science coarse grid ``grid``.
+    """
+    gy, gx = grid
+    step = config.grid_step_pix
+    th, tw = tile.image.shape
+    ctx, cty = tile.wcs.all_world2pix(sky_ra, sky_dec, 0)
+    box = _tile_box(ctx, cty, covered, grid=grid, step=step, tile_shape=(th, tw))
+    if box is None:
+        return None
+    rows, cols, (y0, y1, x0, x1) = box
+    sub = (slice(y0, y1), slice(x0, x1))
+    tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
+    source, shift = _prefiltered(tile_image, config.spline_order)
+    tile_var = np.asarray(tile.variance[sub], dtype=np.float32)
+    tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
+    bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
+    bad_src = bad_src.astype(np.float32) if bad_src.any() else None
+    # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
+    dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
+    dty_dy, dty_dx = np.gradient(cty, gy, gx)
+    area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
+
+    # Tile coordinates relative to the prefiltered box (float32: 0.0005 pixel at 4096), and the bounds of
+    # the tile's interior in them.
+    local_x, local_y = ctx - (x0 - shift), cty - (y0 - shift)
+    lo_x, hi_x = 1 - x0 + shift, tw - 2 - x0 + shift
+    lo_y, hi_y = 1 - y0 + shift, th - 2 - y0 + shift
+
+    def warp_stripe(r0: int, r1: int) -> int:
+        stripe = slice(r0, r1)
+        coords = np.empty((2, r1 - r0, cols.stop - cols.start), np.float32)
+        ty = _upsample(local_y, gy, gx, stripe, cols, out=coords[0])
+        tx = _upsample(local_x, gy, gx, stripe, cols, out=coords[1])
+        inside = (tx >= lo_x) & (tx <= hi_x) & (ty >= lo_y) & (ty <= hi_y) & ~covered[stripe, cols]
+        if not inside.any():
+            return 0
+        warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
+                                         prefilter=False, output=np.float32)
+        # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped)
+        # for the mask and the variance (smooth on the scale of a pixel; a quarter of the linear warp's time).
+        iy = np.clip(np.floor(ty + np.float32(0.5 - shift)).astype(np.intp), 0, y1 - y0 - 1)
+        ix = np.clip(np.floor(tx + np.float32(0.5 - shift)).astype(np.intp), 0, x1 - x0 - 1)
+        warped_var = tile_var[iy, ix]
+        warped_mask = tile_mask[iy, ix]
+        if bad_src is not None:
+            # Pixels whose interpolation touches missing tile data are left to the next tiles.
+            inside &= ~(ndimage.map_coordinates(bad_src, coords - np.float32(shift), order=1) > 0)
+        area = _upsample(area_coarse, gy, gx, stripe, cols)
+        warped *= area
+        area *= area
+        warped_var *= area
+        np.copyto(image[stripe, cols], warped, where=inside)
+        np.copyto(variance[stripe, cols], warped_var, where=inside)
+        np.copyto(mask[stripe, cols], warped_mask, where=inside)
+        covered[stripe, cols] |= inside
+        return int(np.count_nonzero(inside))
+
+    starts = range(rows.start, rows.stop, _STRIPE_ROWS)
+    tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]
+    return sum(thread_map(lambda t: warp_stripe(*t), tasks))
