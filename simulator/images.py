@@ -31,8 +31,8 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: CcdInfo, src: Sources):
     add_point_sources(img, px[pts], py[pts], flux_in(exp, src, pts), exp.fwhm_pix)
     gal = np.nonzero(near & (kinds == "galaxy"))[0]
     jac = optics.local_jacobian(ccd, 1023.5, 2047.5, exp.ra, exp.dec)
-    add_galaxies(img, px[gal], py[gal], flux_in(exp, src, gal), np.asarray(t["r_eff"])[gal],
-                 np.asarray(t["q"])[gal], np.asarray(t["pa"])[gal], jac, exp.fwhm_pix)
+    add_galaxies(img, px[gal], py[gal], flux_in(exp, src, gal), r_eff_arcsec=np.asarray(t["r_eff"])[gal],
+                 q=np.asarray(t["q"])[gal], pa_deg=np.asarray(t["pa"])[gal], jac=jac, fwhm_pix=exp.fwhm_pix)
     flat = flat_field(cfg.seed, ccd.ccdnum, exp.band)
     if dead:
         det = np.zeros(CCD_SHAPE, dtype=np.float32)
@@ -83,8 +83,8 @@ def render_tile(cfg: SimConfig, tile: dict, band: str, src: Sources):
     add_point_sources(img, px[pts], py[pts], flux[pts], fwhm, floor_value=0.02 * sigma)
     gal = np.nonzero(near & (kinds == "galaxy"))[0]
     jac = np.array([[-0.263, 0.0], [0.0, 0.263]])
-    add_galaxies(img, px[gal], py[gal], flux[gal], np.asarray(t["r_eff"])[gal], np.asarray(t["q"])[gal],
-                 np.asarray(t["pa"])[gal], jac, fwhm)
+    add_galaxies(img, px[gal], py[gal], flux[gal], r_eff_arcsec=np.asarray(t["r_eff"])[gal],
+                 q=np.asarray(t["q"])[gal], pa_deg=np.asarray(t["pa"])[gal], jac=jac, fwhm_pix=fwhm)
     var = np.full((n, n), sigma**2, dtype=np.float32)
     return img, var, fwhm, sigma
 

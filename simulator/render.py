@@ -97,8 +97,8 @@ def add_point_sources(image: np.ndarray, x, y, flux, fwhm_pix: float, *, floor_v
             _add_stamps(image, x[j], y[j], st, radius)
 
 
-def add_galaxies(image: np.ndarray, x, y, flux, r_eff_arcsec, q, pa_deg, jac: np.ndarray, fwhm_pix: float,
-                 *, radius: int = 48) -> None:
+def add_galaxies(image: np.ndarray, x, y, flux, *, r_eff_arcsec, q, pa_deg, jac: np.ndarray, fwhm_pix: float,
+                 radius: int = 48) -> None:
     """Add PSF-convolved elliptical exponential galaxies, in place.
 
     ``jac``: 2x2 arcsec-per-pixel matrix giving (east, north) offsets from pixel offsets; ``pa_deg``: position

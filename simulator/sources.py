@@ -69,6 +69,20 @@ def tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
 
 
 def make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
+    """The simulated sky: stars and galaxies over each field's tiles, then per field and CCD the variables,
+    supernovae and transients with their light curves."""
+    table, next_id = _static_sources(cfg, centers, tiles)
+    lightcurves: dict = {}
+    # transients per field and CCD, placed on the CCD in the field's first exposure
+    for f in range(len(centers)):
+        fexps = [e for e in exps if e.field_id == f]
+        for c in cfg.ccds:
+            next_id = _add_transients(cfg, table, lightcurves, field=f, fexps=fexps, ccdnum=c, next_id=next_id)
+    return Sources(table=table, lightcurves=lightcurves)
+
+
+def _static_sources(cfg: SimConfig, centers, tiles) -> tuple[Table, int]:
+    """Stars and galaxies over each field's tiles (ids from 1): their table and the next free id."""
     sp = cfg.tile_spacing_deg
     half = sp / 2.0 + cfg.tile_overlap_deg + 0.01
     rows = []
@@ -84,120 +98,173 @@ def make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
         y0, y1 = jj.min() * sp - half, jj.max() * sp + half
         area = (x1 - x0) * (y1 - y0)
         for kind, dens in (("star", cfg.stars_per_deg2), ("galaxy", cfg.galaxies_per_deg2)):
-            n = int(rng.poisson(dens * area))
-            xi = rng.uniform(x0, x1, n)
-            eta = rng.uniform(y0, y1, n)
-            inside = np.zeros(n, bool)
-            for t in ftiles:
-                inside |= (np.abs(xi - t["i"] * sp) < half) & (np.abs(eta - t["j"] * sp) < half)
-            xi, eta = xi[inside], eta[inside]
-            n = xi.size
-            ra, dec = optics.tangent_to_sky(np.deg2rad(xi), np.deg2rad(eta), fra, fdec)
-            if kind == "star":
-                r = power_law_mags(rng, n, 15.0, 25.0, 0.22)
-                gr = rng.uniform(0.2, 1.4, n)
-                reff = np.zeros(n)
-                q = np.ones(n)
-                pa = np.zeros(n)
-            else:
-                r = power_law_mags(rng, n, 18.0, 24.5, 0.3)
-                gr = rng.uniform(0.4, 1.2, n)
-                reff = np.exp(rng.uniform(np.log(0.4), np.log(2.0), n))
-                q = rng.uniform(0.3, 1.0, n)
-                pa = rng.uniform(0.0, 180.0, n)
-            ri = 0.35 * gr + 0.05 + rng.normal(0, 0.03, n)
-            iz = 0.2 * gr + rng.normal(0, 0.03, n)
-            mags = {"g": r + gr, "r": r, "i": r - ri, "z": r - ri - iz, "Y": r - ri - iz - 0.1}
-            ids = np.arange(next_id, next_id + n)
-            next_id += n
-            rows.append(dict(source_id=ids, ra=ra, dec=dec, kind=np.full(n, kind, dtype="U10"),
-                             host_id=np.full(n, -1), field_id=np.full(n, f), r_eff=reff, q=q, pa=pa,
-                             **{f"ref_mag_{b}": mags[b] for b in BANDS}))
+            row = _population(rng, kind, dens * area, field=f, centre=(fra, fdec), ftiles=ftiles,
+                              box=(x0, x1, y0, y1), sp=sp, half=half, first_id=next_id)
+            next_id += row["source_id"].size
+            rows.append(row)
     cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} if rows else {}
-    table = Table(cols)
-    lightcurves: dict = {}
-    # transients per field and CCD, placed on the CCD in the field's first exposure
-    for f in range(len(centers)):
-        fexps = [e for e in exps if e.field_id == f]
-        e0 = fexps[0]
-        for c in cfg.ccds:
-            ccd = decam_camera().ccd(c)
-            rng = seeded_rng(cfg.seed, name_tag("tran"), f, c)
-            n = cfg.n_transients
-            n_var = n // 4
-            n_sn = (n - n_var) // 2
-            n_new = n - n_var - n_sn
-            m = 250.0
-            on = table["field_id"] == f
-            px, py = optics.sky_to_pixel(ccd, table["ra"], table["dec"], e0.ra, e0.dec)
-            interior = on & (px > m) & (px < 2047 - m) & (py > m) & (py < 4095 - m)
-            new_rows = []
-            # variables: existing stars 18 < r < 21.5
-            cand = np.nonzero(interior & (table["kind"] == "star") & (table["ref_mag_r"] > 18.0)
-                              & (table["ref_mag_r"] < 21.5))[0]
-            var_idx = rng.choice(cand, size=min(n_var, cand.size), replace=False) if cand.size else []
-            for k in var_idx:
-                table["kind"][k] = "variable"
-            # supernovae on galaxies
-            gal = np.nonzero(interior & (table["kind"] == "galaxy") & (table["ref_mag_r"] < 23.0))[0]
-            hosts = rng.choice(gal, size=min(n_sn, gal.size), replace=False) if gal.size else []
-            n_new += n_sn - len(hosts)
-            for h in hosts:
-                d = rng.uniform(0.3, 1.5) * table["r_eff"][h]
-                phi = rng.uniform(0, 2 * np.pi)
-                ra, dec = offset_sky(table["ra"][h], table["dec"][h], d * np.cos(phi), d * np.sin(phi))
-                new_rows.append((ra, dec, "supernova", int(table["source_id"][h])))
-            xs = rng.uniform(m, 2047 - m, n_new)
-            ys = rng.uniform(m, 4095 - m, n_new)
-            ras, decs = optics.pixel_to_sky(ccd, xs, ys, e0.ra, e0.dec)
-            for ra, dec in zip(ras, decs):
-                new_rows.append((float(ra), float(dec), "transient", -1))
-            for ra, dec, kind, host in new_rows:
-                table.add_row(dict(source_id=next_id, ra=ra, dec=dec, kind=kind, host_id=host, field_id=f,
-                                   r_eff=0.0, q=1.0, pa=0.0, **{f"ref_mag_{b}": 99.0 for b in BANDS}))
-                next_id += 1
-            # light curves
-            trans = [(int(table["source_id"][k]), "variable", k) for k in var_idx]
-            trans += [(sid, kind, None) for sid, (_, _, kind, _) in
-                      zip(range(next_id - len(new_rows), next_id), new_rows)]
-            ne = len(fexps)
-            for sid, kind, k in trans:
-                snr_peak = float(np.exp(rng.uniform(*np.log(cfg.snr_range))))
-                if kind == "variable":
-                    shape = rng.uniform(0.3, 1.0, ne) * rng.choice([-1.0, 1.0], ne)
-                    shape[rng.integers(ne)] = rng.choice([-1.0, 1.0])
-                elif kind == "supernova":
-                    a = int(rng.integers(0, max(1, ne - 1))) if ne > 1 else 0
-                    prof = [0.6, 1.0, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3]
-                    shape = np.array([prof[min(i - a, 7)] if i >= a else 0.0 for i in range(ne)])
-                else:
-                    a = int(rng.integers(1, ne)) if ne > 1 else 0
-                    shape = np.array([0.8 ** (i - a) if i >= a else 0.0 for i in range(ne)])
-                p = int(np.argmax(np.abs(shape)))
-                base_njy = float(mag_to_njy(table["ref_mag_" + fexps[p].band][k])) if k is not None else 0.0
-                lc = {}
-                for i, exp in enumerate(fexps):
-                    base_e = float(exp.flux_e(mag_to_njy(table["ref_mag_" + exp.band][k]))) if k is not None else 0.0
-                    bg = exp.background_var() + base_e
-                    lo, hi = flux_for_snr(cfg.snr_range[0], bg), flux_for_snr(cfg.snr_range[1], bg)
-                    if i == p:
-                        d_e = float(flux_for_snr(snr_peak, bg))
-                    else:
-                        d_e = abs(shape[i] / shape[p]) * float(flux_for_snr(snr_peak, fexps[p].background_var()
-                                                                             + float(fexps[p].flux_e(base_njy))))
-                        d_e = float(exp.flux_e(fexps[p].njy(d_e)))  # same nJy across exposures
-                        d_e = float(np.clip(d_e, lo, hi)) if shape[i] != 0 else 0.0
-                    if kind == "variable":
-                        d_e = float(np.sign(shape[i]) * min(d_e, 0.8 * base_e) if shape[i] < 0 else d_e)
-                    lc[exp.expnum] = (float(exp.njy(base_e + d_e)), float(exp.njy(d_e)),
-                                      float(d_e / np.sqrt(bg + abs(d_e))) if d_e else 0.0)
-                lightcurves[sid] = lc
-                if k is None:  # reference magnitude of a transient: its peak
-                    peak = max(v[0] for v in lc.values())
-                    row = np.nonzero(table["source_id"] == sid)[0][0]
-                    for b in BANDS:
-                        table[f"ref_mag_{b}"][row] = NJY_ZP - 2.5 * np.log10(max(peak, 1e-3))
-    return Sources(table=table, lightcurves=lightcurves)
+    return Table(cols), next_id
+
+
+def _population(rng: np.random.Generator, kind: str, mean_count: float, *, field: int, centre, ftiles: list,
+                box: tuple, sp: float, half: float, first_id: int) -> dict:
+    """Stars or galaxies (``kind``) of one field: a Poisson number of ``mean_count`` drawn uniformly over the
+    tangent-plane ``box`` and kept within ``half`` of a tile centre; their table columns."""
+    x0, x1, y0, y1 = box
+    fra, fdec = centre
+    n = int(rng.poisson(mean_count))
+    xi = rng.uniform(x0, x1, n)
+    eta = rng.uniform(y0, y1, n)
+    inside = np.zeros(n, bool)
+    for t in ftiles:
+        inside |= (np.abs(xi - t["i"] * sp) < half) & (np.abs(eta - t["j"] * sp) < half)
+    xi, eta = xi[inside], eta[inside]
+    n = xi.size
+    ra, dec = optics.tangent_to_sky(np.deg2rad(xi), np.deg2rad(eta), fra, fdec)
+    r, gr, reff, q, pa = _magnitudes_and_shapes(rng, kind, n)
+    ri = 0.35 * gr + 0.05 + rng.normal(0, 0.03, n)
+    iz = 0.2 * gr + rng.normal(0, 0.03, n)
+    mags = {"g": r + gr, "r": r, "i": r - ri, "z": r - ri - iz, "Y": r - ri - iz - 0.1}
+    ids = np.arange(first_id, first_id + n)
+    return dict(source_id=ids, ra=ra, dec=dec, kind=np.full(n, kind, dtype="U10"),
+                host_id=np.full(n, -1), field_id=np.full(n, field), r_eff=reff, q=q, pa=pa,
+                **{f"ref_mag_{b}": mags[b] for b in BANDS})
+
+
+def _magnitudes_and_shapes(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarray, ...]:
+    """r magnitudes, g - r colours, effective radii (arcsec), axis ratios and position angles (degrees) of
+    ``n`` stars (points) or galaxies."""
+    if kind == "star":
+        r = power_law_mags(rng, n, 15.0, 25.0, 0.22)
+        gr = rng.uniform(0.2, 1.4, n)
+        reff = np.zeros(n)
+        q = np.ones(n)
+        pa = np.zeros(n)
+    else:
+        r = power_law_mags(rng, n, 18.0, 24.5, 0.3)
+        gr = rng.uniform(0.4, 1.2, n)
+        reff = np.exp(rng.uniform(np.log(0.4), np.log(2.0), n))
+        q = rng.uniform(0.3, 1.0, n)
+        pa = rng.uniform(0.0, 180.0, n)
+    return r, gr, reff, q, pa
+
+
+def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: int, fexps: list[Exposure],
+                    ccdnum: int, next_id: int) -> int:
+    """Add one field's and CCD's variables, supernovae and transients to ``table`` and their light curves to
+    ``lightcurves`` (both in place); returns the next free source id."""
+    f = field
+    e0 = fexps[0]
+    ccd = decam_camera().ccd(ccdnum)
+    rng = seeded_rng(cfg.seed, name_tag("tran"), f, ccdnum)
+    var_idx, new_rows = _place_transients(cfg, table, rng, field=f, ccd=ccd, first=e0)
+    for ra, dec, kind, host in new_rows:
+        table.add_row(dict(source_id=next_id, ra=ra, dec=dec, kind=kind, host_id=host, field_id=f,
+                           r_eff=0.0, q=1.0, pa=0.0, **{f"ref_mag_{b}": 99.0 for b in BANDS}))
+        next_id += 1
+    # light curves
+    trans = [(int(table["source_id"][k]), "variable", k) for k in var_idx]
+    trans += [(sid, kind, None) for sid, (_, _, kind, _) in
+              zip(range(next_id - len(new_rows), next_id), new_rows)]
+    for sid, kind, k in trans:
+        lc = _light_curve(cfg, rng, table, kind=kind, row=k, fexps=fexps)
+        lightcurves[sid] = lc
+        if k is None:  # reference magnitude of a transient: its peak
+            peak = max(v[0] for v in lc.values())
+            row = np.nonzero(table["source_id"] == sid)[0][0]
+            for b in BANDS:
+                table[f"ref_mag_{b}"][row] = NJY_ZP - 2.5 * np.log10(max(peak, 1e-3))
+    return next_id
+
+
+def _place_transients(cfg: SimConfig, table: Table, rng: np.random.Generator, *, field: int, ccd,
+                      first: Exposure) -> tuple:
+    """Choose the variables among the field's stars on the CCD (their ``kind`` set in place) and place the
+    supernovae (near galaxies) and transients on it, in the field's ``first`` exposure.
+
+    Returns
+    -------
+    var_idx
+        Rows of ``table`` that became variables.
+    new_rows : list of tuple
+        ``(ra, dec, kind, host_id)`` of the new sources.
+    """
+    f, e0 = field, first
+    n = cfg.n_transients
+    n_var = n // 4
+    n_sn = (n - n_var) // 2
+    n_new = n - n_var - n_sn
+    m = 250.0
+    on = table["field_id"] == f
+    px, py = optics.sky_to_pixel(ccd, table["ra"], table["dec"], e0.ra, e0.dec)
+    interior = on & (px > m) & (px < 2047 - m) & (py > m) & (py < 4095 - m)
+    new_rows = []
+    # variables: existing stars 18 < r < 21.5
+    cand = np.nonzero(interior & (table["kind"] == "star") & (table["ref_mag_r"] > 18.0)
+                      & (table["ref_mag_r"] < 21.5))[0]
+    var_idx = rng.choice(cand, size=min(n_var, cand.size), replace=False) if cand.size else []
+    for k in var_idx:
+        table["kind"][k] = "variable"
+    # supernovae on galaxies
+    gal = np.nonzero(interior & (table["kind"] == "galaxy") & (table["ref_mag_r"] < 23.0))[0]
+    hosts = rng.choice(gal, size=min(n_sn, gal.size), replace=False) if gal.size else []
+    n_new += n_sn - len(hosts)
+    for h in hosts:
+        d = rng.uniform(0.3, 1.5) * table["r_eff"][h]
+        phi = rng.uniform(0, 2 * np.pi)
+        ra, dec = offset_sky(table["ra"][h], table["dec"][h], d * np.cos(phi), d * np.sin(phi))
+        new_rows.append((ra, dec, "supernova", int(table["source_id"][h])))
+    xs = rng.uniform(m, 2047 - m, n_new)
+    ys = rng.uniform(m, 4095 - m, n_new)
+    ras, decs = optics.pixel_to_sky(ccd, xs, ys, e0.ra, e0.dec)
+    for ra, dec in zip(ras, decs):
+        new_rows.append((float(ra), float(dec), "transient", -1))
+    return var_idx, new_rows
+
+
+def _light_curve_shape(rng: np.random.Generator, kind: str, ne: int) -> np.ndarray:
+    """Relative signed amplitude of a variable, supernova or transient in each of ``ne`` exposures."""
+    if kind == "variable":
+        shape = rng.uniform(0.3, 1.0, ne) * rng.choice([-1.0, 1.0], ne)
+        shape[rng.integers(ne)] = rng.choice([-1.0, 1.0])
+    elif kind == "supernova":
+        a = int(rng.integers(0, max(1, ne - 1))) if ne > 1 else 0
+        prof = [0.6, 1.0, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3]
+        shape = np.array([prof[min(i - a, 7)] if i >= a else 0.0 for i in range(ne)])
+    else:
+        a = int(rng.integers(1, ne)) if ne > 1 else 0
+        shape = np.array([0.8 ** (i - a) if i >= a else 0.0 for i in range(ne)])
+    return shape
+
+
+def _light_curve(cfg: SimConfig, rng: np.random.Generator, table: Table, *, kind: str, row, fexps: list[Exposure]
+                 ) -> dict:
+    """Light curve of one variable (``row``: its row of ``table``), supernova or transient (``row`` None) over
+    the field's exposures: ``{expnum: (total nJy, difference nJy, true SNR)}``, peaking at an SNR drawn
+    log-uniformly in ``cfg.snr_range``."""
+    k = row
+    ne = len(fexps)
+    snr_peak = float(np.exp(rng.uniform(*np.log(cfg.snr_range))))
+    shape = _light_curve_shape(rng, kind, ne)
+    p = int(np.argmax(np.abs(shape)))
+    base_njy = float(mag_to_njy(table["ref_mag_" + fexps[p].band][k])) if k is not None else 0.0
+    lc = {}
+    for i, exp in enumerate(fexps):
+        base_e = float(exp.flux_e(mag_to_njy(table["ref_mag_" + exp.band][k]))) if k is not None else 0.0
+        bg = exp.background_var() + base_e
+        lo, hi = flux_for_snr(cfg.snr_range[0], bg), flux_for_snr(cfg.snr_range[1], bg)
+        if i == p:
+            d_e = float(flux_for_snr(snr_peak, bg))
+        else:
+            d_e = abs(shape[i] / shape[p]) * float(flux_for_snr(snr_peak, fexps[p].background_var()
+                                                                 + float(fexps[p].flux_e(base_njy))))
+            d_e = float(exp.flux_e(fexps[p].njy(d_e)))  # same nJy across exposures
+            d_e = float(np.clip(d_e, lo, hi)) if shape[i] != 0 else 0.0
+        if kind == "variable":
+            d_e = float(np.sign(shape[i]) * min(d_e, 0.8 * base_e) if shape[i] < 0 else d_e)
+        lc[exp.expnum] = (float(exp.njy(base_e + d_e)), float(exp.njy(d_e)),
+                          float(d_e / np.sqrt(bg + abs(d_e))) if d_e else 0.0)
+    return lc
 
 
 def flux_in(exp: Exposure, src: Sources, idx: np.ndarray) -> np.ndarray:
