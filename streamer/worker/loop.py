@@ -195,6 +195,7 @@ class Worker:
         if self.commit.is_work(envelope):
             return [decode_work(envelope.value)]
         event = decode_event(envelope.value) if envelope.path is None else read_event_file(envelope.path)
+        self.processor.check_exposure(event)  # once per exposure, before its sky is claimed or a CCD read
         if not self.commit.fans_out:
             return [CcdWork(exposure=event, detector=d) for d in event.detectors or self._raw_ccds(event)]
         items = fan_out(event) if event.detectors is not None else \

@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from pipeline.ccd import PipelineConfig, process_ccd
-from pipeline.decam.header import ccd_footprint, check_against_event
+from pipeline.decam.header import ccd_footprint, check_against_event, read_exposure_info
 from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs
 from streamer.alerts.builder import build_alerts
@@ -21,7 +21,7 @@ from streamer.alerts.schema import AlertSchema
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.apdb.columns import empty_table
 from streamer.decam.camera_tables import decam_camera
-from streamer.decam.raw_files import read_raw_ccd
+from streamer.decam.raw_files import read_primary_header, read_raw_ccd
 from streamer.events.records import ExposureReady
 from streamer.ports import AlertSink
 from streamer.runtime import metrics
@@ -66,6 +66,20 @@ class CcdProcessor:
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
+
+    def check_exposure(self, event: ExposureReady) -> None:
+        """Check the raw's primary header against the event before any CCD of it is claimed or read.
+
+        Raises
+        ------
+        HeaderError
+            The header cannot describe a science exposure, or describes another exposure than the event's.
+        InputError
+            The raw is missing or its primary header unreadable.
+        """
+        info = read_exposure_info(read_primary_header(self.repo.resolve(event.raw_path)))
+        check_against_event(info, exposure_id=event.exposure_id, band=event.band,
+                            midpoint_mjd_tai=event.midpoint_mjd_tai)
 
     def load_static(self, event: ExposureReady, detector: int) -> CcdInputs:
         """Read the inputs of one CCD that do not depend on the APDB (raw, calibrations, references,

@@ -64,16 +64,34 @@ def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy,
         return dataclasses.replace(good, event_id=f"DECam-bad-{k}", exposure_id=good.exposure_id + 1000 + k,
                                    **changes)
 
+    def variant_event(name, edit, *, renumber=True, **changes):
+        """An event for a copy of the first raw changed by ``edit``, whose EXPNUM is the event's (unless not
+        ``renumber``): the raw then fails for its own fault, not for naming another exposure."""
+        event = bad_event(**changes)
+
+        def edit_and_renumber(hdul):
+            edit(hdul)
+            if renumber:
+                hdul[0].header["EXPNUM"] = event.exposure_id
+        return dataclasses.replace(event, raw_path=_raw_variant(root, name, edit_and_renumber))
+
     def set_primary(**kw):
         def edit(hdul):
             for key, value in kw.items():
                 hdul[0].header[key] = value
         return edit
 
+    def set_extension(**kw):
+        def edit(hdul):
+            for key, value in kw.items():
+                _ccd_hdu(hdul).header[key] = value
+        return edit
+
     def nan_image(hdul):
         _ccd_hdu(hdul).data = np.full_like(_ccd_hdu(hdul).data, np.nan, dtype=np.float32)
 
     shutil.copy(root / "calib" / "flat_r.fits", root / "calib" / "flat_g.fits")  # g: flat but no templates
+    header = ("bad_header", "check_header")
     cases = {  # name -> (event or raw bytes, expected dead-letter reason, expected stage)
         "garbage bytes": (b"\x00\x01garbage", "malformed_event", "decode_event"),
         "wrong instrument": (bad_event(instrument="HSC"), "malformed_event", "decode_event"),
@@ -84,17 +102,28 @@ def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy,
         "truncated FITS": (bad_event(raw_path=_bytes_variant(root, "truncated", lambda b: b[: len(b) // 3])),
                            "bad_input", "read_raw"),
         "corrupt FITS": (bad_event(raw_path=_bytes_variant(root, "corrupt", _corrupt)), "bad_input", "read_raw"),
-        "another instrument's FITS": (bad_event(raw_path=_raw_variant(root, "hsc", set_primary(INSTRUME="HSC"))),
-                                      "bad_input", "read_raw"),
-        "missing CCD": (bad_event(detectors=(5,)), "bad_input", "read_raw"),
-        "NaN image": (bad_event(raw_path=_raw_variant(root, "nan", nan_image)), "bad_input", "read_raw"),
-        "absurd header value": (bad_event(raw_path=_raw_variant(root, "absurd", set_primary(EXPTIME="fast"))),
-                                "bad_input", "read_raw"),
-        "missing calibration": (bad_event(band="z", raw_path=_raw_variant(
-            root, "zband", set_primary(FILTER="z DECam SDSS c0004 9260.0 1520.0"))), "bad_input",
-            "load_calibrations"),
-        "missing template": (bad_event(band="g", raw_path=_raw_variant(
-            root, "gband", set_primary(FILTER="g DECam SDSS c0001 4720.0 1520.0"))), None, "load_template"),
+        "another instrument's FITS": (variant_event("hsc", set_primary(INSTRUME="HSC")), "bad_input", "read_raw"),
+        "missing CCD": (variant_event("ccd5", lambda hdul: None, detectors=(5,)), "bad_input", "read_raw"),
+        "NaN image": (variant_event("nan", nan_image), "bad_input", "read_raw"),
+        "absurd header value": (variant_event("absurd", set_primary(EXPTIME="fast")), "bad_input", "read_raw"),
+        "exposure time zero": (variant_event("exptime0", set_primary(EXPTIME=0.0)), *header),
+        "exposure time negative": (variant_event("exptime-", set_primary(EXPTIME=-30.0)), *header),
+        "observed in 1970": (variant_event("epoch", set_primary(**{"MJD-OBS": 40587.0,
+                                                                     "DATE-OBS": "1970-01-01T00:00:00"})), *header),
+        "DATE-OBS contradicts MJD-OBS": (variant_event("dateobs", set_primary(**{"DATE-OBS": "2019-04-02T05:06:18"})),
+                                         *header),
+        "a bias, not a science exposure": (variant_event("bias", set_primary(OBSTYPE="zero")), *header),
+        "EXPNUM not the event's": (variant_event("expnum", lambda hdul: None, renumber=False), *header),
+        "event an hour off the header": (variant_event("hour", lambda hdul: None,
+                                                        midpoint_mjd_tai=good.midpoint_mjd_tai + 1 / 24,
+                                                        shutter_close_mjd_tai=good.shutter_close_mjd_tai + 1 / 24),
+                                         *header),
+        "DATASEC beyond the array": (variant_event("datasec", set_extension(DATASECA="[1081:2204,51:4146]")),
+                                     *header),
+        "missing calibration": (variant_event("zband", set_primary(FILTER="z DECam SDSS c0004 9260.0 1520.0"),
+                                              band="z"), "bad_input", "load_calibrations"),
+        "missing template": (variant_event("gband", set_primary(FILTER="g DECam SDSS c0001 4720.0 1520.0"),
+                                           band="g"), None, "load_template"),
     }
     kafka = make_settings(kafka_bootstrap, "bad")
     create_topics(kafka)

@@ -121,6 +121,9 @@ class FakeProcessor:
     def prefetch(self, event, detector):
         pass
 
+    def check_exposure(self, event):
+        pass
+
     def process(self, event, detector):
         self.calls.append(detector)
         if self.on_process is not None:
