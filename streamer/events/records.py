@@ -123,7 +123,7 @@ class ExposureReady:
     Notes
     -----
     Construction does not validate, so that tests can build bad events; every decode path
-    (:func:`decode_event`, :func:`event_from_record`, :func:`read_event_file`) does.
+    (:func:`decode_event`, :func:`event_from_record`, :func:`streamer.events.files.read_event_file`) does.
     """
 
     event_id: str
