@@ -217,7 +217,7 @@ def saturated_star_centroids(mask: np.ndarray, *, saturation_flag: int = int(Mas
     Notes
     -----
     Bleed trails are not symmetric about the star, so the row is only good to ~1-2 pixels on real DECam
-    data (0.2-0.65 arcsec against Gaia in ``tests/unit/test_real_cutouts.py``): enough to match and
+    data (0.2-0.65 arcsec against Gaia in ``tests/unit/streamer/decam/test_instcal_files.py``): enough to match and
     flag, not for astrometry (the astrometric fit excludes saturated stars).
     """
     from scipy import ndimage

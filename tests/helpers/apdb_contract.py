@@ -1,6 +1,6 @@
 """The APDB contract: checks every store must pass, and synthetic catalogs to feed them.
 
-The store test files (``tests/unit/test_apdb.py``, ``tests/integration/test_apdb_cassandra.py``) run every
+The store test files (``tests/unit/streamer/apdb/test_stores.py``, ``tests/integration/test_apdb_cassandra.py``) run every
 function of :data:`CONTRACT` against a fixture ``apdb``: a store whose schema has been initialised on an empty
 database. Kept in the package (as ``lsst.dax.apdb`` keeps its test mix-ins) so any new store can run them.
 Needs pytest.

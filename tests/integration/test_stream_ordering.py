@@ -5,7 +5,7 @@ the same patch of sky, dithered by up to 0.1 deg): their work items are keyed by
 spread over the partitions of the work topic and no partition order can keep them in time order. The workers
 are the real :class:`streamer.worker.loop.Worker` loop (fan-out with claims, hand-back of work whose turn has not
 come, release after the APDB write) on real Kafka and a real SQLite APDB. The per-CCD science is replaced
-by association of the injected transients inside the CCD's disc (``tests.unit.test_apdb_ordering``): what
+by association of the injected transients inside the CCD's disc (``tests.unit.streamer.apdb.test_ordering``): what
 ordering protects is association, and the full pipeline would take minutes here.
 """
 
@@ -33,7 +33,7 @@ from streamer.worker.ordering import ClaimedOrder
 from streamer.worker.processor import CcdResult
 from tests.conftest import unique_kafka_settings
 from tests.helpers.apdb_contract import VISIT_MJD
-from tests.unit.test_apdb_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
+from tests.unit.streamer.apdb.test_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
 
 pytestmark = pytest.mark.integration
 

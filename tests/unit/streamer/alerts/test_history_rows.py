@@ -15,7 +15,7 @@ from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_hi
 from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES
 from streamer.apdb.table_rows import rows_to_table, table_to_records
-from tests.unit.test_alerts_encoder import INT_EXTREMES, LONG_EXTREMES, STRINGS, _record_types
+from tests.unit.streamer.alerts.test_encoder import INT_EXTREMES, LONG_EXTREMES, STRINGS, _record_types
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-import _calib_data as data
+from tests.helpers import calib_data as data
 from pipeline.astrometry import fit_wcs
 from pipeline.calibrate import calibrate
 from pipeline.decam.header import header_wcs

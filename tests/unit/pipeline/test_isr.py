@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-import _calib_data as data
+from tests.helpers import calib_data as data
 from pipeline.decam.header import amp_geometry
 from tests.helpers.reference import DECAM_REFERENCE_DIR
 from pipeline.isr import IsrConfig, run_isr

@@ -1,7 +1,7 @@
 """Bad inputs give a named Blink error with its stage (or a flagged result), never a raw traceback.
 
 Driven through :func:`streamer.decam.raw_files.read_raw_ccd` and :func:`pipeline.ccd.process_ccd` on the
-simulated ``good`` night of ``_calib_data`` (shared, made once per session).
+simulated ``good`` night of ``tests.helpers.calib_data`` (shared, made once per session).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from streamer.decam.raw_files import read_raw_ccd
 from pipeline.errors import AlgorithmError, BlinkError, InputError, NoWorkError
 from pipeline.types import CcdInputs
 
-import _calib_data as data
+from tests.helpers import calib_data as data
 
 CCD = 35
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PIPELINE = Path(__file__).resolve().parents[2] / "pipeline"
+PIPELINE = Path(__file__).resolve().parents[3] / "pipeline"
 
 FORBIDDEN_IMPORTS = ("streamer", "simulator", "confluent_kafka", "cassandra", "sqlite3", "importlib.resources",
                      "pkgutil", "subprocess", "socket", "shutil", "glob")

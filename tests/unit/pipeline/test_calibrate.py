@@ -16,7 +16,7 @@ from pipeline.errors import NoWorkError
 from pipeline.isr import IsrConfig, _neighbourhood_median, run_isr
 from pipeline.masks import UNUSABLE, MaskBit
 
-import _calib_data as data
+from tests.helpers import calib_data as data
 
 ASTROMETRY_RMS_MAS = 15.0
 ZERO_POINT_MMAG = 5.0
