@@ -74,7 +74,8 @@ def verdict(value: float, goal: float) -> str:
 
 
 def machine_line() -> str:
-    return f"{platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
 
 
 APDB_READ_GOAL_S = 0.150

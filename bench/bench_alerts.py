@@ -28,9 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastavro  # noqa: E402
-from rich.table import Table  # noqa: E402
-
 from _common import console, machine_line, pin_to_one_core, worker_malloc  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 GOAL_PER_S = 5000.0
 

@@ -29,13 +29,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from _common import (  # noqa: E402
+    FILL_DEC0,
+    FILL_RA0,
+    FILL_T0,
+    OUT_DIR,
+    CcdWriter,
+    apdb_times_table,
+    console,
+    fill_chunk_objects,
+    fill_chunk_sources,
+    fill_visit,
+    fill_visit_time,
+    machine_line,
+    median,
+    worker_gc,
+    worker_malloc,
+)
 from astropy.table import Table  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
-
-from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
-                     console, machine_line, median, fill_chunk_objects, fill_chunk_sources, fill_visit,
-                     fill_visit_time, worker_gc, worker_malloc)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 _STATE_KEY = "bench_apdb_state"  # metadata entry (JSON) kept for --reuse: where the next run starts

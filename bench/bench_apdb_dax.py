@@ -33,12 +33,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from _common import (  # noqa: E402
+    FILL_DEC0,
+    FILL_RA0,
+    FILL_T0,
+    OUT_DIR,
+    CcdWriter,
+    apdb_times_table,
+    fill_chunk_objects,
+    fill_chunk_sources,
+    machine_line,
+    median,
+)
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
-
-from _common import (FILL_DEC0, FILL_RA0, FILL_T0, OUT_DIR, CcdWriter, apdb_times_table,  # noqa: E402
-                     machine_line, median, fill_chunk_objects, fill_chunk_sources)
 
 T0, DEC0, RA0 = FILL_T0, FILL_DEC0, FILL_RA0
 HISTORY_DAYS = 365.0

@@ -26,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rich.table import Table  # noqa: E402
-
 from _common import OUT_DIR, console, machine_line, max_rss_bytes, median, pin_to_one_core, worker_malloc  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 STAGE_GOALS_S = {"isr": 0.5, "calibrate": 1.0}
 CHAIN = ("template", "subtract", "detect")  # detect includes measurement and reliability scoring
@@ -65,8 +64,8 @@ def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
 
 
 def gather(root: Path, ccd: int, epoch: int):
-    from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
+    from streamer.worker.inputs import DataRepository
     from streamer.worker.processor import CcdProcessor
 
     events = sorted((root / "events").glob("*.avro"))
@@ -161,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in stages:
         vals = [r.get(s, 0.0) for r in runs]
         goal = STAGE_GOALS_S.get(s)
-        v = "" if goal is None else ("[green]ok[/green]" if med[s] <= goal else f"[red]over ({med[s] / goal:.1f}x)[/red]")
+        over = f"[red]over ({med[s] / goal:.1f}x)[/red]" if goal else ""
+        v = "" if goal is None else ("[green]ok[/green]" if med[s] <= goal else over)
         label = s + (" (incl. measure, reliability)" if s == "detect" else "")
         table.add_row(label, f"{med[s]:.3f}", f"{min(vals):.3f}", f"{max(vals):.3f}",
                       "" if goal is None else f"{goal:.1f}", v)

@@ -111,7 +111,8 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
             if len(done) + dead >= n_ccds and n_alerts >= logged and msg is None:
                 break
         else:
-            raise RuntimeError(f"exposure not finished in {timeout_s} s:\n{log_path.read_text(errors='replace')[-3000:]}")
+            tail = log_path.read_text(errors='replace')[-3000:]
+            raise RuntimeError(f"exposure not finished in {timeout_s} s:\n{tail}")
         per_ccd = [float(m[3]) for m in done]
         expected = logged
     finally:
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right")
     for r in rows:
         pc = r["per_ccd"]
-        table.add_row(str(r["workers"]), str(r["threads"]), f"{r['e2e_s']:.1f}", f"{r['alerts']} / {r['expected']}", str(len(pc)),
+        table.add_row(str(r["workers"]), str(r["threads"]), f"{r['e2e_s']:.1f}", f"{r['alerts']} / {r['expected']}",
+                      str(len(pc)),
                       str(r["dead_letters"]), f"{median(pc):.2f}", f"{p95(pc):.2f}", f"{max(pc):.2f}",
                       f"{60 * (len(pc) + r['dead_letters']) / r['e2e_s']:.1f}")
     console.print(table)

@@ -35,9 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rich.table import Table as RichTable  # noqa: E402
-
 from _common import OUT_DIR, console, machine_line  # noqa: E402
+from rich.table import Table as RichTable  # noqa: E402
 
 
 class _EmptyApdb:
@@ -57,8 +56,8 @@ def prepare(root: Path, crop: int):
     from pipeline.isr import run_isr
     from pipeline.subtract import matching_sigmas
     from pipeline.template import warp_template
-    from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
+    from streamer.worker.inputs import DataRepository
     from streamer.worker.processor import CcdProcessor
 
     config = PipelineConfig()

@@ -37,8 +37,8 @@ class _EmptyApdb:
 def process_repository(root: Path, config=None) -> Table:
     """All DiaSources of a simulated repository (every exposure, every CCD), APDB empty."""
     from pipeline.ccd import PipelineConfig, process_ccd
-    from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
+    from streamer.worker.inputs import DataRepository
     from streamer.worker.processor import CcdProcessor
 
     config = config or PipelineConfig()

@@ -60,7 +60,7 @@ def probe_cassandra(host: str, port: int, timeout: float) -> str:
 PROBES = {"kafka": (probe_kafka, 9092), "cassandra": (probe_cassandra, 9042)}
 
 
-def wait_ready(service: str, host: str = "127.0.0.1", port: int | None = None,
+def wait_ready(service: str, host: str = "127.0.0.1", port: int | None = None, *,
                timeout: float = 120.0, pid: int | None = None, quiet: bool = False) -> int:
     probe, default_port = PROBES[service]
     port = port or default_port
@@ -94,7 +94,7 @@ def main() -> int:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # silence driver/librdkafka retry noise
-    return wait_ready(a.service, a.host, a.port, a.timeout, a.pid, a.quiet)
+    return wait_ready(a.service, a.host, a.port, timeout=a.timeout, pid=a.pid, quiet=a.quiet)
 
 
 if __name__ == "__main__":

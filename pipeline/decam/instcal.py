@@ -7,7 +7,8 @@ extension per CCD (found here by ``CCDNUM``, falling back on ``EXTNAME``/``DETPO
 data-quality mask holds CP *codes* (not bits) mapped to :class:`pipeline.masks.MaskBit` by
 :data:`CP_DQ_CODES`. The WCS is TPV (``RA---TPV``); astropy/wcslib apply its PV polynomial (wcslib turns
 it into a TAN projection with a sequent distortion, which is why ``wcs.wcs.ctype`` reads ``TAN``): the
-PV terms shift positions by ~2.5 arcsec on a real N/S CCD, checked in ``tests/unit/streamer/decam/test_instcal_files.py``.
+PV terms shift positions by ~2.5 arcsec on a real N/S CCD, checked in
+``tests/unit/streamer/decam/test_instcal_files.py``.
 
 Every failure raises :class:`pipeline.errors.InputError` with ``stage="read_instcal"``.
 """

@@ -8,8 +8,9 @@ so an alert is a projection of APDB rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from astropy.table import Table
 

@@ -24,9 +24,10 @@ Claims expire (``ttl_s``) so a lost consumer cannot block a cell forever; its wo
 ``timeout_s``: the work is retried, not lost.
 
 Wiring (:class:`streamer.worker.ordering.ClaimedOrder`, Kafka mode): the fan-out calls
-:meth:`WorkClaims.register` for every work item before publishing it; a worker checks :meth:`WorkClaims.is_turn` before it starts a work item and, when it
-is not, hands the message back (:meth:`streamer.kafka.source.KafkaEventSource.defer`: its partition is paused and
-rewound, and the worker goes on with its other partitions); after the item's APDB write, or its dead letter, it
+:meth:`WorkClaims.register` for every work item before publishing it; a worker checks
+:meth:`WorkClaims.is_turn` before it starts a work item and, when it is not, hands the message back
+(:meth:`streamer.kafka.source.KafkaEventSource.defer`: its partition is paused and rewound, and the worker goes
+on with its other partitions); after the item's APDB write, or its dead letter, it
 calls :meth:`WorkClaims.done`. Never blocking is what makes this safe for a consumer of many partitions: the
 earliest unfinished claim never waits, and it is never queued behind a later one of its own partition,
 because the fan-out registers and publishes in time order. Regions are :func:`claim_region`: the CCD's
@@ -46,7 +47,8 @@ from pipeline.errors import TransientError
 from streamer.apdb.base import SkyRegion
 from streamer.apdb.sky import cover_disc
 
-__all__ = ["CLAIM_NSIDE", "CLAIM_RADIUS_DEG", "claim_cells", "claim_region", "WorkClaims", "SqliteWorkClaims", "CassandraWorkClaims", "open_claims"]
+__all__ = ["CLAIM_NSIDE", "CLAIM_RADIUS_DEG", "claim_cells", "claim_region", "WorkClaims", "SqliteWorkClaims",
+           "CassandraWorkClaims", "open_claims"]
 
 CLAIM_NSIDE = 64
 """HEALPix nside of the claim cells (0.92 deg): a CCD region touches 1 to 4 of them."""
@@ -72,7 +74,8 @@ def claim_region(ra_deg: float, dec_deg: float, detector: int) -> SkyRegion:
     from pipeline.decam.camera import CCD_CENTRE_X_PIX, CCD_CENTRE_Y_PIX, field_angle_model
     from streamer.decam.camera_tables import decam_camera
 
-    xi, eta = field_angle_model(decam_camera().ccd(detector))(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
+    model = field_angle_model(decam_camera().ccd(detector))
+    xi, eta = model(np.array([CCD_CENTRE_X_PIX]), np.array([CCD_CENTRE_Y_PIX]))
     ra, dec = tangent_plane(np.array([ra_deg, dec_deg])).wcs_pix2world(np.degrees(xi), np.degrees(eta), 0)
     return SkyRegion(float(ra[0]) % 360.0, float(dec[0]), CLAIM_RADIUS_DEG)
 

@@ -14,8 +14,9 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -329,10 +330,10 @@ class SqliteApdb:
         self._conn.close()
 
     # ------------------------------------------------------------------ helpers
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._conn, self.path, self._lock)
 
-    def __enter__(self) -> "SqliteApdb":
+    def __enter__(self) -> SqliteApdb:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -82,54 +82,64 @@ def read_raw_ccd(path, ccdnum: int) -> RawCcd:
         warnings.simplefilter("error", AstropyUserWarning)
         hdul = _open(path)
         try:
-            try:
-                primary = hdul[0].header
-                info = read_exposure_info(primary)
-                target = None
-                for hdu in hdul[1:]:
-                    if _ext_ccdnum(hdu) == ccdnum:
-                        target = hdu
-                        break
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"{path}: corrupt or truncated FITS: {exc}", stage=STAGE) from exc
-            if target is None:
-                raise InputError(f"{path}: no extension with CCDNUM = {ccdnum}", stage=STAGE)
+            info, target = _exposure_and_extension(hdul, path, ccdnum)
             header = target.header.copy()
             shape = (header.get("NAXIS2"), header.get("NAXIS1"))
             if shape != RAW_SHAPE:
                 raise InputError(f"{path}: CCD {ccdnum} has shape {shape}, expected {RAW_SHAPE}", stage=STAGE)
             amp_geometry(header)  # section keywords checked before the pixels are read
-            try:
-                data = target.data
-                if data is None:
-                    raise InputError(f"{path}: CCD {ccdnum} extension has no data", stage=STAGE)
-                # scaling was disabled to allow memory mapping: apply BSCALE/BZERO here
-                bscale = float(header.get("BSCALE", 1.0))
-                bzero = float(header.get("BZERO", 0.0))
-                pixels = np.array(data, dtype=np.float32)  # copy out of the memmap
-                if bscale != 1.0:
-                    pixels *= np.float32(bscale)
-                if bzero != 0.0:
-                    pixels += np.float32(bzero)
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"{path}: cannot read CCD {ccdnum} data (truncated or corrupt): {exc}",
-                                 stage=STAGE) from exc
+            pixels = _scaled_pixels(target, header, path, ccdnum)
         finally:
             hdul.close()
+    _check_pixels(pixels, path, ccdnum)
+    detpos = str(header.get("DETPOS", header.get("EXTNAME", ""))).strip()
+    return RawCcd(ccdnum=ccdnum, detpos=detpos, pixels=pixels, header=header, info=info)
+
+
+def _exposure_and_extension(hdul: fits.HDUList, path, ccdnum: int):
+    """The exposure facts of the primary header (checked) and the extension of CCD ``ccdnum``."""
+    try:
+        info = read_exposure_info(hdul[0].header)
+        target = next((hdu for hdu in hdul[1:] if _ext_ccdnum(hdu) == ccdnum), None)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: corrupt or truncated FITS: {exc}", stage=STAGE) from exc
+    if target is None:
+        raise InputError(f"{path}: no extension with CCDNUM = {ccdnum}", stage=STAGE)
+    return info, target
+
+
+def _scaled_pixels(hdu, header: fits.Header, path, ccdnum: int) -> np.ndarray:
+    """The extension's pixels as float32 ADU, BSCALE and BZERO applied (scaling is off to allow memory maps)."""
+    try:
+        data = hdu.data
+        if data is None:
+            raise InputError(f"{path}: CCD {ccdnum} extension has no data", stage=STAGE)
+        bscale = float(header.get("BSCALE", 1.0))
+        bzero = float(header.get("BZERO", 0.0))
+        pixels = np.array(data, dtype=np.float32)  # copy out of the memmap
+        if bscale != 1.0:
+            pixels *= np.float32(bscale)
+        if bzero != 0.0:
+            pixels += np.float32(bzero)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read CCD {ccdnum} data (truncated or corrupt): {exc}",
+                         stage=STAGE) from exc
+    return pixels
+
+
+def _check_pixels(pixels: np.ndarray, path, ccdnum: int) -> None:
+    """Refuse pixels of the wrong shape, all NaN, or constant (garbled)."""
     if pixels.shape != RAW_SHAPE:
         raise InputError(f"{path}: CCD {ccdnum} has shape {pixels.shape}, expected {RAW_SHAPE}", stage=STAGE)
-    finite = np.isfinite(pixels)
-    if not finite.any():
+    if not np.isfinite(pixels).any():
         raise InputError(f"{path}: CCD {ccdnum} data are all NaN", stage=STAGE)
     sample = pixels[::37, ::29]
     if np.nanmax(sample) == np.nanmin(sample):
         raise InputError(f"{path}: CCD {ccdnum} data are constant (garbled)", stage=STAGE)
-    detpos = str(header.get("DETPOS", header.get("EXTNAME", ""))).strip()
-    return RawCcd(ccdnum=ccdnum, detpos=detpos, pixels=pixels, header=header, info=info)
 
 
 def read_primary_header(path) -> fits.Header:

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from simulator.scoring import score_dia_sources
-from streamer.settings import BlinkSettings, CassandraSettings
 from streamer.report.plots import detection_flags, plot_truth_report
+from streamer.settings import BlinkSettings, CassandraSettings
 
 
 def _percent(value: float) -> str:

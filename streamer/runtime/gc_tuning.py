@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 __all__ = ["DEFAULT_GEN0_THRESHOLD", "freeze_startup_objects", "startup_objects_frozen"]
 

@@ -34,7 +34,8 @@ DEFAULT_TRIM_THRESHOLD_MB = 1024
 """Freed memory kept at the top of the heap: a CCD's working set (``bench/bench_ccd.py``: about 1.5 GB peak)."""
 
 
-def keep_freed_memory(trim_threshold_mb: int = DEFAULT_TRIM_THRESHOLD_MB, mmap_threshold_mb: int = 32, *, map_large: bool = False) -> bool:
+def keep_freed_memory(trim_threshold_mb: int = DEFAULT_TRIM_THRESHOLD_MB, mmap_threshold_mb: int = 32, *,
+                      map_large: bool = False) -> bool:
     """Set glibc's ``M_TRIM_THRESHOLD``, ``M_MMAP_THRESHOLD`` and ``M_MMAP_MAX`` for this process (``mallopt``).
 
     Parameters
