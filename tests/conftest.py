@@ -10,26 +10,14 @@ import pytest
 
 from simulator import SimConfig, simulate
 from streamer.runtime.malloc_tuning import keep_freed_memory
-
-SKELETON_CCDS = [28, 35]
+from tests.helpers.night_files import SKELETON_CCDS, link_fits
+from tests.helpers.servers import unavailable
 
 
 def pytest_configure(config) -> None:
     """Tune glibc malloc as the worker does (streamer.runtime.malloc_tuning): CCD-sized arrays are reused, not
     zero-filled again for every one."""
     keep_freed_memory()
-
-
-def require_servers() -> bool:
-    """True in CI (``BLINK_REQUIRE_SERVERS=1``): a missing server fails the test instead of skipping it."""
-    return os.environ.get("BLINK_REQUIRE_SERVERS") == "1"
-
-
-def unavailable(reason: str) -> None:
-    """Fail in CI, skip elsewhere."""
-    if require_servers():
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +36,8 @@ def night_copy(small_night, tmp_path) -> Path:
     copy costs no disk: a full run would otherwise write about 1.6 GB per test that uses one.
     """
     root = tmp_path / "night"
-    shutil.copytree(small_night, root, ignore=shutil.ignore_patterns("out"), copy_function=_link_fits)
+    shutil.copytree(small_night, root, ignore=shutil.ignore_patterns("out"), copy_function=link_fits)
     return root
-
-
-def _link_fits(src: str, dst: str) -> None:
-    """Hard-link FITS files (falling back to a copy across file systems); copy everything else."""
-    if src.endswith((".fits", ".fits.fz")):
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass
-    shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="session")
@@ -91,17 +68,3 @@ def cassandra_hosts() -> tuple[str, int]:
     except Exception as err:  # the driver raises several types when nothing listens
         unavailable(f"Cassandra not reachable at {hosts}:{port} (ops/up.sh starts it): {err}")
     return hosts, port
-
-
-def unique_kafka_settings(bootstrap: str, prefix: str, **extra):
-    """KafkaSettings with a group and four topics no other test (or earlier run) used; ``extra`` overrides."""
-    import uuid
-
-    from streamer.kafka.settings import KafkaSettings
-
-    tag = uuid.uuid4().hex[:10]
-    options = dict(bootstrap_servers=bootstrap, group_id=f"{prefix}-{tag}", events_topic=f"{prefix}.{tag}.exposures",
-                   work_topic=f"{prefix}.{tag}.ccd-work", alerts_topic=f"{prefix}.{tag}.alerts",
-                   dead_letter_topic=f"{prefix}.{tag}.dead-letter", work_partitions=4, alerts_partitions=4,
-                   session_timeout_s=10.0)
-    return KafkaSettings(**(options | extra))

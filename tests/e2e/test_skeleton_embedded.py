@@ -10,7 +10,7 @@ import numpy as np
 from streamer.apdb import open_apdb
 from streamer.apdb.table_rows import tables_equal
 from streamer.cli import main
-from tests.e2e.skeleton_checks import check_against_truth, check_alerts
+from tests.helpers.truth_checks import check_against_truth, check_alerts
 
 
 def _read_alerts(folder) -> tuple[list[dict], dict[str, bytes]]:
@@ -52,9 +52,9 @@ def test_embedded_run_matches_truth_and_reruns_identically(night_copy):
 def test_truth_report_table_and_figure(night_copy, capsys):
     """``blink report`` prints the per-exposure table (before and above the reliability cut) and writes the
     figure; the figure's inputs agree with the table."""
-    from streamer.settings import BlinkSettings, CassandraSettings
-    from streamer.report.truth import load_truth, print_truth_report
     from streamer.report.plots import detection_flags
+    from streamer.report.truth import load_truth, print_truth_report
+    from streamer.settings import BlinkSettings, CassandraSettings
 
     assert main(["run", "--root", str(night_copy), "--strict"]) == 0
     capsys.readouterr()

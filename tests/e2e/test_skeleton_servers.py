@@ -14,15 +14,15 @@ from confluent_kafka import Consumer
 from lsst.alert.packet import Schema
 
 from streamer.alerts.framing import unframe
+from streamer.alerts.registry import schema_by_id
 from streamer.apdb.cassandra import CassandraApdb
-from streamer.settings import BlinkSettings
 from streamer.events.files import read_event_file
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import publish_event
-from streamer.alerts.registry import schema_by_id
 from streamer.service import run_service
-from tests.conftest import unique_kafka_settings
-from tests.e2e.skeleton_checks import check_against_truth, check_alerts
+from streamer.settings import BlinkSettings
+from tests.helpers.kafka_topics import unique_kafka_settings
+from tests.helpers.truth_checks import check_against_truth, check_alerts
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,8 @@
 """The APDB contract: checks every store must pass, and synthetic catalogs to feed them.
 
-The store test files (``tests/unit/streamer/apdb/test_stores.py``, ``tests/integration/test_apdb_cassandra.py``) run every
-function of :data:`CONTRACT` against a fixture ``apdb``: a store whose schema has been initialised on an empty
-database. Kept in the package (as ``lsst.dax.apdb`` keeps its test mix-ins) so any new store can run them.
+The store test files (``tests/unit/streamer/apdb/test_stores.py``, ``tests/integration/test_apdb_cassandra.py``)
+run every function of :data:`CONTRACT` against a fixture ``apdb``: a store whose schema has been initialised on an
+empty database. Kept in the package (as ``lsst.dax.apdb`` keeps its test mix-ins) so any new store can run them.
 Needs pytest.
 """
 
@@ -15,8 +15,8 @@ from astropy.table import Table
 from pipeline.errors import InputError
 from streamer.apdb.base import Apdb, SkyRegion
 from streamer.apdb.columns import TABLES, empty_table
-from streamer.apdb.table_rows import tables_equal
 from streamer.apdb.sky import angular_distance_deg
+from streamer.apdb.table_rows import tables_equal
 
 VISIT_MJD = 60500.0
 

@@ -58,10 +58,9 @@ class Inputs:
 @functools.cache
 def inputs(name: str, ccd: int) -> Inputs:
     """Raw, calibration frames, reference stars and truth of CCD ``ccd`` of night ``name``."""
-    from streamer.worker.inputs import DataRepository
     from pipeline.decam.header import ccd_footprint
-
     from streamer.decam.raw_files import read_raw_ccd
+    from streamer.worker.inputs import DataRepository
 
     root = night(name)
     repo = DataRepository(root)
@@ -89,8 +88,8 @@ def isr(name: str, ccd: int):
 def calibrated(name: str, ccd: int):
     """(exposure, sources) from ``calibrate`` on one simulated CCD."""
     from pipeline.calibrate import calibrate
-    from pipeline.decam.header import header_wcs
     from pipeline.decam.camera import field_angle_model
+    from pipeline.decam.header import header_wcs
     from streamer.decam.camera_tables import decam_camera
 
     i = inputs(name, ccd)

@@ -9,17 +9,16 @@ from __future__ import annotations
 import os
 import uuid
 
+import cassandra  # noqa: F401  (a core dependency: a missing driver must fail)
 import numpy as np
 import pytest
 
 from pipeline.errors import InputError, TransientError
 from streamer.apdb.base import Apdb, SkyRegion
+from streamer.apdb.cassandra import CassandraApdb
 from streamer.apdb.table_rows import tables_equal
 from tests.helpers.apdb_contract import CONTRACT, VISIT_MJD, make_objects, make_sources
-
-import cassandra  # noqa: F401  (a core dependency: a missing driver must fail)
-
-from streamer.apdb.cassandra import CassandraApdb  # noqa: E402
+from tests.helpers.servers import require_servers
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ def keyspace():
     try:
         admin = CassandraApdb(hosts, port, keyspace=name, consistency="ONE", connect_timeout_s=5.0)
     except TransientError as exc:
-        if os.environ.get("BLINK_REQUIRE_SERVERS") == "1":
+        if require_servers():
             pytest.fail(f"BLINK_REQUIRE_SERVERS=1 but Cassandra is unreachable: {exc}")
         pytest.skip(f"Cassandra not reachable at {hosts}:{port} (start it with ops/up.sh): {exc}")
     yield admin, hosts, port, name
@@ -409,8 +408,8 @@ def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
 
 def test_cli_apdb_compact(apdb, capfd):
     """``blink apdb compact --apdb URL --before MJD`` compacts the finished buckets of that keyspace."""
-    from streamer.cli import main
     from streamer.apdb.cql_schema import COMPACTED_VISIT
+    from streamer.cli import main
 
     ra, dec, ids = np.full(5, 30.0), np.full(5, 2.0), np.arange(1, 6)
     for visit in (1, 2, 3):

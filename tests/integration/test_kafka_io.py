@@ -25,6 +25,7 @@ from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish
 from streamer.kafka.settings import KafkaSettings
 from streamer.kafka.source import KafkaEventSource
 from streamer.ports import Envelope
+from tests.helpers.servers import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +37,7 @@ def settings() -> KafkaSettings:
     try:
         AdminClient({"bootstrap.servers": BOOTSTRAP, "socket.timeout.ms": 3000}).list_topics(timeout=5)
     except KafkaException as exc:
-        reason = f"Kafka is not reachable at {BOOTSTRAP} (start it with ops/kafka.sh start): {exc}"
-        if os.environ.get("BLINK_REQUIRE_SERVERS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"Kafka is not reachable at {BOOTSTRAP} (start it with ops/kafka.sh start): {exc}")
     tag = uuid.uuid4().hex[:10]
     s = KafkaSettings(
         bootstrap_servers=BOOTSTRAP,

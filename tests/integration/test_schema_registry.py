@@ -18,7 +18,6 @@ import pytest
 
 from pipeline.errors import TransientError
 from streamer.alerts.framing import unframe
-from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.alerts.registry import (
     SchemaRegistryError,
     avro_schema_json,
@@ -27,8 +26,8 @@ from streamer.alerts.registry import (
     register_schema,
     schema_by_id,
 )
-
-from tests.conftest import unavailable
+from streamer.alerts.schema import AlertSchema, sample_alert
+from tests.helpers.servers import unavailable
 
 pytestmark = pytest.mark.integration
 

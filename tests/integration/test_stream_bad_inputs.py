@@ -12,14 +12,14 @@ from astropy.io import fits
 
 from streamer.alerts.schema import AlertSchema
 from streamer.apdb.sqlite_store import SqliteApdb
-from streamer.settings import BlinkSettings
 from streamer.events.dead_letters import decode_dead_letter
 from streamer.events.files import read_event_file
 from streamer.events.records import _write_schemaless, event_to_record, exposure_ready_schema
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import KafkaPublisher, publish_event
 from streamer.service import run_service
-from tests.integration.test_stream_exactly_once import make_settings, read_topic
+from streamer.settings import BlinkSettings
+from tests.helpers.kafka_topics import read_topic, unique_kafka_settings
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy,
         "missing template": (variant_event("gband", set_primary(FILTER="g DECam SDSS c0001 4720.0 1520.0"),
                                            band="g"), None, "load_template"),
     }
-    kafka = make_settings(kafka_bootstrap, "bad")
+    kafka = unique_kafka_settings(kafka_bootstrap, "bad")
     create_topics(kafka)
     producer = KafkaPublisher(kafka)
     expected = {}

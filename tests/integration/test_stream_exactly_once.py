@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,14 @@ from streamer.kafka.producer import publish_event
 from streamer.kafka.settings import KafkaSettings
 from streamer.kafka.source import KafkaEventSource
 from streamer.kafka.transactions import KafkaTransactions
-from tests.conftest import unique_kafka_settings
-from tests.e2e.skeleton_checks import check_against_truth
+from tests.helpers.kafka_topics import read_topic, unique_kafka_settings
+from tests.helpers.truth_checks import check_against_truth
 
 pytestmark = pytest.mark.integration
 
 
 REPO = Path(__file__).resolve().parents[2]
 THREE_CCDS = [1, 28, 35]
-
-
-make_settings = unique_kafka_settings
 
 
 def settings_env(kafka: KafkaSettings) -> dict[str, str]:
@@ -50,25 +46,6 @@ def settings_env(kafka: KafkaSettings) -> dict[str, str]:
     return env
 
 
-def read_topic(bootstrap: str, topic: str, *, committed: bool = True, idle_s: float = 5.0) -> list:
-    """Every message of ``topic`` (read_committed unless told), until ``idle_s`` seconds without one."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": "read_committed" if committed else "read_uncommitted"})
-    consumer.subscribe([topic])
-    out, last = [], time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            out.append(msg)
-            last = time.monotonic()
-    finally:
-        consumer.close()
-    return out
-
-
 @pytest.fixture(scope="module")
 def three_ccd_night(tmp_path_factory) -> Path:
     """One exposure of three CCDs, small mode (about 15 s to make)."""
@@ -78,7 +55,7 @@ def three_ccd_night(tmp_path_factory) -> Path:
 
 
 def test_aborted_alerts_are_invisible_and_zombies_fenced(kafka_bootstrap):
-    kafka = make_settings(kafka_bootstrap, "txn")
+    kafka = unique_kafka_settings(kafka_bootstrap, "txn")
     create_topics(kafka)
     schema = AlertSchema.latest()
     headers = alert_headers(shutter_close_mjd_tai=60000.0, replay=False, schema_id=schema.schema_id)
@@ -169,7 +146,7 @@ def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen, log_pat
 
 @pytest.mark.timeout(400)
 def test_sigkill_mid_exposure_then_restart(three_ccd_night, kafka_bootstrap, tmp_path):
-    kafka = make_settings(kafka_bootstrap, "crash")
+    kafka = unique_kafka_settings(kafka_bootstrap, "crash")
     create_topics(kafka)
     for path in sorted((three_ccd_night / "events").glob("*.avro")):
         publish_event(kafka, read_event_file(path))

@@ -5,7 +5,7 @@ the same patch of sky, dithered by up to 0.1 deg): their work items are keyed by
 spread over the partitions of the work topic and no partition order can keep them in time order. The workers
 are the real :class:`streamer.worker.loop.Worker` loop (fan-out with claims, hand-back of work whose turn has not
 come, release after the APDB write) on real Kafka and a real SQLite APDB. The per-CCD science is replaced
-by association of the injected transients inside the CCD's disc (``tests.unit.streamer.apdb.test_ordering``): what
+by association of the injected transients inside the CCD's disc (``tests.helpers.ordering_night``): what
 ordering protects is association, and the full pipeline would take minutes here.
 """
 
@@ -31,9 +31,9 @@ from streamer.worker.commit_modes import AtLeastOnceCommit
 from streamer.worker.loop import Worker
 from streamer.worker.ordering import ClaimedOrder
 from streamer.worker.processor import CcdResult
-from tests.conftest import unique_kafka_settings
 from tests.helpers.apdb_contract import VISIT_MJD
-from tests.unit.streamer.apdb.test_ordering import DEC0, N_TRANSIENTS, RA0, RADIUS, _process, _truth
+from tests.helpers.kafka_topics import unique_kafka_settings
+from tests.helpers.ordering_night import DEC0, N_TRANSIENTS, RA0, RADIUS, associate_and_store, transient_positions
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ class _AssociationOnly:
         self.apdb = SqliteApdb(path)
         self.seconds = seconds
         self.alert_sink = self
-        self.truth = _truth()
+        self.truth = transient_positions()
 
     def prefetch(self, *_: object) -> None:
         """Nothing to prefetch."""
@@ -75,8 +75,8 @@ class _AssociationOnly:
     def process(self, exposure: ExposureReady, detector: int) -> CcdResult:
         centre = claim_region(exposure.ra, exposure.dec, detector)
         time.sleep(self.seconds)  # a CCD takes time: lets the workers overlap
-        _process(self.apdb, exposure.exposure_id, SkyRegion(centre.ra_deg, centre.dec_deg, RADIUS),
-                 exposure.midpoint_mjd_tai, self.truth)
+        associate_and_store(self.apdb, exposure.exposure_id, SkyRegion(centre.ra_deg, centre.dec_deg, RADIUS),
+                            exposure.midpoint_mjd_tai, self.truth)
         return CcdResult(exposure.exposure_id, detector, None, 0)
 
 
@@ -126,7 +126,7 @@ def test_concurrent_workers_associate_in_time_order(kafka_bootstrap, tmp_path):
     back while earlier overlapping work ran; one worker (owning every partition, so it must hand back and
     go on with its other partitions rather than wait) gives the same tables."""
     two, deferred = _run_night(kafka_bootstrap, str(tmp_path / "two.sqlite"), n_workers=2)
-    ra, dec = _truth()
+    ra, dec = transient_positions()
     covered = np.zeros(N_TRANSIENTS, bool)
     for event in _events("x"):
         centre = claim_region(event.ra, event.dec, event.detectors[0])

@@ -8,18 +8,17 @@ import uuid
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer
 
 from streamer.alerts.framing import HEADER_REPLAY, headers_dict
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
-from streamer.settings import BlinkSettings
 from streamer.events.files import read_event_file
 from streamer.kafka.admin import create_topics
-from streamer.kafka.producer import publish_event
 from streamer.kafka.operator_tools import group_status
+from streamer.kafka.producer import publish_event
 from streamer.service import run_service
-from tests.integration.test_stream_exactly_once import make_settings
+from streamer.settings import BlinkSettings
+from tests.helpers.kafka_topics import unique_kafka_settings
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +62,7 @@ def _read_with_alert_stream(bootstrap: str, topic: str, idle_s: float = 5.0) -> 
 @pytest.mark.timeout(300)
 def test_replay_leaves_apdb_identical_and_marks_alerts(night_copy, kafka_bootstrap, monkeypatch, capsys):
     import lsst.alert.stream  # noqa: F401  (a test dependency: its consumer must be exercised, never skipped)
-    kafka = make_settings(kafka_bootstrap, "replay")
+    kafka = unique_kafka_settings(kafka_bootstrap, "replay")
     for name in ("group_id", "events_topic", "work_topic", "alerts_topic", "dead_letter_topic"):
         monkeypatch.setenv(f"BLINK_KAFKA_{name.upper()}", str(getattr(kafka, name)))
     create_topics(kafka)

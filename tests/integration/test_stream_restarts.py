@@ -28,8 +28,8 @@ from streamer.events.files import read_event_file
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import publish_event
 from streamer.kafka.settings import KafkaSettings
-from tests.conftest import unavailable, unique_kafka_settings
-from tests.integration.test_stream_exactly_once import read_topic
+from tests.helpers.kafka_topics import read_topic, unique_kafka_settings
+from tests.helpers.servers import unavailable
 
 pytestmark = pytest.mark.integration
 

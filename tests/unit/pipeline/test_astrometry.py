@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from tests.helpers import calib_data as data
 from pipeline.astrometry import fit_wcs
 from pipeline.calibrate import calibrate
-from pipeline.decam.header import header_wcs
 from pipeline.decam.camera import CCD_SHAPE, field_angle_model
-from streamer.decam.camera_tables import decam_camera
+from pipeline.decam.header import header_wcs
 from pipeline.errors import AlgorithmError, BlinkError
+from streamer.decam.camera_tables import decam_camera
+from tests.helpers import calib_data as data
 
 
 def _perturbed(wcs, offset_arcsec: float, rotation_deg: float):

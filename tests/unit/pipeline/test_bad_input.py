@@ -13,13 +13,12 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from schemas import datarepo
 from pipeline.ccd import process_ccd
-from streamer.decam.camera_tables import decam_camera
-from streamer.decam.raw_files import read_raw_ccd
 from pipeline.errors import AlgorithmError, BlinkError, InputError, NoWorkError
 from pipeline.types import CcdInputs
-
+from schemas import datarepo
+from streamer.decam.camera_tables import decam_camera
+from streamer.decam.raw_files import read_raw_ccd
 from tests.helpers import calib_data as data
 
 CCD = 35

@@ -15,7 +15,6 @@ from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import NoWorkError
 from pipeline.isr import IsrConfig, _neighbourhood_median, run_isr
 from pipeline.masks import UNUSABLE, MaskBit
-
 from tests.helpers import calib_data as data
 
 ASTROMETRY_RMS_MAS = 15.0

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from astropy.table import Table, vstack
 
-from pipeline.ccd import PipelineConfig, process_ccd
+from pipeline.ccd import process_ccd
 from pipeline.masks import MaskBit
 from pipeline.psf import build_pixel_psf
 from pipeline.reliability import ReliabilityConfig
+from pipeline.subtract import subtract_images
+from pipeline.types import MaskedImage
 from simulator import SimConfig, simulate
 from simulator.render import add_point_sources
 from simulator.scoring import label_dia_sources, score_dia_sources
-from pipeline.subtract import subtract_images
-from pipeline.types import MaskedImage
 
 MIN_COMPLETENESS_SNR10 = 0.95
 MIN_COMPLETENESS_SNR5 = 0.50
@@ -44,8 +44,8 @@ class _EmptyApdb:
 
 
 def _gather_all(root: Path):
-    from streamer.worker.inputs import DataRepository
     from streamer.events.files import read_event_file
+    from streamer.worker.inputs import DataRepository
     from streamer.worker.processor import CcdProcessor
 
     proc = CcdProcessor(DataRepository(root), _EmptyApdb(), alert_sink=None)  # type: ignore[arg-type]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import calib_data as data
 from pipeline.decam.header import amp_geometry
-from tests.helpers.reference import DECAM_REFERENCE_DIR
 from pipeline.isr import IsrConfig, run_isr
 from streamer.decam.camera_tables import decam_camera
+from tests.helpers import calib_data as data
+from tests.helpers.reference import DECAM_REFERENCE_DIR
 
 
 def intra_ccd_crosstalk(ccdnum: int) -> tuple[float, float]:

@@ -6,9 +6,9 @@ import numpy as np
 from scipy import signal
 
 from pipeline.psf import build_pixel_psf
-from simulator.render import add_point_sources
 from pipeline.subtract import SubtractConfig, subtract_images
 from pipeline.types import MaskedImage
+from simulator.render import add_point_sources
 
 
 def test_difference_is_noise_like():

@@ -12,14 +12,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from schemas import datarepo
-from pipeline.decam import camera as cam
 from pipeline.decam.header import amp_geometry
+from pipeline.errors import InputError
+from schemas import datarepo
+from simulator import SimConfig, optics, simulate
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.raw_files import list_ccds, read_raw_ccd
-from pipeline.errors import InputError
-from simulator import SimConfig, simulate
-from simulator import optics
 
 CCDS = [28, 35]
 
@@ -60,7 +58,8 @@ def test_layout(repo):
     assert len(idx) == summary.n_template_tiles > 0
     with fits.open(root / idx["path"][0]) as t:
         assert [h.name for h in t[1:4]] == ["IMAGE", "VARIANCE", "MASK"]
-        assert t["IMAGE"].data.dtype.kind == "f" and t["MASK"].data.dtype.kind == "i" and t["MASK"].data.dtype.itemsize == 4
+        assert t["IMAGE"].data.dtype.kind == "f"
+        assert t["MASK"].data.dtype.kind == "i" and t["MASK"].data.dtype.itemsize == 4
         assert "PSF_FWHM" in t["IMAGE"].header and "DEPTH" in t["IMAGE"].header
         assert WCS(t["IMAGE"].header).wcs.ctype[0] == "RA---TAN"
     with fits.open(root / datarepo.bias_path()) as b:

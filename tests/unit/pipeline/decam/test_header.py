@@ -9,8 +9,7 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from pipeline.decam.header import (MAX_EVENT_TIME_OFFSET_S, amp_geometry, check_against_event,
-                                   read_exposure_info)
+from pipeline.decam.header import MAX_EVENT_TIME_OFFSET_S, amp_geometry, check_against_event, read_exposure_info
 from pipeline.errors import HeaderError, InputError
 from tests.helpers.reference import DECAM_REFERENCE_DIR
 

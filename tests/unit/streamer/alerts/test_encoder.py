@@ -20,10 +20,7 @@ from pipeline.errors import InputError
 from streamer.alerts.encoder import compile_encoder, varint_bytes, zigzag
 from streamer.alerts.framing import frame
 from streamer.alerts.schema import AlertSchema, sample_alert
-
-INT_EXTREMES = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, 2**31 - 1, -2**31]
-LONG_EXTREMES = INT_EXTREMES + [2**27, 2**28, 2**41 - 1, 2**41, 2**62, 2**63 - 1, -2**63, -2**63 + 1]
-STRINGS = ["", "r", "é", "✓ unicode ✓", "日本語テキスト", "a" * 200, "\U0001f52d"]
+from tests.helpers.avro_values import INT_EXTREMES, LONG_EXTREMES, STRINGS, record_types
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +40,6 @@ def _fastavro(schema: AlertSchema, record: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, schema.definition, record)
     return buffer.getvalue()
-
-
-def _record_types(parsed: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every named record of the (parsed) schema, by full name."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def walk(t: Any) -> None:
-        if isinstance(t, list):
-            for branch in t:
-                walk(branch)
-        elif isinstance(t, dict):
-            if t["type"] == "record" and t["name"] not in found:
-                found[t["name"]] = t
-                for field in t["fields"]:
-                    walk(field["type"])
-            elif t["type"] == "array":
-                walk(t["items"])
-
-    walk(parsed)
-    return found
 
 
 def _value(t: Any, rng: random.Random, named: dict[str, Any], mode: str) -> Any:
@@ -105,7 +82,7 @@ def _sparse(record: dict[str, Any], rng: random.Random, parsed_record: dict[str,
 
 def _alerts(schema: AlertSchema, seed: int, mode: str, n: int, sparse: bool = False) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    named = _record_types(schema.definition)
+    named = record_types(schema.definition)
     out = []
     for _ in range(n):
         alert = _value(schema.definition, rng, named, mode)

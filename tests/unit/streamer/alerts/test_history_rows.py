@@ -15,7 +15,7 @@ from streamer.alerts.history_rows import EncodedRecords, encode_rows, encoded_hi
 from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.columns import TABLES
 from streamer.apdb.table_rows import rows_to_table, table_to_records
-from tests.unit.streamer.alerts.test_encoder import INT_EXTREMES, LONG_EXTREMES, STRINGS, _record_types
+from tests.helpers.avro_values import INT_EXTREMES, LONG_EXTREMES, STRINGS, record_types
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def _random_table(kind: str, n: int, rng: np.random.Generator) -> Table:
             continue
         if c.avro_type in ("int", "long"):
             extremes = np.array(LONG_EXTREMES if c.avro_type == "long" else INT_EXTREMES, dtype=c.dtype)
-            values = np.where(rng.random(n) < 0.5, rng.integers(-100, 100, n), extremes[rng.integers(0, len(extremes), n)])
+            values = np.where(rng.random(n) < 0.5, rng.integers(-100, 100, n),
+                              extremes[rng.integers(0, len(extremes), n)])
             values = values.astype(c.dtype)
         elif c.avro_type == "boolean":
             values = rng.random(n) < 0.5
@@ -51,7 +52,7 @@ def _random_table(kind: str, n: int, rng: np.random.Generator) -> Table:
 def test_rows_encode_exactly_as_fastavro(kind, schema):
     rng = np.random.default_rng(11)
     table = _random_table(kind, 400, rng)
-    parsed = _record_types(schema.definition)[record_full_name(TABLES[kind])]
+    parsed = record_types(schema.definition)[record_full_name(TABLES[kind])]
     order = rng.permutation(len(table))[:300]
     for rows in (None, order):
         body, offsets = encode_rows(kind, table, rows)
@@ -75,7 +76,7 @@ def test_ascii_and_non_ascii_strings_take_the_same_bytes():
         body, offsets = encode_rows("DiaForcedSource", t)
         records = table_to_records("DiaForcedSource", t)
         decoded = [fastavro.schemaless_reader(io.BytesIO(body[offsets[i]:offsets[i + 1]].tobytes()),
-                                              _record_types(AlertSchema.latest().definition)[
+                                              record_types(AlertSchema.latest().definition)[
                                                   record_full_name(TABLES["DiaForcedSource"])], None)
                    for i in range(len(records))]
         for got, want in zip(decoded, records):

@@ -14,24 +14,15 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from pipeline.associate import associate
 from streamer.apdb.base import SkyRegion
 from streamer.apdb.ordering import SqliteWorkClaims, claim_cells
 from streamer.apdb.sky import angular_distance_deg
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.apdb.table_rows import tables_equal
-from tests.helpers.apdb_contract import VISIT_MJD, make_objects, make_sources
+from tests.helpers.apdb_contract import VISIT_MJD
+from tests.helpers.ordering_night import DEC0, N_TRANSIENTS, RA0, RADIUS, associate_and_store, transient_positions
 
-RA0, DEC0, RADIUS = 40.0, -10.0, 0.2
-N_TRANSIENTS = 40
 N_EXPOSURES = 12
-
-
-def _truth(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    r = 0.25 * np.sqrt(rng.uniform(0, 1, N_TRANSIENTS))
-    th = rng.uniform(0, 2 * np.pi, N_TRANSIENTS)
-    return RA0 + r * np.cos(th) / np.cos(np.radians(DEC0)), DEC0 + r * np.sin(th)
 
 
 def _exposures(seed: int = 4) -> list[tuple[str, int, SkyRegion, float]]:
@@ -44,26 +35,8 @@ def _exposures(seed: int = 4) -> list[tuple[str, int, SkyRegion, float]]:
     return out
 
 
-def _process(apdb: SqliteApdb, visit: int, region: SkyRegion, mjd: float, truth) -> None:
-    ra, dec = truth
-    seen = np.flatnonzero(angular_distance_deg(ra, dec, region.ra_deg, region.dec_deg) <= region.radius_deg)
-    data = apdb.read_region(region, mjd)
-    src_ids = visit * 1000 + seen
-    jitter = 0.05 / 3600
-    sources = make_sources(src_ids, np.zeros(len(seen), np.int64), ra[seen] + jitter, dec[seen], mjd,
-                           visit=visit, detector=1)
-    sources, is_new = associate(sources, data.dia_objects)
-    obj_ids = np.asarray(sources["diaObjectId"], np.int64)
-    prev = {int(i): int(n) for i, n in zip(data.dia_objects["diaObjectId"], data.dia_objects["nDiaSources"])}
-    n_src = np.array([prev.get(int(i), 0) + 1 for i in obj_ids], np.int32)
-    objects = make_objects(obj_ids, ra[seen], dec[seen], validity=mjd)
-    objects["nDiaSources"] = n_src
-    apdb.store(visit=visit, detector=1, dia_objects=objects, dia_sources=sources,
-               dia_forced_sources=Table(make_sources([], [], [], [], mjd, forced=True)))
-
-
 def _run(path: str, *, n_consumers: int = 2, use_claims: bool = True) -> dict[str, Table]:
-    truth = _truth()
+    truth = transient_positions()
     work = _exposures()
     setup = SqliteApdb(path)
     setup.init_schema()
@@ -85,7 +58,7 @@ def _run(path: str, *, n_consumers: int = 2, use_claims: bool = True) -> dict[st
                     return
                 if use_claims:
                     claims.wait_turn(work_id, region, mjd, timeout_s=60)
-                _process(apdb, visit, region, mjd, truth)
+                associate_and_store(apdb, visit, region, mjd, truth)
                 if use_claims:
                     claims.done(work_id)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -107,7 +80,7 @@ def _run(path: str, *, n_consumers: int = 2, use_claims: bool = True) -> dict[st
 
 def test_two_consumers_one_object_per_transient(tmp_path):
     dump = _run(str(tmp_path / "a.sqlite"))
-    ra, dec = _truth()
+    ra, dec = transient_positions()
     covered = np.zeros(N_TRANSIENTS, bool)
     for _, _, region, _ in _exposures():
         covered |= angular_distance_deg(ra, dec, region.ra_deg, region.dec_deg) <= region.radius_deg

@@ -70,8 +70,8 @@ def test_rows_round_trip_keeps_nulls():
 
 
 def test_ang2pix_matches_astropy_healpix():
-    import astropy_healpix as healpix  # test dependency: the cross-check must run
     import astropy.units as u
+    import astropy_healpix as healpix  # test dependency: the cross-check must run
 
     rng = np.random.default_rng(3)
     ra = rng.uniform(0, 360, 20000)

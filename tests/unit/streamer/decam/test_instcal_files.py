@@ -18,11 +18,11 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from pipeline.background import BackgroundConfig, estimate_background
 from pipeline.decam.instcal import remap_dq
-from streamer.decam.instcal_files import instcal_paths, read_instcal_ccd
-from tests.helpers.reference import REFERENCE_DIR
 from pipeline.errors import InputError
 from pipeline.masks import MaskBit
 from pipeline.sources import detect_sources, saturated_star_centroids
+from streamer.decam.instcal_files import instcal_paths, read_instcal_ccd
+from tests.helpers.reference import REFERENCE_DIR
 
 ROOT = REFERENCE_DIR / "real-cutouts"
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="shared real cutouts not available")

@@ -8,9 +8,9 @@ from astropy.io import fits
 
 from pipeline.decam import camera as cam
 from pipeline.decam.header import amp_geometry, parse_section, read_exposure_info
+from pipeline.errors import InputError
 from streamer.decam.camera_tables import decam_camera, defect_boxes, known_defects
 from streamer.decam.raw_files import list_ccds, read_raw_ccd
-from pipeline.errors import InputError
 
 
 def test_camera_tables():

@@ -16,7 +16,7 @@ from streamer.events.files import write_event_file
 from streamer.events.records import decode_event
 from streamer.ports import AlertSink, DeadLetterSink, Envelope, EventSource
 from streamer.worker.error_policy import ErrorPolicy
-from tests.unit.streamer.events.test_records import make_event
+from tests.helpers.events import make_event
 
 
 def test_adapters_satisfy_ports(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from pathlib import Path
@@ -20,7 +19,6 @@ from streamer.events.files import read_event_file, write_event_file
 from streamer.events.records import (
     DECAM_SCIENCE_DETECTORS,
     CcdWork,
-    ExposureReady,
     decode_event,
     decode_work,
     encode_event,
@@ -28,23 +26,7 @@ from streamer.events.records import (
     event_from_record,
     event_to_record,
 )
-
-
-def make_event(**changes) -> ExposureReady:
-    ev = ExposureReady(
-        event_id="DECam-00123456",
-        instrument="DECam",
-        exposure_id=123456,
-        raw_path="raw/2024-01-01/c4d_240101_000000_ori.fits.fz",
-        band="r",
-        midpoint_mjd_tai=60310.1,
-        shutter_close_mjd_tai=60310.1005,
-        ra=150.1,
-        dec=2.2,
-        detectors=(1, 5, 62),
-        replay=False,
-    )
-    return dataclasses.replace(ev, **changes)
+from tests.helpers.events import make_event
 
 
 def test_event_round_trip():

@@ -1,4 +1,4 @@
-"""Checks shared by the walking-skeleton tests on both deployments (embedded and real servers)."""
+"""Checks of a processed night against the simulator's truth, shared by the walking-skeleton and stream tests."""
 
 from __future__ import annotations
 
