@@ -263,7 +263,7 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
     iy, ix = _cr_candidates(image, variance, mask, config)
     if iy.size == 0:
         return image, mask
-    local = _neighbourhood_median(image, iy, ix, half=2, skip_nan=False)
+    local = neighbourhood_median(image, iy, ix, half=2, skip_nan=False)
     excess = image[iy, ix] - local
     seed = excess > config.cr_threshold_sigma * _sigma_at(variance, iy, ix)
     if not seed.any():
@@ -280,7 +280,7 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
         gy, gx = _cross_neighbours(cr, front_y, front_x)
         if gy.size == 0:
             break
-        sky = _neighbourhood_median(work, gy, gx, half=3)
+        sky = neighbourhood_median(work, gy, gx, half=3)
         bright = image[gy, gx] - sky > config.cr_grow_sigma * _sigma_at(variance, gy, gx)
         if not bright.any():
             break
@@ -288,7 +288,7 @@ def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, 
         cr[front_y, front_x] = True
         work[front_y, front_x] = np.nan
         cy, cx = np.concatenate([cy, front_y]), np.concatenate([cx, front_x])
-    fill = _neighbourhood_median(work, cy, cx, half=3)
+    fill = neighbourhood_median(work, cy, cx, half=3)
     out = work                               # a private copy already: reuse it
     out[cy, cx] = np.where(np.isfinite(fill), fill, 0.0)
     mask = mask.copy()
@@ -407,7 +407,7 @@ def _coarse_sky_blocks(image: np.ndarray, block: int = 64) -> np.ndarray:
                      .reshape(by, bx, -1), axis=2).astype(np.float32)
 
 
-def _neighbourhood_median(image: np.ndarray, iy: np.ndarray, ix: np.ndarray, *, half: int,
+def neighbourhood_median(image: np.ndarray, iy: np.ndarray, ix: np.ndarray, *, half: int,
                           skip_nan: bool = True) -> np.ndarray:
     """Median of the (2h+1)^2 box around each pixel, excluding the pixel itself (and NaNs if asked)."""
     ny, nx = image.shape

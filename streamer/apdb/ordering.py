@@ -178,24 +178,24 @@ class CassandraWorkClaims:
 
     def __init__(self, apdb: Any, *, ttl_s: int = 3600, poll_s: float = 0.05) -> None:
         self._apdb, self.ttl_s, self.poll_s = apdb, int(ttl_s), float(poll_s)
-        t = apdb._t(CLAIMS_TABLE)
-        apdb._execute(f'CREATE TABLE IF NOT EXISTS {t} (cell int, mjd double, work_id text, '
+        t = apdb.table_name(CLAIMS_TABLE)
+        apdb.execute(f'CREATE TABLE IF NOT EXISTS {t} (cell int, mjd double, work_id text, '
                       'PRIMARY KEY ((cell), mjd, work_id))')
-        self._insert = apdb._prepare("claims:insert", f"INSERT INTO {t} (cell, mjd, work_id) VALUES (?, ?, ?) "
+        self._insert = apdb.prepare("claims:insert", f"INSERT INTO {t} (cell, mjd, work_id) VALUES (?, ?, ?) "
                                      f"USING TTL {self.ttl_s}")
-        self._earlier = apdb._prepare("claims:earlier", f"SELECT mjd FROM {t} WHERE cell = ? AND mjd < ? LIMIT 1")
-        self._delete = apdb._prepare("claims:delete", f"DELETE FROM {t} WHERE cell = ? AND mjd = ? AND "
+        self._earlier = apdb.prepare("claims:earlier", f"SELECT mjd FROM {t} WHERE cell = ? AND mjd < ? LIMIT 1")
+        self._delete = apdb.prepare("claims:delete", f"DELETE FROM {t} WHERE cell = ? AND mjd = ? AND "
                                      "work_id = ?")
         self._mine: dict[str, tuple[list[int], float]] = {}
 
     def register(self, work_id: str, region: SkyRegion, mjd_tai: float) -> None:
         """Record the claim (idempotent)."""
         cells = claim_cells(region)
-        self._apdb._concurrent(self._insert, [(c, float(mjd_tai), work_id) for c in cells])
+        self._apdb.execute_concurrent(self._insert, [(c, float(mjd_tai), work_id) for c in cells])
 
     def is_turn(self, region: SkyRegion, mjd_tai: float) -> bool:
         """True when no claim with an earlier mjd remains on the region's cells."""
-        rows = self._apdb._concurrent(self._earlier, [(c, float(mjd_tai)) for c in claim_cells(region)])
+        rows = self._apdb.execute_concurrent(self._earlier, [(c, float(mjd_tai)) for c in claim_cells(region)])
         return not any(len(r) for r in rows)
 
     def wait_turn(self, work_id: str, region: SkyRegion, mjd_tai: float, *, timeout_s: float = 600.0) -> None:
@@ -211,7 +211,7 @@ class CassandraWorkClaims:
             cells, mjd = self._mine[work_id]
         else:
             return
-        self._apdb._concurrent(self._delete, [(c, mjd, work_id) for c in cells])
+        self._apdb.execute_concurrent(self._delete, [(c, mjd, work_id) for c in cells])
         self._mine.pop(work_id, None)
 
     def close(self) -> None:

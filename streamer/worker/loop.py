@@ -18,16 +18,15 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pipeline.errors import InputError, TransientError
-from streamer.decam.raw_files import list_ccds
 from streamer.events.fan_out import fan_out
 from streamer.events.files import read_event_file
-from streamer.events.records import CcdWork, ExposureReady, decode_event, decode_work
+from streamer.events.records import CcdWork, decode_event, decode_work
 from streamer.ports import DeadLetterSink, Envelope, EventSource
 from streamer.runtime import metrics
 from streamer.worker.commit_modes import CommitMode, EmbeddedCommit
 from streamer.worker.error_policy import ErrorPolicy
 from streamer.worker.ordering import Unordered, WorkOrder
-from streamer.worker.processor import CcdProcessor, CcdResult
+from streamer.worker.processor import CcdResult, Processor
 
 __all__ = ["RetryPolicy", "Worker"]
 
@@ -77,8 +76,8 @@ class Worker:
     ----------
     source : EventSource
         Exposure-ready events or ccdWork items.
-    processor : CcdProcessor
-        Processes one CCD; its alert sink receives the alerts.
+    processor : Processor
+        Processes one CCD (:class:`~streamer.worker.processor.CcdProcessor`); its alert sink receives the alerts.
     dead_letters : DeadLetterSink
         Where the error policy sends dead letters.
     commit : CommitMode
@@ -92,7 +91,7 @@ class Worker:
     """
 
     source: EventSource
-    processor: CcdProcessor
+    processor: Processor
     dead_letters: DeadLetterSink
     commit: CommitMode = field(default_factory=EmbeddedCommit)
     order: WorkOrder = field(default_factory=Unordered)
@@ -197,16 +196,12 @@ class Worker:
         event = decode_event(envelope.value) if envelope.path is None else read_event_file(envelope.path)
         self.processor.check_exposure(event)  # once per exposure, before its sky is claimed or a CCD read
         if not self.commit.fans_out:
-            return [CcdWork(exposure=event, detector=d) for d in event.detectors or self._raw_ccds(event)]
+            return [CcdWork(exposure=event, detector=d) for d in event.detectors or self.processor.raw_ccds(event)]
         items = fan_out(event) if event.detectors is not None else \
-            fan_out(event, all_detectors=self._raw_ccds(event))
+            fan_out(event, all_detectors=self.processor.raw_ccds(event))
         self.order.register(items, self.retried)
         self.commit.publish_work(items)
         return []
-
-    def _raw_ccds(self, event: ExposureReady) -> tuple[int, ...]:
-        """The CCDNUMs of the event's raw file (for an event that names none)."""
-        return tuple(list_ccds(self.processor.repo.resolve(event.raw_path)))
 
     def _process_item(self, item: CcdWork, envelope: Envelope) -> None:
         what = f"visit {item.exposure.exposure_id} detector {item.detector}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from pipeline.ccd import PipelineConfig, process_ccd
 from pipeline.decam.header import ccd_footprint, check_against_event, read_exposure_info
@@ -21,7 +22,7 @@ from streamer.alerts.schema import AlertSchema
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.apdb.columns import empty_table
 from streamer.decam.camera_tables import decam_camera
-from streamer.decam.raw_files import read_primary_header, read_raw_ccd
+from streamer.decam.raw_files import list_ccds, read_primary_header, read_raw_ccd
 from streamer.events.records import ExposureReady
 from streamer.ports import AlertSink
 from streamer.runtime import metrics
@@ -41,6 +42,24 @@ class CcdResult:
     error: BaseException | None = None
     seconds: float = 0.0
     """Inputs to alerts handed to the sink (acknowledged, or produced into the open transaction)."""
+
+
+class Processor(Protocol):
+    """What the worker asks of a CCD processor (:class:`CcdProcessor`; tests give it fakes)."""
+
+    alert_sink: AlertSink
+
+    def check_exposure(self, event: ExposureReady) -> None:
+        """Refuse an exposure whose raw header cannot describe it (before any CCD of it is claimed or read)."""
+
+    def raw_ccds(self, event: ExposureReady) -> tuple[int, ...]:
+        """The CCDNUMs of the event's raw file (for an event that names none)."""
+
+    def prefetch(self, event: ExposureReady, detector: int) -> None:
+        """Start reading a CCD's inputs in the background."""
+
+    def process(self, event: ExposureReady, detector: int) -> CcdResult:
+        """Process one CCD end to end."""
 
 
 class CcdProcessor:
@@ -66,6 +85,10 @@ class CcdProcessor:
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
+
+    def raw_ccds(self, event: ExposureReady) -> tuple[int, ...]:
+        """The CCDNUMs of the event's raw file, in file order."""
+        return tuple(list_ccds(self.repo.resolve(event.raw_path)))
 
     def check_exposure(self, event: ExposureReady) -> None:
         """Check the raw's primary header against the event before any CCD of it is claimed or read.

@@ -277,7 +277,7 @@ def test_batched_rows_split_into_chunks_and_restore_identically(apdb):
                    dia_forced_sources=make_sources(np.arange(len(rep)) + 10**6, rep, np.repeat(ra, per_object),
                                                    np.repeat(dec, per_object), mjd, forced=True))
     apdb.store(visit=7, detector=3, **outputs)
-    chunks = apdb._execute(f'SELECT apdb_chunk FROM {apdb._t("DiaForcedSource")}')
+    chunks = apdb.execute(f'SELECT apdb_chunk FROM {apdb.table_name("DiaForcedSource")}')
     assert len(chunks) >= 3  # 2,490 rows: at least three blobs of at most ROWS_PER_BLOB
     first = apdb.dump_tables()
     assert len(first["DiaForcedSource"]) == len(rep) and len(first["DiaSource"]) == n_obj
@@ -287,7 +287,7 @@ def test_batched_rows_split_into_chunks_and_restore_identically(apdb):
     again = apdb.dump_tables()
     for name in ("DiaSource", "DiaForcedSource", "DiaObject", "DiaObjectLast"):
         assert tables_equal(first[name], again[name]), name
-    assert sorted(apdb._execute(f'SELECT apdb_chunk FROM {apdb._t("DiaForcedSource")}')) == sorted(chunks)
+    assert sorted(apdb.execute(f'SELECT apdb_chunk FROM {apdb.table_name("DiaForcedSource")}')) == sorted(chunks)
 
 
 def test_compaction_leaves_one_run_of_blobs_per_partition(apdb):
@@ -313,7 +313,7 @@ def test_compaction_leaves_one_run_of_blobs_per_partition(apdb):
     assert counts == {"DiaSource": 1, "DiaSource_rows_merged": 30, "DiaForcedSource": 1,
                       "DiaForcedSource_rows_merged": 30}
     for table in ("DiaSource", "DiaForcedSource"):
-        keys = sorted(apdb._execute(f"SELECT apdb_time_part, visit, detector, apdb_chunk FROM {apdb._t(table)}"))
+        keys = sorted(apdb.execute(f"SELECT apdb_time_part, visit, detector, apdb_chunk FROM {apdb.table_name(table)}"))
         old, new = keys[0][0], keys[-1][0]
         assert [k[1:] for k in keys if k[0] == old] == [(COMPACTED_VISIT, 1, 0), (COMPACTED_VISIT, 1, 1)]
         assert [k[1:] for k in keys if k[0] == new] == [(99, 1, 0)]
@@ -335,11 +335,11 @@ def test_minor_upgrade_from_4_0(apdb):
                dia_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0),
                dia_forced_sources=make_sources(ids + 10, ids, ra, dec, VISIT_MJD - 1.0, forced=True))
     for table in ("DiaSource", "DiaForcedSource"):
-        apdb._execute(f"ALTER TABLE {apdb._t(table)} WITH gc_grace_seconds = 864000")
+        apdb.execute(f"ALTER TABLE {apdb.table_name(table)} WITH gc_grace_seconds = 864000")
     apdb._write_metadata("schema_version", "4.0.0")
 
     def grace() -> dict[str, int]:
-        rows = apdb._execute("SELECT table_name, gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = %s",
+        rows = apdb.execute("SELECT table_name, gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = %s",
                              (apdb.keyspace,))
         return {t: g for t, g in rows if t in ("DiaSource", "DiaForcedSource")}
 
@@ -358,7 +358,7 @@ def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
     from streamer.apdb.blob_codec import CODEC_METADATA_KEY
 
     def compression(store: CassandraApdb) -> dict[str, str]:
-        rows = store._execute("SELECT compression FROM system_schema.tables WHERE keyspace_name = %s AND "
+        rows = store.execute("SELECT compression FROM system_schema.tables WHERE keyspace_name = %s AND "
                               "table_name = 'DiaSource'", (store.keyspace,))
         return dict(rows[0][0])
 
@@ -369,7 +369,7 @@ def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
     apdb.store(visit=1, detector=1, **data)
     assert apdb.blob_codec == "lz4-shuffle" == apdb._read_metadata()[CODEC_METADATA_KEY]
     assert compression(apdb).get("enabled") == "false"
-    (blob,), = apdb._execute(f"SELECT apdb_rows FROM {apdb._t('DiaSource')}")
+    (blob,), = apdb.execute(f"SELECT apdb_rows FROM {apdb.table_name('DiaSource')}")
     assert len(blob) < 40 * 440 / 4  # mostly-null rows
 
     hosts, port = _server()
@@ -378,9 +378,9 @@ def test_history_blobs_are_compressed_and_a_4_1_keyspace_keeps_raw_ones(apdb):
         raw.init_schema()
         assert "LZ4Compressor" in compression(raw)["class"]
         raw.store(visit=1, detector=1, **data)
-        (blob,), = raw._execute(f"SELECT apdb_rows FROM {raw._t('DiaSource')}")
+        (blob,), = raw.execute(f"SELECT apdb_rows FROM {raw.table_name('DiaSource')}")
         assert len(blob) == 40 * 440
-        raw._execute(f"DELETE FROM {raw._t('ApdbMetadata')} WHERE name = %s", (CODEC_METADATA_KEY,))
+        raw.execute(f"DELETE FROM {raw.table_name('ApdbMetadata')} WHERE name = %s", (CODEC_METADATA_KEY,))
         raw._write_metadata("schema_version", "4.1.0")
         before = raw.dump_tables()
         old = CassandraApdb(hosts, port, keyspace=raw.keyspace, consistency="ONE")  # default codec
@@ -421,7 +421,7 @@ def test_cli_apdb_compact(apdb, capfd):
     assert main(["apdb", "compact", "--apdb", f"cassandra://{hosts[0]}:{port}/{apdb.keyspace}",
                  "--before", str(VISIT_MJD)]) == 0
     assert "compacted the history before MJD 60500.00 TAI: DiaSource 1," in capfd.readouterr().err
-    assert {v for (v,) in apdb._execute(f"SELECT visit FROM {apdb._t('DiaSource')}")} == {COMPACTED_VISIT}
+    assert {v for (v,) in apdb.execute(f"SELECT visit FROM {apdb.table_name('DiaSource')}")} == {COMPACTED_VISIT}
     assert len(apdb.dump_tables()["DiaSource"]) == 15
 
 

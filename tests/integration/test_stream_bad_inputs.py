@@ -14,7 +14,7 @@ from streamer.alerts.schema import AlertSchema
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.events.dead_letters import decode_dead_letter
 from streamer.events.files import read_event_file
-from streamer.events.records import _write_schemaless, event_to_record, exposure_ready_schema
+from streamer.events.records import encode_event
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import KafkaPublisher, publish_event
 from streamer.service import run_service
@@ -133,8 +133,7 @@ def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy,
         if isinstance(what, bytes):
             value, exposure_id = what, None
         else:
-            value, exposure_id = _write_schemaless(exposure_ready_schema(), event_to_record(what), "ev"), \
-                what.exposure_id
+            value, exposure_id = encode_event(what), what.exposure_id
         producer.produce(kafka.events_topic, value, name, None)
         expected[name] = (exposure_id, reason, stage)
     producer.wait("bad events")
@@ -162,8 +161,7 @@ def test_bad_inputs_are_dead_lettered_and_good_exposure_goes_through(night_copy,
             recs = [r for r in letters if r["payload"] == cases[name][0]]
         else:
             recs = [r for r in letters if r["exposureId"] == exposure_id or (
-                r["exposureId"] is None and r["payload"] == _write_schemaless(
-                    exposure_ready_schema(), event_to_record(cases[name][0]), "ev"))]
+                r["exposureId"] is None and r["payload"] == encode_event(cases[name][0]))]
         assert len(recs) == 1, f"{name}: {len(recs)} dead letters"
         rec = recs[0]
         assert rec["stage"] == stage, f"{name}: stage {rec['stage']!r} ({rec['message']})"

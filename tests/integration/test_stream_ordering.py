@@ -69,6 +69,9 @@ class _AssociationOnly:
     def prefetch(self, *_: object) -> None:
         """Nothing to prefetch."""
 
+    def check_exposure(self, *_: object) -> None:
+        """No raw to check."""
+
     def flush(self) -> None:
         """No alerts."""
 

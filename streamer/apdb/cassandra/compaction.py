@@ -59,12 +59,12 @@ class HistoryCompaction(VisitWrites):
         if first_bucket >= closed_below:  # no bucket ended since the last run: no table scan
             return counts
         for name in BATCHED_TABLES:
-            keys = [(int(p), int(t)) for p, t in self._execute(
-                f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self._t(name)}") if first_bucket <= t < closed_below]
+            partitions = self.execute(f"SELECT DISTINCT apdb_part, apdb_time_part FROM {self.table_name(name)}")
+            keys = [(int(p), int(t)) for p, t in partitions if first_bucket <= t < closed_below]
             read = self._select(name, "apdb_part = ? AND apdb_time_part = ?",
                                 f"visit, detector, apdb_chunk, {ROWS_COLUMN}")
             insert = self._insert(name, BATCHED_NAMES)
-            delete = self._prepare(f"delete:{name}", f"DELETE FROM {self._t(name)} WHERE apdb_part = ? AND "
+            delete = self.prepare(f"delete:{name}", f"DELETE FROM {self.table_name(name)} WHERE apdb_part = ? AND "
                                    "apdb_time_part = ? AND visit = ? AND detector = ? AND apdb_chunk = ?")
             rewritten = merged = 0
             for start in range(0, len(keys), _COMPACT_PARTITIONS_PER_ROUND):

@@ -95,7 +95,7 @@ class RegionReads(KeyspaceSchema):
             return objects
         stmt = self._select(DIA_OBJECT, '"diaObjectId" = ? AND "validityStartMjdTai" < ? LIMIT 1')
         ids = objects["diaObjectId"][later].tolist()
-        blobs = [r[0] for rows in self._concurrent(stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
+        blobs = [r[0] for rows in self.execute_concurrent(stmt, [(int(i), float(visit_mjd_tai)) for i in ids])
                  for r in rows]
         older = unpack_packed(DIA_OBJECT, blobs).view(objects.dtype)
         return np.concatenate([take_rows(objects, ~later), older])

@@ -71,14 +71,14 @@ class KeyspaceSchema(CassandraSession):
         from cassandra import InvalidRequest
 
         try:
-            rows = self._execute(f'SELECT name, value FROM {self._t(METADATA_TABLE)}')
+            rows = self.execute(f'SELECT name, value FROM {self.table_name(METADATA_TABLE)}')
         except InvalidRequest:  # keyspace or table absent
             return {}
         return dict(rows)
 
     def _write_metadata(self, name: str, value: str, *, if_absent: bool = False) -> None:
         """Set one metadata entry (with ``if_absent``: only where it has none)."""
-        self._execute(f"INSERT INTO {self._t(METADATA_TABLE)} (name, value) VALUES (%s, %s)"
+        self.execute(f"INSERT INTO {self.table_name(METADATA_TABLE)} (name, value) VALUES (%s, %s)"
                       + (" IF NOT EXISTS" if if_absent else ""), (name, value))
 
     def record_provenance(self, key: str, text: str) -> None:
@@ -100,7 +100,7 @@ class KeyspaceSchema(CassandraSession):
         new_layout = self._new_layout()
         compression = SSTABLE_COMPRESSION[new_layout[CODEC_METADATA_KEY]]
         for stmt in load_cql(self.keyspace, replication, history_compression=compression):
-            self._execute(stmt)
+            self.execute(stmt)
         if stored and major_minor(stored["schema_version"]) < major_minor(APDB_SCHEMA_VERSION):
             self._upgrade_minor(stored["schema_version"])
         self._session.cluster.control_connection.wait_for_schema_agreement()
@@ -116,7 +116,7 @@ class KeyspaceSchema(CassandraSession):
         """
         if major_minor(stored_version) < (4, 1):
             for name in BATCHED_TABLES:
-                self._execute(f"ALTER TABLE {self._t(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
+                self.execute(f"ALTER TABLE {self.table_name(name)} WITH gc_grace_seconds = {HISTORY_GC_GRACE_S}")
         self._write_metadata(CODEC_METADATA_KEY, "none", if_absent=True)
         self._write_metadata("schema_version", APDB_SCHEMA_VERSION)
         _log.info("APDB at %s upgraded from schema %s to %s", self._where, stored_version, APDB_SCHEMA_VERSION)

@@ -97,14 +97,16 @@ class CassandraSession:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _t(self, table: str) -> str:
+    def table_name(self, table: str) -> str:
+        """The keyspace-qualified, quoted name of one of the APDB's tables (``ks."DiaSource"``)."""
         return f'{self.keyspace}."{table}"'
 
     # ------------------------------------------------------------------ execution helpers
-    def _execute(self, query: Any, params: Sequence[Any] = ()) -> list[tuple]:
-        return self._concurrent(query, [tuple(params)])[0]
+    def execute(self, query: Any, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one statement (retried with backoff like :meth:`execute_concurrent`) and return its rows."""
+        return self.execute_concurrent(query, [tuple(params)])[0]
 
-    def _concurrent(self, statement: Any, params: Sequence[Sequence[Any]]) -> list[list[tuple]]:
+    def execute_concurrent(self, statement: Any, params: Sequence[Sequence[Any]]) -> list[list[tuple]]:
         """Run ``statement`` once per parameter tuple, concurrently; retry the failed ones with backoff.
 
         Returns the rows of each execution, in order.
@@ -153,7 +155,8 @@ class CassandraSession:
         raise TransientError(f"Cassandra at {self._where}: {len(failed)} requests still failing after "
                              f"{self.max_retries + 1} tries: {last_exc}", stage="apdb") from last_exc
 
-    def _prepare(self, key: str, cql: str) -> Any:
+    def prepare(self, key: str, cql: str) -> Any:
+        """The prepared statement of ``cql``, prepared once per session and kept under ``key``."""
         if key not in self._prepared:
             self._prepared[key] = self._session.prepare(cql)
         return self._prepared[key]
@@ -161,13 +164,13 @@ class CassandraSession:
     def _insert(self, table: str, names: Sequence[str]) -> Any:
         cols = ", ".join(n if n.startswith("apdb_") else f'"{n}"' for n in names)
         marks = ", ".join("?" * len(names))
-        return self._prepare(f"insert:{table}", f"INSERT INTO {self._t(table)} ({cols}) VALUES ({marks})")
+        return self.prepare(f"insert:{table}", f"INSERT INTO {self.table_name(table)} ({cols}) VALUES ({marks})")
 
     def _select(self, table: str, where: str, columns: str | None = None) -> Any:
         """Prepared ``SELECT columns (default: the row blob) FROM table WHERE where``, one page per query."""
         columns = columns or (ROWS_COLUMN if table in BATCHED_TABLES else ROW_COLUMN)
         key = f"select:{table}:{columns}:{where}"
         if key not in self._prepared:
-            self._prepare(key, f"SELECT {columns} FROM {self._t(table)} WHERE {where}").fetch_size = \
+            self.prepare(key, f"SELECT {columns} FROM {self.table_name(table)} WHERE {where}").fetch_size = \
                 _READ_FETCH_SIZE
         return self._prepared[key]

@@ -101,7 +101,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
     # ------------------------------------------------------------------ bookkeeping
     def is_stored(self, visit: int, detector: int) -> bool:
         """True when a complete write of this CCD-visit is recorded."""
-        rows = self._execute(f"SELECT visit FROM {self._t(VISIT_DETECTOR_TABLE)} WHERE visit = %s AND "
+        rows = self.execute(f"SELECT visit FROM {self.table_name(VISIT_DETECTOR_TABLE)} WHERE visit = %s AND "
                              "detector = %s", (int(visit), int(detector)))
         return bool(rows)
 
@@ -109,19 +109,19 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         """Every table, sorted by primary key (full scans: for tests and replay comparisons)."""
         out = {}
         for name, spec in TABLES.items():
-            rows = self._execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
-                                 f"FROM {self._t(name)}")
+            rows = self.execute(f"SELECT {ROWS_COLUMN if name in BATCHED_TABLES else ROW_COLUMN} "
+                                 f"FROM {self.table_name(name)}")
             packed = sort_packed(spec, self._unpack(name, [r[0] for r in rows]))
             out[name] = packed_to_table(spec, drop_repeated_keys(spec, packed) if name in BATCHED_TABLES
                                         else packed)
-        rows = sorted(self._execute(f"SELECT {', '.join(VISIT_DETECTOR_COLUMNS)} "
-                                    f"FROM {self._t(VISIT_DETECTOR_TABLE)}"))
+        rows = sorted(self.execute(f"SELECT {', '.join(VISIT_DETECTOR_COLUMNS)} "
+                                    f"FROM {self.table_name(VISIT_DETECTOR_TABLE)}"))
         out.update(bookkeeping_tables(rows, self._read_metadata()))
         return out
 
     def drop_keyspace(self) -> None:
         """Drop the whole keyspace (tests and teardown only)."""
-        self._execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
+        self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
         self._prepared.clear()
         self._stored_layout = None
 

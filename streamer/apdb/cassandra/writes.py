@@ -70,9 +70,9 @@ class VisitWrites(KeyspaceSchema):
         stored = [r for rows in results[:len(lookups)] for r in rows]
         self._run_all(self._last_writes(obj, obj_part, obj_valid, stored)
                       + self._inserts(DIA_OBJECT, obj, obj_part, per_row=True))
-        stmt = self._prepare("insert:vd", f"INSERT INTO {self._t(VISIT_DETECTOR_TABLE)} "
+        stmt = self.prepare("insert:vd", f"INSERT INTO {self.table_name(VISIT_DETECTOR_TABLE)} "
                              f"({', '.join(VISIT_DETECTOR_COLUMNS)}) VALUES (?, ?, ?, ?, ?)")
-        self._concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
+        self.execute_concurrent(stmt, [(int(visit), int(detector), len(obj), len(src), len(fsrc))])
         _log.debug("stored visit %d detector %d in %s", visit, detector, self._where)
 
     def _inserts(self, table: str, packed: np.ndarray, part: np.ndarray, select: np.ndarray | None = None,
@@ -172,8 +172,8 @@ class VisitWrites(KeyspaceSchema):
         if len(ids) == 0:
             return []
         unique, counts = np.unique(ids, return_counts=True)
-        stmt = self._prepare("select:versions", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
-                             f'FROM {self._t(DIA_OBJECT)} WHERE "diaObjectId" IN ? PER PARTITION LIMIT ?')
+        stmt = self.prepare("select:versions", f'SELECT "diaObjectId", apdb_part, "validityStartMjdTai" '
+                             f'FROM {self.table_name(DIA_OBJECT)} WHERE "diaObjectId" IN ? PER PARTITION LIMIT ?')
         per_object = int(counts.max()) + 1
         return [(stmt, (unique[i:i + 100].tolist(), per_object)) for i in range(0, len(unique), 100)]
 
@@ -199,7 +199,7 @@ class VisitWrites(KeyspaceSchema):
         work = self._inserts(DIA_OBJECT_LAST, obj, obj_part, select=keep)
         moved = keep & (previous_part >= 0) & (previous_part != obj_part)
         if moved.any():
-            delete = self._prepare("delete:last", f'DELETE FROM {self._t(DIA_OBJECT_LAST)} '
+            delete = self.prepare("delete:last", f'DELETE FROM {self.table_name(DIA_OBJECT_LAST)} '
                                    'WHERE apdb_part = ? AND "diaObjectId" = ?')
             work += [(delete, p) for p in zip(previous_part[moved].tolist(), ids[moved].tolist())]
         return work

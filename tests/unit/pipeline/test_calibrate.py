@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import NoWorkError
-from pipeline.isr import IsrConfig, _neighbourhood_median, run_isr
+from pipeline.isr import IsrConfig, neighbourhood_median, run_isr
 from pipeline.masks import UNUSABLE, MaskBit
 from tests.helpers import calib_data as data
 
@@ -33,7 +33,7 @@ def _cr_truth_above(name: str, ccd: int, n_sigma: float = 5.0) -> np.ndarray:
     i = data.inputs(name, ccd)
     plain = run_isr(i.raw, i.bias, i.flat, i.defects, config=IsrConfig(do_cosmic_rays=False))
     iy, ix = np.nonzero(i.cr_truth)
-    local = _neighbourhood_median(np.where(i.cr_truth, np.nan, plain.image), iy, ix, half=3)
+    local = neighbourhood_median(np.where(i.cr_truth, np.nan, plain.image), iy, ix, half=3)
     excess = plain.image[iy, ix] - local
     strong = np.zeros_like(i.cr_truth)
     keep = excess > n_sigma * np.sqrt(plain.variance[iy, ix])
