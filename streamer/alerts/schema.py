@@ -16,24 +16,11 @@ import fastavro
 from lsst.alert.packet import Schema, get_schema_path
 
 from pipeline.errors import InputError
+from schemas.canonical import canonical_key_order
 from streamer.alerts.encoder import compile_encoder
 from streamer.alerts.framing import MAGIC_BYTE, WIRE_HEADER, unframe
 
 __all__ = ["AlertSchema", "sample_alert"]
-
-
-def canonical_key_order(definition: Any) -> Any:
-    """A copy of a schema definition with every object's keys in sorted order (lists keep theirs).
-
-    ``lsst-alert-packet`` builds the definition's objects in an order that depends on Python's string hashing,
-    so the schema text written into alert files changed from process to process; sorted keys make it the
-    same everywhere without changing what the schema says.
-    """
-    if isinstance(definition, Mapping):
-        return {key: canonical_key_order(definition[key]) for key in sorted(definition)}
-    if isinstance(definition, list):
-        return [canonical_key_order(item) for item in definition]
-    return definition
 
 
 @cache

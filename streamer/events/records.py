@@ -26,6 +26,7 @@ import fastavro.schema
 
 import schemas
 from pipeline.errors import InputError
+from schemas.canonical import canonical_key_order
 
 __all__ = [
     "DECAM_BANDS",
@@ -77,7 +78,8 @@ def _named_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
         fastavro.schema.load_schema(_schema_dir() / "ccd_work.avsc", named_schemas=named, _write_hint=False),
         named_schemas=named,
     )
-    return exposure, work
+    # fastavro orders each field's keys by string hashing: sorted, the schema text in event files is stable
+    return canonical_key_order(exposure), canonical_key_order(work)
 
 
 def exposure_ready_schema() -> dict[str, Any]:

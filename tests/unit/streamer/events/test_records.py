@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fastavro
@@ -11,7 +14,6 @@ import fastavro.schema
 import numpy as np
 import pytest
 
-import schemas
 from pipeline.errors import InputError
 from streamer.apdb.sky import ang2pix_nested
 from streamer.events.fan_out import fan_out, sky_cell, work_key
@@ -52,15 +54,20 @@ def test_event_file_round_trip_and_deterministic(tmp_path):
 
 
 def test_event_file_with_a_given_sync_marker(tmp_path):
-    # The simulator's event files: its own marker, the schema file as fastavro loads it; same bytes, same event.
+    # The simulator's event files: its own marker; the same bytes in every process (whatever PYTHONHASHSEED).
     ev = make_event()
     marker = np.random.default_rng([7, ev.exposure_id]).bytes(16)
-    buf = io.BytesIO()
-    schema = fastavro.schema.load_schema(str(Path(schemas.__file__).parent / "exposure_ready.avsc"))
-    fastavro.writer(buf, schema, [event_to_record(ev)], sync_marker=marker)
     p = write_event_file(tmp_path / "sim.avro", ev, sync_marker=marker)
-    assert p.read_bytes() == buf.getvalue()
     assert read_event_file(p) == ev
+    assert write_event_file(tmp_path / "again.avro", ev, sync_marker=marker).read_bytes() == p.read_bytes()
+    code = ("import sys; from streamer.events.files import write_event_file; "
+            "from tests.helpers.events import make_event; "
+            f"write_event_file(sys.argv[1], make_event(), sync_marker={marker!r})")
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}.avro"
+        subprocess.run([sys.executable, "-c", code, str(out)], env={**os.environ, "PYTHONHASHSEED": seed},
+                       cwd=Path(__file__).resolve().parents[4], check=True)
+        assert out.read_bytes() == p.read_bytes()
     with pytest.raises(ValueError, match="16 bytes"):
         write_event_file(tmp_path / "bad.avro", ev, sync_marker=b"short")
 
