@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from astropy.table import vstack
+from astropy.table import Table, vstack
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.associate import AssociationConfig, associate, history_with, summarize_objects
@@ -25,7 +25,7 @@ from pipeline.isr import IsrConfig, run_isr
 from pipeline.reliability import ReliabilityConfig, score
 from pipeline.subtract import SubtractConfig, subtract
 from pipeline.template import TemplateConfig, warp_template
-from pipeline.types import CcdInputs, CcdOutputs
+from pipeline.types import CalibratedExposure, CcdInputs, CcdOutputs
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,37 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         timings[name] = time.perf_counter() - start
 
 
+def calibrate_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(),
+                  timings: dict[str, float] | None = None) -> tuple[CalibratedExposure, Table]:
+    """The processCcd half of the pipeline: ISR, then calibration (background, sources, PSF, astrometry,
+    photometry). What :func:`process_ccd` runs first, and what a template coadd runs on each input CCD.
+
+    Parameters
+    ----------
+    inputs : CcdInputs
+        Raw CCD, calibrations and reference catalog (template tiles and APDB data are not used).
+    config : PipelineConfig
+    timings : dict, optional
+        Receives the seconds of the ``isr`` and ``calibrate`` stages.
+
+    Returns
+    -------
+    exposure : CalibratedExposure
+    sources : astropy.table.Table
+        The calibration's source catalog (``x``, ``y``, ``snr``, ``is_psf_star``, ...).
+    """
+    timings = {} if timings is None else timings
+    raw = inputs.raw
+    with _stage("isr", timings):
+        isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
+                            crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
+    with _stage("calibrate", timings):
+        camera = field_angle_model(inputs.ccd) if config.use_camera_model else None
+        exposure, sources = calibrate(isr_image, header_wcs(raw.header), inputs.refcat, info=raw.info,
+                                      ccdnum=raw.ccdnum, config=config.calibrate, camera=camera)
+    return exposure, sources
+
+
 def process_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:
     """Run the full per-CCD pipeline.
 
@@ -89,15 +120,8 @@ def process_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig())
         With ``stage`` naming where it failed.
     """
     timings: dict[str, float] = {}
-    raw = inputs.raw
-    info, detector = raw.info, raw.ccdnum
-    with _stage("isr", timings):
-        isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
-                            crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
-    with _stage("calibrate", timings):
-        camera = field_angle_model(inputs.ccd) if config.use_camera_model else None
-        exposure, sources = calibrate(isr_image, header_wcs(raw.header), inputs.refcat, info=info, ccdnum=detector,
-                                      config=config.calibrate, camera=camera)
+    exposure, sources = calibrate_ccd(inputs, config=config, timings=timings)
+    info, detector = exposure.info, exposure.ccdnum
     with _stage("template", timings):
         template = warp_template(inputs.template_tiles, exposure.wcs, exposure.masked.image.shape,
                                  config=config.template)
