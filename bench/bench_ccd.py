@@ -47,7 +47,8 @@ class _EmptyApdb:
 
 
 def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
-    from simulator import SimConfig, simulate
+    from simulator import SimConfig
+    from streamer.simulated import simulated_repository
 
     if root is not None:
         return root
@@ -57,7 +58,7 @@ def ensure_data(root: Path | None, ccd: int, n_epochs: int) -> Path:
     tmp = root.with_name(root.name + ".tmp")
     console.print(f"simulating CCD {ccd}, {n_epochs} epochs, full density into {root} (once)...")
     t0 = time.perf_counter()
-    simulate(tmp, SimConfig(ccds=[ccd], n_epochs=n_epochs, small=False))
+    simulated_repository(tmp, SimConfig(ccds=[ccd], n_epochs=n_epochs, small=False))
     tmp.rename(root)
     console.print(f"  simulated in {time.perf_counter() - t0:.1f} s")
     return root

@@ -37,7 +37,8 @@ DEAD_LETTER_LINE = re.compile(r"streamer\.worker: dead letter \(")
 
 
 def ensure_exposure(n_ccds: int) -> Path:
-    from simulator import SimConfig, simulate
+    from simulator import SimConfig
+    from streamer.simulated import simulated_repository
 
     ccds = sorted([28, 35, 1, 29, 34, 27, 36, 22, 23, 42, 41, 30, 33, 21][:n_ccds]) if n_ccds <= 14 \
         else sorted(ALL_CCDS[:n_ccds])
@@ -47,7 +48,7 @@ def ensure_exposure(n_ccds: int) -> Path:
     console.print(f"simulating one full-density exposure of {n_ccds} CCDs {ccds} into {root} (once)...")
     t0 = time.perf_counter()
     tmp = root.with_suffix(".tmp")
-    simulate(tmp, SimConfig(seed=5, n_epochs=1, ccds=ccds, small=False))
+    simulated_repository(tmp, SimConfig(seed=5, n_epochs=1, ccds=ccds, small=False))
     tmp.rename(root)
     console.print(f"  simulated in {time.perf_counter() - t0:.0f} s")
     return root

@@ -204,14 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pairs", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    from simulator import SimConfig, simulate
+    from simulator import SimConfig
+    from streamer.simulated import simulated_repository
 
     root = args.root
     if root is None:
         root = OUT_DIR / "sim_subtraction_seed31"
         if not (root / "truth" / "fluxes.ecsv").exists():
             console.print(f"simulating into {root} (once)...")
-            simulate(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=True, n_transients=40))
+            simulated_repository(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=True, n_transients=40))
     methods = [m for m in args.methods.split(",") if m]
     totals = {m: {"n10": 0, "h10": 0, "n5": 0, "h5": 0, "false": 0, "time": [], "rss": [], "err": ""}
               for m in methods}

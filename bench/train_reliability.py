@@ -63,16 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from pipeline.reliability import FEATURES, ReliabilityConfig, roc_auc, score, train_reliability
-    from simulator import SimConfig, simulate
+    from simulator import SimConfig
     from simulator.scoring import label_dia_sources
+    from streamer.simulated import simulated_repository
 
     root = args.root
     if root is None:
         root = OUT_DIR / f"sim_reliability_seed{args.seed}"
         if not (root / "truth" / "fluxes.ecsv").exists():
             console.print(f"simulating the training night into {root} (once)...")
-            simulate(root, SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=[28, 35], small=True,
-                                     n_transients=30))
+            simulated_repository(root, SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=[28, 35],
+                                                 small=True, n_transients=30))
     cache = root / "dia_sources_trained_on.ecsv"
     if cache.exists() and cache.stat().st_mtime > max(p.stat().st_mtime for p in (REPO / "pipeline").glob("*.py")):
         dia = Table.read(cache, format="ascii.ecsv")

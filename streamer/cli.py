@@ -46,12 +46,13 @@ def _settings(args: argparse.Namespace) -> ServiceSettings:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Write a simulated data repository."""
-    from simulator import SimConfig, simulate
+    from simulator import SimConfig
+    from streamer.simulated import simulated_repository
 
     settings = _settings(args).blink
     config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
                        compress=args.compress, progress=True)
-    summary = simulate(settings.data_root, config)
+    summary = simulated_repository(settings.data_root, config)
     log.info("simulated %d exposures x %d CCDs (%d transients) into %s", summary.n_exposures, summary.n_ccds,
              summary.n_transients, summary.root)
     return 0
@@ -150,10 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = _settings(args)
     settings, cassandra, kafka = service.blink, service.cassandra, service.kafka_source
     if args.simulate and not (settings.data_root / "events").is_dir():
-        from simulator import SimConfig, simulate
+        from simulator import SimConfig
+        from streamer.simulated import simulated_repository
 
         night = {k: v for k, v in (("n_epochs", args.epochs), ("ccds", args.ccds)) if v is not None}
-        simulate(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True, **night))
+        simulated_repository(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True, **night))
     apdb = _open_apdb(settings, cassandra, init=True)
     if args.workers > 1:  # each worker process records the provenance of its run
         apdb.close()

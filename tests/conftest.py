@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator import SimConfig, simulate
+from simulator import SimConfig
 from streamer.runtime.malloc_tuning import keep_freed_memory
+from streamer.simulated import simulated_repository
 from tests.helpers.night_files import SKELETON_CCDS, link_fits
 from tests.helpers.servers import unavailable
 
@@ -24,7 +25,7 @@ def pytest_configure(config) -> None:
 def small_night(tmp_path_factory) -> Path:
     """Two epochs of two CCDs of one field, small mode (about 20 s to make)."""
     root = tmp_path_factory.mktemp("night")
-    simulate(root, SimConfig(seed=7, n_epochs=2, ccds=SKELETON_CCDS, small=True))
+    simulated_repository(root, SimConfig(seed=7, n_epochs=2, ccds=SKELETON_CCDS, small=True))
     return root
 
 

@@ -21,7 +21,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from schemas import datarepo
-from simulator import SimConfig, simulate
+from simulator import SimConfig
+from streamer.simulated import simulated_repository
 
 NIGHTS = {
     "good": dict(seed=21, seeing_range=(0.8, 0.85), airmass_range=(1.0, 1.1), ccds=[1, 35]),
@@ -36,7 +37,7 @@ def night(name: str) -> Path:
     """Root of the simulated night ``name`` (one exposure, small mode)."""
     root = Path(tempfile.mkdtemp(prefix=f"blink_truth_{name}_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    simulate(root, SimConfig(n_epochs=1, small=True, **NIGHTS[name]))
+    simulated_repository(root, SimConfig(n_epochs=1, small=True, **NIGHTS[name]))
     return root
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from simulator import SimConfig, simulate
+from simulator import SimConfig
 from streamer.alerts.framing import alert_headers, unframe
 from streamer.alerts.schema import AlertSchema, sample_alert
 from streamer.apdb.sqlite_store import SqliteApdb
@@ -26,6 +26,7 @@ from streamer.kafka.producer import publish_event
 from streamer.kafka.settings import KafkaSettings
 from streamer.kafka.source import KafkaEventSource
 from streamer.kafka.transactions import KafkaTransactions
+from streamer.simulated import simulated_repository
 from tests.helpers.kafka_topics import read_topic, unique_kafka_settings
 from tests.helpers.truth_checks import check_against_truth
 
@@ -50,7 +51,7 @@ def settings_env(kafka: KafkaSettings) -> dict[str, str]:
 def three_ccd_night(tmp_path_factory) -> Path:
     """One exposure of three CCDs, small mode (about 15 s to make)."""
     root = tmp_path_factory.mktemp("night3")
-    simulate(root, SimConfig(seed=11, n_epochs=1, ccds=THREE_CCDS, small=True))
+    simulated_repository(root, SimConfig(seed=11, n_epochs=1, ccds=THREE_CCDS, small=True))
     return root
 
 

@@ -23,9 +23,10 @@ from pipeline.psf import build_pixel_psf
 from pipeline.reliability import ReliabilityConfig
 from pipeline.subtract import subtract_images
 from pipeline.types import MaskedImage
-from simulator import SimConfig, simulate
+from simulator import SimConfig
 from simulator.render import add_point_sources
 from simulator.scoring import label_dia_sources, score_dia_sources
+from streamer.simulated import simulated_repository
 
 MIN_COMPLETENESS_SNR10 = 0.95
 MIN_COMPLETENESS_SNR5 = 0.50
@@ -68,7 +69,7 @@ class Night:
 
 
 def _night(root: Path, config: SimConfig) -> Night:
-    simulate(root, config)
+    simulated_repository(root, config)
     tables, first = [], None
     for inputs in _gather_all(root):
         first = first or inputs
