@@ -38,6 +38,13 @@ class HeaderError(InputError):
     reason = "bad_header"
 
 
+class TemplatePsfError(InputError):
+    """A template tile without a usable PSF model (no PSF images, or images that are not finite, centred
+    and positive): the subtraction would have nothing to match."""
+
+    reason = "bad_template_psf"
+
+
 class NoWorkError(BlinkError):
     """There is nothing to do (e.g. a CCD with no template coverage); not a failure."""
 

@@ -109,6 +109,11 @@ def _measure_fwhm(images: np.ndarray) -> np.ndarray:
     return np.where(ok, 2.0 * half, np.nan)
 
 
+def psf_image_fwhm(images: np.ndarray) -> np.ndarray:
+    """FWHM (pixels) of (k, n, n) centred PSF images, from their half-maximum radius."""
+    return _measure_fwhm(np.asarray(images, dtype=float))
+
+
 @dataclass(frozen=True)
 class PixelPsf:
     """An empirical pixel PSF: ``P(x, y) = sum_k f_k(x, y) * images[k]`` with f = (1, xn, yn).

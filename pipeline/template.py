@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import NoWorkError
 from pipeline.masks import MaskBit
+from pipeline.psf import psf_image_fwhm
 from pipeline.threads import thread_map, worker_count
 from pipeline.types import MaskedImage, TemplateTile, WarpedTemplate
 
@@ -93,20 +97,63 @@ def _grid_span(values: np.ndarray, g: np.ndarray, box: slice) -> slice:
     return slice(i0, i1 + 1)
 
 
+class WarpSource(Protocol):
+    """An image on the sky that can be warped: a template tile, or a calibrated CCD going into a coadd."""
+
+    image: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    wcs: WCS
+
+
+def resample(sources: Sequence[WarpSource], wcs: WCS, shape: tuple[int, int], *,
+             config: TemplateConfig = TemplateConfig()) -> tuple[MaskedImage, list[int]]:
+    """Warp images onto the pixel grid of ``wcs``: a pixel takes the first source that covers it with data.
+
+    The source-to-target mapping is evaluated exactly on a coarse grid and bilinearly in between. Each source
+    is spline-prefiltered once over the part the grid needs, then warped in stripes of rows on
+    :func:`~pipeline.threads.thread_map`'s threads (its interpolation touches no non-finite source pixel). The
+    image is interpolated with a spline of ``spline_order``, the variance and the mask by nearest neighbour,
+    and image and variance are scaled by the pixel-area ratio (values are fluxes per pixel).
+
+    Parameters
+    ----------
+    sources : sequence of WarpSource
+        Images with their WCS (flux per source pixel).
+    wcs : WCS
+        Target WCS.
+    shape : tuple
+        (ny, nx) target shape.
+    config : TemplateConfig
+
+    Returns
+    -------
+    warped : MaskedImage
+        Image (flux per target pixel), variance and mask; pixels no source covers are 0 with NO_DATA set.
+    filled : list of int
+        Pixels each source filled.
+    """
+    image = np.zeros(shape, dtype=np.float32)
+    variance = np.zeros(shape, dtype=np.float32)
+    mask = np.full(shape, int(MaskBit.NO_DATA), dtype=np.int32)
+    covered = np.zeros(shape, dtype=bool)
+    gy, gx = _coarse_grid(shape, config.grid_step_pix)
+    mx, my = np.meshgrid(gx, gy)
+    sky_ra, sky_dec = wcs.all_pix2world(mx, my, 0)
+    filled = [_warp_tile(source, sky_ra, sky_dec, grid=(gy, gx), image=image, variance=variance, mask=mask,
+                         covered=covered, config=config) or 0 for source in sources]
+    return MaskedImage(image=image, mask=mask, variance=variance), filled
+
+
 def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int], *,
                   config: TemplateConfig = TemplateConfig()) -> WarpedTemplate:
-    """Warp template tiles to the science CCD's WCS.
-
-    The tile-to-science mapping is evaluated exactly on a coarse grid and bilinearly in between. Each tile is
-    spline-prefiltered once over the part the CCD needs, then warped in stripes of rows on
-    :func:`~pipeline.threads.thread_map`'s threads; a pixel takes the first tile that covers it with data (its
-    interpolation touches no non-finite tile pixel). The image is interpolated with a spline of ``spline_order``,
-    the variance and the mask by nearest neighbour, and image and variance are scaled by the pixel-area ratio.
+    """Warp template tiles to the science CCD's WCS (:func:`resample`) and take their PSF from the tiles'
+    PSF models.
 
     Parameters
     ----------
     tiles : list of TemplateTile
-        Tiles overlapping the CCD (nJy per tile pixel).
+        Tiles overlapping the CCD (nJy per tile pixel), each with its PSF model.
     sci_wcs : WCS
         Fitted science WCS.
     shape : tuple
@@ -117,7 +164,8 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
     -------
     WarpedTemplate
         Image (nJy per science pixel), variance and mask on the science grid (pixels no tile covers with
-        data are 0 with NO_DATA set), and the coverage-weighted template PSF FWHM.
+        data are 0 with NO_DATA set), and the template's PSF: the coverage-weighted mean of the tiles' PSF
+        model images at the nodes nearest the CCD's centre, and its FWHM.
 
     Raises
     ------
@@ -125,28 +173,24 @@ def warp_template(tiles: list[TemplateTile], sci_wcs: WCS, shape: tuple[int, int
         No tile covers at least ``min_coverage`` of the CCD.
     """
     ny, nx = shape
-    image = np.zeros(shape, dtype=np.float32)
-    variance = np.zeros(shape, dtype=np.float32)
-    mask = np.full(shape, int(MaskBit.NO_DATA), dtype=np.int32)
-    covered = np.zeros(shape, dtype=bool)
-    fwhm_weighted, n_cov = 0.0, 0
-    step = config.grid_step_pix
-    gy, gx = _coarse_grid(shape, step)
-    mx, my = np.meshgrid(gx, gy)
-    sky_ra, sky_dec = sci_wcs.all_pix2world(mx, my, 0)
-    for tile in tiles:
-        filled = _warp_tile(tile, sky_ra, sky_dec, grid=(gy, gx), image=image, variance=variance, mask=mask,
-                            covered=covered, config=config)
-        if filled is None:
-            continue
-        fwhm_weighted += tile.psf_fwhm_arcsec * filled
-        n_cov += filled
+    warped, filled = resample(tiles, sci_wcs, shape, config=config)
+    n_cov = sum(filled)
     coverage = n_cov / (nx * ny)
     if coverage < config.min_coverage:
         raise NoWorkError(f"template covers {coverage:.1%} of the CCD", stage="template")
     log.debug("template coverage %.1f%% from %d tiles", 100 * coverage, len(tiles))
-    return WarpedTemplate(masked=MaskedImage(image=image, mask=mask, variance=variance),
-                          psf_fwhm_arcsec=fwhm_weighted / n_cov)
+    centre_ra, centre_dec = sci_wcs.all_pix2world((nx - 1) / 2.0, (ny - 1) / 2.0, 0)
+    used = [(tile, n) for tile, n in zip(tiles, filled) if n]
+    size = max(tile.psf.images.shape[-1] for tile, _ in used)
+    psf_image = np.zeros((size, size))
+    for tile, n in used:
+        tx, ty = tile.wcs.all_world2pix(centre_ra, centre_dec, 0)
+        image = tile.psf.image_near(float(tx), float(ty))
+        pad = (size - image.shape[-1]) // 2
+        psf_image += n * np.pad(image, pad)
+    psf_image /= psf_image.sum()
+    fwhm_arcsec = float(psf_image_fwhm(psf_image[None])[0]) * pixel_scale_arcsec(used[0][0].wcs)
+    return WarpedTemplate(masked=warped, psf_fwhm_arcsec=fwhm_arcsec, psf_image=psf_image.astype(np.float32))
 
 
 def _tile_box(ctx: np.ndarray, cty: np.ndarray, covered: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
@@ -181,7 +225,7 @@ def _tile_box(ctx: np.ndarray, cty: np.ndarray, covered: np.ndarray, *, grid: tu
     return rows, cols, (y0, y1, x0, x1)
 
 
-def _warp_tile(tile: TemplateTile, sky_ra: np.ndarray, sky_dec: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
+def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
                image: np.ndarray, variance: np.ndarray, mask: np.ndarray, covered: np.ndarray,
                config: TemplateConfig) -> int | None:
     """Warp one tile into the science pixels it covers first (``image``, ``variance``, ``mask`` and

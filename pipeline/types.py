@@ -11,6 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from pipeline.decam.camera import CcdInfo
+from pipeline.errors import TemplatePsfError
 from pipeline.psf import Psf
 
 
@@ -113,8 +114,52 @@ class CalibratedExposure:
 
 
 @dataclass(frozen=True)
+class TilePsf:
+    """PSF model of a template tile: normalised PSF images at nodes of the tile's pixel grid.
+
+    For a coadd, the image at a node is the weighted combination of the input exposures' PSFs warped to the
+    tile (:mod:`pipeline.coadd`); the nearest node's image stands for the PSF around it.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        (k, n, n) images, n odd, centred on the central pixel, each summing to 1.
+    x, y : numpy.ndarray
+        (k,) node positions, 0-based tile pixels.
+
+    Raises
+    ------
+    TemplatePsfError
+        No node, or images that are not finite, odd-sized and of positive sum.
+    """
+
+    images: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        images = np.asarray(self.images)
+        if images.ndim != 3 or images.shape[0] == 0 or images.shape[1] != images.shape[2] \
+                or images.shape[1] % 2 == 0:
+            raise TemplatePsfError(f"template PSF needs (k >= 1, n, n) images with n odd, got {images.shape}",
+                                   stage="load_template")
+        if np.shape(self.x) != (images.shape[0],) or np.shape(self.y) != (images.shape[0],):
+            raise TemplatePsfError("template PSF node positions do not match its images", stage="load_template")
+        sums = images.sum(axis=(1, 2))
+        if not (np.isfinite(images).all() and (sums > 0).all()):
+            raise TemplatePsfError("template PSF images are not finite with a positive sum",
+                                   stage="load_template")
+
+    def image_near(self, x: float, y: float) -> np.ndarray:
+        """The (n, n) PSF image of the node nearest to tile pixel (x, y), normalised to sum 1."""
+        k = int(np.argmin((np.asarray(self.x) - x) ** 2 + (np.asarray(self.y) - y) ** 2))
+        image = np.asarray(self.images[k], dtype=float)
+        return image / image.sum()
+
+
+@dataclass(frozen=True)
 class TemplateTile:
-    """One deep coadd tile of the template, in nJy, with its own TAN WCS.
+    """One deep coadd tile of the template, in nJy, with its own TAN WCS and PSF model.
 
     The planes may be read-only memory maps of the tile's FITS file in its byte order (big-endian): the warp
     reads only the part a CCD needs, and converts that part.
@@ -125,7 +170,7 @@ class TemplateTile:
     variance: np.ndarray
     mask: np.ndarray
     wcs: WCS
-    psf_fwhm_arcsec: float
+    psf: TilePsf
 
 
 @dataclass(frozen=True)
@@ -137,11 +182,14 @@ class WarpedTemplate:
     masked : MaskedImage
         Image (nJy per science pixel), variance and mask; pixels no tile covers with data are 0 with NO_DATA set.
     psf_fwhm_arcsec : float
-        Coverage-weighted PSF FWHM of the tiles that cover the CCD.
+        FWHM of the template's PSF (``psf_image``), from its half-maximum radius.
+    psf_image : numpy.ndarray or None
+        (n, n) PSF of the template near the CCD's centre, in template (tile) pixels, summing to 1.
     """
 
     masked: MaskedImage
     psf_fwhm_arcsec: float
+    psf_image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from schemas import datarepo
 from simulator.calibrations import bias_structure, flat_field
 from simulator.headers import extension_header, header_wcs_cards, primary_header, true_wcs
 from simulator.images import extension_order, render_ccd, render_tile
+from simulator.render import psf_stamp
 from simulator.sources import Sources
 from simulator.world import BANDS, FILTER_NAMES, Exposure
 from streamer.decam.camera_tables import decam_camera
@@ -125,6 +126,14 @@ def write_refcat(root: Path, src: Sources) -> None:
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(out, name="REFCAT")]).writeto(path, overwrite=True)
 
 
+def truth_psf_hdus(fwhm_pix: float, shape: tuple[int, int]) -> list:
+    """The PSF model of a truth-rendered tile, in the tile format (schemas.datarepo): the simulator's own
+    Moffat at one node, the tile's centre (the truth tiles have one PSF everywhere)."""
+    stamp = psf_stamp(fwhm_pix, 15).astype(np.float32)
+    nodes = Table({"x": [(shape[1] - 1) / 2.0], "y": [(shape[0] - 1) / 2.0]})
+    return [fits.ImageHDU((stamp / stamp.sum())[None], name="PSF"), fits.BinTableHDU(nodes, name="PSF_NODES")]
+
+
 def write_templates(root: Path, cfg: SimConfig, tiles, src: Sources, progress_cb=None) -> None:
     for band in cfg.bands:
         rows = []
@@ -132,8 +141,6 @@ def write_templates(root: Path, cfg: SimConfig, tiles, src: Sources, progress_cb
             img, var, fwhm, sigma = render_tile(cfg, tile, band, src)
             hdr = tile["wcs"].to_header()
             hdr["BUNIT"] = "nJy"
-            hdr["PSF_FWHM"] = (cfg.template_fwhm, "[arcsec] PSF FWHM")
-            hdr["DEPTH"] = (cfg.template_depth, "5-sigma point-source AB depth")
             hdr["BAND"] = band
             hdr["TILEID"] = tile["tile_id"]
             rel = datarepo.template_tile_path(band, tile["tile_id"])
@@ -142,7 +149,8 @@ def write_templates(root: Path, cfg: SimConfig, tiles, src: Sources, progress_cb
             hdus = [fits.PrimaryHDU(),
                     fits.ImageHDU(img, header=hdr, name="IMAGE"),
                     fits.ImageHDU(var, header=hdr, name="VARIANCE"),
-                    fits.ImageHDU(np.zeros(img.shape, dtype=np.int32), header=hdr, name="MASK")]
+                    fits.ImageHDU(np.zeros(img.shape, dtype=np.int32), header=hdr, name="MASK"),
+                    *truth_psf_hdus(fwhm, img.shape)]
             hdus[2].header["BUNIT"] = "nJy**2"
             hdus[3].header["BUNIT"] = ""
             fits.HDUList(hdus).writeto(path, overwrite=True)

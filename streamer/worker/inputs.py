@@ -9,18 +9,17 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from pipeline.errors import InputError, NoWorkError
 from pipeline.types import TemplateTile
 from schemas import datarepo
 from streamer.apdb.sky import angular_distance_deg
 from streamer.decam.camera_tables import known_defects
+from streamer.templates.tiles import read_tile
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +30,6 @@ caching them all would hold 4 GB; a CCD-visit needs one of each."""
 TILE_CACHE_SIZE = 8
 """Template tiles kept (about 170 MB each): a CCD needs up to six. The bound is what keeps a long-running
 worker's memory flat (64 tiles grew a worker to 11 GB over a 62-CCD exposure, and the OOM killer stopped it)."""
-
-
-def _plane(hdu: Any, kind: str) -> np.ndarray:
-    """A tile plane: a read-only memory map where astropy can make one (else the data it read).
-
-    Raises
-    ------
-    ValueError
-        Not a 2-D array of the expected kind (``f``: float, ``i``: integer), or shorter than its header says.
-    """
-    data = hdu.data
-    if data is None or data.ndim != 2 or data.dtype.kind != kind:
-        raise ValueError(f"{hdu.name}: expected a 2-D {'float' if kind == 'f' else 'integer'} image, got "
-                         f"{None if data is None else (data.dtype, data.shape)}")
-    return data
 
 
 class DataRepository:
@@ -149,21 +133,8 @@ class DataRepository:
 
     @functools.lru_cache(maxsize=TILE_CACHE_SIZE)
     def _tile(self, relative: str, tile_id: int) -> TemplateTile:
-        path = self.resolve(relative)
-        try:
-            # Memory-mapped, in the file's byte order: a CCD's warp reads (and converts) only the part of the
-            # tile it covers, so a worker holds page cache, not six 160 MB tiles (pipeline.template). Tiles
-            # must be replaced by rename, not rewritten in place (README).
-            with fits.open(path, memmap=True) as hdus:
-                image, variance, mask = (_plane(hdus[name], kind) for name, kind in
-                                         (("IMAGE", "f"), ("VARIANCE", "f"), ("MASK", "i")))
-                header = hdus["IMAGE"].header
-                wcs = WCS(header)
-                fwhm = float(header.get("PSF_FWHM", hdus[0].header.get("PSF_FWHM", np.nan)))
-        except (OSError, KeyError, ValueError, TypeError) as err:  # TypeError: a truncated file's memory map
-            raise InputError(f"unreadable template tile {relative}: {err}", stage="load_template") from err
-        return TemplateTile(tile_id=tile_id, image=image, variance=variance, mask=mask, wcs=wcs,
-                            psf_fwhm_arcsec=fwhm)
+        # Tiles must be replaced by rename, not rewritten in place (README): the planes are memory maps.
+        return read_tile(self.resolve(relative), tile_id, relative)
 
     def templates_in(self, band: str, ra_deg: float, dec_deg: float, radius_deg: float) -> list[TemplateTile]:
         """Template tiles whose circumscribed circle meets the given circle, nearest first.

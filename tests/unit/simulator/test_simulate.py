@@ -47,20 +47,23 @@ def test_layout(repo):
         assert (root / datarepo.raw_path(e)).exists()
         assert (root / datarepo.event_path(e)).exists()
         assert (root / datarepo.truth_wcs_path(e)).exists()
-    for p in (datarepo.bias_path(), datarepo.flat_path("r"), datarepo.refcat_path(),
-              datarepo.template_index_path("r")):
+    for p in (datarepo.bias_path(), datarepo.flat_path("r"), datarepo.template_index_path("r")):
         assert (root / p).exists(), p
     for name in ("exposures.ecsv", "sources.ecsv", "fluxes.ecsv"):
         assert (root / "truth" / name).exists()
-    ref = Table.read(root / datarepo.refcat_path())
-    assert {"ref_id", "ra", "dec", "g_mag", "r_mag", "i_mag", "z_mag"} <= set(ref.colnames)
+    chunks = sorted((root / datarepo.refcat_source_dir()).glob("chunk-*.fits"))
+    assert chunks, "no Gaia chunk files"
+    ref = Table.read(chunks[0])
+    assert {"source_id", "ra", "dec", "ref_epoch", "pmra", "pmdec", "phot_g_mean_mag", "phot_bp_mean_mag",
+            "phot_rp_mean_mag"} <= set(ref.colnames)
     idx = Table.read(root / datarepo.template_index_path("r"))
     assert len(idx) == summary.n_template_tiles > 0
     with fits.open(root / idx["path"][0]) as t:
         assert [h.name for h in t[1:4]] == ["IMAGE", "VARIANCE", "MASK"]
         assert t["IMAGE"].data.dtype.kind == "f"
         assert t["MASK"].data.dtype.kind == "i" and t["MASK"].data.dtype.itemsize == 4
-        assert "PSF_FWHM" in t["IMAGE"].header and "DEPTH" in t["IMAGE"].header
+        assert "PSF_FWHM" not in t["IMAGE"].header  # no card that only the simulator would write
+        assert t["PSF"].data.ndim == 3 and len(t["PSF_NODES"].data) == t["PSF"].data.shape[0]
         assert WCS(t["IMAGE"].header).wcs.ctype[0] == "RA---TAN"
     with fits.open(root / datarepo.bias_path()) as b:
         assert b[1].data.shape == (4096, 2048) and b[1].header["CCDNUM"] in CCDS
@@ -180,13 +183,14 @@ def test_star_flux_in_science_matches_template(repo):
     root, cfg, summary = repo
     exps = Table.read(root / "truth" / "exposures.ecsv")
     e = exps[0]
-    ref = Table.read(root / datarepo.refcat_path())
+    ref = Table.read(root / "truth" / "sources.ecsv")
+    ref = ref[ref["kind"] == "star"]
     ccd = decam_camera().ccd(CCDS[0])
     x, y = optics.sky_to_pixel(ccd, ref["ra"], ref["dec"], e["ra"], e["dec"])
-    ok = (x > 100) & (x < 1900) & (y > 100) & (y < 3900) & (ref["r_mag"] > 18.0) & (ref["r_mag"] < 19.0)
+    ok = (x > 100) & (x < 1900) & (y > 100) & (y < 3900) & (ref["ref_mag_r"] > 18.0) & (ref["ref_mag_r"] < 19.0)
     assert ok.sum() > 0
     k = np.nonzero(ok)[0][0]
-    expected = 10 ** (-0.4 * (ref["r_mag"][k] - 31.4))
+    expected = 10 ** (-0.4 * (ref["ref_mag_r"][k] - 31.4))
     raw = read_raw_ccd(root / datarepo.raw_path(int(e["expnum"])), ccd.ccdnum)
     geo = amp_geometry(raw.header)
     bias = fits.getdata(root / datarepo.bias_path(), ccd.detpos)

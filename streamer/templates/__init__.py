@@ -1,0 +1,1 @@
+"""Template tiles: their files (:mod:`.tiles`) and how Blink builds them from exposures (:mod:`.build`)."""
