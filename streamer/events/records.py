@@ -15,6 +15,7 @@ message value and the bytes of an event file with the same call. Event files are
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -32,7 +33,10 @@ __all__ = [
     "DECAM_BANDS",
     "DECAM_SCIENCE_DETECTORS",
     "DECODE_STAGE",
+    "INSTCAL_PRODUCT",
     "INSTRUMENT",
+    "PRODUCTS",
+    "RAW_PRODUCT",
     "CcdWork",
     "ExposureReady",
     "ccd_work_schema",
@@ -56,6 +60,18 @@ DECAM_SCIENCE_DETECTORS: tuple[int, ...] = tuple(range(1, 63))
 """CCDNUMs of the 62 DECam science CCDs (1..62). CCDNUM 61 (N30) is dead since 2012: a worker should treat it
 as no work rather than fail."""
 
+RAW_PRODUCT = "raw"
+"""``product`` of an event naming a raw exposure (the default)."""
+
+INSTCAL_PRODUCT = "instcal"
+"""``product`` of an event naming a Community Pipeline InstCal image (``..._ooi_...``)."""
+
+PRODUCTS: tuple[str, ...] = (RAW_PRODUCT, INSTCAL_PRODUCT)
+"""The products an event may name (the symbols of ``productKind`` in ``exposure_ready.avsc``)."""
+
+ADDED_FIELDS: tuple[str, ...] = ("product",)
+"""Fields of ``exposure_ready.avsc`` added after its first version, each with a default."""
+
 DECODE_STAGE = "decode_event"
 """The ``stage`` of every error raised while decoding or validating an event or a work item."""
 _OCF_MAGIC = b"Obj\x01"
@@ -75,11 +91,23 @@ def _named_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
         named_schemas=named,
     )
     work = fastavro.schema.parse_schema(
-        fastavro.schema.load_schema(_schema_dir() / "ccd_work.avsc", named_schemas=named, _write_hint=False),
+        fastavro.schema.load_schema(_schema_dir() / "ccd_work.avsc", named_schemas=named),
         named_schemas=named,
     )
     # fastavro orders each field's keys by string hashing: sorted, the schema text in event files is stable
     return canonical_key_order(exposure), canonical_key_order(work)
+
+
+@cache
+def _first_version_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event schemas as they were before :data:`ADDED_FIELDS`: the writer schemas of older messages."""
+    named: dict[str, Any] = {}
+    definition = json.loads((_schema_dir() / "exposure_ready.avsc").read_text())
+    definition["fields"] = [f for f in definition["fields"] if f["name"] not in ADDED_FIELDS]
+    exposure = fastavro.schema.parse_schema(definition, named_schemas=named)
+    work = fastavro.schema.parse_schema(json.loads((_schema_dir() / "ccd_work.avsc").read_text()),
+                                        named_schemas=named)
+    return exposure, work
 
 
 def exposure_ready_schema() -> dict[str, Any]:
@@ -121,6 +149,10 @@ class ExposureReady:
         CCDNUMs to process; ``None`` means every science CCD.
     replay : bool
         True when the exposure was processed before (alerts are marked as replayed).
+    product : str
+        What ``raw_path`` names (see :data:`PRODUCTS`): ``"raw"``, a raw exposure; ``"instcal"``, the image
+        (``ooi``) file of a Community Pipeline InstCal exposure, its weight (``oow``) and data-quality
+        (``ood``) files beside it under the CP's names.
 
     Notes
     -----
@@ -139,6 +171,7 @@ class ExposureReady:
     dec: float
     detectors: tuple[int, ...] | None = None
     replay: bool = False
+    product: str = RAW_PRODUCT
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list straight from Avro) but store a tuple so the object stays hashable.
@@ -175,6 +208,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("dec", "dec"),
     ("detectors", "detectors"),
     ("replay", "replay"),
+    ("product", "product"),
 )
 
 
@@ -246,7 +280,7 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
     """
     if not isinstance(rec, dict):
         raise InputError(f"exposureReady must be a record, got {type(rec).__name__}", stage=DECODE_STAGE)
-    missing = [avro for avro, _ in _FIELDS if avro not in rec and avro not in ("detectors", "replay")]
+    missing = [avro for avro, _ in _FIELDS if avro not in rec and avro not in ("detectors", "replay", *ADDED_FIELDS)]
     if missing:
         raise InputError(f"exposureReady is missing field(s) {missing}", stage=DECODE_STAGE)
     identity = _checked_identity(rec)
@@ -255,6 +289,7 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
     detectors = _checked_detectors(rec.get("detectors"))
     if not isinstance(replay, bool):
         raise InputError(f"exposureReady.replay has type {type(replay).__name__}, expected bool", stage=DECODE_STAGE)
+    product = _checked_product(rec.get("product", RAW_PRODUCT), identity["raw_path"])
     return ExposureReady(
         **identity,
         midpoint_mjd_tai=floats["midpointMjdTai"],
@@ -263,7 +298,19 @@ def event_from_record(rec: dict[str, Any]) -> ExposureReady:
         dec=floats["dec"],
         detectors=detectors,
         replay=replay,
+        product=product,
     )
+
+
+def _checked_product(product: Any, raw_path: str) -> str:
+    """A record's product: one of :data:`PRODUCTS`; an InstCal event's path must be a CP image (``_ooi_``) name,
+    by which its weight and mask files are found."""
+    if product not in PRODUCTS:
+        raise InputError(f"exposureReady.product {product!r} is not one of {list(PRODUCTS)}", stage=DECODE_STAGE)
+    if product == INSTCAL_PRODUCT and "_ooi_" not in PurePosixPath(raw_path).name:
+        raise InputError(f"exposureReady.rawPath {raw_path!r} of an InstCal event is not a CP image name "
+                         "(c4d_<date>_<time>_ooi_<band>_<version>.fits[.fz])", stage=DECODE_STAGE)
+    return product
 
 
 def _typed(rec: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
@@ -341,7 +388,14 @@ def _write_schemaless(schema: dict[str, Any], rec: dict[str, Any], what: str) ->
     return buf.getvalue()
 
 
-def _read_schemaless(schema: dict[str, Any], data: bytes, what: str) -> dict[str, Any]:
+def _read_schemaless(schema: dict[str, Any], data: bytes, what: str,
+                     first_version: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One schemaless record of ``schema``.
+
+    A message that does not read as one but reads whole as a record of ``first_version`` (the schema before
+    :data:`ADDED_FIELDS`: such a message ends where they begin, so it never reads whole as the current one) was
+    written before they existed: it is read with that writer schema, the added fields taking their defaults.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"{what} must be bytes, got {type(data).__name__}", stage=DECODE_STAGE)
     if len(data) == 0:
@@ -349,11 +403,13 @@ def _read_schemaless(schema: dict[str, Any], data: bytes, what: str) -> dict[str
     buf = io.BytesIO(bytes(data))
     try:
         rec = fastavro.schemaless_reader(buf, schema, None)
-    except EOFError as exc:
-        raise InputError(
-            f"{what} is truncated ({len(data)} bytes): {exc or 'unexpected end of data'}", stage=DECODE_STAGE
-        ) from exc
     except Exception as exc:  # fastavro raises many types on garbage (ValueError, IndexError, UnicodeError...)
+        older = None if first_version is None else _read_first_version(first_version, schema, bytes(data))
+        if older is not None:
+            return older
+        if isinstance(exc, EOFError):
+            raise InputError(f"{what} is truncated ({len(data)} bytes): {exc or 'unexpected end of data'}",
+                             stage=DECODE_STAGE) from exc
         raise InputError(
             f"{what} is not valid Avro ({len(data)} bytes): {type(exc).__name__}: {exc}", stage=DECODE_STAGE
         ) from exc
@@ -363,6 +419,16 @@ def _read_schemaless(schema: dict[str, Any], data: bytes, what: str) -> dict[str
             stage=DECODE_STAGE,
         )
     return rec
+
+
+def _read_first_version(writer: dict[str, Any], reader: dict[str, Any], data: bytes) -> dict[str, Any] | None:
+    """``data`` read as a whole record of the ``writer`` schema, resolved to ``reader``; None if it is not one."""
+    buf = io.BytesIO(data)
+    try:
+        rec = fastavro.schemaless_reader(buf, writer, reader)
+    except Exception:  # noqa: BLE001 - not a message of the first version either: the caller reports it
+        return None
+    return rec if buf.tell() == len(data) else None
 
 
 def encode_event(ev: ExposureReady) -> bytes:
@@ -407,7 +473,8 @@ def decode_event(data: bytes) -> ExposureReady:
     """
     if isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:4]) == _OCF_MAGIC:
         return event_from_container(io.BytesIO(bytes(data)), "event file")
-    return event_from_record(_read_schemaless(exposure_ready_schema(), data, "exposureReady message"))
+    return event_from_record(_read_schemaless(exposure_ready_schema(), data, "exposureReady message",
+                                              _first_version_schemas()[0]))
 
 
 def event_from_container(fo: io.BufferedIOBase | io.BytesIO, what: str) -> ExposureReady:
@@ -479,7 +546,7 @@ def decode_work(data: bytes) -> CcdWork:
         Bad bytes, an invalid embedded event (see :func:`event_from_record`), a detector outside 1..62 or not
         in the event's detector list.
     """
-    rec = _read_schemaless(ccd_work_schema(), data, "ccdWork message")
+    rec = _read_schemaless(ccd_work_schema(), data, "ccdWork message", _first_version_schemas()[1])
     ev = event_from_record(rec["exposure"])
     detector = _check_detector(rec["detector"], "ccdWork.detector")
     if ev.detectors is not None and detector not in ev.detectors:

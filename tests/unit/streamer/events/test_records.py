@@ -86,7 +86,7 @@ GOOD = encode_event(make_event())
     [
         (b"", "empty"),
         (GOOD[:10], "truncated|not valid Avro"),
-        (GOOD[:-1], "truncated"),
+        (GOOD[:-2], "truncated"),  # GOOD[:-1] is a whole message of the first schema version (no product)
         (GOOD + b"\x00", "trailing"),
         (b"\xff" * 64, "not valid Avro|truncated"),
         (bytes(range(256)), "not valid Avro|truncated"),
