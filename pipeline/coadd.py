@@ -10,11 +10,13 @@ As Rubin's ``makeDirectWarp`` and ``assembleCoadd`` (CompareWarp) do, in two ste
    PSFs everywhere: ``image = sum(w_i I_i) / sum(w_i)``, ``variance = sum(w_i^2 V_i) / sum(w_i)^2``, and at
    every PSF node ``psf = sum(w_i psf_i) / sum(w_i)`` over the inputs that cover it.
 
-Outliers (transients, asteroids, cosmic rays and satellite trails the ISR did not flag) are found on
-PSF-matched copies of the warps: each is smoothed by a Gaussian to the worst input's seeing, the median of
-the smoothed stack is the reference, and a pixel is rejected from an input when its smoothed residual exceeds
-``reject_nsigma`` times that input's robust residual scatter plus ``reject_model_fraction`` of the reference
-(the PSF shapes are not matched exactly); the rejected area is grown by ``reject_grow_fwhm`` FWHMs. Pixels
+Outliers (transients, asteroids, cosmic rays and satellite trails the ISR did not flag: all of them excess
+light in one input) are found on PSF-matched copies of the warps: each is smoothed by a Gaussian to the worst
+input's seeing, the median of the smoothed stack is the reference, and a pixel is rejected from an input when
+its smoothed residual is above ``reject_nsigma`` times that input's robust residual scatter plus
+``reject_model_fraction`` of the brightest reference value within a FWHM (Gaussian matching leaves PSF
+mismatch at stars, core and wings alike); the rejected area is grown by ``reject_grow_fwhm`` FWHMs. Only
+excesses are rejected: a dimmer input (a variable at minimum) is not an artifact. Pixels
 whose mask has an unusable bit (:data:`pipeline.masks.UNUSABLE`) never enter. Where fewer than
 ``min_inputs_to_reject`` inputs overlap nothing can be rejected and the plain weighted mean is kept.
 
@@ -25,6 +27,7 @@ sums are extended: ``weight`` holds ``sum(w_i)`` per pixel, so the sums are ``im
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -51,8 +54,9 @@ class CoaddConfig(BaseModel):
     warp: TemplateConfig = TemplateConfig(min_coverage=0.0)
     reject_nsigma: float = Field(5.0, gt=0, le=100.0, description="Rejection threshold, in robust residual "
                                                                   "scatters of the PSF-matched input.")
-    reject_model_fraction: float = Field(0.1, ge=0, le=10.0, description="Extra allowance, as a fraction of "
-                                                                         "the reference, for PSF mismatch.")
+    reject_model_fraction: float = Field(0.2, ge=0, le=10.0, description="Extra allowance for PSF mismatch, "
+                                                                         "as a fraction of the brightest "
+                                                                         "reference value within a FWHM.")
     reject_grow_fwhm: float = Field(1.0, ge=0, le=10.0, description="Growth of the rejected area, in FWHMs "
                                                                     "of the worst input.")
     min_inputs_to_reject: int = Field(3, ge=2, le=1000, description="Least overlapping inputs for rejection.")
@@ -176,8 +180,11 @@ def _local_median(plane: np.ndarray, iy: np.ndarray, ix: np.ndarray, half: int) 
     yy = np.clip(iy[:, None, None] + offsets[None, :, None], 0, ny - 1)
     xx = np.clip(ix[:, None, None] + offsets[None, None, :], 0, nx - 1)
     values = np.where(plane[yy, xx] > 0, plane[yy, xx], np.nan).reshape(iy.size, -1)
-    with np.errstate(all="ignore"):
-        return np.nan_to_num(np.nanmedian(values, axis=1), nan=0.0) if values.size else np.zeros(0)
+    if not values.size:
+        return np.zeros(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nodes outside the data: all NaN, 0 below
+        return np.nan_to_num(np.nanmedian(values, axis=1), nan=0.0)
 
 
 def psf_nodes(sky_tile: SkyTile, spacing_pix: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +249,12 @@ def warp_to_tile(exposure: CalibratedExposure, sky_tile: SkyTile, *, config: Coa
         return None
     rows, cols = box
     sub_wcs = sky_tile.wcs[rows, cols]
-    source = _CcdImage(exposure.masked.image, exposure.masked.variance, exposure.masked.mask, exposure.wcs)
+    # Unusable pixels (defects, cosmic rays, saturation) hold finite but meaningless values: as NaN the warp
+    # leaves every tile pixel whose interpolation touches them to the other inputs, instead of ringing a hot
+    # column's spline into its neighbours.
+    unusable = (exposure.masked.mask & int(UNUSABLE)) != 0
+    image = np.where(unusable, np.float32(np.nan), exposure.masked.image)
+    source = _CcdImage(image, exposure.masked.variance, exposure.masked.mask, exposure.wcs)
     warped, filled = resample([source], sub_wcs, (rows.stop - rows.start, cols.stop - cols.start),
                               config=config.warp)
     if not filled[0]:
@@ -268,11 +280,14 @@ def _node_psfs(exposure: CalibratedExposure, sky_tile: SkyTile, box: tuple[slice
     half = config.psf_half_size_pix
     ra, dec = sky_tile.wcs.all_pix2world(x, y, 0)
     cx, cy = exposure.wcs.all_world2pix(ra, dec, 0)
-    inside = (cx >= half) & (cx <= nx - 1 - half) & (cy >= half) & (cy <= ny - 1 - half) \
-        & (x >= cols.start) & (x < cols.stop) & (y >= rows.start) & (y < rows.stop)
-    nodes = np.flatnonzero(inside)
+    # Nodes inside the box take the CCD's PSF at the nearest CCD pixel; a box between nodes (a CCD's sliver in
+    # the tile) takes the node nearest its centre, so every covered tile has a PSF model.
+    nodes = np.flatnonzero((x >= cols.start) & (x < cols.stop) & (y >= rows.start) & (y < rows.stop))
     if nodes.size == 0:
-        return nodes, np.zeros((0, 2 * half + 1, 2 * half + 1))
+        centre_x, centre_y = (cols.start + cols.stop - 1) / 2.0, (rows.start + rows.stop - 1) / 2.0
+        nodes = np.array([int(np.argmin((x - centre_x) ** 2 + (y - centre_y) ** 2))])
+    cx = np.clip(cx, half, nx - 1 - half)
+    cy = np.clip(cy, half, ny - 1 - half)
     # Jacobian d(ccd pixel) / d(tile pixel) at each node, by central differences through both WCSs.
     step = 2.0
     jac = np.empty((nodes.size, 2, 2))
@@ -331,26 +346,38 @@ def rejected_pixels(warps: list[TileWarp], coadd: CoaddTile, *, config: CoaddCon
         if existing.any() else 0.0
     worst = max(sigmas + [coadd_sigma])
     matched = [_psf_matched(w, np.sqrt(max(worst**2 - s**2, 0.0))) for w, s in zip(warps, sigmas)]
-    members = [(w.rows, w.cols, m) for w, m in zip(warps, matched)]
-    weight_old = np.minimum(coadd.coverage, 2)
-    if coadd.coverage.any():
-        old = replace(warps[0], rows=slice(0, coadd.tile.shape[0]), cols=slice(0, coadd.tile.shape[1]),
-                      masked=MaskedImage(coadd.image, coadd.mask, coadd.variance))
+    # Everything happens in the box the new inputs cover, in its own coordinates.
+    y0, x0 = min(w.rows.start for w in warps), min(w.cols.start for w in warps)
+    region = (slice(y0, max(w.rows.stop for w in warps)), slice(x0, max(w.cols.stop for w in warps)))
+    shape = (region[0].stop - y0, region[1].stop - x0)
+
+    def local(rows: slice, cols: slice) -> tuple[slice, slice]:
+        return slice(rows.start - y0, rows.stop - y0), slice(cols.start - x0, cols.stop - x0)
+
+    members = [(*local(w.rows, w.cols), m) for w, m in zip(warps, matched)]
+    weight_old = np.minimum(coadd.coverage[region], 2)
+    if weight_old.any():
+        old = replace(warps[0], rows=slice(0, shape[0]), cols=slice(0, shape[1]),
+                      masked=MaskedImage(coadd.image[region], coadd.mask[region], coadd.variance[region]))
         members.append((old.rows, old.cols, _psf_matched(old, np.sqrt(max(worst**2 - coadd_sigma**2, 0.0)))))
-    reference, enough = _reference(members, weight_old, coadd.tile.shape, config.min_inputs_to_reject)
+    reference, enough = _reference(members, weight_old, shape, config.min_inputs_to_reject)
     grow = int(np.ceil(config.reject_grow_fwhm * worst * FWHM_PER_SIGMA))
+    # The PSF mismatch left by Gaussian matching scales with the brightest reference value within a FWHM
+    # (a star's wings differ as much as its core), not with the value at the pixel.
+    reach = 2 * int(np.ceil(worst * FWHM_PER_SIGMA)) + 1
+    envelope = ndimage.maximum_filter(np.abs(np.nan_to_num(reference, nan=0.0)), size=reach)
     structure = ndimage.generate_binary_structure(2, 1)
     rejected = []
     for warp, image in zip(warps, matched):
-        box = (warp.rows, warp.cols)
+        box = local(warp.rows, warp.cols)
         residual = image - reference[box]
         judged = enough[box] & np.isfinite(residual)
         bad = np.zeros(residual.shape, bool)
         if judged.any():
             values = residual[judged]
             scatter = 1.4826 * float(np.median(np.abs(values - np.median(values))))
-            limit = config.reject_nsigma * scatter + config.reject_model_fraction * np.abs(reference[box])
-            bad = judged & (np.abs(residual) > limit)
+            limit = config.reject_nsigma * scatter + config.reject_model_fraction * envelope[box]
+            bad = judged & (residual > limit)
             if grow and bad.any():
                 bad = ndimage.binary_dilation(bad, structure, iterations=grow)
         rejected.append(bad)
@@ -405,36 +432,43 @@ def add_to_coadd(coadd: CoaddTile, warps: list[TileWarp], *, config: CoaddConfig
     if not warps:
         return coadd
     rejected = rejected_pixels(warps, coadd, config=config)
-    sum_image = coadd.image.astype(np.float64) * coadd.weight
-    sum_variance = coadd.variance.astype(np.float64) * coadd.weight.astype(np.float64) ** 2
-    weight = coadd.weight.astype(np.float64)
+    # Only the box the new inputs cover changes: the sums are made there, in float64.
+    region = (slice(min(w.rows.start for w in warps), max(w.rows.stop for w in warps)),
+              slice(min(w.cols.start for w in warps), max(w.cols.stop for w in warps)))
+    weight = coadd.weight[region].astype(np.float64)
+    sum_image = coadd.image[region] * weight
+    sum_variance = coadd.variance[region] * weight**2
     coverage = coadd.coverage.copy()
     psf_sum = coadd.psf_images * coadd.psf_weight[:, None, None]
     psf_weight = coadd.psf_weight.copy()
     rows_out = []
     for warp, bad in zip(warps, rejected):
-        box = (warp.rows, warp.cols)
+        box = (slice(warp.rows.start - region[0].start, warp.rows.stop - region[0].start),
+               slice(warp.cols.start - region[1].start, warp.cols.stop - region[1].start))
         use = warp.usable & ~bad
         w = warp.weight
         sum_image[box] += np.where(use, w * warp.masked.image, 0.0)
         sum_variance[box] += np.where(use, w * w * warp.masked.variance, 0.0)
         weight[box] += np.where(use, w, 0.0)
-        coverage[box] += use.astype(np.int16)
+        coverage[warp.rows, warp.cols] += use.astype(np.int16)
         psf_sum[warp.psf_nodes] += w * warp.psf_images
         psf_weight[warp.psf_nodes] += w
         rows_out.append((warp.visit, warp.ccdnum, warp.band, warp.mjd_tai, w, warp.seeing_arcsec,
                          warp.zero_point, int(use.sum())))
     has = weight > 0
     safe = np.where(has, weight, 1.0)
-    image = np.where(has, sum_image / safe, 0.0).astype(np.float32)
-    variance = np.where(has, sum_variance / safe**2, 0.0).astype(np.float32)
-    mask = np.where(has, 0, int(MaskBit.NO_DATA)).astype(np.int32)
+    image, variance, mask = coadd.image.copy(), coadd.variance.copy(), coadd.mask.copy()
+    new_weight = coadd.weight.copy()
+    image[region] = np.where(has, sum_image / safe, 0.0)
+    variance[region] = np.where(has, sum_variance / safe**2, 0.0)
+    mask[region] = np.where(has, 0, int(MaskBit.NO_DATA))
+    new_weight[region] = weight
     psf_images = np.where(psf_weight[:, None, None] > 0,
                           psf_sum / np.where(psf_weight > 0, psf_weight, 1.0)[:, None, None], 0.0)
     added = Table(rows=rows_out, names=INPUT_COLUMNS, dtype=coadd.inputs.dtype)
     inputs = vstack([coadd.inputs, added]) if len(coadd.inputs) else added
-    return replace(coadd, image=image, variance=variance, mask=mask, weight=weight.astype(np.float32),
-                   coverage=coverage, psf_images=psf_images, psf_weight=psf_weight, inputs=inputs)
+    return replace(coadd, image=image, variance=variance, mask=mask, weight=new_weight, coverage=coverage,
+                   psf_images=psf_images, psf_weight=psf_weight, inputs=inputs)
 
 
 def selected(exposure: CalibratedExposure, config: CoaddConfig) -> bool:

@@ -40,9 +40,8 @@ class HeaderError(InputError):
 
 class TemplatePsfError(InputError):
     """A template tile without a usable PSF model (no PSF images, or images that are not finite, centred
-    and positive): the subtraction would have nothing to match."""
-
-    reason = "bad_template_psf"
+    and positive): the subtraction would have nothing to match. Dead-lettered as ``bad_input`` with its
+    own ``errorType``."""
 
 
 class NoWorkError(BlinkError):

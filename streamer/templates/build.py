@@ -203,3 +203,25 @@ def _write_index(root: Path, band: str, tile_ids: list[int], config: CoaddConfig
     scratch = path.with_name(path.name + ".writing")
     index.write(scratch, format="ascii.ecsv", overwrite=True)
     scratch.replace(path)
+
+
+def build_templates_with_progress(repo: DataRepository, inputs: Sequence[str], *, show: bool = True,
+                                  **options) -> BuildSummary:
+    """:func:`build_templates` with a rich progress bar over the input CCDs (and the tiles written)."""
+    if not show:
+        return build_templates(repo, inputs, **options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = sum(len(list_ccds(repo.resolve(relative))) for relative in inputs)
+    columns = (TextColumn("[bold]templates[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("", total=total)
+
+        def advance(what: str) -> None:
+            if what.startswith("tile "):
+                progress.update(task, description=what)
+            else:
+                progress.update(task, advance=1, description=what)
+
+        return build_templates(repo, inputs, advance=advance, **options)

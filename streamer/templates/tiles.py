@@ -6,7 +6,9 @@ Layout (see :mod:`schemas.datarepo`): HDU ``IMAGE`` (float32 nJy, TAN WCS), ``VA
 (the sum of the input weights per pixel), ``COVERAGE`` (inputs per pixel), ``PSF_NODES`` columns ``weight``
 and ``depth_mag`` and an ``INPUTS`` table (its provenance): what an incremental build needs to add exposures.
 
-Tiles are written to a temporary name and renamed into place, so that a worker's memory map of the old file
+A built tile is stored cropped to the box its inputs cover (its WCS's CRPIX moved with it, so it is the same
+sky-map projection); ``TILEX0``/``TILEY0`` give the box's corner in the full tile, which an incremental build
+restores. Tiles are written to a temporary name and renamed into place, so that a worker's memory map of the old file
 stays valid (the worker caches tiles by path).
 """
 
@@ -23,6 +25,7 @@ from astropy.wcs import WCS
 
 from pipeline.coadd import CoaddTile
 from pipeline.errors import InputError, TemplatePsfError
+from pipeline.masks import MaskBit
 from pipeline.skymap import SkyMapConfig, tile
 from pipeline.types import TemplateTile, TilePsf
 
@@ -100,15 +103,21 @@ def read_coadd(path: Path, skymap: SkyMapConfig) -> CoaddTile:
         with fits.open(path, memmap=False) as hdus:
             header = hdus[0].header
             sky_tile = tile(int(header["TILEID"]), skymap)
+            box = (slice(int(header["TILEY0"]), int(header["TILEY0"]) + hdus["IMAGE"].data.shape[0]),
+                   slice(int(header["TILEX0"]), int(header["TILEX0"]) + hdus["IMAGE"].data.shape[1]))
+
+            def full(plane: str, dtype: type, fill: float = 0) -> np.ndarray:
+                out = np.full(sky_tile.shape, fill, dtype)
+                out[box] = hdus[plane].data
+                return out
+
             nodes = Table(hdus["PSF_NODES"].data)
             return CoaddTile(
-                tile=sky_tile, band=str(header["BAND"]),
-                image=np.asarray(hdus["IMAGE"].data, np.float32), variance=np.asarray(hdus["VARIANCE"].data,
-                                                                                       np.float32),
-                mask=np.asarray(hdus["MASK"].data, np.int32), weight=np.asarray(hdus["WEIGHT"].data, np.float32),
-                coverage=np.asarray(hdus["COVERAGE"].data, np.int16),
-                psf_images=np.asarray(hdus["PSF"].data, np.float32), psf_x=np.asarray(nodes["x"], float),
-                psf_y=np.asarray(nodes["y"], float), psf_weight=np.asarray(nodes["weight"], float),
+                tile=sky_tile, band=str(header["BAND"]), image=full("IMAGE", np.float32),
+                variance=full("VARIANCE", np.float32), mask=full("MASK", np.int32, int(MaskBit.NO_DATA)),
+                weight=full("WEIGHT", np.float32), coverage=full("COVERAGE", np.int16),
+                psf_images=np.asarray(hdus["PSF"].data, np.float64), psf_x=np.asarray(nodes["x"], float) + box[1].start,
+                psf_y=np.asarray(nodes["y"], float) + box[0].start, psf_weight=np.asarray(nodes["weight"], float),
                 inputs=Table(hdus["INPUTS"].data))
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise InputError(f"{path} is not a readable Blink-built template tile: {err}", stage="build_templates") \
@@ -116,23 +125,29 @@ def read_coadd(path: Path, skymap: SkyMapConfig) -> CoaddTile:
 
 
 def write_coadd(path: Path, coadd: CoaddTile) -> None:
-    """Write a coadd tile (to a temporary name, then renamed into place)."""
-    header = coadd.tile.wcs.to_header()
+    """Write a coadd tile, cropped to what its inputs cover (to a temporary name, then renamed into place)."""
+    rows, cols = np.flatnonzero(coadd.coverage.any(axis=1)), np.flatnonzero(coadd.coverage.any(axis=0))
+    if rows.size == 0:
+        rows, cols = np.arange(1), np.arange(1)
+    box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    header = coadd.tile.wcs[box].to_header()
     header["BUNIT"] = "nJy"
     primary = fits.Header()
     primary["TILEID"] = (coadd.tile.tile_id, "sky map tile id (pipeline.skymap)")
     primary["BAND"] = (coadd.band, "band of the coadd")
     primary["NINPUTS"] = (len(coadd.inputs), "input CCD-visits")
     primary["BUILDER"] = ("blink templates build", "made by")
-    nodes = Table({"x": coadd.psf_x, "y": coadd.psf_y, "weight": coadd.psf_weight,
+    primary["TILEX0"] = (box[1].start, "first column of this box in the full tile")
+    primary["TILEY0"] = (box[0].start, "first row of this box in the full tile")
+    nodes = Table({"x": coadd.psf_x - box[1].start, "y": coadd.psf_y - box[0].start, "weight": coadd.psf_weight,
                    "depth_mag": coadd.depth_mag()})
     hdus = fits.HDUList([
         fits.PrimaryHDU(header=primary),
-        fits.ImageHDU(coadd.image, header=header, name="IMAGE"),
-        fits.ImageHDU(coadd.variance, header=header, name="VARIANCE"),
-        fits.ImageHDU(coadd.mask, header=header, name="MASK"),
-        fits.ImageHDU(coadd.weight, header=header, name="WEIGHT"),
-        fits.ImageHDU(coadd.coverage, header=header, name="COVERAGE"),
+        fits.ImageHDU(coadd.image[box], header=header, name="IMAGE"),
+        fits.ImageHDU(coadd.variance[box], header=header, name="VARIANCE"),
+        fits.ImageHDU(coadd.mask[box], header=header, name="MASK"),
+        fits.ImageHDU(coadd.weight[box], header=header, name="WEIGHT"),
+        fits.ImageHDU(coadd.coverage[box], header=header, name="COVERAGE"),
         fits.ImageHDU(coadd.normalised_psf(), name="PSF"),
         fits.BinTableHDU(nodes, name="PSF_NODES"),
         fits.BinTableHDU(coadd.inputs, name="INPUTS"),
