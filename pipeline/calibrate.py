@@ -70,7 +70,8 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     header_wcs : WCS
         Rough WCS from the raw header (starting point of the astrometric fit).
     refcat : Table
-        Reference stars: ``ra``, ``dec`` and ``<band>_mag``.
+        Reference stars at the exposure's epoch: ``ra``, ``dec`` and ``<band>_mag`` (what
+        :func:`pipeline.refcat.reference_stars` makes of the Gaia catalog).
     info : ExposureInfo
     ccdnum : int
     config : CalibrateConfig
@@ -132,9 +133,11 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     phot = matches[matched_is_star] if matched_is_star.sum() >= config.min_stars else matches
     phot_flux, phot_flux_err = _zero_point_star_fluxes(electrons, sources, np.asarray(phot["src_index"]), psf,
                                                        fwhm_pix=fwhm_center, aperture_correction=aperture_correction)
+    ref_rows = np.asarray(phot["ref_index"])
+    ref_err = np.asarray(refcat[f"{mag_col}_err"][ref_rows], float) if f"{mag_col}_err" in refcat.colnames else None
     zero_point, zp_err, n_zp = fit_zero_point(
-        phot_flux, np.asarray(refcat[mag_col][np.asarray(phot["ref_index"])], dtype=float),
-        instrumental_flux_err_e=phot_flux_err, min_stars=config.min_stars)
+        phot_flux, np.asarray(refcat[mag_col][ref_rows], dtype=float), instrumental_flux_err_e=phot_flux_err,
+        ref_mag_err=ref_err, min_stars=config.min_stars)
     scale = njy_per_electron(zero_point)
     calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32), mask=mask,
                              variance=(variance * scale**2).astype(np.float32))

@@ -22,6 +22,7 @@ from pipeline.detect import DetectConfig, detect_dia_sources
 from pipeline.errors import AlgorithmError, BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
 from pipeline.isr import IsrConfig, run_isr
+from pipeline.refcat import RefcatConfig, reference_stars
 from pipeline.reliability import ReliabilityConfig, score
 from pipeline.subtract import SubtractConfig, subtract
 from pipeline.template import TemplateConfig, warp_template
@@ -35,6 +36,7 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     isr: IsrConfig = IsrConfig()
+    refcat: RefcatConfig = RefcatConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     template: TemplateConfig = TemplateConfig()
     subtract: SubtractConfig = SubtractConfig()
@@ -78,7 +80,8 @@ def calibrate_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(
     Parameters
     ----------
     inputs : CcdInputs
-        Raw CCD, calibrations and reference catalog (template tiles and APDB data are not used).
+        Raw CCD, calibrations and reference catalog (Gaia-archive columns, turned into the exposure's
+        reference stars by :func:`pipeline.refcat.reference_stars`; template tiles and APDB data are not used).
     config : PipelineConfig
     timings : dict, optional
         Receives the seconds of the ``isr`` and ``calibrate`` stages.
@@ -96,7 +99,9 @@ def calibrate_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(
                             crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
     with _stage("calibrate", timings):
         camera = field_angle_model(inputs.ccd) if config.use_camera_model else None
-        exposure, sources = calibrate(isr_image, header_wcs(raw.header), inputs.refcat, info=raw.info,
+        refstars = reference_stars(inputs.refcat, mjd_tai=raw.info.mjd_mid_tai, band=raw.info.band,
+                                   config=config.refcat)
+        exposure, sources = calibrate(isr_image, header_wcs(raw.header), refstars, info=raw.info,
                                       ccdnum=raw.ccdnum, config=config.calibrate, camera=camera)
     return exposure, sources
 

@@ -10,8 +10,9 @@ from schemas.datarepo import NJY_AB_ZERO_POINT
 
 
 def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *,
-                   instrumental_flux_err_e: np.ndarray | None = None, min_stars: int = 5,
-                   clip_sigma: float = 3.0, mag_error_floor: float = 0.003) -> tuple[float, float, int]:
+                   instrumental_flux_err_e: np.ndarray | None = None, ref_mag_err: np.ndarray | None = None,
+                   min_stars: int = 5, clip_sigma: float = 3.0,
+                   mag_error_floor: float = 0.003) -> tuple[float, float, int]:
     """Zero point (AB magnitude of one electron) from matched stars.
 
     Parameters
@@ -23,6 +24,9 @@ def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *,
     instrumental_flux_err_e : numpy.ndarray, optional
         Flux errors: stars are then weighted by ``1 / (sigma_mag^2 + mag_error_floor^2)``, so that bright
         stars count most without any one star dominating; equal weights without them.
+    ref_mag_err : numpy.ndarray, optional
+        Errors of the reference magnitudes (a colour-transformed catalog's), added to ``sigma_mag`` in the
+        weights.
 
     Returns
     -------
@@ -44,7 +48,8 @@ def fit_zero_point(instrumental_flux_e: np.ndarray, ref_mag: np.ndarray, *,
         weight = np.ones_like(zp_each)
     else:
         sigma_mag = 1.0857 * np.asarray(instrumental_flux_err_e, float)[good] / instrumental_flux_e[good]
-        weight = 1.0 / (np.nan_to_num(sigma_mag, nan=1.0) ** 2 + mag_error_floor**2)
+        ref_var = 0.0 if ref_mag_err is None else np.nan_to_num(np.asarray(ref_mag_err, float)[good], nan=1.0) ** 2
+        weight = 1.0 / (np.nan_to_num(sigma_mag, nan=1.0) ** 2 + ref_var + mag_error_floor**2)
     mean, median, std = sigma_clipped_stats(zp_each, sigma=clip_sigma, maxiters=5)
     kept = np.abs(zp_each - median) < clip_sigma * max(std, 1e-4)
     n_used = int(kept.sum())

@@ -11,8 +11,15 @@ Only path conventions live here: no reading or writing. All paths are relative t
                                           header CCDNUM; trimmed and assembled (4096, 2048) array, in ADU,
                                           overscan already removed (what remains after overscan subtraction)
       calib/flat_<band>.fits             master flat, same layout, normalised to mean 1 per CCD
-      refcat/refcat.fits                 reference catalog, one BinTable: ref_id (int64), ra, dec (deg, float64),
-                                          g_mag, r_mag, i_mag, z_mag (AB, float32)
+      refcat/gaia/*.fits|csv|ecsv        (optional) Gaia-archive files as downloaded (the simulator writes its
+                                          Gaia as chunk-<pixel>.fits here); `blink refcat` indexes any folder
+      refcat/index.ecsv                  Blink's sky-indexed reference catalog (written by `blink refcat`): one
+                                          row per partition: pixel (HEALPix nested, nside in meta REFCAT_NSIDE),
+                                          n_stars, path (relative to root)
+      refcat/nside32/<pixel:05d>.fits    one partition: one BinTable of the Gaia-archive columns
+                                          (pipeline.refcat.GAIA_COLUMNS: source_id, ra, dec at ref_epoch, errors in
+                                          mas, pmra/pmdec in mas/yr, G/BP/RP mean mags, flux_over_error), sorted by
+                                          source_id, one row per source
       templates/<band>/index.ecsv        one row per tile: tile_id (int), ra, dec (tile centre, deg),
                                           radius_deg (circumscribed radius), path (relative to root)
       templates/<band>/tile_<id>.fits    deep coadd tile: HDU 1 IMAGE (float32, nJy per pixel, with TAN WCS),
@@ -57,9 +64,23 @@ def flat_path(band: str) -> PurePosixPath:
     return PurePosixPath("calib") / f"flat_{band}.fits"
 
 
-def refcat_path() -> PurePosixPath:
-    """Relative path of the reference catalog."""
-    return PurePosixPath("refcat") / "refcat.fits"
+REFCAT_NSIDE = 32
+"""HEALPix nside (nested) of the reference catalog's partitions (1.8 degree pixels)."""
+
+
+def refcat_source_dir() -> PurePosixPath:
+    """Relative path of the folder of Gaia-archive files inside a repository (what the simulator writes)."""
+    return PurePosixPath("refcat") / "gaia"
+
+
+def refcat_index_path() -> PurePosixPath:
+    """Relative path of the reference catalog's partition index."""
+    return PurePosixPath("refcat") / "index.ecsv"
+
+
+def refcat_partition_path(pixel: int) -> PurePosixPath:
+    """Relative path of one reference-catalog partition (HEALPix nested pixel at :data:`REFCAT_NSIDE`)."""
+    return PurePosixPath("refcat") / f"nside{REFCAT_NSIDE}" / f"{pixel:05d}.fits"
 
 
 def template_index_path(band: str) -> PurePosixPath:

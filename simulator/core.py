@@ -59,7 +59,7 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
         step = None
     try:
         write_calibs(root, cfg)
-        write_refcat(root, src)
+        write_refcat(root, src, cfg)
         write_templates(root, cfg, tiles, src, step)
         raws = []
         for exp in exps:

@@ -8,6 +8,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from simulator.gaia import stellar_locus
 from simulator.world import (
     BANDS,
     NJY_ZP,
@@ -124,6 +125,9 @@ def _population(rng: np.random.Generator, kind: str, mean_count: float, *, field
     r, gr, reff, q, pa = _magnitudes_and_shapes(rng, kind, n)
     ri = 0.35 * gr + 0.05 + rng.normal(0, 0.03, n)
     iz = 0.2 * gr + rng.normal(0, 0.03, n)
+    if kind == "star":  # on the stellar locus (the simulated Gaia's), 0.01 mag about it; same random draws
+        locus_ri, locus_iz = stellar_locus(gr)
+        ri, iz = locus_ri + (ri - 0.35 * gr - 0.05) / 3.0, locus_iz + (iz - 0.2 * gr) / 3.0
     mags = {"g": r + gr, "r": r, "i": r - ri, "z": r - ri - iz, "Y": r - ri - iz - 0.1}
     ids = np.arange(first_id, first_id + n)
     return dict(source_id=ids, ra=ra, dec=dec, kind=np.full(n, kind, dtype="U10"),

@@ -11,6 +11,7 @@ from astropy.table import Table
 from pipeline.decam.camera import RAW_SHAPE
 from schemas import datarepo
 from simulator.calibrations import bias_structure, flat_field
+from simulator.gaia import gaia_catalog, write_gaia_chunks
 from simulator.headers import extension_header, header_wcs_cards, primary_header, true_wcs
 from simulator.images import extension_order, render_ccd, render_tile
 from simulator.render import psf_stamp
@@ -112,18 +113,13 @@ def write_calibs(root: Path, cfg: SimConfig) -> None:
                 hdul.append(fits.ImageHDU(np.ascontiguousarray(make(c)), header=h))
 
 
-def write_refcat(root: Path, src: Sources) -> None:
+def write_refcat(root: Path, src: Sources, cfg: SimConfig) -> list[Path]:
+    """The simulated sky's Gaia catalog as Gaia-archive chunk files in ``datarepo.refcat_source_dir()``
+    (:mod:`simulator.gaia`); ``blink refcat`` indexes them."""
     t = src.table
     stars = t[t["kind"] == "star"]
-    out = Table()
-    out["ref_id"] = np.asarray(stars["source_id"], dtype=np.int64)
-    out["ra"] = np.asarray(stars["ra"], dtype=np.float64)
-    out["dec"] = np.asarray(stars["dec"], dtype=np.float64)
-    for b in ("g", "r", "i", "z"):
-        out[f"{b}_mag"] = np.asarray(stars[f"ref_mag_{b}"], dtype=np.float32)
-    path = root / datarepo.refcat_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(out, name="REFCAT")]).writeto(path, overwrite=True)
+    catalog = gaia_catalog(stars, seed=cfg.seed, epoch_mjd=cfg.start_mjd)
+    return write_gaia_chunks(root / datarepo.refcat_source_dir(), catalog)
 
 
 def truth_psf_hdus(fwhm_pix: float, shape: tuple[int, int]) -> list:

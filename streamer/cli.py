@@ -14,6 +14,15 @@ from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings,
 log = logging.getLogger("blink")
 
 
+def cmd_refcat(args: argparse.Namespace) -> int:
+    """Index a folder of Gaia-archive files into the data root's reference catalog."""
+    from streamer.refcat import build_index
+
+    root = args.out if args.out else load_settings(None).blink.data_root
+    build_index(args.src_dir, root, progress=True)
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, help="data repository (default ./blink-data or BLINK_DATA_ROOT)")
     p.add_argument("--config", type=Path, help="YAML or JSON settings file")
@@ -330,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_and_run(sub)
     _add_kafka_tools(sub)
     _add_admin(sub)
+    p = sub.add_parser("refcat", help="index a folder of Gaia-archive files (FITS/CSV/ECSV) as the reference catalog")
+    p.add_argument("src_dir", type=Path, help="folder of Gaia-archive files")
+    p.add_argument("--out", "--root", dest="out", type=Path, help="data root to write refcat/ into (default "
+                   "./blink-data or BLINK_DATA_ROOT)")
+    p.add_argument("--log-format", choices=["text", "json"], help="console text or JSON lines")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_refcat)
     return parser
 
 

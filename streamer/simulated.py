@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from schemas import datarepo
 from simulator import SimConfig, SimSummary, simulate
+from streamer.refcat import build_index
 
 
 def simulated_repository(root: str | Path, config: SimConfig | None = None) -> SimSummary:
@@ -28,4 +30,6 @@ def simulated_repository(root: str | Path, config: SimConfig | None = None) -> S
     SimSummary
         What the simulator made.
     """
-    return simulate(Path(root), config or SimConfig())
+    summary = simulate(Path(root), config or SimConfig())
+    build_index(Path(root) / datarepo.refcat_source_dir(), root)
+    return summary

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 from pipeline.errors import InputError, NoWorkError
 from pipeline.types import TemplateTile
 from schemas import datarepo
-from streamer.apdb.sky import angular_distance_deg
+from streamer.apdb.sky import angular_distance_deg, cover_disc
 from streamer.decam.camera_tables import known_defects
+from streamer.refcat.index import empty_catalog, read_partition
 from streamer.templates.tiles import read_tile
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 CALIBRATION_CACHE_SIZE = 8
 """Per-CCD planes (bias, flat, defect mask; 8-34 MB each) kept per kind. A worker can see all 62 CCDs, so
 caching them all would hold 4 GB; a CCD-visit needs one of each."""
+
+REFCAT_CACHE_SIZE = 16
+"""Reference-catalog partitions kept (1.8-degree HEALPix pixels; a CCD touches one to four)."""
 
 TILE_CACHE_SIZE = 8
 """Template tiles kept (about 170 MB each): a CCD needs up to six. The bound is what keeps a long-running
@@ -104,16 +108,48 @@ class DataRepository:
             return None
 
     @functools.cached_property
-    def refcat(self) -> Table:
-        """The whole reference catalog."""
-        path = self.resolve(datarepo.refcat_path())
+    def refcat_index(self) -> Table:
+        """The reference catalog's partition index (``pixel``, ``n_stars``, ``path``; written by
+        ``blink refcat``).
+
+        Raises
+        ------
+        InputError
+            No index (``blink refcat`` was not run on this root) or an unreadable one.
+        """
+        path = self.resolve(datarepo.refcat_index_path())
         if not path.exists():
-            raise InputError(f"missing reference catalog {datarepo.refcat_path()}", stage="load_refcat")
-        return Table.read(path)
+            raise InputError(f"no reference catalog index {datarepo.refcat_index_path()}: run `blink refcat "
+                             f"<folder of Gaia files> --out {self.root}`", stage="load_refcat")
+        try:
+            index = Table.read(path, format="ascii.ecsv")
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"unreadable reference catalog index: {err}", stage="load_refcat") from err
+        if int(index.meta.get("REFCAT_NSIDE", -1)) != datarepo.REFCAT_NSIDE:
+            raise InputError(f"reference catalog index is partitioned at nside {index.meta.get('REFCAT_NSIDE')}, "
+                             f"not {datarepo.REFCAT_NSIDE}: run `blink refcat` again", stage="load_refcat")
+        return index
+
+    @functools.lru_cache(maxsize=REFCAT_CACHE_SIZE)
+    def refcat_partition(self, pixel: int) -> Table:
+        """One partition of the reference catalog (Gaia-archive columns), cached."""
+        return read_partition(self.resolve(datarepo.refcat_partition_path(pixel)))
 
     def refcat_in(self, ra_deg: float, dec_deg: float, radius_deg: float) -> Table:
-        """Reference stars within a circle."""
-        cat = self.refcat
+        """Gaia stars (positions at their ``ref_epoch``) within a circle: only the partitions it touches are read.
+
+        Raises
+        ------
+        InputError
+            No index, or an unreadable partition.
+        """
+        index = self.refcat_index
+        touched = np.intersect1d(cover_disc(datarepo.REFCAT_NSIDE, ra_deg, dec_deg, radius_deg),
+                                 np.asarray(index["pixel"], np.int64))
+        parts = [self.refcat_partition(int(p)) for p in touched]
+        if not parts:
+            return empty_catalog()
+        cat = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
         return cat[angular_distance_deg(cat["ra"], cat["dec"], ra_deg, dec_deg) <= radius_deg]
 
     @functools.lru_cache(maxsize=8)

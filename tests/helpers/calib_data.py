@@ -51,6 +51,7 @@ class Inputs:
     flat: np.ndarray
     defects: np.ndarray | None
     refcat: Table
+    refstars: Table
     truth: Table.Row
     truth_wcs: WCS
     cr_truth: np.ndarray
@@ -58,8 +59,10 @@ class Inputs:
 
 @functools.cache
 def inputs(name: str, ccd: int) -> Inputs:
-    """Raw, calibration frames, reference stars and truth of CCD ``ccd`` of night ``name``."""
+    """Raw, calibration frames, reference catalog (Gaia columns, as the worker reads it), the exposure's
+    reference stars (:func:`pipeline.refcat.reference_stars`) and truth of CCD ``ccd`` of night ``name``."""
     from pipeline.decam.header import ccd_footprint
+    from pipeline.refcat import reference_stars
     from streamer.decam.raw_files import read_raw_ccd
     from streamer.worker.inputs import DataRepository
 
@@ -71,8 +74,10 @@ def inputs(name: str, ccd: int) -> Inputs:
     ra, dec, radius = ccd_footprint(raw.header)
     truth_wcs = WCS(fits.getheader(root / datarepo.truth_wcs_path(expnum), extname=raw.detpos))
     cr = np.load(root / "truth" / "cosmic_rays" / f"{expnum:08d}_{ccd:02d}.npy")
+    refcat = repo.refcat_in(ra, dec, radius + 0.02)
+    refstars = reference_stars(refcat, mjd_tai=raw.info.mjd_mid_tai, band=raw.info.band)
     return Inputs(root=root, raw=raw, bias=repo.bias(ccd), flat=repo.flat(raw.info.band, ccd),
-                  defects=repo.defects(ccd, raw.info.mjd_mid_tai), refcat=repo.refcat_in(ra, dec, radius + 0.02),
+                  defects=repo.defects(ccd, raw.info.mjd_mid_tai), refcat=refcat, refstars=refstars,
                   truth=truth, truth_wcs=truth_wcs, cr_truth=cr)
 
 
@@ -94,7 +99,7 @@ def calibrated(name: str, ccd: int):
     from streamer.decam.camera_tables import decam_camera
 
     i = inputs(name, ccd)
-    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refcat, info=i.raw.info, ccdnum=ccd,
+    return calibrate(isr(name, ccd), header_wcs(i.raw.header), i.refstars, info=i.raw.info, ccdnum=ccd,
                      camera=field_angle_model(decam_camera().ccd(ccd)))
 
 

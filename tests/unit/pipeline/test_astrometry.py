@@ -40,13 +40,13 @@ def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     camera = field_angle_model(decam_camera().ccd(ccd)) if with_camera else None
     bad = _perturbed(header_wcs(i.raw.header), 30.0, rotation_deg)
     wcs, matches = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                           np.asarray(sources["flux_aper"])[stars], i.refcat, bad, shape=CCD_SHAPE, camera=camera)
+                           np.asarray(sources["flux_aper"])[stars], i.refstars, bad, shape=CCD_SHAPE, camera=camera)
     assert matches.meta["rms_arcsec"] < 0.05
     gx, gy = np.meshgrid(np.linspace(100, 1947, 8), np.linspace(100, 3995, 16))
     fr, fd = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     good_wcs, _ = fit_wcs(np.asarray(sources["x"])[stars], np.asarray(sources["y"])[stars],
-                          np.asarray(sources["flux_aper"])[stars], i.refcat, header_wcs(i.raw.header), shape=CCD_SHAPE,
-                          camera=camera)
+                          np.asarray(sources["flux_aper"])[stars], i.refstars, header_wcs(i.raw.header),
+                          shape=CCD_SHAPE, camera=camera)
     er, ed = good_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     same = np.hypot((fr - er) * np.cos(np.radians(ed)), fd - ed) * 3.6e6
     assert np.sqrt(np.mean(same**2)) < 5.0
@@ -60,7 +60,7 @@ def test_reference_catalog_elsewhere_is_named_error():
     """A reference catalog that does not overlap the CCD raises AlgorithmError (not a numpy traceback)."""
     i = data.inputs("good", 35)
     exposure, sources = data.calibrated("good", 35)
-    far = Table(i.refcat, copy=True)
+    far = Table(i.refstars, copy=True)
     far["dec"] = np.clip(np.asarray(far["dec"]) + 2.0, -89.0, 89.0)
     with pytest.raises(AlgorithmError):
         fit_wcs(np.asarray(sources["x"]), np.asarray(sources["y"]), np.asarray(sources["flux_aper"]), far,

@@ -1,8 +1,11 @@
 """ISR and single-CCD calibration against the simulator's truth, at both ends of the seeing and airmass range.
 
-Goals (issue 3): bright-star astrometry <= 15 mas RMS, zero point within 5 mmag, PSF FWHM within 3%, mean
-bias residual within 0.5 e-, >= 99% of cosmic-ray pixels above 5 sigma masked with <= 0.1% of clean pixels
-flagged, no NaN in an unmasked pixel. CCD 1 sits at the focal-plane edge (largest distortion).
+Goals (issue 3): bright-star astrometry <= 15 mas RMS, zero point within 10 mmag (issue 17), PSF FWHM within
+3%, mean bias residual within 0.5 e-, >= 99% of cosmic-ray pixels above 5 sigma masked with <= 0.1% of clean
+pixels flagged, no NaN in an unmasked pixel. CCD 1 sits at the focal-plane edge (largest distortion).
+
+The references are the simulator's Gaia (G <= 21, positions at J2015.5 with Gaia DR2-like errors) brought to
+the exposure by pipeline.refcat: proper motions and the Legacy Surveys Gaia -> DECam colour transformation.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from pipeline.masks import UNUSABLE, MaskBit
 from tests.helpers import calib_data as data
 
 ASTROMETRY_RMS_MAS = 15.0
-ZERO_POINT_MMAG = 5.0
+ZERO_POINT_MMAG = 10.0
+"""Was 5 mmag against the true magnitudes. Through Gaia and the colour transformation each reference star's
+magnitude is off by 0.01-0.03 mag (intrinsic scatter, BP/RP errors on the colour term), and these small-mode
+nights have 11-16 zero-point stars per CCD (G <= 21): the zero point's own error is 3-8 mmag. Measured: +7.4,
++2.9, +3.8 and -2.9 mmag (was +2.3, -0.3, +3.8, -2.9 with the truth as reference); the goal is 10 mmag."""
 FWHM_FRACTION = 0.03
 BIAS_E = 0.5
 CR_COMPLETENESS = 0.99
