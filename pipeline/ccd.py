@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.associate import AssociationConfig, associate, history_with, summarize_objects
 from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.calibrate import CalibrateConfig, calibrate
+from pipeline.coadd import CoaddConfig
 from pipeline.cutouts import make_cutouts
 from pipeline.decam.camera import field_angle_model
 from pipeline.decam.header import header_wcs
@@ -44,6 +45,7 @@ class PipelineConfig(BaseModel):
     reliability: ReliabilityConfig = ReliabilityConfig()
     association: AssociationConfig = AssociationConfig()
     forced: ForcedConfig = ForcedConfig()
+    coadd: CoaddConfig = CoaddConfig()
     do_cutouts: bool = Field(True, description="Make science/template/difference cutouts for alerts.")
     use_camera_model: bool = Field(True, description="Start the astrometric fit from DECam's nominal optical "
                                                      "distortion (fit only an affine map on top of it).")

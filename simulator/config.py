@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.decam.camera import SCIENCE_CCDS
@@ -44,6 +46,15 @@ class SimConfig(BaseModel):
     """5-sigma point-source AB depth of the template tiles."""
     template_fwhm: float = Field(0.9, gt=0, le=10.0)
     """PSF FWHM (arcsec) of the template tiles."""
+    templates: Literal["truth", "epochs", "both"] = "truth"
+    """``truth``: template tiles rendered from the truth catalog (a fixture for unit tests); ``epochs``: earlier
+    exposures of the fields (raws without events, :mod:`simulator.epochs`) that ``blink templates build``
+    coadds, as a survey builds its templates; ``both``: the earlier epochs and the truth tiles (the same sky
+    and night as ``epochs`` with the same seed: for comparing built templates with truth-rendered ones)."""
+    n_template_epochs: int = Field(6, ge=1, le=100)
+    """Earlier epochs per field and band when ``templates="epochs"``."""
+    template_seeing_range: tuple[float, float] = (0.7, 1.2)
+    """Seeing (arcsec) of the earlier epochs."""
     pointing_error_arcsec: float = Field(2.0, ge=0, le=600.0)
     """Maximum telescope pointing error: the header WCS is off from the truth by up to this."""
     dither_arcsec: float = Field(30.0, ge=0, le=3600.0)
@@ -66,7 +77,7 @@ class SimConfig(BaseModel):
             raise ValueError("ccds must be a non-empty list of distinct CCDNUMs")
         return list(v)
 
-    @field_validator("snr_range", "seeing_range", "airmass_range")
+    @field_validator("snr_range", "seeing_range", "airmass_range", "template_seeing_range")
     @classmethod
     def _check_range(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
         airmass = info.field_name == "airmass_range"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.epochs import make_template_exposures, write_template_truth
 from simulator.sources import make_sources, tile_plan
 from simulator.world import make_exposures
 from simulator.writers import write_calibs, write_event, write_raw, write_refcat, write_templates, write_truth
@@ -34,6 +35,8 @@ class SimSummary:
     n_transients: int
     n_template_tiles: int
     fields: list[tuple[float, float]] = field(default_factory=list)
+    template_raw_paths: list[Path] = field(default_factory=list)
+    """Raws of the earlier epochs (``templates="epochs"``) that ``blink templates build`` coadds."""
 
 
 def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
@@ -44,9 +47,11 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     exps, centers = make_exposures(cfg)
-    tiles = tile_plan(cfg, exps, centers)
+    template_exps = make_template_exposures(cfg, centers) if cfg.templates != "truth" else []
+    tiles = tile_plan(cfg, exps + template_exps, centers)
     src = make_sources(cfg, exps, centers, tiles)
-    total = len(exps) * len(cfg.ccds) + len(tiles) * len(cfg.bands) + 2
+    truth_tiles = cfg.templates in ("truth", "both")
+    total = (len(exps) + len(template_exps)) * len(cfg.ccds) + len(tiles) * len(cfg.bands) * truth_tiles + 2
     progress = None
     if cfg.progress:
         from rich.progress import Progress
@@ -60,7 +65,10 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
     try:
         write_calibs(root, cfg)
         write_refcat(root, src, cfg)
-        write_templates(root, cfg, tiles, src, step)
+        if truth_tiles:
+            write_templates(root, cfg, tiles, src, step)
+        template_raws = [write_raw(root, cfg, exp, src, step) for exp in template_exps]
+        write_template_truth(root, template_exps)
         raws = []
         for exp in exps:
             raws.append(write_raw(root, cfg, exp, src, step))
@@ -71,4 +79,4 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
             progress.stop()
     return SimSummary(root=root, expnums=[e.expnum for e in exps], raw_paths=raws, n_exposures=len(exps),
                       n_ccds=len(cfg.ccds), n_transients=len(src.lightcurves), n_template_tiles=len(tiles),
-                      fields=centers)
+                      fields=centers, template_raw_paths=template_raws)

@@ -23,6 +23,24 @@ def cmd_refcat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_templates_build(args: argparse.Namespace) -> int:
+    """Coadd exposures of the data root into template tiles (incremental: inputs already in a tile are kept)."""
+    from streamer.templates.build import build_templates_with_progress, expand_inputs
+    from streamer.worker.inputs import DataRepository
+
+    service = _settings(args)
+    repo = DataRepository(service.blink.data_root)
+    inputs = expand_inputs(repo, args.inputs)
+    if not inputs:
+        log.error("no exposure matches %s under %s", " ".join(args.inputs), repo.root)
+        return 2
+    summary = build_templates_with_progress(repo, inputs, pipeline=service.pipeline,
+                                            config=service.pipeline.coadd, band=args.band)
+    log.info("templates: %d tiles written, %d CCD-visits added, %d left out, %d failed", len(summary.tiles_written),
+             summary.inputs_added, summary.inputs_skipped, len(summary.failures))
+    return 1 if summary.failures and not summary.inputs_added else 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, help="data repository (default ./blink-data or BLINK_DATA_ROOT)")
     p.add_argument("--config", type=Path, help="YAML or JSON settings file")
@@ -60,6 +78,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     settings = _settings(args).blink
     config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
+                       templates=args.templates,
                        compress=args.compress, progress=True)
     summary = simulated_repository(settings.data_root, config)
     log.info("simulated %d exposures x %d CCDs (%d transients) into %s", summary.n_exposures, summary.n_ccds,
@@ -164,7 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from streamer.simulated import simulated_repository
 
         night = {k: v for k, v in (("n_epochs", args.epochs), ("ccds", args.ccds)) if v is not None}
-        simulated_repository(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True, **night))
+        simulated_repository(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True,
+                                                           templates="epochs", **night))
     apdb = _open_apdb(settings, cassandra, init=True)
     if args.workers > 1:  # each worker process records the provenance of its run
         apdb.close()
@@ -255,6 +275,10 @@ def _add_sim_and_run(sub) -> None:
     p.add_argument("--ccds", type=int, nargs="+", default=[1, 28, 35])
     p.add_argument("--full", action="store_true", help="full star density (default: small mode)")
     p.add_argument("--compress", action="store_true", help="fpack-compress the raws")
+    p.add_argument("--templates", choices=["epochs", "truth", "both"], default="epochs",
+                   help="epochs: simulate earlier epochs and build the templates from them with blink templates "
+                        "build (default); truth: render the template tiles from the truth (a test fixture); "
+                        "both: the earlier epochs and the truth tiles")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("run", help="run the alert-production worker")
@@ -346,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], help="console text or JSON lines")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_refcat)
+    p = sub.add_parser("templates", help="template tiles")
+    templates_sub = p.add_subparsers(dest="templates_command", required=True)
+    q = templates_sub.add_parser("build", help="coadd exposures into template tiles on the sky map (incremental)")
+    _add_common(q)
+    q.add_argument("inputs", nargs="+", help="exposures (raw paths or glob patterns, relative to the data root)")
+    q.add_argument("--band", help="only inputs of this band")
+    q.set_defaults(func=cmd_templates_build)
     return parser
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from schemas import datarepo
 from simulator import SimConfig, SimSummary, simulate
 from streamer.refcat import build_index
+from streamer.templates.build import build_templates_with_progress
+from streamer.worker.inputs import DataRepository
 
 
 def simulated_repository(root: str | Path, config: SimConfig | None = None) -> SimSummary:
@@ -30,6 +32,11 @@ def simulated_repository(root: str | Path, config: SimConfig | None = None) -> S
     SimSummary
         What the simulator made.
     """
-    summary = simulate(Path(root), config or SimConfig())
+    config = config or SimConfig()
+    summary = simulate(Path(root), config)
     build_index(Path(root) / datarepo.refcat_source_dir(), root)
+    if config.templates == "epochs":  # Blink builds the templates from the earlier epochs
+        repo = DataRepository(root)
+        inputs = [str(path.resolve().relative_to(repo.root)) for path in summary.template_raw_paths]
+        build_templates_with_progress(repo, inputs, show=config.progress)
     return summary

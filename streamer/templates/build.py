@@ -205,6 +205,15 @@ def _write_index(root: Path, band: str, tile_ids: list[int], config: CoaddConfig
     scratch.replace(path)
 
 
+def expand_inputs(repo: DataRepository, patterns: Sequence[str]) -> list[str]:
+    """Exposure paths inside the data root matching paths or glob patterns (relative to it), sorted, once."""
+    found: set[str] = set()
+    for pattern in patterns:
+        matches = sorted(repo.root.glob(pattern)) if any(ch in pattern for ch in "*?[") else [repo.resolve(pattern)]
+        found.update(str(path.resolve().relative_to(repo.root)) for path in matches if path.is_file())
+    return sorted(found)
+
+
 def build_templates_with_progress(repo: DataRepository, inputs: Sequence[str], *, show: bool = True,
                                   **options) -> BuildSummary:
     """:func:`build_templates` with a rich progress bar over the input CCDs (and the tiles written)."""
