@@ -22,10 +22,18 @@ Only path conventions live here: no reading or writing. All paths are relative t
                                           source_id, one row per source
       templates/<band>/index.ecsv        one row per tile: tile_id (int), ra, dec (tile centre, deg),
                                           radius_deg (circumscribed radius), path (relative to root)
-      templates/<band>/tile_<id>.fits    deep coadd tile: HDU 1 IMAGE (float32, nJy per pixel, with TAN WCS),
-                                          HDU 2 VARIANCE (nJy^2), HDU 3 MASK (int32, bits of pipeline.masks);
-                                          header PSF_FWHM (arcsec), DEPTH (5-sigma point-source AB mag)
+      templates/<band>/tile_<id>.fits    deep coadd tile (pipeline.skymap tile id): IMAGE (float32, nJy per
+                                          pixel, TAN WCS), VARIANCE (nJy^2), MASK (int32, bits of pipeline.masks),
+                                          PSF ((k, n, n) float32 PSF images, each summing to 1) and PSF_NODES
+                                          (x, y: 0-based pixels of the PSF nodes) are what the worker reads;
+                                          built by ``blink templates build`` it also has WEIGHT (float32 summed
+                                          input weights), COVERAGE (int16 inputs per pixel), PSF_NODES weight and
+                                          depth_mag, INPUTS (visit, ccdnum, band, mjd_tai, weight, seeing_arcsec,
+                                          zero_point, n_pixels) and primary TILEID, BAND, TILEX0/TILEY0 (the
+                                          stored box's corner in the full sky-map tile)
       events/<EXPNUM:08d>.avro           one exposure-ready event (Avro OCF, schemas/exposure_ready.avsc)
+      truth/template_exposures.ecsv      (templates="epochs"/"both") the earlier epochs: expnum, mjd, band,
+                                          airmass, seeing_fwhm_arcsec, zero_point, field_id, epoch
       truth/exposures.ecsv               expnum, mjd, band, exptime, airmass, ra, dec, seeing_fwhm_arcsec,
                                           zero_point (AB mag of 1 electron in the exposure), sky_e_per_pix, field_id
       truth/sources.ecsv                 source_id, ra, dec, kind (star, galaxy, transient, variable, supernova),
