@@ -12,10 +12,14 @@ Colour transformation (Gaia -> DECam)
 ``m_band = G + sum_k c_k (BP - RP)**k``, the polynomials fitted by Rongpu Zhou (2020-04-12) for the DESI
 Legacy Imaging Surveys DR9 (DECam g, r, i, z against Gaia DR2 G, BP, RP; as in legacypipe
 ``py/legacypipe/gaiacat.py::gaia_to_decam``, https://github.com/legacysurvey/legacypipe). Legacypipe clips
-the colour to -0.6 < BP - RP < 4.1, the colour range of the fit: Blink drops stars outside it instead
-(:attr:`RefcatConfig.colour_range_mag`: no magnitude, the star stays an astrometric reference), and
-stars without BP or RP. The source gives no Y-band relation:
-a Y-band exposure needs ``colour_terms['Y']`` set in the configuration (else an :class:`InputError`).
+the colour to -0.6 < BP - RP < 4.1, the colour range of the fit: Blink instead gives stars outside it
+(:attr:`RefcatConfig.colour_range_mag`), and stars without BP or RP, no magnitude (``phot_ok`` False; they
+stay astrometric references). The source gives no Y-band relation: a Y-band exposure needs
+``colour_terms['Y']`` set in the configuration (else an :class:`InputError`).
+
+Proper motions: linear, from each star's ``ref_epoch`` to the exposure's midpoint (:func:`propagate`; it
+agrees with ``SkyCoord.apply_space_motion`` to a microarcsecond). Parallax is not applied (under a
+milliarcsecond for the faint stars a CCD matches, at most a few for the nearest).
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ class RefcatConfig(BaseModel):
         description="Per band, ``m_band - G`` as polynomial coefficients in BP - RP, lowest order first "
                     "(default: Legacy Surveys DR9, g r i z).")
     colour_range_mag: tuple[float, float] = Field((-0.6, 4.1), description="BP - RP range where the colour "
-                                                  "terms hold; stars outside it are dropped.")
-    colour_term_scatter_mag: float = Field(0.01, ge=0, le=1.0, description="Per-star scatter of the colour "
-                                           "transformation (added in quadrature to the magnitude error).")
+                                                  "terms hold; stars outside it get no magnitude.")
+    colour_term_scatter_mag: float = Field(0.01, ge=0, le=1.0, description="Per-star scatter of main-sequence "
+                                           "stars about the colour transformation (an assumed 0.01 mag; added in "
+                                           "quadrature to the magnitude error, it sets the zero point's weights).")
     missing_pm_sigma_mas_per_yr: float = Field(10.0, ge=0, le=1000.0, description="Proper-motion error assumed "
                                                "for stars without a proper motion (two-parameter solutions, "
                                                "placed at their reference-epoch position).")

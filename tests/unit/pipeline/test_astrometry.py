@@ -31,8 +31,10 @@ def _perturbed(wcs, offset_arcsec: float, rotation_deg: float):
 def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     """The fit from a bad header WCS is the fit from the good one (within 5 mas over the CCD).
 
-    It also agrees with the truth within 30 mas over the whole CCD where the CCD has enough stars for a
-    distortion fit of its own (good seeing, CCD 35), and everywhere when it starts from the camera model.
+    Starting from the camera model it also agrees with the truth within 30 mas over the whole CCD. (A fit of
+    the stars alone did too on CCD 35 while the references went to r = 25; with Gaia's G <= 21 these small-mode
+    nights leave about 15 matched stars per CCD, too few for a distortion of its own: 50 mas RMS, 180 mas in
+    the corners.)
     """
     i = data.inputs(name, ccd)
     exposure, sources = data.calibrated(name, ccd)
@@ -50,7 +52,7 @@ def test_fit_from_bad_header_wcs(name, ccd, rotation_deg, with_camera):
     er, ed = good_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     same = np.hypot((fr - er) * np.cos(np.radians(ed)), fd - ed) * 3.6e6
     assert np.sqrt(np.mean(same**2)) < 5.0
-    if (name, ccd) == ("good", 35) or with_camera:
+    if with_camera:
         tr, td = i.truth_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
         diff = np.hypot((fr - tr) * np.cos(np.radians(td)), fd - td) * 3.6e6
         assert np.sqrt(np.mean(diff**2)) < 30.0

@@ -116,10 +116,11 @@ def test_stars_outside_the_colour_range_or_without_bp_rp_have_no_magnitude():
 
 
 def test_magnitude_error_propagates_gaia_errors_and_the_scatter():
-    out = reference_stars(_gaia(1), mjd_tai=epoch_mjd(2020.0), band="g", config=RefcatConfig())
+    out = reference_stars(_gaia(1), mjd_tai=epoch_mjd(2020.0), band="g", config=RefcatConfig(
+        colour_term_scatter_mag=0.015))
     _, slope = colour_transform(17.0, 1.0, "g")
     sigma_g, sigma_c = 1.0857 / 500.0, 1.0857 / 100.0
-    expected = np.sqrt(sigma_g**2 + slope**2 * 2 * sigma_c**2 + 0.02**2)
+    expected = np.sqrt(sigma_g**2 + slope**2 * 2 * sigma_c**2 + 0.015**2)
     assert out["g_mag_err"][0] == pytest.approx(expected, rel=1e-4)
     assert out["g_mag"][0] == pytest.approx(float(colour_transform(17.0, 1.0, "g")[0]), abs=1e-6)
 
