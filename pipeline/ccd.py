@@ -1,5 +1,9 @@
 """The per-CCD pipeline, composed in order: ISR -> calibrate -> template -> subtract -> detect ->
-reliability -> associate -> forced photometry -> cutouts. Pure: inputs in, outputs out."""
+reliability -> associate -> forced photometry -> cutouts. Pure: inputs in, outputs out.
+
+A Community Pipeline InstCal CCD (:class:`pipeline.decam.instcal.InstCalInputs`) skips ISR (the CP did it):
+:func:`calibrate_instcal` converts it to electrons and calibrates it from its TPV WCS; every later stage is the
+same for both products."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pipeline.coadd import CoaddConfig
 from pipeline.cutouts import make_cutouts
 from pipeline.decam.camera import field_angle_model
 from pipeline.decam.header import header_wcs
+from pipeline.decam.instcal import InstCalCcd, InstCalInputs, instcal_electrons, tpv_field_angles
 from pipeline.detect import DetectConfig, detect_dia_sources
 from pipeline.errors import AlgorithmError, BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
@@ -108,13 +113,54 @@ def calibrate_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(
     return exposure, sources
 
 
-def process_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:
+def calibrate_instcal(instcal: InstCalCcd, refcat: Table, *, config: PipelineConfig = PipelineConfig(),
+                      timings: dict[str, float] | None = None) -> tuple[CalibratedExposure, Table]:
+    """:func:`calibrate_ccd` for a Community Pipeline InstCal CCD: no ISR (the CP removed the instrument's
+    signature), the same calibration.
+
+    The CP image becomes ISR's output (:func:`pipeline.decam.instcal.instcal_electrons`: electrons, variance
+    from the weight map, DQ codes and SATURATE as mask bits). The astrometric fit starts from the CP's TPV WCS,
+    which already holds the optical distortion: with ``config.use_camera_model`` the TPV plays the camera
+    model's part (the stars fit only a low-order map on top of it; DECam's nominal model is not applied
+    again), else a TAN-SIP is fitted to the stars from it.
+
+    Parameters
+    ----------
+    instcal : InstCalCcd
+    refcat : Table
+        Reference catalog overlapping the CCD, as for :func:`calibrate_ccd` (Gaia-archive columns, turned into
+        the exposure's reference stars by :func:`pipeline.refcat.reference_stars`).
+    config : PipelineConfig
+    timings : dict, optional
+        Receives the seconds of the ``instcal`` (conversion) and ``calibrate`` stages; there is no ``isr``.
+
+    Returns
+    -------
+    exposure : CalibratedExposure
+        Its metadata also holds ``cp_zero_point`` (MAGZERO as an AB magnitude of 1 electron; NaN if absent).
+    sources : astropy.table.Table
+    """
+    timings = {} if timings is None else timings
+    with _stage("instcal", timings):
+        electrons = instcal_electrons(instcal, config=config.isr)
+    with _stage("calibrate", timings):
+        camera = tpv_field_angles(instcal.wcs) if config.use_camera_model else None
+        refstars = reference_stars(refcat, mjd_tai=instcal.info.mjd_mid_tai, band=instcal.info.band,
+                                   config=config.refcat)
+        exposure, sources = calibrate(electrons, instcal.wcs, refstars, info=instcal.info, ccdnum=instcal.ccdnum,
+                                      config=config.calibrate, camera=camera)
+    exposure.metadata["cp_zero_point"] = instcal.cp_zero_point
+    return exposure, sources
+
+
+def process_ccd(inputs: CcdInputs | InstCalInputs, *, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:
     """Run the full per-CCD pipeline.
 
     Parameters
     ----------
-    inputs : CcdInputs
-        Raw CCD, calibrations, reference catalog, template tiles and APDB region data.
+    inputs : CcdInputs or InstCalInputs
+        Raw CCD and calibrations (ISR, then calibration) or a CP InstCal CCD (calibration only), with the
+        reference catalog, template tiles and APDB region data.
     config : PipelineConfig
 
     Returns
@@ -127,7 +173,10 @@ def process_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig())
         With ``stage`` naming where it failed.
     """
     timings: dict[str, float] = {}
-    exposure, sources = calibrate_ccd(inputs, config=config, timings=timings)
+    if isinstance(inputs, InstCalInputs):
+        exposure, sources = calibrate_instcal(inputs.instcal, inputs.refcat, config=config, timings=timings)
+    else:
+        exposure, sources = calibrate_ccd(inputs, config=config, timings=timings)
     info, detector = exposure.info, exposure.ccdnum
     with _stage("template", timings):
         template = warp_template(inputs.template_tiles, exposure.wcs, exposure.masked.image.shape,

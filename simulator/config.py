@@ -26,7 +26,11 @@ class SimConfig(BaseModel):
     small: bool = False
     """Fewer stars and galaxies; also writes the cosmic-ray truth masks."""
     compress: bool = False
-    """Write raws fpack-compressed (``.fits.fz``, RICE_1, one-row tiles)."""
+    """Write raws fpack-compressed (``.fits.fz``, RICE_1, one-row tiles); InstCal products too (RICE_1: image and
+    weight quantised at 1/4 of their noise as the CP's, mask lossless)."""
+    instcal: bool = False
+    """Write Community Pipeline InstCal products (ooi, oow, ood: :mod:`simulator.instcal`) instead of raws; the
+    exposure-ready events name the ooi files (product ``instcal``)."""
     star_density: float | None = Field(None, ge=0, le=1e6)
     """Stars per square degree (default 25000, small 5000), r from 15 to 25 mag."""
     galaxy_density: float | None = Field(None, ge=0, le=1e6)

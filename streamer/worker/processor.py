@@ -3,6 +3,11 @@
 The pure pipeline (:func:`pipeline.ccd.process_ccd`) sits between two I/O edges: the data repository, the raw
 file and the APDB region before it; the APDB upserts and the alert sink after it. The loop that feeds it is
 :mod:`streamer.worker.loop`.
+
+An event's ``product`` says what its path names: a raw (read with its bias, flat and defects, then ISR), or a
+Community Pipeline InstCal image (``instcal``: the ``ooi`` file, its ``oow`` weight and ``ood`` mask found
+beside it by the CP's names; no calibration frames). Both are checked against the event, and every later
+stage (calibration, subtraction, association, APDB, alerts) is the same.
 """
 
 from __future__ import annotations
@@ -10,25 +15,30 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.ccd import PipelineConfig, process_ccd
 from pipeline.decam.header import ccd_footprint, check_against_event, read_exposure_info
+from pipeline.decam.instcal import InstCalCcd, InstCalInputs, check_instcal_primary, instcal_footprint
+from pipeline.errors import InputError
 from pipeline.threads import using as pipeline_threads
-from pipeline.types import CcdInputs, CcdOutputs
+from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo
 from streamer.alerts.builder import build_alerts
 from streamer.alerts.framing import alert_headers
 from streamer.alerts.schema import AlertSchema
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
 from streamer.apdb.columns import empty_table
 from streamer.decam.camera_tables import decam_camera
+from streamer.decam.instcal_files import STAGE as INSTCAL_STAGE
+from streamer.decam.instcal_files import instcal_paths, read_instcal_ccd
 from streamer.decam.raw_files import list_ccds, read_primary_header, read_raw_ccd
-from streamer.events.records import ExposureReady
+from streamer.events.records import INSTCAL_PRODUCT, ExposureReady
 from streamer.ports import AlertSink
 from streamer.runtime import metrics
 from streamer.worker.inputs import DataRepository
 
-__all__ = ["CcdProcessor", "CcdResult", "empty_region"]
+__all__ = ["CcdProcessor", "CcdResult", "empty_region", "instcal_files_in", "read_instcal_input"]
 
 
 @dataclass
@@ -91,22 +101,32 @@ class CcdProcessor:
         return tuple(list_ccds(self.repo.resolve(event.raw_path)))
 
     def check_exposure(self, event: ExposureReady) -> None:
-        """Check the raw's primary header against the event before any CCD of it is claimed or read.
+        """Check the raw's (or InstCal image's) primary header against the event before any CCD of it is
+        claimed or read.
 
         Raises
         ------
         HeaderError
             The header cannot describe a science exposure, or describes another exposure than the event's.
         InputError
-            The raw is missing or its primary header unreadable.
+            The raw is missing or its primary header unreadable; an InstCal event's files are missing or its
+            image is not a CP InstCal product (``stage="read_instcal"``).
         """
-        info = read_exposure_info(read_primary_header(self.repo.resolve(event.raw_path)))
+        if event.product == INSTCAL_PRODUCT:
+            image, _, _ = instcal_files_in(self.repo, event.raw_path)
+            primary = read_primary_header(image)
+            check_instcal_primary(primary, name=event.raw_path)
+        else:
+            primary = read_primary_header(self.repo.resolve(event.raw_path))
+        info = read_exposure_info(primary)
         check_against_event(info, exposure_id=event.exposure_id, band=event.band,
                             midpoint_mjd_tai=event.midpoint_mjd_tai)
 
-    def load_static(self, event: ExposureReady, detector: int) -> CcdInputs:
-        """Read the inputs of one CCD that do not depend on the APDB (raw, calibrations, references,
-        templates); the APDB region is left empty, to be read just before processing."""
+    def load_static(self, event: ExposureReady, detector: int) -> CcdInputs | InstCalInputs:
+        """Read the inputs of one CCD that do not depend on the APDB (raw and calibrations or the InstCal CCD,
+        references, templates); the APDB region is left empty, to be read just before processing."""
+        if event.product == INSTCAL_PRODUCT:
+            return self._load_instcal(event, detector)
         raw_path = self.repo.resolve(event.raw_path)
         raw = read_raw_ccd(raw_path, detector)
         info = raw.info
@@ -127,6 +147,19 @@ class CcdProcessor:
             defects=self.repo.defects(detector, info.mjd_mid_tai),
         )
 
+    def _load_instcal(self, event: ExposureReady, detector: int) -> InstCalInputs:
+        """The static inputs of one CCD of an InstCal exposure: the CCD (checked against the event), the
+        references and template tiles its TPV footprint meets."""
+        ccd = read_instcal_input(self.repo, event.raw_path, detector)
+        check_against_event(ccd.info, exposure_id=event.exposure_id, band=event.band,
+                            midpoint_mjd_tai=event.midpoint_mjd_tai)
+        ra, dec, radius = instcal_footprint(ccd)
+        empty = empty_region()
+        return InstCalInputs(instcal=ccd, refcat=self.repo.refcat_in(ra, dec, radius + 0.02),
+                             template_tiles=self.repo.templates_in(ccd.info.band, ra, dec, radius),
+                             dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
+                             dia_forced_sources=empty.dia_forced_sources)
+
     def prefetch(self, event: ExposureReady, detector: int) -> None:
         """Start reading a CCD's static inputs in the background (while the current CCD runs), as Rubin's
         prompt-processing workers preload calibrations and templates before the pixels are needed."""
@@ -139,8 +172,8 @@ class CcdProcessor:
         now so that the CCD sees every earlier CCD's writes."""
         future = self._prefetched.pop((event.exposure_id, detector), None)
         static = future.result() if future is not None else self.load_static(event, detector)
-        ra, dec, radius = ccd_footprint(static.raw.header)
-        region = self.apdb.read_region(SkyRegion(ra, dec, radius), static.raw.info.mjd_mid_tai)
+        (ra, dec, radius), info = _footprint_and_info(static)
+        region = self.apdb.read_region(SkyRegion(ra, dec, radius), info.mjd_mid_tai)
         inputs = replace(static, dia_objects=region.dia_objects, dia_sources=region.dia_sources,
                          dia_forced_sources=region.dia_forced_sources)
         return inputs, region
@@ -161,6 +194,41 @@ class CcdProcessor:
         metrics.observe_ccd(outputs.metadata.get("timings_s", {}), seconds, len(alerts),
                             event.shutter_close_mjd_tai)
         return CcdResult(event.exposure_id, detector, outputs, len(alerts), seconds=seconds)
+
+
+def instcal_files_in(repo: DataRepository, relative: str) -> tuple[Path, Path, Path]:
+    """The ``ooi``, ``oow`` and ``ood`` files of the CP exposure whose image is ``relative`` (named by the CP's
+    convention, each resolved inside the data root).
+
+    Raises
+    ------
+    InputError
+        Not a CP name, a path outside the root, or a missing file (``stage="read_instcal"``).
+    """
+    image, weight, mask = (repo.resolve(p) for p in instcal_paths(relative))
+    missing = [p.name for p in (image, weight, mask) if not p.is_file()]
+    if missing:
+        raise InputError(f"InstCal exposure {relative}: missing {', '.join(missing)}", stage=INSTCAL_STAGE)
+    return image, weight, mask
+
+
+def read_instcal_input(repo: DataRepository, relative: str, ccdnum: int) -> InstCalCcd:
+    """One CCD of the CP InstCal exposure whose image is ``relative`` in the data root (image, weight, mask).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or inconsistent files, or the CCD absent (``stage="read_instcal"``).
+    """
+    image, weight, mask = instcal_files_in(repo, relative)
+    return read_instcal_ccd(image, int(ccdnum), weight_path=weight, mask_path=mask)
+
+
+def _footprint_and_info(static: CcdInputs | InstCalInputs) -> tuple[tuple[float, float, float], ExposureInfo]:
+    """A CCD's sky footprint (centre and radius, degrees) and exposure facts, from either product."""
+    if isinstance(static, InstCalInputs):
+        return instcal_footprint(static.instcal), static.instcal.info
+    return ccd_footprint(static.raw.header), static.raw.info
 
 
 def empty_region() -> RegionData:
