@@ -56,6 +56,11 @@ def _read_plane(path, ccd, dtype) -> tuple[np.ndarray, fits.Header, fits.Header]
             raise InputError(f"{p}: not a readable FITS file: {exc}", stage=STAGE) from exc
 
 
+def is_instcal_image(path) -> bool:
+    """True for a CP InstCal image file name (``c4d_<date>_<time>_ooi_<band>_<version>.fits[.fz]``)."""
+    return "_ooi_" in Path(path).name
+
+
 def instcal_paths(image_path) -> tuple[Path, Path, Path]:
     """The ``ooi``, ``oow`` and ``ood`` files of a CP exposure from the path of any one of them."""
     p = Path(image_path)
@@ -99,4 +104,4 @@ def read_instcal_ccd(image_path, ccd=None, *, weight_path=None, mask_path=None) 
     return instcal_ccd_from_planes(image, weight, dq, header, primary, name=ooi.name)
 
 
-__all__ = ["instcal_paths", "read_instcal_ccd"]
+__all__ = ["instcal_paths", "is_instcal_image", "read_instcal_ccd"]

@@ -21,19 +21,21 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from pipeline.ccd import PipelineConfig, calibrate_ccd
+from pipeline.ccd import PipelineConfig, calibrate_ccd, calibrate_instcal
 from pipeline.coadd import CoaddConfig, TileWarp, add_to_coadd, empty_coadd, selected, warp_to_tile
 from pipeline.decam.header import CCD_HALF_DIAGONAL_DEG, ccd_footprint, read_exposure_info
+from pipeline.decam.instcal import instcal_footprint
 from pipeline.errors import BlinkError
 from pipeline.skymap import tile as sky_tile
 from pipeline.skymap import tiles_overlapping
 from pipeline.types import CalibratedExposure, CcdInputs
 from schemas import datarepo
 from streamer.decam.camera_tables import decam_camera
+from streamer.decam.instcal_files import is_instcal_image
 from streamer.decam.raw_files import list_ccds, read_primary_header, read_raw_ccd
 from streamer.templates.tiles import read_coadd, write_coadd
 from streamer.worker.inputs import DataRepository
-from streamer.worker.processor import empty_region
+from streamer.worker.processor import empty_region, read_instcal_input
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,14 @@ class BuildSummary:
 
 def calibrated_input(repo: DataRepository, relative: str, ccdnum: int, *, config: PipelineConfig
                      ) -> CalibratedExposure:
-    """One input CCD of a template, calibrated by Blink's own ISR and calibration.
+    """One input CCD of a template, calibrated by Blink's own ISR and calibration (a CP InstCal image: by
+    Blink's calibration, :func:`pipeline.ccd.calibrate_instcal`).
 
     Parameters
     ----------
     repo : DataRepository
     relative : str
-        The exposure's path inside the data root (a raw).
+        The exposure's path inside the data root (a raw, or a CP InstCal image ``..._ooi_...``).
     ccdnum : int
     config : PipelineConfig
 
@@ -67,6 +70,10 @@ def calibrated_input(repo: DataRepository, relative: str, ccdnum: int, *, config
     BlinkError
         The CCD cannot be read or calibrated (named, with its stage).
     """
+    if is_instcal_image(relative):
+        instcal = read_instcal_input(repo, relative, ccdnum)
+        ra, dec, radius = instcal_footprint(instcal)
+        return calibrate_instcal(instcal, repo.refcat_in(ra, dec, radius + 0.02), config=config)[0]
     raw = read_raw_ccd(repo.resolve(relative), ccdnum)
     ra, dec, radius = ccd_footprint(raw.header)
     empty = empty_region()
@@ -164,7 +171,7 @@ def build_templates(repo: DataRepository, inputs: Sequence[str], *, pipeline: Pi
     repo : DataRepository
         The data repository; tiles go to ``templates/<band>/`` inside it.
     inputs : sequence of str
-        Exposure paths inside the data root (raws).
+        Exposure paths inside the data root (raws, or CP InstCal images).
     pipeline : PipelineConfig
         ISR and calibration options for the inputs.
     config : CoaddConfig
