@@ -97,7 +97,7 @@ class CcdProcessor:
         self._prefetched: dict[tuple[int, int], Future] = {}
 
     def raw_ccds(self, event: ExposureReady) -> tuple[int, ...]:
-        """The CCDNUMs of the event's raw file, in file order."""
+        """The CCDNUMs of the event's raw file (or InstCal image), in file order."""
         return tuple(list_ccds(self.repo.resolve(event.raw_path)))
 
     def check_exposure(self, event: ExposureReady) -> None:

@@ -8,7 +8,7 @@ images left out) are point-symmetric is found by least squares. Gaia's position 
 epoch by its proper motion (DR2: ``ref_epoch`` 2015.5, here 13 mas/yr) and put on the cutout by the CP's TPV
 WCS as the reader gives it. The CP's own astrometric accuracy (20-50 mas, RADSTD) and a star centroid's
 (~10 mas for an unsaturated star this bright) are not what limits this measurement: the wing centre of a
-saturated star is good to a few tenths of a pixel (the PSF's asymmetry, the masked core and bleed, the
+saturated star is good to a fraction of a pixel, a pixel at worst (the PSF's asymmetry, the masked core and bleed, the
 atmosphere's dispersion in g for a star of unknown colour). Measured: 0.03-0.27 arcsec, RMS 0.16, median 0.12
 (0.3 arcsec median from the saturated core's centroid, test_instcal_files.py). The sub-0.1 arcsec agreement of
 the CP WCS from epoch to epoch is tested in test_instcal_files.py on testcase3's unsaturated source.
