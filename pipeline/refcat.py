@@ -80,8 +80,12 @@ class RefcatConfig(BaseModel):
                                            "quadrature to the magnitude error, it sets the zero point's weights).")
     missing_pm_sigma_mas_per_yr: float = Field(10.0, ge=0, le=1000.0, description="Proper-motion error assumed "
                                                "for stars without a proper motion (two-parameter solutions, "
-                                               "placed at their reference-epoch position).")
+                                               "placed at their reference-epoch position; with the default "
+                                               "max_position_error_mas they are dropped after 5 years).")
     min_g_mag: float = Field(3.0, ge=-2.0, le=30.0, description="Brighter stars (saturated in Gaia) are dropped.")
+    max_position_error_mas: float = Field(50.0, gt=0, description="Stars whose position at the epoch is less "
+                                          "certain (no proper motion, or a poor one) are dropped: the astrometric "
+                                          "fit weighs its stars equally.")
     max_mag_err_mag: float = Field(0.05, gt=0, le=10.0, description="Stars whose predicted magnitude is less "
                                    "certain (faint BP/RP on a steep part of the colour term) get no magnitude: "
                                    "the zero point weighs stars by their instrumental errors only.")
@@ -180,12 +184,12 @@ def reference_stars(refcat: Table, *, mjd_tai: float, band: str, config: RefcatC
     Returns
     -------
     Table
-        One row per star with a position, not saturated (``min_g_mag``): ``ref_id``, ``ra``, ``dec`` (deg, at
-        the epoch), ``ra_err_mas``, ``dec_err_mas`` (reference-epoch errors grown by the proper-motion errors),
-        ``has_pm``, ``bp_rp``, ``phot_ok``, ``<band>_mag`` and ``<band>_mag_err`` (Gaia errors through the
-        transformation, plus its scatter). A star without G, BP or RP, outside the colour range or with a
-        magnitude error above ``max_mag_err_mag`` has ``phot_ok`` False and NaN magnitudes: it still serves the
-        astrometry, not the zero point.
+        One row per star with a position known to ``max_position_error_mas`` at the epoch, not saturated
+        (``min_g_mag``): ``ref_id``, ``ra``, ``dec`` (deg, at the epoch), ``ra_err_mas``, ``dec_err_mas``
+        (reference-epoch errors grown by the proper-motion errors), ``has_pm``, ``bp_rp``, ``phot_ok``,
+        ``<band>_mag`` and ``<band>_mag_err`` (Gaia errors through the transformation, plus its scatter). A
+        star without G, BP or RP, outside the colour range or with a magnitude error above ``max_mag_err_mag``
+        has ``phot_ok`` False and NaN magnitudes: it still serves the astrometry, not the zero point.
 
     Raises
     ------
@@ -223,6 +227,8 @@ def reference_stars(refcat: Table, *, mjd_tai: float, band: str, config: RefcatC
     out = Table({"ref_id": ref_id, "ra": ra, "dec": dec, "ra_err_mas": errors["ra"], "dec_err_mas": errors["dec"],
                  "has_pm": has_pm, "bp_rp": colour, "phot_ok": phot_ok, f"{band}_mag": mag,
                  f"{band}_mag_err": mag_err})
+    with np.errstate(invalid="ignore"):
+        out = out[np.hypot(errors["ra"], errors["dec"]) <= config.max_position_error_mas]
     log.debug("reference stars: %d of %d Gaia stars kept for band %s at MJD %.3f (%d photometric)", len(out),
-              len(refcat), band, mjd_tai, int(phot_ok.sum()))
+              len(refcat), band, mjd_tai, int(np.sum(out["phot_ok"])))
     return out

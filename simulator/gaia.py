@@ -4,9 +4,10 @@ What a user would download from the Gaia archive for the simulated fields: one F
 pixel (``chunk-<pixel>.fits``, nside 32, nested) in the archive's own columns, positions at Gaia's
 reference epoch J2015.5.
 
-The simulator's stars sit at their positions of the simulated night (``SimConfig.start_mjd``; the images
-render them there, and the few days a night spans move them by under a milliarcsecond). Each star gets a
-proper motion (a few mas/yr, a thick-disc-like dispersion) that carries it back to J2015.5; Gaia's errors
+The simulator's stars sit at their positions of the night's start (``SimConfig.start_mjd``) and move by
+their proper motions (:func:`proper_motions`: a few mas/yr, a thick-disc-like dispersion): every exposure
+renders them where they are at its midpoint (:func:`positions_at`), and the catalog carries them back to
+J2015.5; Gaia's errors
 are then added: position, proper-motion and photometric errors growing with G like Gaia DR2's (Lindegren et
 al. 2018; Evans et al. 2018), no proper motion for some faint stars (two-parameter solutions) and no BP/RP
 photometry for some (as in DR2). Stars fainter than G = 21 or brighter than G = 3 are not in the catalog.
@@ -76,6 +77,26 @@ def julian_year(mjd: float) -> float:
     return 2000.0 + (mjd - MJD_J2000) / 365.25
 
 
+def proper_motions(seed: int, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pmra, pmdec), mas/yr, of the simulated sources: stars (and variable stars) move, the rest do not."""
+    rng = seeded_rng(seed, name_tag("pm__"))
+    n = len(kind)
+    moving = np.isin(kind, ("star", "variable"))
+    pmra = np.where(moving, rng.normal(PM_MEAN_MAS_PER_YR[0], PM_SIGMA_MAS_PER_YR, n), 0.0)
+    pmdec = np.where(moving, rng.normal(PM_MEAN_MAS_PER_YR[1], PM_SIGMA_MAS_PER_YR, n), 0.0)
+    return pmra, pmdec
+
+
+def positions_at(table: Table, mjd: float, epoch_mjd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the sources of ``table`` (``ra``, ``dec`` at ``epoch_mjd``, ``pmra``, ``pmdec``) are at ``mjd``:
+    what an exposure at ``mjd`` renders."""
+    ra, dec = np.asarray(table["ra"], float), np.asarray(table["dec"], float)
+    if "pmra" not in table.colnames or mjd == epoch_mjd:
+        return ra, dec
+    scale = np.radians(1.0 / 3.6e6) * (mjd - epoch_mjd) / 365.25
+    return optics.tangent_to_sky(np.asarray(table["pmra"]) * scale, np.asarray(table["pmdec"]) * scale, ra, dec)
+
+
 def gaia_colour_and_g(g_mag: np.ndarray, r_mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """BP - RP and G of stars of DECam ``g`` and ``r`` on the mean relation (colours clipped to the grid)."""
     colour = np.interp(np.asarray(g_mag, float) - np.asarray(r_mag, float), *_g_minus_r_grid())
@@ -111,7 +132,8 @@ def gaia_catalog(stars: Table, *, seed: int, epoch_mjd: float) -> Table:
     Parameters
     ----------
     stars : Table
-        Simulated stars: ``source_id``, ``ra``, ``dec`` (at ``epoch_mjd``), ``ref_mag_g``, ``ref_mag_r``.
+        Simulated stars: ``source_id``, ``ra``, ``dec`` (at ``epoch_mjd``), ``pmra``, ``pmdec`` (mas/yr),
+        ``ref_mag_g``, ``ref_mag_r``.
     seed : int
         The simulation's seed.
     epoch_mjd : float
@@ -128,8 +150,7 @@ def gaia_catalog(stars: Table, *, seed: int, epoch_mjd: float) -> Table:
     colour, g_true = gaia_colour_and_g(stars["ref_mag_g"], stars["ref_mag_r"])
     g_true = g_true + rng.normal(0.0, INTRINSIC_SCATTER_MAG, n)
     colour = colour + rng.normal(0.0, INTRINSIC_COLOUR_SCATTER_MAG, n)
-    pmra = rng.normal(PM_MEAN_MAS_PER_YR[0], PM_SIGMA_MAS_PER_YR, n)
-    pmdec = rng.normal(PM_MEAN_MAS_PER_YR[1], PM_SIGMA_MAS_PER_YR, n)
+    pmra, pmdec = np.asarray(stars["pmra"], float), np.asarray(stars["pmdec"], float)
     err = _errors(g_true)
     dt_yr = GAIA_REF_EPOCH - julian_year(epoch_mjd)
     ra = np.asarray(stars["ra"], float)

@@ -7,6 +7,7 @@ import numpy as np
 from pipeline.decam import camera as cam
 from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE, CcdInfo
 from simulator.calibrations import bias_levels, bias_structure, flat_drift, flat_field
+from simulator.gaia import positions_at
 from simulator.sources import Sources, flux_in
 from simulator.world import READ_COLS_OFFSET, READ_ROWS_OFFSET, Exposure, mag_to_njy, name_tag, seeded_rng
 from streamer.decam.camera_tables import decam_camera, defect_boxes
@@ -24,7 +25,7 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: CcdInfo, src: Sources):
     img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
     t = src.table
     on = np.asarray(t["field_id"]) == exp.field_id
-    px, py = optics.sky_to_pixel(ccd, np.asarray(t["ra"]), np.asarray(t["dec"]), exp.ra, exp.dec)
+    px, py = optics.sky_to_pixel(ccd, *positions_at(t, exp.mjd_mid, src.epoch_mjd), exp.ra, exp.dec)
     near = on & (px > -300) & (px < nx + 300) & (py > -300) & (py < ny + 300)
     kinds = np.asarray(t["kind"])
     pts = np.nonzero(near & (kinds != "galaxy"))[0]

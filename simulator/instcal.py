@@ -38,6 +38,7 @@ from astropy.time import Time
 
 from simulator import optics
 from simulator.calibrations import bias_levels, flat_field
+from simulator.gaia import positions_at
 from simulator.headers import primary_header, true_wcs
 from simulator.images import extension_order
 from simulator.render import add_galaxies, add_point_sources, bleed, cosmic_rays
@@ -129,7 +130,7 @@ def _true_electrons(exp: Exposure, ccd, src: Sources) -> np.ndarray:
     ny, nx = CCD_SHAPE
     img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
     t = src.table
-    px, py = optics.sky_to_pixel(ccd, np.asarray(t["ra"]), np.asarray(t["dec"]), exp.ra, exp.dec)
+    px, py = optics.sky_to_pixel(ccd, *positions_at(t, exp.mjd_mid, src.epoch_mjd), exp.ra, exp.dec)
     near = (np.asarray(t["field_id"]) == exp.field_id) & (px > -300) & (px < nx + 300) & (py > -300) \
         & (py < ny + 300)
     galaxy = np.asarray(t["kind"]) == "galaxy"

@@ -8,7 +8,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from simulator.gaia import stellar_locus
+from simulator.gaia import proper_motions, stellar_locus
 from simulator.world import (
     BANDS,
     NJY_ZP,
@@ -28,8 +28,9 @@ from .config import SimConfig
 
 @dataclass
 class Sources:
-    table: Table  # source_id, ra, dec, kind, host_id, <band>_mag, r_eff, q, pa
+    table: Table  # source_id, ra, dec (at epoch_mjd), pmra, pmdec (mas/yr), kind, host_id, <band>_mag, r_eff, q, pa
     lightcurves: dict  # source_id -> {expnum: flux_njy (total)}
+    epoch_mjd: float = 0.0  # when the stars are at (ra, dec): the night's start
 
 
 def tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
@@ -79,7 +80,8 @@ def make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
         fexps = [e for e in exps if e.field_id == f]
         for c in cfg.ccds:
             next_id = _add_transients(cfg, table, lightcurves, field=f, fexps=fexps, ccdnum=c, next_id=next_id)
-    return Sources(table=table, lightcurves=lightcurves)
+    table["pmra"], table["pmdec"] = proper_motions(cfg.seed, np.asarray(table["kind"]))
+    return Sources(table=table, lightcurves=lightcurves, epoch_mjd=cfg.start_mjd)
 
 
 def _static_sources(cfg: SimConfig, centers, tiles) -> tuple[Table, int]:

@@ -24,8 +24,8 @@ ASTROMETRY_RMS_MAS = 15.0
 ZERO_POINT_MMAG = 10.0
 """Was 5 mmag against the true magnitudes. Through Gaia and the colour transformation each reference star's
 magnitude is off by 0.01-0.03 mag (intrinsic scatter, BP/RP errors on the colour term), and these small-mode
-nights have 11-16 zero-point stars per CCD (G <= 21): the zero point's own error is 3-8 mmag. Measured: +7.4,
-+2.9, +3.8 and -2.9 mmag (was +2.3, -0.3, +3.8, -2.9 with the truth as reference); the goal is 10 mmag."""
+nights have 10-16 zero-point stars per CCD (G <= 21): the zero point's own error is 3-8 mmag. Measured: -5.2,
++4.4, -1.2 and -0.3 mmag (was +2.3, -0.3, +3.8, -2.9 with the truth as reference); the goal is 10 mmag."""
 FWHM_FRACTION = 0.03
 BIAS_E = 0.5
 CR_COMPLETENESS = 0.99

@@ -75,12 +75,18 @@ def test_reference_stars_at_the_exposure_epoch():
 
 
 def test_missing_proper_motion_keeps_reference_position_with_a_large_error():
+    """A two-parameter solution stays at its Gaia position, its error grown by the assumed pm dispersion; once
+    that error passes max_position_error_mas it is no reference any more."""
     gaia = _gaia(pmra=np.array([np.nan, 5.0, 5.0, 5.0]), pmdec=np.array([np.nan, -3.0, -3.0, -3.0]))
-    config = RefcatConfig(missing_pm_sigma_mas_per_yr=8.0)
+    config = RefcatConfig(missing_pm_sigma_mas_per_yr=8.0, max_position_error_mas=200.0)
     out = reference_stars(gaia, mjd_tai=epoch_mjd(2025.5), band="g", config=config)
     assert not out["has_pm"][0] and out["has_pm"][1:].all()
     assert out["ra"][0] == pytest.approx(gaia["ra"][0], abs=1e-12)
     assert out["ra_err_mas"][0] == pytest.approx(np.hypot(0.1, 80.0), rel=1e-5)
+    strict = reference_stars(gaia, mjd_tai=epoch_mjd(2025.5), band="g")  # 10 mas/yr x 10 yr > 50 mas
+    assert list(strict["ref_id"]) == [2, 3, 4]
+    early = reference_stars(gaia, mjd_tai=epoch_mjd(2018.5), band="g")  # 3 years: 30 mas in each axis
+    assert list(early["ref_id"]) == [1, 2, 3, 4]
 
 
 def test_colour_transformation_is_the_legacy_surveys_polynomial():
@@ -146,7 +152,10 @@ def test_real_gaia_chunks():
     """Real Legacy Surveys Gaia DR2 chunks (masked NaNs, two-parameter solutions): every kept star has finite
     positions, magnitudes and errors; the stars without BP/RP or out of the colour range are the ones dropped."""
     gaia = vstack([Table.read(p) for p in GAIA_CHUNKS])
-    out = reference_stars(gaia, mjd_tai=60000.0, band="r")
+    with_pm = np.isfinite(np.ma.filled(np.ma.asarray(gaia["pmra"], float), np.nan))
+    assert 0 < (~with_pm).sum() < 0.3 * len(gaia)  # the chunks hold two-parameter solutions
+    assert len(reference_stars(gaia, mjd_tai=60000.0, band="r")) == with_pm.sum()  # 7.6 yr: 76 mas, dropped
+    out = reference_stars(gaia, mjd_tai=60000.0, band="r", config=RefcatConfig(max_position_error_mas=1e4))
     assert len(out) == len(gaia)  # none saturated
     bp_rp = np.ma.filled(np.ma.asarray(gaia["phot_bp_mean_mag"] - gaia["phot_rp_mean_mag"], float), np.nan)
     in_range = np.isfinite(bp_rp) & (bp_rp > -0.6) & (bp_rp < 4.1)
@@ -155,7 +164,7 @@ def test_real_gaia_chunks():
     for name in ("ra", "dec", "ra_err_mas", "dec_err_mas"):
         assert np.isfinite(np.asarray(out[name])).all(), name
     assert np.isfinite(np.asarray(out["r_mag"])[phot]).all() and (np.asarray(out["r_mag_err"])[phot] <= 0.05).all()
-    assert (~out["has_pm"]).sum() > 0  # the chunks hold two-parameter solutions
+    assert (~out["has_pm"]).sum() == (~with_pm).sum()
     assert 10.0 < float(np.median(out["r_mag"][phot])) < 21.5
     g = np.ma.filled(np.ma.asarray(gaia["phot_g_mean_mag"], float), np.nan)[phot]
     assert np.all(np.abs(np.asarray(out["r_mag"])[phot] - g) < 1.5)

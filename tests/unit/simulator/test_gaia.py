@@ -12,6 +12,8 @@ from simulator.gaia import (
     GAIA_REF_EPOCH,
     gaia_catalog,
     gaia_colour_and_g,
+    positions_at,
+    proper_motions,
     stellar_locus,
     write_gaia_chunks,
 )
@@ -26,9 +28,10 @@ def _stars(n: int = 4000, seed: int = 5) -> Table:
     r = rng.uniform(15.0, 23.0, n)
     gr = rng.uniform(0.2, 1.4, n)
     ri, iz = stellar_locus(gr)
+    pmra, pmdec = proper_motions(seed, np.full(n, "star"))
     return Table({"source_id": np.arange(1, n + 1), "ra": rng.uniform(30.0, 31.0, n),
-                  "dec": rng.uniform(-20.5, -19.5, n), "ref_mag_g": r + gr, "ref_mag_r": r, "ref_mag_i": r - ri,
-                  "ref_mag_z": r - ri - iz})
+                  "dec": rng.uniform(-20.5, -19.5, n), "pmra": pmra, "pmdec": pmdec, "ref_mag_g": r + gr,
+                  "ref_mag_r": r, "ref_mag_i": r - ri, "ref_mag_z": r - ri - iz})
 
 
 def test_catalog_is_gaia_like():
@@ -80,3 +83,16 @@ def test_chunks_are_gaia_archive_files(tmp_path):
     assert paths and all(p.name.startswith("chunk-") for p in paths)
     assert sum(len(read_gaia_file(p)) for p in paths) == len(cat)
     assert [p.name for p in write_gaia_chunks(tmp_path / "none", cat[:0])] == ["chunk-empty.fits"]
+
+
+def test_stars_move_where_the_pipeline_propagates_them():
+    """An exposure two years after the night's start renders the stars where pipeline.refcat puts them."""
+    from pipeline.refcat import propagate
+
+    stars = _stars(50)
+    ra, dec = positions_at(stars, EPOCH_MJD + 730.5, EPOCH_MJD)
+    ra_p, dec_p = propagate(stars["ra"], stars["dec"], stars["pmra"], stars["pmdec"], 2.0)
+    assert np.allclose(ra, ra_p, atol=1e-10) and np.allclose(dec, dec_p, atol=1e-10)
+    moved = np.hypot((ra - stars["ra"]) * np.cos(np.radians(stars["dec"])), dec - stars["dec"]) * 3.6e6
+    assert 2.0 < np.median(moved) < 25.0
+    assert np.all(proper_motions(1, np.array(["galaxy", "transient", "supernova"]))[0] == 0.0)
