@@ -78,8 +78,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     settings = _settings(args).blink
     config = SimConfig(seed=args.seed, n_epochs=args.epochs, ccds=args.ccds, small=not args.full,
-                       templates=args.templates,
-                       compress=args.compress, progress=True)
+                       templates=args.templates, instcal=args.instcal, compress=args.compress, progress=True)
     summary = simulated_repository(settings.data_root, config)
     log.info("simulated %d exposures x %d CCDs (%d transients) into %s", summary.n_exposures, summary.n_ccds,
              summary.n_transients, summary.root)
@@ -275,6 +274,8 @@ def _add_sim_and_run(sub) -> None:
     p.add_argument("--ccds", type=int, nargs="+", default=[1, 28, 35])
     p.add_argument("--full", action="store_true", help="full star density (default: small mode)")
     p.add_argument("--compress", action="store_true", help="fpack-compress the raws")
+    p.add_argument("--instcal", action="store_true", help="write Community Pipeline InstCal products (ooi, oow, "
+                                                          "ood) for the night instead of raws")
     p.add_argument("--templates", choices=["epochs", "truth", "both"], default="epochs",
                    help="epochs: simulate earlier epochs and build the templates from them with blink templates "
                         "build (default); truth: render the template tiles from the truth (a test fixture); "
