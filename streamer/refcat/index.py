@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +110,7 @@ def gaia_files(src_dir: str | Path) -> list[Path]:
     return files
 
 
-def build_index(src_dir: str | Path, root: str | Path, *, progress: bool = False,
-                on_file: Callable[[Path], None] | None = None) -> Table:
+def build_index(src_dir: str | Path, root: str | Path, *, progress: bool = False) -> Table:
     """Index every Gaia-archive file of ``src_dir`` into the data root ``root``.
 
     The rows of all files are held in memory (about 90 bytes per star) and written one partition per
@@ -126,8 +124,6 @@ def build_index(src_dir: str | Path, root: str | Path, *, progress: bool = False
         Data root to write ``refcat/`` into.
     progress : bool
         Show a rich progress bar.
-    on_file : callable, optional
-        Called with each file once read.
 
     Returns
     -------
@@ -152,8 +148,6 @@ def build_index(src_dir: str | Path, root: str | Path, *, progress: bool = False
     try:
         for path in files:
             tables.append(read_gaia_file(path))
-            if on_file:
-                on_file(path)
             if bar is not None:
                 bar.advance(task)
     finally:
