@@ -301,8 +301,11 @@ def _centred_star_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mas
     off = np.arange(-half, half + 1)
     iy = np.rint(y).astype(int)[:, None, None] + off[None, :, None]
     ix = np.rint(x).astype(int)[:, None, None] + off[None, None, :]
+    # A star near the edge: its stamp's pixels outside the image count as masked.
+    outside = (iy < 0) | (iy >= image.shape[0]) | (ix < 0) | (ix >= image.shape[1])
+    iy, ix = np.clip(iy, 0, image.shape[0] - 1), np.clip(ix, 0, image.shape[1] - 1)
     stamps = image[iy, ix].astype(float)
-    bad = np.zeros(stamps.shape, bool) if mask is None else np.asarray(mask)[iy, ix].astype(bool)
+    bad = outside if mask is None else np.asarray(mask)[iy, ix].astype(bool) | outside
     stamps = np.where(bad, 0.0, stamps)
     # Shift each star onto the central pixel; masked pixels are shifted too (as weights) and dropped.
     shifted = fourier_shift(stamps, np.rint(x) - x, np.rint(y) - y)[:, 2:-2, 2:-2]

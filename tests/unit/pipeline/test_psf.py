@@ -51,3 +51,14 @@ def test_stamps_are_normalised_and_centred():
     cy = np.sum(stamps[1] * u[:, None]) / stamps[1].sum()
     assert abs(cx - 0.3) < 0.02 and abs(cy - 0.4) < 0.02
     assert abs(float(psf.sigma_at(0, 0)) - 2.0) < 0.05
+
+
+def test_star_at_the_image_edge_is_used_without_its_missing_pixels():
+    """A PSF star whose stamp leaves the image (a star a few pixels from the CCD edge, as a real night had):
+    its outside pixels count as masked, and the model is the same as without that star to within 1%."""
+    image, x, y, _ = _star_field(5.0)
+    edge_x, edge_y = np.append(x, 797.6), np.append(y, 400.2)
+    add_point_sources(image, edge_x[-1:], edge_y[-1:], np.array([3e5]), 5.0)
+    with_edge = build_pixel_psf(image, edge_x, edge_y, spatial_order=0, half_size=12)
+    without = build_pixel_psf(image, x, y, spatial_order=0, half_size=12)
+    assert abs(float(with_edge.fwhm_at(400.0, 400.0)) / float(without.fwhm_at(400.0, 400.0)) - 1) < 0.01
