@@ -1,8 +1,9 @@
 """Blink's subtraction against published codes (SFFT, properimage's ZOGY) on the same simulated pairs.
 
-For each simulated CCD-exposure (small mode, cached under ``bench/out/``), runs Blink's ISR, calibration and
-template warp once, crops the same ``--crop`` x ``--crop`` box of the science image and the warped template,
-then subtracts with each method in a forked child process (so that peak memory is the child's own):
+For each simulated CCD-exposure (small mode, templates built by Blink from earlier epochs, cached under
+``bench/out/``), runs Blink's ISR, calibration and template warp once, crops the same ``--crop`` x ``--crop``
+box of the science image and the warped template, then subtracts with each method in a forked child process
+(so that peak memory is the child's own):
 
 - ``blink``: ``pipeline.subtract.subtract`` (Alard-Lupton on stars + DMTN-021 decorrelation);
 - ``sfft``: ``sfft.CustomizedPacket.Customized_Packet.CP`` (Hu et al. 2022), numpy backend, 2 threads, kernel
@@ -50,10 +51,7 @@ def prepare(root: Path, crop: int):
     """Yield (label, science, template, stars, sigmas, wcs, x0, y0, truth rows) per CCD-exposure."""
     from astropy.table import Table, join
 
-    from pipeline.calibrate import calibrate
-    from pipeline.ccd import PipelineConfig
-    from pipeline.decam.header import header_wcs
-    from pipeline.isr import run_isr
+    from pipeline.ccd import PipelineConfig, calibrate_ccd
     from pipeline.subtract import matching_sigmas
     from pipeline.template import warp_template
     from streamer.events.files import read_event_file
@@ -70,10 +68,7 @@ def prepare(root: Path, crop: int):
         for ccd in sorted(set(np.asarray(fluxes["ccdnum"]).tolist())):
             inputs, _ = proc.gather(event, ccd)
             raw = inputs.raw
-            isr = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
-                          crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
-            exposure, sources = calibrate(isr, header_wcs(raw.header), inputs.refcat, info=raw.info, ccdnum=ccd,
-                                          config=config.calibrate)
+            exposure, sources = calibrate_ccd(inputs, config=config)
             ny, nx = exposure.masked.image.shape
             template = warp_template(inputs.template_tiles, exposure.wcs, (ny, nx), config=config.template)
             s_sigma, t_sigma = matching_sigmas(exposure, template)
@@ -209,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root
     if root is None:
-        root = OUT_DIR / "sim_subtraction_seed31"
+        root = OUT_DIR / "sim_subtraction_seed31_built_templates"
         if not (root / "truth" / "fluxes.ecsv").exists():
             console.print(f"simulating into {root} (once)...")
-            simulated_repository(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=True, n_transients=40))
+            simulated_repository(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=True, n_transients=40,
+                                                 templates="epochs"))
     methods = [m for m in args.methods.split(",") if m]
     totals = {m: {"n10": 0, "h10": 0, "n5": 0, "h5": 0, "false": 0, "time": [], "rss": [], "err": ""}
               for m in methods}
