@@ -1,6 +1,6 @@
 """Blink's subtraction against published codes (SFFT, properimage's ZOGY) on the same simulated pairs.
 
-For each simulated CCD-exposure (small mode, templates built by Blink from earlier epochs, cached under
+For each simulated CCD-exposure (full density, templates built by Blink from earlier epochs, cached under
 ``bench/out/``), runs Blink's ISR, calibration and template warp once, crops the same ``--crop`` x ``--crop``
 box of the science image and the warped template, then subtracts with each method in a forked child process
 (so that peak memory is the child's own):
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         root = OUT_DIR / "sim_subtraction_seed31_built_templates"
         if not (root / "truth" / "fluxes.ecsv").exists():
             console.print(f"simulating into {root} (once)...")
-            simulated_repository(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=True, n_transients=40,
+            simulated_repository(root, SimConfig(seed=31, n_epochs=2, ccds=[28], small=False, n_transients=40,
                                                  templates="epochs"))
     methods = [m for m in args.methods.split(",") if m]
     totals = {m: {"n10": 0, "h10": 0, "n5": 0, "h5": 0, "false": 0, "time": [], "rss": [], "err": ""}
