@@ -8,7 +8,7 @@ so an alert is a projection of APDB rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -94,6 +94,13 @@ class Apdb(Protocol):
                         *, everything: bool = False) -> dict[str, int]:
         """Maintenance: store the DiaSource and DiaForcedSource history of time buckets that ended by
         ``before_mjd_tai`` in the form cheapest to read, with the same contents. Returns counts per table."""
+
+    def read_object(self, dia_object_id: int) -> Table:
+        """Every stored version of one DiaObject (DiaObject rows, oldest first; empty when unknown)."""
+
+    def scan_table(self, table: str, batch_rows: int = 50_000) -> Iterator[Table]:
+        """Every row of APDB table ``table`` (one version per primary key), as Tables of about ``batch_rows``
+        rows in no particular order (for exports: :mod:`streamer.apdb.export`)."""
 
     def record_provenance(self, key: str, text: str) -> None:
         """Store a run's provenance (:mod:`streamer.runtime.provenance`) as the metadata entry ``key``;

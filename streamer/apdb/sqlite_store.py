@@ -1,11 +1,14 @@
 """Embedded APDB on SQLite: the default store for a single machine, tests and replays.
 
-Every table of :mod:`streamer.apdb.columns` becomes an SQLite table holding its key columns (primary key
-and the columns reads select on) plus ``packed``: the whole row as one fixed-width blob of
-:func:`~streamer.apdb.packed.packed_dtype` (the layout the Cassandra store uses). A read then fetches one
-blob per row and decodes all of them with one ``np.frombuffer``, instead of building a Python object per
-value. The DDL is generated from the column spec. A CCD-visit is written in one transaction, so a reader
-never sees half of it.
+Every table of :mod:`streamer.apdb.columns` becomes an SQLite table holding every column of the Rubin schema,
+typed and by name (``SELECT ra, dec, psfFlux FROM DiaSource`` works in ``sqlite3``, pandas and astropy; NULL
+for a missing value), plus ``packed``: the whole row as one fixed-width blob of
+:func:`~streamer.apdb.packed.packed_dtype` (the layout the Cassandra store uses). The worker's reads fetch
+only the blobs and decode all of them with one ``np.frombuffer``, instead of building a Python object per
+value; the typed columns are written in the same statement as the blob (see ``bench/README.md`` for what they
+cost per CCD). ``SqliteApdb(path, columns=False)`` keeps only the key columns (primary key and what reads
+select on) beside the blob: the layout ``packed-1`` of earlier versions. The DDL is generated from the column
+spec. A CCD-visit is written in one transaction, so a reader never sees half of it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from streamer.apdb.columns import (
     DIA_OBJECT_LAST,
     DIA_SOURCE,
     TABLES,
+    ColumnSpec,
     TableSpec,
 )
 from streamer.apdb.history import history_window
@@ -54,9 +58,11 @@ __all__ = ["SqliteApdb", "sqlite_ddl"]
 
 _log = logging.getLogger(__name__)
 
-SQLITE_LAYOUT = "packed-1"
-"""Layout of the SQLite tables (key columns + one packed blob per row), recorded in the metadata; a file
-written with another layout (e.g. the earlier one column per field) is refused with a message."""
+SQLITE_LAYOUT = "columns-packed-1"
+"""Layout of the SQLite tables (every column typed + one packed blob per row), recorded in the metadata; a file
+written with another layout is refused with a message."""
+PACKED_ONLY_LAYOUT = "packed-1"
+"""Layout with only the key columns beside the blob (``columns=False``)."""
 PACKED = "packed"
 """Name of the blob column holding a whole row."""
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -76,11 +82,17 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def sqlite_ddl() -> list[str]:
-    """CREATE statements (``IF NOT EXISTS``) for every APDB table and index."""
+def sqlite_ddl(columns: bool = True) -> list[str]:
+    """CREATE statements (``IF NOT EXISTS``) for every APDB table and index.
+
+    Parameters
+    ----------
+    columns : bool, optional
+        Every schema column beside the blob (True), or only the key columns (:data:`PACKED_ONLY_LAYOUT`).
+    """
     stmts = []
     for spec in TABLES.values():
-        keys = _key_columns(spec)
+        keys = _stored_columns(spec, columns)
         cols = [f"{_q(c.name)} {c.sqlite_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns
                 if c.name in keys]
         pk = ", ".join(_q(k) for k in spec.primary_key)
@@ -99,28 +111,36 @@ def sqlite_ddl() -> list[str]:
     return stmts
 
 
-def _key_columns(spec: TableSpec) -> tuple[str, ...]:
+def _stored_columns(spec: TableSpec, columns: bool) -> tuple[str, ...]:
+    """Schema columns stored beside the blob: all of them, or the key columns only."""
+    if columns:
+        return tuple(spec.names)
     keys = KEY_COLUMNS.get(spec.name, ())
     return tuple(n for n in spec.names if n in keys or n in spec.primary_key)
 
 
-def _packed_rows(spec: TableSpec, table: Table) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, row tuples) to insert: the key columns (None for missing) and the packed row."""
+def _column_values(c: ColumnSpec, packed: np.ndarray) -> list[Any]:
+    """One column of packed rows as Python values to bind (None for a missing value; strings decoded)."""
+    raw = packed[c.name]
+    if c.is_float:
+        missing = np.isnan(raw)
+    elif c.nullable:
+        missing = packed[c.name + "__null"] > 0
+    else:
+        missing = np.zeros(len(raw), bool)
+    if c.avro_type == "string":
+        raw = np.char.decode(raw, "utf-8") if len(raw) else raw.astype(str)
+    elif c.avro_type == "boolean":
+        raw = raw.astype(bool)
+    # a masked array's tolist() writes None for masked entries (one C loop, no Python per value)
+    return np.ma.MaskedArray(raw, mask=missing).tolist() if missing.any() else raw.tolist()
+
+
+def _packed_rows(spec: TableSpec, table: Table, columns: bool = True) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, row tuples) to insert: the stored columns (None for missing) and the packed row."""
     packed = pack_table(spec, table)
-    names = list(_key_columns(spec))
-    cols: list[list[Any]] = []
-    null_flags = set(packed.dtype.names or ())
-    for name in names:
-        values = packed[name].tolist()
-        if name + "__null" in null_flags:
-            flags = packed[name + "__null"]
-            if flags.any():
-                values = [None if f else v for v, f in zip(values, flags.tolist())]
-        elif packed.dtype[name].kind == "f":
-            nan = np.isnan(packed[name])
-            if nan.any():
-                values = [None if f else v for v, f in zip(values, nan.tolist())]
-        cols.append(values)
+    names = list(_stored_columns(spec, columns))
+    cols = [_column_values(spec.column(name), packed) for name in names]
     cols.append(pack_rows(packed))
     return names + [PACKED], list(zip(*cols))
 
@@ -134,10 +154,15 @@ class SqliteApdb:
         Database file (created when absent); ``":memory:"`` for a private in-memory database.
     timeout_s : float, optional
         How long a writer waits for another process's lock before raising :class:`TransientError`.
+    columns : bool, optional
+        Store every schema column typed beside the packed blob (True, the default: the tables answer SQL by
+        column name), or only the key columns (layout ``packed-1`` of earlier versions, a little faster to
+        write); recorded in the metadata, a file of the other layout is refused.
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0, columns: bool = True) -> None:
         self.path = str(path)
+        self.columns = bool(columns)
         self._lock = threading.RLock()
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
@@ -154,7 +179,7 @@ class SqliteApdb:
     # ------------------------------------------------------------------ schema
     def _expected_metadata(self) -> dict[str, str]:
         return {"schema_version": APDB_SCHEMA_VERSION, "alert_schema_version": ALERT_SCHEMA_VERSION,
-                "sqlite_layout": SQLITE_LAYOUT}
+                "sqlite_layout": SQLITE_LAYOUT if self.columns else PACKED_ONLY_LAYOUT}
 
     def _read_metadata(self) -> dict[str, str]:
         with self._lock:
@@ -176,7 +201,7 @@ class SqliteApdb:
         if stored:
             check_versions(stored, self._expected_metadata(), self.path)
         with self._transaction():
-            for stmt in sqlite_ddl():
+            for stmt in sqlite_ddl(self.columns):
                 self._conn.execute(stmt)
             self._conn.executemany(f'INSERT OR IGNORE INTO {_q(METADATA_TABLE)} VALUES (?, ?)',
                                    list(self._expected_metadata().items()))
@@ -278,10 +303,13 @@ class SqliteApdb:
         TransientError
             The database stayed locked by another writer.
         """
-        obj_names, obj_rows = _packed_rows(TABLES[DIA_OBJECT], dia_objects)
-        last_names, last_rows = _packed_rows(TABLES[DIA_OBJECT_LAST], dia_objects)
-        src_names, src_rows = _packed_rows(TABLES[DIA_SOURCE], dia_sources)
-        fs_names, fs_rows = _packed_rows(TABLES[DIA_FORCED_SOURCE], dia_forced_sources)
+        obj_names, obj_rows = _packed_rows(TABLES[DIA_OBJECT], dia_objects, self.columns)
+        if self.columns:  # DiaObjectLast has DiaObject's columns and packed layout
+            last_names, last_rows = obj_names, obj_rows
+        else:
+            last_names, last_rows = _packed_rows(TABLES[DIA_OBJECT_LAST], dia_objects, False)
+        src_names, src_rows = _packed_rows(TABLES[DIA_SOURCE], dia_sources, self.columns)
+        fs_names, fs_rows = _packed_rows(TABLES[DIA_FORCED_SOURCE], dia_forced_sources, self.columns)
         cols = lambda names: ", ".join(_q(n) for n in names)  # noqa: E731
         marks = lambda names: ", ".join("?" * len(names))  # noqa: E731
         updates = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in last_names if n != "diaObjectId")
@@ -315,6 +343,37 @@ class SqliteApdb:
             row = self._conn.execute(f'SELECT 1 FROM {_q(VISIT_DETECTOR_TABLE)} WHERE "visit" = ? AND '
                                      '"detector" = ?', (int(visit), int(detector))).fetchone()
         return row is not None
+
+    def read_object(self, dia_object_id: int) -> Table:
+        """Every stored version of one DiaObject, oldest first (see ``Apdb.read_object``)."""
+        return self._select(TABLES[DIA_OBJECT], '"diaObjectId" = ? ORDER BY "validityStartMjdTai"',
+                            [int(dia_object_id)])
+
+    def scan_table(self, table: str, batch_rows: int = 50_000) -> Iterator[Table]:
+        """Every row of ``table`` in primary-key order, as Tables of up to ``batch_rows`` rows (one query per
+        batch, resuming after the last key read, so that no lock or cursor is held between batches)."""
+        spec = TABLES[table]
+        keys = ", ".join(_q(k) for k in spec.primary_key)
+        first = f"SELECT {_q(PACKED)} FROM {_q(spec.name)} ORDER BY {keys} LIMIT ?"
+        marks = ", ".join("?" * len(spec.primary_key))
+        after = f"SELECT {_q(PACKED)} FROM {_q(spec.name)} WHERE ({keys}) > ({marks}) ORDER BY {keys} LIMIT ?"
+        last: tuple[Any, ...] | None = None
+        while True:
+            with self._lock:
+                sql, params = (first, (batch_rows,)) if last is None else (after, (*last, batch_rows))
+                blobs = [r[0] for r in self._conn.execute(sql, params)]
+            if not blobs:
+                return
+            packed = unpack_packed(spec, blobs)
+            last = tuple(packed[k][-1].item() for k in spec.primary_key)
+            yield packed_to_table(spec, packed)
+            if len(blobs) < batch_rows:
+                return
+
+    def count_rows(self, table: str) -> int:
+        """Number of rows of ``table`` (for progress bars)."""
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {_q(TABLES[table].name)}").fetchone()[0])
 
     def dump_tables(self) -> dict[str, Table]:
         """Every table, sorted by primary key (for comparing two databases)."""

@@ -3,7 +3,7 @@ session parts (see :mod:`streamer.apdb.cassandra`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from astropy.table import Table
@@ -12,7 +12,7 @@ from streamer.apdb.blob_codec import check_codec
 from streamer.apdb.bookkeeping import VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE, bookkeeping_tables
 from streamer.apdb.cassandra.compaction import HistoryCompaction
 from streamer.apdb.cassandra.reads import RegionReads
-from streamer.apdb.columns import TABLES
+from streamer.apdb.columns import DIA_OBJECT, TABLES, TableSpec
 from streamer.apdb.cql_schema import BATCHED_TABLES, ROW_COLUMN, ROWS_COLUMN
 from streamer.apdb.packed import drop_repeated_keys, packed_to_table, sort_packed
 
@@ -118,6 +118,44 @@ class CassandraApdb(RegionReads, HistoryCompaction):
                                     f"FROM {self.table_name(VISIT_DETECTOR_TABLE)}"))
         out.update(bookkeeping_tables(rows, self._read_metadata()))
         return out
+
+    def read_object(self, dia_object_id: int) -> Table:
+        """Every stored version of one DiaObject (its partition), oldest first (see ``Apdb.read_object``)."""
+        rows = self.execute(f'SELECT {ROW_COLUMN} FROM {self.table_name(DIA_OBJECT)} WHERE "diaObjectId" = %s',
+                            (int(dia_object_id),))
+        return packed_to_table(DIA_OBJECT, sort_packed(DIA_OBJECT, self._unpack(DIA_OBJECT, [r[0] for r in rows])))
+
+    def scan_table(self, table: str, batch_rows: int = 50_000) -> Iterator[Table]:
+        """Every row of ``table`` (a full scan, paged), as Tables of about ``batch_rows`` CQL rows each (a
+        DiaSource or DiaForcedSource CQL row holds one CCD-visit's rows of one partition).
+
+        A scan returns each partition's CQL rows together, so the rows a compacted DiaSource or DiaForcedSource
+        partition holds twice (see :mod:`streamer.apdb.cql_schema`) are dropped within a batch: a batch ends
+        only at a partition boundary.
+        """
+        from cassandra.query import SimpleStatement
+
+        spec = TABLES[table]
+        batched = table in BATCHED_TABLES
+        cols = f"apdb_part, apdb_time_part, {ROWS_COLUMN}" if batched else ROW_COLUMN
+        statement = SimpleStatement(f"SELECT {cols} FROM {self.table_name(table)}", fetch_size=1000,
+                                    consistency_level=self.consistency)
+        blobs: list[bytes] = []
+        n, partition = 0, None
+        for row in self._session.execute(statement):
+            key = tuple(row[:2]) if batched else None
+            if n >= batch_rows and key != partition:
+                yield self._scan_batch(spec, blobs)
+                blobs, n = [], 0
+            partition = key
+            blobs.append(row[-1])
+            n += 1
+        if blobs:
+            yield self._scan_batch(spec, blobs)
+
+    def _scan_batch(self, spec: TableSpec, blobs: list[bytes]) -> Table:
+        packed = sort_packed(spec, self._unpack(spec.name, blobs))
+        return packed_to_table(spec, drop_repeated_keys(spec, packed) if spec.name in BATCHED_TABLES else packed)
 
     def drop_keyspace(self) -> None:
         """Drop the whole keyspace (tests and teardown only)."""
