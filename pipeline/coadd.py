@@ -41,6 +41,7 @@ from pipeline.psf import FWHM_PER_SIGMA, psf_image_fwhm
 from pipeline.skymap import SkyMapConfig, SkyTile
 from pipeline.template import TemplateConfig, resample
 from pipeline.types import CalibratedExposure, MaskedImage
+from schemas.datarepo import NJY_AB_ZERO_POINT
 
 INPUT_COLUMNS = ("visit", "ccdnum", "band", "mjd_tai", "weight", "seeing_arcsec", "zero_point", "n_pixels")
 """Columns of a coadd's provenance table (one row per input CCD-visit)."""
@@ -169,7 +170,7 @@ class CoaddTile:
         var = _local_median(self.variance, iy, ix, 4)
         nea = 1.0 / np.maximum(np.sum(self.psf_images.astype(float) ** 2, axis=(1, 2)), 1e-12)
         with np.errstate(divide="ignore", invalid="ignore"):
-            depth = 31.4 - 2.5 * np.log10(5.0 * np.sqrt(var * nea))
+            depth = NJY_AB_ZERO_POINT - 2.5 * np.log10(5.0 * np.sqrt(var * nea))
         return np.where((self.psf_weight > 0) & (var > 0), depth, np.nan)
 
 

@@ -23,19 +23,18 @@ from astropy.table import Table
 
 from pipeline.ccd import PipelineConfig, calibrate_ccd, calibrate_instcal
 from pipeline.coadd import CoaddConfig, TileWarp, add_to_coadd, empty_coadd, selected, warp_to_tile
-from pipeline.decam.header import CCD_HALF_DIAGONAL_DEG, ccd_footprint, read_exposure_info
+from pipeline.decam.header import CCD_HALF_DIAGONAL_DEG, read_exposure_info
 from pipeline.decam.instcal import instcal_footprint
 from pipeline.errors import BlinkError
 from pipeline.skymap import tile as sky_tile
 from pipeline.skymap import tiles_overlapping
-from pipeline.types import CalibratedExposure, CcdInputs
+from pipeline.types import CalibratedExposure
 from schemas import datarepo
-from streamer.decam.camera_tables import decam_camera
 from streamer.decam.instcal_files import is_instcal_image
 from streamer.decam.raw_files import list_ccds, read_primary_header, read_raw_ccd
-from streamer.templates.tiles import read_coadd, write_coadd
+from streamer.templates.tiles import read_coadd, read_tile_inputs, write_coadd
 from streamer.worker.inputs import DataRepository
-from streamer.worker.processor import empty_region, read_instcal_input
+from streamer.worker.processor import raw_ccd_inputs, read_instcal_input
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,7 @@ def calibrated_input(repo: DataRepository, relative: str, ccdnum: int, *, config
         instcal = read_instcal_input(repo, relative, ccdnum)
         ra, dec, radius = instcal_footprint(instcal)
         return calibrate_instcal(instcal, repo.refcat_in(ra, dec, radius + 0.02), config=config)[0]
-    raw = read_raw_ccd(repo.resolve(relative), ccdnum)
-    ra, dec, radius = ccd_footprint(raw.header)
-    empty = empty_region()
-    inputs = CcdInputs(raw=raw, bias=repo.bias(ccdnum), flat=repo.flat(raw.info.band, ccdnum),
-                       refcat=repo.refcat_in(ra, dec, radius + 0.02), template_tiles=[],
-                       dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
-                       dia_forced_sources=empty.dia_forced_sources, ccd=decam_camera().ccd(ccdnum),
-                       defects=repo.defects(ccdnum, raw.info.mjd_mid_tai))
+    inputs = raw_ccd_inputs(repo, read_raw_ccd(repo.resolve(relative), ccdnum), template_tiles=[])
     exposure, _ = calibrate_ccd(inputs, config=config)
     return exposure
 
@@ -114,7 +106,7 @@ class _Build:
         key = (band, tile_id)
         if key not in self.done:
             path = self.tiles_of(band).get(tile_id)
-            inputs = read_coadd(path, self.config.skymap).inputs if path is not None else Table()
+            inputs = read_tile_inputs(path) if path is not None else Table()
             self.done[key] = {(int(v), int(c)) for v, c in zip(inputs["visit"], inputs["ccdnum"])} \
                 if len(inputs) else set()
         return self.done[key]

@@ -124,6 +124,22 @@ def read_coadd(path: Path, skymap: SkyMapConfig) -> CoaddTile:
             from err
 
 
+def read_tile_inputs(path: Path) -> Table:
+    """The provenance table (``INPUTS``) of a Blink-built tile, without reading its planes.
+
+    Raises
+    ------
+    InputError
+        Not a Blink-built tile, or unreadable.
+    """
+    try:
+        with fits.open(path, memmap=True) as hdus:
+            return Table(hdus["INPUTS"].data)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise InputError(f"{path} is not a readable Blink-built template tile: {err}", stage="build_templates") \
+            from err
+
+
 def write_coadd(path: Path, coadd: CoaddTile) -> None:
     """Write a coadd tile, cropped to what its inputs cover (to a temporary name, then renamed into place)."""
     rows, cols = np.flatnonzero(coadd.coverage.any(axis=1)), np.flatnonzero(coadd.coverage.any(axis=0))

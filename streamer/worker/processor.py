@@ -23,7 +23,7 @@ from pipeline.decam.header import ccd_footprint, check_against_event, read_expos
 from pipeline.decam.instcal import InstCalCcd, InstCalInputs, check_instcal_primary, instcal_footprint
 from pipeline.errors import InputError
 from pipeline.threads import using as pipeline_threads
-from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo
+from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo, RawCcd, TemplateTile
 from streamer.alerts.builder import build_alerts
 from streamer.alerts.framing import alert_headers
 from streamer.alerts.schema import AlertSchema
@@ -133,19 +133,7 @@ class CcdProcessor:
         check_against_event(info, exposure_id=event.exposure_id, band=event.band,
                             midpoint_mjd_tai=event.midpoint_mjd_tai)
         ra, dec, radius = ccd_footprint(raw.header)
-        empty = empty_region()
-        return CcdInputs(
-            raw=raw,
-            bias=self.repo.bias(detector),
-            flat=self.repo.flat(info.band, detector),
-            refcat=self.repo.refcat_in(ra, dec, radius + 0.02),
-            template_tiles=self.repo.templates_in(info.band, ra, dec, radius),
-            dia_objects=empty.dia_objects,
-            dia_sources=empty.dia_sources,
-            dia_forced_sources=empty.dia_forced_sources,
-            ccd=decam_camera().ccd(detector),
-            defects=self.repo.defects(detector, info.mjd_mid_tai),
-        )
+        return raw_ccd_inputs(self.repo, raw, template_tiles=self.repo.templates_in(info.band, ra, dec, radius))
 
     def _load_instcal(self, event: ExposureReady, detector: int) -> InstCalInputs:
         """The static inputs of one CCD of an InstCal exposure: the CCD (checked against the event), the
@@ -229,6 +217,20 @@ def _footprint_and_info(static: CcdInputs | InstCalInputs) -> tuple[tuple[float,
     if isinstance(static, InstCalInputs):
         return instcal_footprint(static.instcal), static.instcal.info
     return ccd_footprint(static.raw.header), static.raw.info
+
+
+def raw_ccd_inputs(repo: DataRepository, raw: RawCcd, *, template_tiles: list[TemplateTile]) -> CcdInputs:
+    """A raw CCD's static pipeline inputs: its calibrations, camera description, defects and the reference
+    stars of its footprint, with the given template tiles and an empty APDB region (the worker's, and a
+    template build's with no tiles)."""
+    detector, info = raw.ccdnum, raw.info
+    ra, dec, radius = ccd_footprint(raw.header)
+    empty = empty_region()
+    return CcdInputs(raw=raw, bias=repo.bias(detector), flat=repo.flat(info.band, detector),
+                     refcat=repo.refcat_in(ra, dec, radius + 0.02), template_tiles=template_tiles,
+                     dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
+                     dia_forced_sources=empty.dia_forced_sources, ccd=decam_camera().ccd(detector),
+                     defects=repo.defects(detector, info.mjd_mid_tai))
 
 
 def empty_region() -> RegionData:
