@@ -73,7 +73,7 @@ def calibrated_input(repo: DataRepository, relative: str, ccdnum: int, *, config
         instcal = read_instcal_input(repo, relative, ccdnum)
         ra, dec, radius = instcal_footprint(instcal)
         return calibrate_instcal(instcal, repo.refcat_in(ra, dec, radius + 0.02), config=config)[0]
-    inputs = raw_ccd_inputs(repo, read_raw_ccd(repo.resolve(relative), ccdnum), template_tiles=[])
+    inputs = raw_ccd_inputs(repo, read_raw_ccd(repo.resolve(relative), ccdnum), with_templates=False)
     exposure, _ = calibrate_ccd(inputs, config=config)
     return exposure
 

@@ -23,7 +23,7 @@ from pipeline.decam.header import ccd_footprint, check_against_event, read_expos
 from pipeline.decam.instcal import InstCalCcd, InstCalInputs, check_instcal_primary, instcal_footprint
 from pipeline.errors import InputError
 from pipeline.threads import using as pipeline_threads
-from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo, RawCcd, TemplateTile
+from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo, RawCcd
 from streamer.alerts.builder import build_alerts
 from streamer.alerts.framing import alert_headers
 from streamer.alerts.schema import AlertSchema
@@ -132,8 +132,7 @@ class CcdProcessor:
         info = raw.info
         check_against_event(info, exposure_id=event.exposure_id, band=event.band,
                             midpoint_mjd_tai=event.midpoint_mjd_tai)
-        ra, dec, radius = ccd_footprint(raw.header)
-        return raw_ccd_inputs(self.repo, raw, template_tiles=self.repo.templates_in(info.band, ra, dec, radius))
+        return raw_ccd_inputs(self.repo, raw, with_templates=True)
 
     def _load_instcal(self, event: ExposureReady, detector: int) -> InstCalInputs:
         """The static inputs of one CCD of an InstCal exposure: the CCD (checked against the event), the
@@ -219,14 +218,20 @@ def _footprint_and_info(static: CcdInputs | InstCalInputs) -> tuple[tuple[float,
     return ccd_footprint(static.raw.header), static.raw.info
 
 
-def raw_ccd_inputs(repo: DataRepository, raw: RawCcd, *, template_tiles: list[TemplateTile]) -> CcdInputs:
+def raw_ccd_inputs(repo: DataRepository, raw: RawCcd, *, with_templates: bool) -> CcdInputs:
     """A raw CCD's static pipeline inputs: its calibrations, camera description, defects and the reference
-    stars of its footprint, with the given template tiles and an empty APDB region (the worker's, and a
-    template build's with no tiles)."""
+    stars of its footprint, the template tiles its footprint meets (``with_templates``; a template build has
+    none) and an empty APDB region.
+
+    The calibrations are read first, so that a CCD missing both calibration and template reports the
+    calibration (``stage="load_calibrations"``) before the template (``stage="load_template"``).
+    """
     detector, info = raw.ccdnum, raw.info
     ra, dec, radius = ccd_footprint(raw.header)
+    bias, flat = repo.bias(detector), repo.flat(info.band, detector)
+    template_tiles = repo.templates_in(info.band, ra, dec, radius) if with_templates else []
     empty = empty_region()
-    return CcdInputs(raw=raw, bias=repo.bias(detector), flat=repo.flat(info.band, detector),
+    return CcdInputs(raw=raw, bias=bias, flat=flat,
                      refcat=repo.refcat_in(ra, dec, radius + 0.02), template_tiles=template_tiles,
                      dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
                      dia_forced_sources=empty.dia_forced_sources, ccd=decam_camera().ccd(detector),
