@@ -8,7 +8,7 @@ KAFKA_VERSION="${BLINK_KAFKA_VERSION:-4.1.1}"
 CASSANDRA_VERSION="${BLINK_CASSANDRA_VERSION:-5.0.6}"
 
 # ---- ports / hosts ----
-BIND_HOST=127.0.0.1
+BIND_HOST="${BLINK_OPS_HOST:-127.0.0.1}"                 # the address a server listens on (ops/cluster.sh: 127.0.0.2-4)
 KAFKA_PORT="${BLINK_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${BLINK_KAFKA_CONTROLLER_PORT:-9093}"
 CASSANDRA_PORT="${BLINK_CASSANDRA_PORT:-9042}"
@@ -61,7 +61,7 @@ pid_of() {
   pid="$(cat "$pidfile" 2>/dev/null)"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
   # guard against pid reuse: the command line must carry our marker
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dblink.ops=$name" || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dblink.ops=$name " || return 1
   echo "$pid"
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Wait until a local server answers a real request.
 
-    python ops/wait_ready.py kafka     [--port 9092] [--timeout 120] [--pid PID]
-    python ops/wait_ready.py cassandra [--port 9042] [--timeout 180] [--pid PID]
+    python ops/wait_ready.py kafka     [--host H] [--port 9092] [--timeout 120] [--pid PID] [--nodes N]
+    python ops/wait_ready.py cassandra [--host H] [--port 9042] [--timeout 180] [--pid PID] [--nodes N]
 
-kafka:     confluent-kafka AdminClient.list_topics() must return broker metadata.
-cassandra: cassandra-driver must run ``SELECT release_version FROM system.local``.
+kafka:     confluent-kafka AdminClient.list_topics() must return broker metadata (at least N brokers).
+cassandra: cassandra-driver must run ``SELECT release_version FROM system.local`` on that very node (and, with
+           N > 1, the node must see N - 1 peers in gossip with status NORMAL).
 
 Exit 0 when ready (prints the answer unless --quiet), 1 on timeout, 2 if --pid died.
 """
@@ -30,7 +31,7 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def probe_kafka(host: str, port: int, timeout: float) -> str:
+def probe_kafka(host: str, port: int, timeout: float, nodes: int = 1) -> str:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({
@@ -40,19 +41,29 @@ def probe_kafka(host: str, port: int, timeout: float) -> str:
         "logger": logging.getLogger("kafka-probe"),
     })
     md = admin.list_topics(timeout=timeout)
-    if not md.brokers:
-        raise RuntimeError("no brokers in metadata")
+    if len(md.brokers) < nodes:
+        raise RuntimeError(f"{len(md.brokers)} brokers in metadata, expected {nodes}")
     return f"kafka brokers={sorted(md.brokers)} cluster_id={md.cluster_id}"
 
 
-def probe_cassandra(host: str, port: int, timeout: float) -> str:
-    from cassandra.cluster import Cluster
+def probe_cassandra(host: str, port: int, timeout: float, nodes: int = 1) -> str:
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
 
-    cluster = Cluster([host], port=port, connect_timeout=timeout, control_connection_timeout=timeout)
+    only_this_node = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=timeout)
+    cluster = Cluster([host], port=port, connect_timeout=timeout, control_connection_timeout=timeout,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: only_this_node})
     try:
         session = cluster.connect()
-        row = session.execute("SELECT release_version FROM system.local", timeout=timeout).one()
-        return f"cassandra release_version={row.release_version}"
+        row = session.execute("SELECT release_version FROM system.local").one()
+        answer = f"cassandra {host} release_version={row.release_version}"
+        if nodes > 1:
+            gossip = session.execute("SELECT address, status_with_port FROM system_views.gossip_info").all()
+            normal = sorted(r.address for r in gossip if (r.status_with_port or "").startswith("NORMAL"))
+            if len(normal) < nodes:
+                raise RuntimeError(f"{host} sees {len(normal)} NORMAL nodes {normal}, expected {nodes}")
+            answer += f" normal_nodes={normal}"
+        return answer
     finally:
         cluster.shutdown()
 
@@ -61,7 +72,7 @@ PROBES = {"kafka": (probe_kafka, 9092), "cassandra": (probe_cassandra, 9042)}
 
 
 def wait_ready(service: str, host: str = "127.0.0.1", port: int | None = None, *,
-               timeout: float = 120.0, pid: int | None = None, quiet: bool = False) -> int:
+               timeout: float = 120.0, pid: int | None = None, quiet: bool = False, nodes: int = 1) -> int:
     probe, default_port = PROBES[service]
     port = port or default_port
     deadline = time.monotonic() + timeout
@@ -72,7 +83,7 @@ def wait_ready(service: str, host: str = "127.0.0.1", port: int | None = None, *
             return 2
         remaining = deadline - time.monotonic()
         try:
-            answer = probe(host, port, max(1.0, min(5.0, remaining)))
+            answer = probe(host, port, max(1.0, min(5.0, remaining)), nodes)
             if not quiet:
                 print(answer)
             return 0
@@ -92,9 +103,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--pid", type=int, help="fail fast if this process dies")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--nodes", type=int, default=1, help="cluster size the server must see (ops/cluster.sh)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # silence driver/librdkafka retry noise
-    return wait_ready(a.service, a.host, a.port, timeout=a.timeout, pid=a.pid, quiet=a.quiet)
+    return wait_ready(a.service, a.host, a.port, timeout=a.timeout, pid=a.pid, quiet=a.quiet,
+                      nodes=a.nodes)
 
 
 if __name__ == "__main__":
