@@ -86,12 +86,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: bool):
+    from urllib.parse import parse_qs, urlparse
+
     from streamer.apdb import open_apdb
 
     url = settings.resolved_apdb_url(cassandra)
     options = {}
     if url.startswith("cassandra://"):
-        options = {"replication_factor": cassandra.replication_factor, "consistency": cassandra.consistency}
+        # The URL's ?replication_factor=3&consistency=QUORUM stand unless a setting names them.
+        query = parse_qs(urlparse(url).query)
+        options = {name: getattr(cassandra, name) for name in ("replication_factor", "consistency")
+                   if name in cassandra.model_fields_set or name not in query}
         if cassandra.username:
             options["username"] = cassandra.username
             options["password"] = cassandra.password.get_secret_value() if cassandra.password else None

@@ -48,6 +48,7 @@ def create_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[s
                 "retention.ms": str(int(days * DAY_MS)),
                 "max.message.bytes": str(settings.max_message_bytes),
                 "compression.type": "producer",
+                "min.insync.replicas": str(settings.min_insync_replicas),
             },
         )
         for name, (partitions, days) in settings.topic_specs().items()

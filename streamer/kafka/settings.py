@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["KafkaSettings"]
@@ -62,6 +62,10 @@ class KafkaSettings(BaseSettings):
     alerts_partitions: int = Field(45, ge=1, description="DMTN-210.")
     dead_letter_partitions: int = Field(1, ge=1, description="Low volume.")
     replication_factor: int = Field(1, ge=1, description="1 on the local broker; 3 in production.")
+    min_insync_replicas: int = Field(
+        1, ge=1, description="Topic min.insync.replicas: an acks=all write (every producer here, the transactional "
+                             "one too) needs this many in-sync replicas, else it is refused and retried. 1 on the "
+                             "local broker; 2 with replication 3 (one broker may be down, none lost).")
     alerts_retention_days: float = Field(7.0, gt=0, description="DMTN-210: 7 to 30 days.")
     events_retention_days: float = Field(30.0, gt=0, description="Replays need the events.")
     work_retention_days: float = Field(2.0, gt=0, description="Work is consumed within minutes.")
@@ -90,6 +94,13 @@ class KafkaSettings(BaseSettings):
                                                       "id (group.instance.id): a restarted worker gets its "
                                                       "partitions back without a rebalance; a worker that is "
                                                       "gone for good releases them after session_timeout_s.")
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas {self.min_insync_replicas} exceeds replication_factor "
+                             f"{self.replication_factor}: no write could ever succeed")
+        return self
 
     def common_config(self) -> dict[str, Any]:
         """Return the librdkafka settings shared by every client (connection and security)."""

@@ -153,3 +153,34 @@ def test_config_show_prints_every_section_with_secrets_masked(tmp_path, monkeypa
     shown["cassandra"]["password"] = shown["kafka"]["sasl_password"] = None
     again = load_settings(_write(tmp_path / "shown.yaml", shown))
     assert again.pipeline == load_settings(config).pipeline
+
+
+def test_replicated_kafka_settings_keep_single_node_defaults():
+    from streamer.kafka.settings import KafkaSettings
+
+    single = KafkaSettings()
+    assert (single.replication_factor, single.min_insync_replicas) == (1, 1)
+    assert single.producer_config()["acks"] == "all"
+    cluster = KafkaSettings(replication_factor=3, min_insync_replicas=2)
+    assert (cluster.replication_factor, cluster.min_insync_replicas) == (3, 2)
+    with pytest.raises(ValueError, match="min_insync_replicas 3 exceeds replication_factor 2"):
+        KafkaSettings(replication_factor=2, min_insync_replicas=3)
+
+
+def test_apdb_url_query_stands_unless_a_setting_names_it(monkeypatch):
+    import streamer.apdb.cassandra as cs
+    from streamer.cli import _open_apdb
+
+    class Store:
+        def check_schema(self) -> None:
+            pass
+
+    captured: dict = {}
+    monkeypatch.setattr(cs, "CassandraApdb", lambda **kw: captured.update(kw) or Store())
+    url = "cassandra://h1,h2/ks?consistency=QUORUM&replication_factor=3"
+    _open_apdb(BlinkSettings(apdb_url=url), CassandraSettings(), init=False)
+    assert (captured["consistency"], captured["replication_factor"]) == ("QUORUM", 3)
+    _open_apdb(BlinkSettings(apdb_url=url), CassandraSettings(consistency="ONE"), init=False)
+    assert (captured["consistency"], captured["replication_factor"]) == ("ONE", 3)
+    _open_apdb(BlinkSettings(apdb_url="cassandra://h1/ks"), CassandraSettings(), init=False)
+    assert (captured["consistency"], captured["replication_factor"]) == ("LOCAL_QUORUM", 1)
