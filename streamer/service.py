@@ -127,7 +127,11 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
         from streamer.apdb.ordering import open_claims
 
         order = ClaimedOrder(open_claims(apdb))
-    processor = CcdProcessor(repo, apdb, io.alert_sink, config=settings.pipeline, threads=settings.pipeline_threads)
+    from streamer.apdb.ccd_timings import open_ccd_timings
+
+    timings = open_ccd_timings(apdb)
+    processor = CcdProcessor(repo, apdb, io.alert_sink, config=settings.pipeline, threads=settings.pipeline_threads,
+                             timings=timings)
     worker = Worker(source=io.source, processor=processor, dead_letters=io.dead_letters, commit=io.commit,
                     order=order,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with
@@ -142,6 +146,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
     finally:
         io.source.close()
         order.close()
+        timings.close()
         io.alert_sink.close()
         if io.dead_letters is not io.alert_sink:
             io.dead_letters.close()

@@ -25,9 +25,10 @@ from pipeline.errors import InputError
 from pipeline.threads import using as pipeline_threads
 from pipeline.types import CcdInputs, CcdOutputs, ExposureInfo, RawCcd
 from streamer.alerts.builder import build_alerts
-from streamer.alerts.framing import alert_headers
+from streamer.alerts.framing import alert_headers, now_mjd_tai
 from streamer.alerts.schema import AlertSchema
 from streamer.apdb.base import Apdb, RegionData, SkyRegion
+from streamer.apdb.ccd_timings import CcdTiming, CcdTimingLog
 from streamer.apdb.columns import empty_table
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.instcal_files import STAGE as INSTCAL_STAGE
@@ -83,15 +84,19 @@ class CcdProcessor:
     config : PipelineConfig
     threads : int
         Threads the pipeline uses for a CCD (:func:`pipeline.threads.using`).
+    timings : CcdTimingLog, optional
+        Where each finished CCD's latency and stage timings are recorded (:mod:`streamer.apdb.ccd_timings`).
     """
 
     def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
-                 config: PipelineConfig = PipelineConfig(), threads: int = 1) -> None:
+                 config: PipelineConfig = PipelineConfig(), threads: int = 1, *,
+                 timings: CcdTimingLog | None = None) -> None:
         self.repo = repo
         self.apdb = apdb
         self.alert_sink = alert_sink
         self.config = config
         self.threads = max(1, int(threads))
+        self.timings = timings
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
@@ -167,7 +172,7 @@ class CcdProcessor:
 
     def process(self, event: ExposureReady, detector: int) -> CcdResult:
         """Process one CCD: inputs -> pipeline -> APDB -> alerts (acknowledged)."""
-        start = time.perf_counter()
+        start, started_mjd_tai = time.perf_counter(), now_mjd_tai()
         inputs, region = self.gather(event, detector)
         with pipeline_threads(self.threads):
             outputs = process_ccd(inputs, config=self.config)
@@ -178,8 +183,14 @@ class CcdProcessor:
                                 schema_id=self.schema.schema_id)
         self.alert_sink.publish(alerts, headers=headers)
         seconds = time.perf_counter() - start
-        metrics.observe_ccd(outputs.metadata.get("timings_s", {}), seconds, len(alerts),
-                            event.shutter_close_mjd_tai)
+        stage_s = outputs.metadata.get("timings_s", {})
+        metrics.observe_ccd(stage_s, seconds, len(alerts), event.shutter_close_mjd_tai)
+        if self.timings is not None:
+            self.timings.record(CcdTiming(
+                visit=event.exposure_id, detector=detector, shutter_close_mjd_tai=event.shutter_close_mjd_tai,
+                started_mjd_tai=started_mjd_tai, published_mjd_tai=now_mjd_tai(), total_s=seconds,
+                n_alerts=len(alerts), n_dia_sources=len(outputs.dia_sources),
+                n_new_dia_objects=int(outputs.metadata.get("n_new_dia_objects", 0)), stage_s=dict(stage_s)))
         return CcdResult(event.exposure_id, detector, outputs, len(alerts), seconds=seconds)
 
 

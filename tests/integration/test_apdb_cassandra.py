@@ -439,3 +439,10 @@ def test_compaction_in_several_rounds(apdb, monkeypatch):
     assert counts == {"DiaSource": 3, "DiaSource_rows_merged": 6, "DiaForcedSource": 3,
                       "DiaForcedSource_rows_merged": 6}
     assert done == [(t, n, 3) for t in ("DiaSource", "DiaForcedSource") for n in (1, 2, 3)]
+
+
+def test_ccd_timing_log(apdb):
+    """The CCD timing table (streamer.apdb.ccd_timings) in a Cassandra keyspace: day partitions."""
+    from tests.helpers.timing_log import check_timing_log
+
+    check_timing_log(apdb)
