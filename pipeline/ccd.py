@@ -20,7 +20,7 @@ from pipeline.associate import AssociationConfig, associate, history_with, summa
 from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.calibrate import CalibrateConfig, calibrate
 from pipeline.coadd import CoaddConfig
-from pipeline.cutouts import make_cutouts
+from pipeline.cutouts import FLUX_QUANTIZATION, make_cutouts
 from pipeline.decam.camera import field_angle_model
 from pipeline.decam.header import header_wcs
 from pipeline.decam.instcal import InstCalCcd, InstCalInputs, instcal_electrons, tpv_field_angles
@@ -52,6 +52,9 @@ class PipelineConfig(BaseModel):
     forced: ForcedConfig = ForcedConfig()
     coadd: CoaddConfig = CoaddConfig()
     do_cutouts: bool = Field(True, description="Make science/template/difference cutouts for alerts.")
+    cutout_flux_quantization: float | None = Field(
+        FLUX_QUANTIZATION, gt=0, description="Cutout IMAGE steps per noise sigma (error at most half a step, see "
+                                             "pipeline.cutouts); None: lossless float32 (larger alerts).")
     use_camera_model: bool = Field(True, description="Start the astrometric fit from DECam's nominal optical "
                                                      "distortion (fit only an affine map on top of it).")
 
@@ -206,7 +209,7 @@ def process_ccd(inputs: CcdInputs | InstCalInputs, *, config: PipelineConfig = P
     cutouts: dict[int, tuple[bytes, bytes, bytes]] = {}
     if config.do_cutouts:
         with _stage("cutouts", timings):
-            cutouts = make_cutouts(dia_sources, result, exposure)
+            cutouts = make_cutouts(dia_sources, result, exposure, flux_quantization=config.cutout_flux_quantization)
     metadata: dict[str, object] = dict(exposure.metadata)
     metadata.update({"timings_s": timings, "zero_point": exposure.zero_point,
                      "psf_fwhm_arcsec": exposure.psf_fwhm_pix * pixel_scale_arcsec(exposure.wcs),
