@@ -153,6 +153,60 @@ def cmd_apdb_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apdb_export(args: argparse.Namespace) -> int:
+    """Write DiaObject, DiaSource and DiaForcedSource (all, a time range or a sky region) to Parquet files."""
+    from streamer.apdb.base import SkyRegion
+    from streamer.apdb.export import EXPORT_TABLES, ExportSelection, export_with_progress
+
+    sky = (args.ra, args.dec, args.radius_deg)
+    if any(v is not None for v in sky) and any(v is None for v in sky):
+        log.error("a sky region needs all of --ra, --dec and --radius-deg")
+        return 2
+    region = SkyRegion(*sky) if sky[0] is not None else None
+    selection = ExportSelection(mjd_min_tai=args.mjd_min, mjd_max_tai=args.mjd_max, region=region)
+    service = _settings(args)
+    apdb = _open_apdb(service.blink, service.cassandra, init=False)
+    try:
+        written = export_with_progress(apdb, args.out, selection=selection,
+                                       tables=args.tables or EXPORT_TABLES, batch_rows=args.batch_rows)
+    finally:
+        apdb.close()
+    for t in written:
+        log.info("%s: %d of %d rows -> %s", t.table, t.n_rows, t.n_scanned, t.path)
+    return 0
+
+
+def cmd_lightcurve(args: argparse.Namespace) -> int:
+    """Print a DiaObject's summary and history, and draw its light curve."""
+    from streamer.inspect.light_curve import plot_light_curve, print_object_history, read_object_history
+
+    service = _settings(args)
+    apdb = _open_apdb(service.blink, service.cassandra, init=False)
+    try:
+        history = read_object_history(apdb, args.dia_object_id)
+    finally:
+        apdb.close()
+    print_object_history(history)
+    out = args.out or Path(f"lightcurve_{args.dia_object_id}.png")
+    plot_light_curve(history.dia_sources, history.dia_forced_sources, out, title=f"DiaObject {args.dia_object_id}")
+    log.info("light curve: %s", out)
+    return 0
+
+
+def cmd_alerts_show(args: argparse.Namespace) -> int:
+    """Decode alerts from an Avro alert file (or folder) or a Kafka topic; summarise them and draw their cutouts."""
+    from streamer.inspect.alert_view import load_alerts, plot_cutout_triplet, print_alerts
+
+    kafka = _settings(args).kafka if args.kafka_bootstrap else None
+    alerts, where = load_alerts(args.source, kafka=kafka, max_alerts=args.max)
+    print_alerts(alerts, title=where)
+    if args.png_dir:
+        for alert in alerts:
+            plot_cutout_triplet(alert, args.png_dir / f"{alert['diaSourceId']}.png")
+        log.info("%d cutout triplets in %s", len(alerts), args.png_dir)
+    return 0
+
+
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the Kafka topics (idempotent)."""
     from streamer.kafka.admin import create_topics
@@ -348,6 +402,7 @@ def _add_admin(sub) -> None:
     q.add_argument("--all", action="store_true",
                    help="also redo the buckets compacted by earlier runs (after a replay of an old night)")
     q.set_defaults(func=cmd_apdb_compact)
+    _add_apdb_export(apdb_sub)
 
     p = sub.add_parser("report", help="compare the APDB with the simulator's truth")
     _add_common(p)
@@ -362,6 +417,41 @@ def _add_admin(sub) -> None:
     q.set_defaults(func=cmd_config_show)
 
 
+def _add_apdb_export(apdb_sub) -> None:
+    q = apdb_sub.add_parser("export", help="write DiaObject, DiaSource and DiaForcedSource to Parquet (Rubin column "
+                            "names and types), all of them, a time range or a sky region")
+    _add_common(q)
+    q.add_argument("out", type=Path, help="folder for <table>.parquet")
+    q.add_argument("--mjd-min", type=float, help="from this MJD (TAI), inclusive: midpointMjdTai of sources, "
+                                                 "validityStartMjdTai of DiaObject versions")
+    q.add_argument("--mjd-max", type=float, help="to this MJD (TAI), exclusive")
+    q.add_argument("--ra", type=float, help="sky region centre, degrees")
+    q.add_argument("--dec", type=float, help="sky region centre, degrees")
+    q.add_argument("--radius-deg", type=float, help="sky region radius, degrees")
+    q.add_argument("--tables", nargs="+", choices=["DiaObject", "DiaObjectLast", "DiaSource", "DiaForcedSource"],
+                   help="tables to write (default: DiaObject with every version, DiaSource, DiaForcedSource)")
+    q.add_argument("--batch-rows", type=int, default=50_000, help="rows read per batch")
+    q.set_defaults(func=cmd_apdb_export)
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("lightcurve", help="a DiaObject's summary, DiaSource and DiaForcedSource history, and light "
+                       "curve (PNG)")
+    _add_common(p)
+    p.add_argument("dia_object_id", type=int, metavar="DIAOBJECTID")
+    p.add_argument("--out", type=Path, help="PNG to write (default lightcurve_<DIAOBJECTID>.png)")
+    p.set_defaults(func=cmd_lightcurve)
+    p = sub.add_parser("alerts", help="alerts")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True)
+    q = alerts_sub.add_parser("show", help="decode alerts (Avro alert file or folder, or a Kafka topic with "
+                              "--kafka-bootstrap), summarise them and draw their cutout triplets")
+    _add_common(q)
+    q.add_argument("source", metavar="FILE_OR_TOPIC")
+    q.add_argument("--max", type=int, help="at most this many alerts")
+    q.add_argument("--png-dir", type=Path, help="write <diaSourceId>.png cutout triplets here")
+    q.set_defaults(func=cmd_alerts_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``blink``."""
     parser = argparse.ArgumentParser(prog="blink", description=__doc__)
@@ -369,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_and_run(sub)
     _add_kafka_tools(sub)
     _add_admin(sub)
+    _add_inspect(sub)
     p = sub.add_parser("refcat", help="index a folder of Gaia-archive files (FITS/CSV/ECSV) as the reference catalog")
     p.add_argument("src_dir", type=Path, help="folder of Gaia-archive files")
     p.add_argument("--out", "--root", dest="out", type=Path, help="data root to write refcat/ into (default "
