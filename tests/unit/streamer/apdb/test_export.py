@@ -14,35 +14,19 @@ from streamer.apdb.columns import TABLES
 from streamer.apdb.export import ExportSelection, arrow_schema, export_apdb
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
-from tests.helpers.apdb_contract import make_objects, make_sources
+from tests.helpers.inspect_apdb import VISIT_MJDS, fill_three_visits
 
 ARROW = {"long": pa.int64(), "int": pa.int32(), "float": pa.float32(), "double": pa.float64(),
          "boolean": pa.bool_(), "string": pa.string()}
-VISIT_MJDS = (60000.1, 60001.1, 60002.1)
-
-
-def _field(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return 10.0 + rng.uniform(-0.5, 0.5, n), -5.0 + rng.uniform(-0.5, 0.5, n)
 
 
 @pytest.fixture
 def apdb_path(tmp_path):
     """Three visits of the same 40 objects (a new DiaObject version, a DiaSource and a DiaForcedSource each)."""
     path = tmp_path / "apdb.sqlite"
-    n = 40
-    ids = np.arange(1, n + 1)
-    ra, dec = _field(n, 1)
     with SqliteApdb(path) as apdb:
         apdb.init_schema()
-        for k, mjd in enumerate(VISIT_MJDS):
-            visit = 100 + k
-            apdb.store(visit=visit, detector=4,
-                       dia_objects=make_objects(ids, ra, dec, validity=mjd, n_sources=k + 1),
-                       dia_sources=make_sources(ids + 1000 * (k + 1), ids, ra, dec, np.full(n, mjd), visit=visit,
-                                                detector=4),
-                       dia_forced_sources=make_sources(ids + 10_000 * (k + 1), ids, ra, dec, np.full(n, mjd),
-                                                       visit=visit, detector=4, forced=True))
+        fill_three_visits(apdb)
     return path
 
 
