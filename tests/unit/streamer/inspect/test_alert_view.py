@@ -7,53 +7,22 @@ import io
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from astropy.wcs import WCS
 from rich.console import Console
 
-from pipeline.cutouts import cutouts_at
 from pipeline.errors import InputError
-from pipeline.types import MaskedImage
-from streamer.alerts.schema import sample_alert
 from streamer.cli import main
 from streamer.embedded.sinks import LocalAlertSink, alert_file_name
 from streamer.inspect.alert_view import load_alerts, plot_cutout_triplet, print_alerts, read_cutout
+from tests.helpers.inspect_alerts import NOISE_NJY, SCIENCE, STAR_XY, alerts_with_cutouts, star_image
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-STAR_XY = ((60.0, 70.0), (120.0, 40.0), (30.0, 110.0))
-
-
-def _wcs() -> WCS:
-    """A TAN WCS of 0.26 arcsec pixels, north up."""
-    return WCS({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 51.0, "CRVAL2": -28.2, "CRPIX1": 80.5,
-                "CRPIX2": 80.5, "CDELT1": -0.26 / 3600, "CDELT2": 0.26 / 3600})
-
-
-def _image(amplitude: float, seed: int) -> MaskedImage:
-    """Noise (sigma 10 nJy) with a star of the given peak at each of STAR_XY."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:160, :160]
-    image = rng.normal(scale=10.0, size=yy.shape)
-    for x, y in STAR_XY:
-        image += amplitude * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.0**2))
-    return MaskedImage(image=image.astype(np.float32), mask=np.zeros(yy.shape, np.int32),
-                       variance=np.full(yy.shape, 100.0, np.float32))
 
 
 @pytest.fixture
 def alert_file(tmp_path):
     """One CCD-visit's three alerts, with real cutouts (a brighter star in the science image), as the embedded
     sink writes them."""
-    science, template = _image(500.0, 1), _image(200.0, 2)
-    difference = MaskedImage(image=science.image - template.image, mask=science.mask,
-                             variance=science.variance + template.variance)
-    x, y = np.array([p[0] for p in STAR_XY]), np.array([p[1] for p in STAR_XY])
-    cutouts = cutouts_at(science, template, difference, x, y, wcs=_wcs(), bbox_size=np.full(3, 10))
-    alerts = []
-    for k, (sci, tmpl, diff) in enumerate(cutouts):
-        alert = sample_alert(dia_object_id=500 + k, dia_source_id=900 + k, visit=7, detector=12, n_prv_dia_sources=k)
-        alert.update(cutoutScience=sci, cutoutTemplate=tmpl, cutoutDifference=diff)
-        alerts.append(alert)
-    LocalAlertSink(tmp_path / "alerts").publish(alerts)
+    LocalAlertSink(tmp_path / "alerts").publish(alerts_with_cutouts(visit=7, detector=12))
     return tmp_path / "alerts" / alert_file_name(7, 12)
 
 
@@ -75,15 +44,15 @@ def test_every_alert_of_a_file_is_decoded_and_summarised(alert_file):
 
 def test_cutouts_decode_to_the_images_they_were_cut_from(alert_file):
     alerts, _ = load_alerts(alert_file)
-    science = _image(500.0, 1)
+    science = star_image(**SCIENCE)
     for alert, (x, y) in zip(alerts, STAR_XY):
         planes = read_cutout(alert["cutoutScience"])
         ny, nx = planes.image.shape
         assert ny == nx and ny >= 21
         # the stamp's centre pixel is the image's pixel at the star, to within 0.1 sigma (cutouts may quantize
-        # the flux, at a small fraction of the noise: 10 nJy here)
-        assert abs(planes.image[ny // 2, nx // 2] - science.image[int(y), int(x)]) < 1.0
-        assert planes.variance is not None and np.allclose(planes.variance, 100.0, rtol=0.01)
+        # the flux, at a small fraction of the noise)
+        assert abs(planes.image[ny // 2, nx // 2] - science.image[int(y), int(x)]) < 0.1 * NOISE_NJY
+        assert planes.variance is not None and np.allclose(planes.variance, NOISE_NJY**2, rtol=0.01)
         assert planes.mask is not None and planes.mask.dtype.kind == "i"
     with pytest.raises(InputError, match="not a FITS image"):
         read_cutout(b"SIMPLE  = nonsense")
