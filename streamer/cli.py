@@ -105,9 +105,24 @@ def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: b
     apdb = open_apdb(url, **options)
     if init:
         apdb.init_schema()
+        _create_worker_tables(apdb)
     else:
         apdb.check_schema()
     return apdb
+
+
+def _create_worker_tables(apdb) -> None:
+    """Create the tables a worker opens at start (sky claims, CCD timings) with the APDB, before any worker runs.
+
+    On a Cassandra cluster, workers that create one table at the same time through different nodes race: a
+    worker's next statement can meet a node that does not know the table yet (``table ApdbWorkClaim does not
+    exist`` on the three-node cluster of ops/cluster.sh), and two creations of one table may give it two ids.
+    """
+    from streamer.apdb.ccd_timings import open_ccd_timings
+    from streamer.apdb.ordering import open_claims
+
+    open_claims(apdb).close()
+    open_ccd_timings(apdb).close()
 
 
 def cmd_apdb_init(args: argparse.Namespace) -> int:

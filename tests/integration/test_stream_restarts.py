@@ -21,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streamer.alerts.schema import AlertSchema
 from streamer.events.files import read_event_file
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import publish_event
-from streamer.kafka.settings import KafkaSettings
 from tests.helpers.kafka_topics import read_topic, unique_kafka_settings
 from tests.helpers.servers import unavailable
+from tests.helpers.worker_runs import end_workers, log_count, wait_for, work_done, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -99,35 +98,6 @@ def _have_tools() -> bool:
         cache.glob("cassandra-*/lib/.fetched"))
 
 
-def _work_done(kafka: KafkaSettings) -> int:
-    """Work items whose offsets the group has committed (all work partitions)."""
-    consumer = Consumer(kafka.consumer_config(**{"socket.timeout.ms": 3000}))
-    try:
-        tps = consumer.committed([TopicPartition(kafka.work_topic, p) for p in range(kafka.work_partitions)],
-                                 timeout=5)
-        return sum(max(tp.offset, 0) for tp in tps)
-    except Exception:  # noqa: BLE001 - broker restarting
-        return -1
-    finally:
-        consumer.close()
-
-
-def _log_count(log_path: Path, text: str) -> int:
-    return log_path.read_text(errors="replace").count(text) if log_path.exists() else 0
-
-
-def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"workers exited ({proc.returncode}) while waiting for {what}:\n"
-                        f"{log_path.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}:\n{log_path.read_text(errors='replace')[-4000:]}")
-
-
 @pytest.mark.timeout(420)
 def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
     if not _have_tools():
@@ -143,11 +113,7 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
         for path in sorted((small_night / "events").glob("*.avro")):
             publish_event(kafka, read_event_file(path))
         keyspace = f"restart_{tag}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BLINK_")}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        for name in ("group_id", "events_topic", "work_topic", "alerts_topic", "dead_letter_topic",
-                     "work_partitions", "alerts_partitions", "session_timeout_s"):
-            env[f"BLINK_KAFKA_{name.upper()}"] = str(getattr(kafka, name))
+        env = worker_env(kafka)
         log_path = tmp_path / "workers.log"
         cmd = [sys.executable, "-m", "streamer.cli", "run", "--forever", "--workers", "2", "--root", str(small_night),
                "--apdb", f"cassandra://127.0.0.1:{servers.cassandra_port}/{keyspace}",
@@ -156,18 +122,18 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
                                 start_new_session=True)  # its own process group: the finally can end the children
 
         # Kafka outage while the first CCDs are being processed.
-        _wait_for(lambda: _log_count(log_path, " alerts in ") >= 1, 150, "the first CCD", proc, log_path)
+        wait_for(lambda: log_count(log_path, " alerts in ") >= 1, 150, "the first CCD", proc, log_path)
         t_k = servers.run("kafka", "stop")
         time.sleep(3.0)
         t_k += servers.run("kafka", "start")
         # Cassandra outage after at least one more CCD went through.
-        n_before = _log_count(log_path, " alerts in ")
-        _wait_for(lambda: _log_count(log_path, " alerts in ") > n_before, 150, "a CCD after the Kafka restart",
+        n_before = log_count(log_path, " alerts in ")
+        wait_for(lambda: log_count(log_path, " alerts in ") > n_before, 150, "a CCD after the Kafka restart",
                   proc, log_path)
         t_c = servers.run("cassandra", "stop")
         time.sleep(3.0)
         t_c += servers.run("cassandra", "start")
-        _wait_for(lambda: _work_done(kafka) >= N_WORK, 200, "every work item committed", proc, log_path)
+        wait_for(lambda: work_done(kafka) >= N_WORK, 200, "every work item committed", proc, log_path)
         proc.send_signal(signal.SIGTERM)  # the parent forwards it to both workers
         rc = proc.wait(90)
         logs = log_path.read_text(errors="replace")
@@ -192,10 +158,5 @@ def test_kafka_then_cassandra_restart_during_run(small_night, tmp_path):
         print(f"restart test: Kafka outage {t_k:.1f} s, Cassandra outage {t_c:.1f} s, {len(source_ids)} alerts, "
               f"total {time.monotonic() - t_start:.0f} s; retries logged: {logs.count('transient failure')}")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        end_workers(proc)
         servers.stop_and_wipe()
