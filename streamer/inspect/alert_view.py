@@ -8,8 +8,6 @@ in bytes (:mod:`pipeline.cutouts`): the flux plane is the HDU named ``IMAGE`` (p
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import time
 import uuid
@@ -31,7 +29,6 @@ log = logging.getLogger(__name__)
 
 CUTOUT_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 """The alert fields of a triplet, in the order drawn."""
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -154,11 +151,10 @@ def read_cutout(data: bytes) -> CutoutPlanes:
     InputError
         No image in the bytes.
     """
-    from astropy.io import fits
+    from streamer.alerts.cutouts import open_cutout
 
     try:
-        raw = gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data  # gzipped FITS, or plain as before
-        with fits.open(io.BytesIO(raw)) as hdus:
+        with open_cutout(data) as hdus:
             planes = {h.name: np.array(h.data) for h in hdus if h.data is not None and np.ndim(h.data) == 2}
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise InputError(f"cutout is not a FITS image: {exc}", stage="alerts_show") from exc
