@@ -166,6 +166,17 @@ def _six_digits(values: np.ndarray) -> np.ndarray:
     return np.array([float(f"{v:.6g}") for v in values.tolist()])
 
 
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """Median of the finite values of each row (NaN for a row with none): ``np.median`` of all rows at once,
+    ``np.nanmedian`` only for the few rows with off-image pixels (it loops over rows in Python)."""
+    medians = np.median(rows, axis=1)
+    partial = np.flatnonzero(~np.isfinite(medians))
+    for k in partial.tolist():
+        values = rows[k][np.isfinite(rows[k])]
+        medians[k] = np.median(values) if len(values) else np.nan
+    return medians
+
+
 def quantize_flux(images: np.ndarray, variances: np.ndarray, steps_per_sigma: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer images and their ``BSCALE``/``BZERO``, one pair per stamp of (n, s, s) stacks.
@@ -184,12 +195,9 @@ def quantize_flux(images: np.ndarray, variances: np.ndarray, steps_per_sigma: fl
     n = len(images)
     flat = images.reshape(n, -1).astype(np.float64)
     finite = np.isfinite(flat)
-    any_finite = finite.any(axis=1)
-    with np.errstate(all="ignore"):
-        sigma = np.sqrt(np.nanmedian(np.where(np.isfinite(variances.reshape(n, -1)), variances.reshape(n, -1),
-                                              np.nan), axis=1)) if n else np.zeros(0)
-        zero = np.where(any_finite, np.nanmedian(np.where(finite, flat, np.nan), axis=1), 0.0) if n else sigma
-        span = np.where(any_finite, np.nanmax(np.abs(np.where(finite, flat - zero[:, None], 0.0)), axis=1), 0.0)
+    sigma = np.sqrt(_row_medians(variances.reshape(n, -1)))
+    zero = np.nan_to_num(_row_medians(flat))
+    span = np.max(np.abs(np.where(finite, flat - zero[:, None], 0.0)), axis=1, initial=0.0)
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, 1.0)
     bzero = _six_digits(zero)
     bscale = _six_digits(np.maximum(sigma / steps_per_sigma, 1.01 * (span + np.abs(zero - bzero)) / 2**30))

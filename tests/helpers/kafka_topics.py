@@ -37,3 +37,27 @@ def read_topic(bootstrap: str, topic: str, *, committed: bool = True, idle_s: fl
     finally:
         consumer.close()
     return out
+
+
+def read_with_alert_stream(bootstrap: str, topic: str, *, idle_s: float = 5.0) -> list[tuple[dict, dict[str, bytes]]]:
+    """Every alert of ``topic`` as a broker reads it, with lsst-alert-stream's ``AlertConsumer`` (read_committed),
+    each with its message's headers; until ``idle_s`` seconds without one."""
+    from lsst.alert.packet import Schema
+    from lsst.alert.stream.alertConsumer import AlertConsumer
+
+    from streamer.alerts.framing import headers_dict
+
+    conf = {"bootstrap.servers": bootstrap, "group.id": f"las-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed", "enable.auto.commit": False}
+    alerts = []
+    # The registry of lsst-alert-packet has no id 1101 (it is keyed differently), so pass the schema.
+    with AlertConsumer(topic, schema=Schema.from_file(), **conf) as consumer:
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            msg = consumer.consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            _, alert = consumer.decode_message(msg)
+            alerts.append((alert, headers_dict(msg.headers())))
+            last = time.monotonic()
+    return alerts

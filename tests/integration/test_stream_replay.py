@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
-from streamer.alerts.framing import HEADER_REPLAY, headers_dict
+from streamer.alerts.framing import HEADER_REPLAY
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.cli import main
 from streamer.events.files import read_event_file
@@ -18,7 +16,7 @@ from streamer.kafka.operator_tools import group_status
 from streamer.kafka.producer import publish_event
 from streamer.service import run_service
 from streamer.settings import BlinkSettings
-from tests.helpers.kafka_topics import unique_kafka_settings
+from tests.helpers.kafka_topics import read_with_alert_stream, unique_kafka_settings
 
 pytestmark = pytest.mark.integration
 
@@ -34,29 +32,6 @@ def _tables_equal(a, b) -> None:
                 assert np.array_equal(va, vb, equal_nan=True), f"{name}.{col} changed"
             else:
                 assert np.array_equal(va, vb), f"{name}.{col} changed"
-
-
-def _read_with_alert_stream(bootstrap: str, topic: str, idle_s: float = 5.0) -> list[tuple[dict, bytes]]:
-    """Read alerts with lsst-alert-stream's AlertConsumer; pair them with the replay header (raw consumer)."""
-    import time
-
-    from lsst.alert.packet import Schema
-    from lsst.alert.stream.alertConsumer import AlertConsumer
-
-    conf = {"bootstrap.servers": bootstrap, "group.id": f"las-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed", "enable.auto.commit": False}
-    alerts = []
-    # The registry of lsst-alert-packet has no id 1101 (it is keyed differently), so pass the schema.
-    with AlertConsumer(topic, schema=Schema.from_file(), **conf) as consumer:
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            msg = consumer.consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            _, alert = consumer.decode_message(msg)
-            alerts.append((alert, headers_dict(msg.headers()).get(HEADER_REPLAY)))
-            last = time.monotonic()
-    return alerts
 
 
 @pytest.mark.timeout(300)
@@ -85,10 +60,12 @@ def test_replay_leaves_apdb_identical_and_marks_alerts(night_copy, kafka_bootstr
         apdb.close()
     _tables_equal(before, after)
 
-    alerts = _read_with_alert_stream(kafka_bootstrap, kafka.alerts_topic)
-    originals = sorted(a["diaSourceId"] for a, flag in alerts if flag == b"0")
-    replayed = sorted(a["diaSourceId"] for a, flag in alerts if flag == b"1")
+    alerts = read_with_alert_stream(kafka_bootstrap, kafka.alerts_topic)
+    originals = sorted(a["diaSourceId"] for a, h in alerts if h.get(HEADER_REPLAY) == b"0")
+    replayed = sorted(a["diaSourceId"] for a, h in alerts if h.get(HEADER_REPLAY) == b"1")
     assert originals and replayed == originals
+    first_time = {a["diaSourceId"]: a for a, h in alerts if h.get(HEADER_REPLAY) == b"0"}
+    assert {a["diaSourceId"]: a for a, h in alerts if h.get(HEADER_REPLAY) == b"1"} == first_time  # cutouts too
     assert originals == sorted(np.asarray(after["DiaSource"]["diaSourceId"]).tolist())
 
     # Nothing left to do: no lag on either topic (transaction markers are not counted as work), and
