@@ -15,6 +15,7 @@ from pipeline.errors import InputError
 
 __all__ = [
     "HEADER_PRODUCED_MJD",
+    "HEADER_PRODUCER_TIMESTAMP",
     "HEADER_REPLAY",
     "HEADER_SCHEMA_ID",
     "HEADER_SHUTTER_CLOSE_MJD",
@@ -40,6 +41,9 @@ HEADER_REPLAY = "blink-replay"
 """Kafka header: ``b"1"`` when the alert comes from re-processing an exposure, else ``b"0"``."""
 HEADER_SCHEMA_ID = "blink-schema-id"
 """Kafka header: the schema id (ASCII decimal), also in the wire-format prefix."""
+HEADER_PRODUCER_TIMESTAMP = "producer_timestamp"
+"""Kafka header of Rubin's alert stream (DMTN-210): when the producer made the message, milliseconds since the
+Unix epoch (UTC), ASCII decimal; added by :func:`streamer.kafka.producer.alert_messages`."""
 
 _UNIX_EPOCH_MJD = 40587.0
 _TAI_MINUS_UTC_S = 37.0  # since 2017-01-01; no leap second has been announced since.

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pipeline.errors import TransientError
-from streamer.alerts.framing import HEADER_SCHEMA_ID, alert_key
+from streamer.alerts.framing import HEADER_PRODUCER_TIMESTAMP, HEADER_SCHEMA_ID, alert_key
 from streamer.alerts.schema import AlertSchema
 from streamer.events.dead_letters import encode_dead_letter
 from streamer.events.fan_out import work_key
@@ -77,7 +77,7 @@ def alert_messages(topic: str, schema: AlertSchema, alerts: Sequence[Mapping[str
         Alert records.
     headers : sequence of (str, bytes)
         Headers for every alert (see :func:`streamer.alerts.framing.alert_headers`); ``blink-schema-id`` is
-        added when absent.
+        added when absent, and ``producer_timestamp`` (now, ms since the Unix epoch) to every message.
 
     Returns
     -------
@@ -92,6 +92,8 @@ def alert_messages(topic: str, schema: AlertSchema, alerts: Sequence[Mapping[str
     hdrs = list(headers)
     if not any(name == HEADER_SCHEMA_ID for name, _ in hdrs):
         hdrs.append((HEADER_SCHEMA_ID, str(schema.schema_id).encode("ascii")))
+    hdrs = [h for h in hdrs if h[0] != HEADER_PRODUCER_TIMESTAMP]
+    hdrs.append((HEADER_PRODUCER_TIMESTAMP, str(time.time_ns() // 1_000_000).encode("ascii")))
     return [Message(topic, schema.serialize_framed(a), alert_key(a), hdrs) for a in alerts]
 
 

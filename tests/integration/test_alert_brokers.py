@@ -1,11 +1,12 @@
 """Brokers read Blink's alerts as they read Rubin's: the stream decoded with lsst-alert-stream's ``AlertConsumer``,
 every cutout gunzipped and opened with astropy, and its flux, variance, mask, PSF and WCS checked against the
-DiaSource row the APDB holds."""
+DiaSource row the APDB holds; each message has Rubin's ``producer_timestamp`` header."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from pipeline.masks import UNUSABLE, MaskBit
+from streamer.alerts.framing import HEADER_PRODUCER_TIMESTAMP
 from streamer.apdb.columns import DIA_SOURCE
 from streamer.apdb.sqlite_store import SqliteApdb
 from streamer.apdb.table_rows import table_to_records
@@ -82,6 +84,7 @@ def test_brokers_decode_the_stream_and_every_cutout(night_copy, kafka_bootstrap,
     for name in ("group_id", "events_topic", "work_topic", "alerts_topic", "dead_letter_topic"):
         monkeypatch.setenv(f"BLINK_KAFKA_{name.upper()}", str(getattr(kafka, name)))
     create_topics(kafka)
+    started_ms = time.time_ns() // 1_000_000
     publish_event(kafka, read_event_file(sorted((night_copy / "events").glob("*.avro"))[0]))
     apdb = SqliteApdb(night_copy / "apdb.sqlite")
     apdb.init_schema()
@@ -95,7 +98,8 @@ def test_brokers_decode_the_stream_and_every_cutout(night_copy, kafka_bootstrap,
 
     alerts = read_with_alert_stream(kafka_bootstrap, kafka.alerts_topic)
     assert alerts and sorted(a["diaSourceId"] for a, _ in alerts) == sorted(rows)
-    for alert, _ in alerts:
+    for alert, headers in alerts:
+        assert started_ms <= int(headers[HEADER_PRODUCER_TIMESTAMP]) <= time.time_ns() // 1_000_000
         row = rows[alert["diaSourceId"]]
         assert alert["diaSource"]["psfFlux"] == pytest.approx(row["psfFlux"], rel=1e-6)
         opened = [_open(alert[name]) for name in CUTOUTS]
