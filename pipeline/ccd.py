@@ -11,6 +11,8 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -30,9 +32,11 @@ from pipeline.forced import ForcedConfig, forced_photometry
 from pipeline.isr import IsrConfig, run_isr
 from pipeline.refcat import RefcatConfig, reference_stars
 from pipeline.reliability import ReliabilityConfig, score
-from pipeline.subtract import SubtractConfig, subtract
+from pipeline.subtract import SubtractConfig, SubtractionResult, subtract
 from pipeline.template import TemplateConfig, warp_template
-from pipeline.types import CalibratedExposure, CcdInputs, CcdOutputs
+from pipeline.types import CalibratedExposure, CcdInputs, CcdOutputs, MaskedImage
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +107,30 @@ def calibrate_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(
         The calibration's source catalog (``x``, ``y``, ``snr``, ``is_psf_star``, ...).
     """
     timings = {} if timings is None else timings
+    return calibrate_isr_image(isr_ccd(inputs, config=config, timings=timings), inputs, config=config,
+                               timings=timings)
+
+
+def isr_ccd(inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(),
+            timings: dict[str, float] | None = None) -> MaskedImage:
+    """The ISR step of a raw CCD (stage ``isr``): the trimmed image and variance in electrons, with mask bits."""
+    with _stage("isr", {} if timings is None else timings):
+        return run_isr(inputs.raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
+                       crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
+
+
+def calibrate_isr_image(isr_image: MaskedImage, inputs: CcdInputs, *, config: PipelineConfig = PipelineConfig(),
+                        timings: dict[str, float] | None = None) -> tuple[CalibratedExposure, Table]:
+    """The calibration step of a raw CCD after ISR (stage ``calibrate``), started from the raw header's WCS
+    and the camera model; ``inputs`` gives the raw's header and exposure facts, the CCD and the reference
+    catalog."""
     raw = inputs.raw
-    with _stage("isr", timings):
-        isr_image = run_isr(raw, inputs.bias, inputs.flat, inputs.defects, config=config.isr,
-                            crosstalk=(inputs.ccd.crosstalk_a_from_b, inputs.ccd.crosstalk_b_from_a))
-    with _stage("calibrate", timings):
+    with _stage("calibrate", {} if timings is None else timings):
         camera = field_angle_model(inputs.ccd) if config.use_camera_model else None
         refstars = reference_stars(inputs.refcat, mjd_tai=raw.info.mjd_mid_tai, band=raw.info.band,
                                    config=config.refcat)
-        exposure, sources = calibrate(isr_image, header_wcs(raw.header), refstars, info=raw.info,
-                                      ccdnum=raw.ccdnum, config=config.calibrate, camera=camera)
-    return exposure, sources
+        return calibrate(isr_image, header_wcs(raw.header), refstars, info=raw.info, ccdnum=raw.ccdnum,
+                         config=config.calibrate, camera=camera)
 
 
 def calibrate_instcal(instcal: InstCalCcd, refcat: Table, *, config: PipelineConfig = PipelineConfig(),
@@ -156,8 +173,146 @@ def calibrate_instcal(instcal: InstCalCcd, refcat: Table, *, config: PipelineCon
     return exposure, sources
 
 
+STEPS = ("isr", "calibrate", "diffim", "detect", "associate")
+"""The steps of a CCD's run, in order (as ApPipeTask's runProcessCcd, runDiffIm and runAssociation): ISR;
+calibration; template warp and subtraction; detection and reliability; association and forced photometry."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """What the ``diffim`` step made: the subtraction, and the FWHM of the template it subtracted."""
+
+    subtraction: SubtractionResult
+    template_fwhm_arcsec: float
+
+
+@dataclass(frozen=True)
+class Association:
+    """What the ``associate`` step made: the associated DiaSources, the DiaObjects they touched (new
+    versions), the forced photometry rows, and how many DiaObjects are new."""
+
+    dia_sources: Table
+    dia_objects: Table
+    dia_forced_sources: Table
+    n_new_dia_objects: int
+
+
+@dataclass
+class CcdRun:
+    """One CCD's run through :data:`STEPS`: each step reads what earlier ones left here and adds its own.
+
+    :func:`process_ccd` runs every step on fresh inputs; an offline run (:mod:`streamer.products`) may fill a
+    field from a product written before instead of running its step. An InstCal CCD has no ISR image (the CP's
+    image is converted and calibrated by the ``calibrate`` step).
+    """
+
+    inputs: CcdInputs | InstCalInputs
+    config: PipelineConfig = PipelineConfig()
+    timings: dict[str, float] = field(default_factory=dict)
+    isr_image: MaskedImage | None = None
+    exposure: CalibratedExposure | None = None
+    sources: Table | None = None
+    difference: Difference | None = None
+    detections: Table | None = None
+    association: Association | None = None
+
+    def run_all(self, *, keep_isr_image: bool = False) -> CcdOutputs:
+        """Run every step of :data:`STEPS` and return the outputs; the ISR image is let go once calibrated
+        unless ``keep_isr_image`` (every later product stays here for the caller)."""
+        for step in STEPS:
+            self.run(step)
+            if step == "calibrate" and not keep_isr_image:
+                self.isr_image = None
+        return self.outputs()
+
+    def run(self, step: str) -> None:
+        """Run one step of :data:`STEPS` on what the earlier steps left (stage timings in ``timings``)."""
+        getattr(self, f"_{step}")()
+
+    def _isr(self) -> None:
+        if isinstance(self.inputs, CcdInputs):
+            self.isr_image = isr_ccd(self.inputs, config=self.config, timings=self.timings)
+
+    def _calibrate(self) -> None:
+        if isinstance(self.inputs, InstCalInputs):
+            self.exposure, self.sources = calibrate_instcal(self.inputs.instcal, self.inputs.refcat,
+                                                            config=self.config, timings=self.timings)
+        else:
+            self.exposure, self.sources = calibrate_isr_image(_needed(self.isr_image, "isr"), self.inputs,
+                                                              config=self.config, timings=self.timings)
+
+    def _diffim(self) -> None:
+        exposure, sources = _needed(self.exposure, "calibrate"), _needed(self.sources, "calibrate")
+        with _stage("template", self.timings):
+            template = warp_template(self.inputs.template_tiles, exposure.wcs, exposure.masked.image.shape,
+                                     config=self.config.template)
+        stars = sources[np.asarray(sources["is_psf_star"])]
+        stars = stars[np.argsort(-np.asarray(stars["snr"]))]
+        with _stage("subtract", self.timings):
+            result = subtract(exposure, template, np.asarray(stars["x"]), np.asarray(stars["y"]),
+                              config=self.config.subtract)
+        self.difference = Difference(result, template.psf_fwhm_arcsec)
+
+    def _detect(self) -> None:
+        subtraction = _needed(self.difference, "diffim").subtraction
+        config = self.config
+        with _stage("detect", self.timings):
+            dia_sources = detect_dia_sources(subtraction, _needed(self.exposure, "calibrate"), config=config.detect)
+            dia_sources["reliability"] = score(dia_sources, config=config.reliability).astype(np.float32)
+            dia_sources["reliabilityVersion"] = np.full(len(dia_sources), config.reliability.version)
+        self.detections = dia_sources
+
+    def _associate(self) -> None:
+        exposure, subtraction = _needed(self.exposure, "calibrate"), _needed(self.difference, "diffim").subtraction
+        with _stage("associate", self.timings):
+            region_objects = self.inputs.dia_objects
+            dia_sources, is_new = associate(_needed(self.detections, "detect"), region_objects,
+                                            config=self.config.association)
+            touched = np.unique(np.asarray(dia_sources["diaObjectId"], np.int64))
+            history = history_with(dia_sources, self.inputs.dia_sources)
+            updated_objects = summarize_objects(touched, history, exposure.info.mjd_mid_tai)
+        with _stage("forced", self.timings):
+            untouched = region_objects[~np.isin(np.asarray(region_objects["diaObjectId"], np.int64), touched)] \
+                if len(region_objects) else region_objects
+            shared_cols = ["diaObjectId", "ra", "dec", "nDiaSources"]
+            candidates = vstack([untouched[shared_cols], updated_objects[shared_cols]]) if len(untouched) \
+                else updated_objects[shared_cols]
+            forced = forced_photometry(candidates, subtraction, exposure, config=self.config.forced)
+        self.association = Association(dia_sources, updated_objects, forced, int(is_new.sum()))
+
+    def outputs(self) -> CcdOutputs:
+        """The CCD's outputs from its finished steps: cutouts (``config.do_cutouts``) and per-stage figures."""
+        exposure, difference = _needed(self.exposure, "calibrate"), _needed(self.difference, "diffim")
+        found, result = _needed(self.association, "associate"), difference.subtraction
+        cutouts: dict[int, tuple[bytes, bytes, bytes]] = {}
+        if self.config.do_cutouts:
+            with _stage("cutouts", self.timings):
+                cutouts = make_cutouts(found.dia_sources, result, exposure,
+                                       flux_quantization=self.config.cutout_flux_quantization)
+        metadata: dict[str, object] = dict(exposure.metadata)
+        metadata.update({"timings_s": self.timings, "zero_point": exposure.zero_point,
+                         "psf_fwhm_arcsec": exposure.psf_fwhm_pix * pixel_scale_arcsec(exposure.wcs),
+                         "template_fwhm_arcsec": difference.template_fwhm_arcsec, "kernel_stamps": result.n_stamps,
+                         "kernel_fallback": result.kernel_fallback, "variance_scale": result.variance_scale,
+                         "convolved_science": result.convolved_science, "n_dia_sources": len(found.dia_sources),
+                         "n_new_dia_objects": found.n_new_dia_objects, "n_forced": len(found.dia_forced_sources)})
+        log.info("CCD %d of visit %d: %d DiaSources, %d new DiaObjects, %d forced (%.1f s)", exposure.ccdnum,
+                 exposure.info.expnum, len(found.dia_sources), found.n_new_dia_objects,
+                 len(found.dia_forced_sources), sum(self.timings.values()))
+        return CcdOutputs(exposure=exposure, difference=result.difference, dia_sources=found.dia_sources,
+                          dia_objects=found.dia_objects, dia_forced_sources=found.dia_forced_sources,
+                          cutouts=cutouts, metadata=metadata)
+
+
+def _needed(value: _T | None, step: str) -> _T:
+    """An earlier step's product, which this step needs (an InputError if that step has not run)."""
+    if value is None:
+        raise InputError(f"the {step} step's product is needed first", stage=step)
+    return value
+
+
 def process_ccd(inputs: CcdInputs | InstCalInputs, *, config: PipelineConfig = PipelineConfig()) -> CcdOutputs:
-    """Run the full per-CCD pipeline.
+    """Run the full per-CCD pipeline: every step of :data:`STEPS` in turn (:meth:`CcdRun.run_all`).
 
     Parameters
     ----------
@@ -175,50 +330,4 @@ def process_ccd(inputs: CcdInputs | InstCalInputs, *, config: PipelineConfig = P
     InputError, NoWorkError, AlgorithmError
         With ``stage`` naming where it failed.
     """
-    timings: dict[str, float] = {}
-    if isinstance(inputs, InstCalInputs):
-        exposure, sources = calibrate_instcal(inputs.instcal, inputs.refcat, config=config, timings=timings)
-    else:
-        exposure, sources = calibrate_ccd(inputs, config=config, timings=timings)
-    info, detector = exposure.info, exposure.ccdnum
-    with _stage("template", timings):
-        template = warp_template(inputs.template_tiles, exposure.wcs, exposure.masked.image.shape,
-                                 config=config.template)
-    stars = sources[np.asarray(sources["is_psf_star"])]
-    stars = stars[np.argsort(-np.asarray(stars["snr"]))]
-    with _stage("subtract", timings):
-        result = subtract(exposure, template, np.asarray(stars["x"]), np.asarray(stars["y"]),
-                          config=config.subtract)
-    with _stage("detect", timings):
-        dia_sources = detect_dia_sources(result, exposure, config=config.detect)
-        dia_sources["reliability"] = score(dia_sources, config=config.reliability).astype(np.float32)
-        dia_sources["reliabilityVersion"] = np.full(len(dia_sources), config.reliability.version)
-    with _stage("associate", timings):
-        region_objects = inputs.dia_objects
-        dia_sources, is_new = associate(dia_sources, region_objects, config=config.association)
-        touched = np.unique(np.asarray(dia_sources["diaObjectId"], np.int64))
-        history = history_with(dia_sources, inputs.dia_sources)
-        updated_objects = summarize_objects(touched, history, info.mjd_mid_tai)
-    with _stage("forced", timings):
-        untouched = region_objects[~np.isin(np.asarray(region_objects["diaObjectId"], np.int64), touched)] \
-            if len(region_objects) else region_objects
-        shared_cols = ["diaObjectId", "ra", "dec", "nDiaSources"]
-        candidates = vstack([untouched[shared_cols], updated_objects[shared_cols]]) if len(untouched) \
-            else updated_objects[shared_cols]
-        forced = forced_photometry(candidates, result, exposure, config=config.forced)
-    cutouts: dict[int, tuple[bytes, bytes, bytes]] = {}
-    if config.do_cutouts:
-        with _stage("cutouts", timings):
-            cutouts = make_cutouts(dia_sources, result, exposure, flux_quantization=config.cutout_flux_quantization)
-    metadata: dict[str, object] = dict(exposure.metadata)
-    metadata.update({"timings_s": timings, "zero_point": exposure.zero_point,
-                     "psf_fwhm_arcsec": exposure.psf_fwhm_pix * pixel_scale_arcsec(exposure.wcs),
-                     "template_fwhm_arcsec": template.psf_fwhm_arcsec, "kernel_stamps": result.n_stamps,
-                     "kernel_fallback": result.kernel_fallback, "variance_scale": result.variance_scale,
-                     "convolved_science": result.convolved_science, "n_dia_sources": len(dia_sources),
-                     "n_new_dia_objects": int(is_new.sum()), "n_forced": len(forced)})
-    log.info("CCD %d of visit %d: %d DiaSources, %d new DiaObjects, %d forced (%.1f s)", detector,
-             info.expnum, len(dia_sources), int(is_new.sum()), len(forced), sum(timings.values()))
-    return CcdOutputs(exposure=exposure, difference=result.difference, dia_sources=dia_sources,
-                      dia_objects=updated_objects, dia_forced_sources=forced, cutouts=cutouts,
-                      metadata=metadata)
+    return CcdRun(inputs, config).run_all()
