@@ -467,6 +467,34 @@ def _add_inspect(sub) -> None:
     q.set_defaults(func=cmd_alerts_show)
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    """Run one raw CCD offline and write its intermediate products (streamer.products) into --out."""
+    from streamer.products.offline import process_raw_ccd
+
+    service = _settings(args)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
+    kwargs = {"steps": steps} if steps else {}
+    state = process_raw_ccd(service.blink.data_root, args.raw, args.ccd, args.out, reuse=args.reuse,
+                            config=service.pipeline, **kwargs)
+    log.info("CCD %d of %s: %s -> %s", args.ccd, args.raw, ", ".join(f"{k} {v}" for k, v in state.items()), args.out)
+    return 0
+
+
+def _add_process(sub) -> None:
+    from pipeline.ccd import STEPS
+
+    p = sub.add_parser("process", help="run one CCD offline and write its calibrated exposure, difference image, "
+                                       "DiaSources, timings and configuration (FITS, Parquet)")
+    _add_common(p)
+    p.add_argument("raw", help="raw exposure (relative to the data root, or absolute)")
+    p.add_argument("--ccd", type=int, required=True, help="CCDNUM")
+    p.add_argument("--out", type=Path, required=True, help="products folder")
+    p.add_argument("--steps", help=f"comma-separated steps of {','.join(STEPS)} (default all; earlier products are "
+                                   "read from --out)")
+    p.add_argument("--reuse", action="store_true", help="skip a step whose products are already in --out")
+    p.set_defaults(func=cmd_process)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``blink``."""
     parser = argparse.ArgumentParser(prog="blink", description=__doc__)
@@ -475,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_tools(sub)
     _add_admin(sub)
     _add_inspect(sub)
+    _add_process(sub)
     p = sub.add_parser("refcat", help="index a folder of Gaia-archive files (FITS/CSV/ECSV) as the reference catalog")
     p.add_argument("src_dir", type=Path, help="folder of Gaia-archive files")
     p.add_argument("--out", "--root", dest="out", type=Path, help="data root to write refcat/ into (default "
