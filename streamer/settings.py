@@ -101,6 +101,12 @@ class BlinkSettings(BaseSettings):
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "
                                                         "(streamer.apdb.ordering).")
+    keep_products_ccds: tuple[int, ...] = Field((), description="CCDNUMs whose intermediate products (calexp, "
+                                                "difference image, DiaSource tables, timings, configuration) the "
+                                                "worker writes, as blink process does (streamer.products); empty: "
+                                                "none (default).")
+    products_dir: Path | None = Field(None, description="Folder of the kept products, one <visit>-<ccd> folder "
+                                                        "per CCD-visit (default <outputs>/products).")
     pipeline: PipelineConfig = Field(PipelineConfig(), description="Options of every pipeline stage: the "
                                      "file's top-level ``pipeline:`` section, or BLINK_PIPELINE__<STAGE>__<OPTION>.")
 
@@ -108,6 +114,11 @@ class BlinkSettings(BaseSettings):
     def outputs(self) -> Path:
         """Folder of embedded outputs."""
         return self.out_dir if self.out_dir is not None else self.data_root / "out"
+
+    @property
+    def products(self) -> Path:
+        """Folder of the products kept for ``keep_products_ccds``."""
+        return self.products_dir if self.products_dir is not None else self.outputs / "products"
 
     def resolved_apdb_url(self, cassandra: CassandraSettings) -> str:
         """The APDB URL in force."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.ccd import PipelineConfig, process_ccd
+from pipeline.ccd import CcdRun, PipelineConfig
 from pipeline.decam.header import ccd_footprint, check_against_event, read_exposure_info
 from pipeline.decam.instcal import InstCalCcd, InstCalInputs, check_instcal_primary, instcal_footprint
 from pipeline.errors import InputError
@@ -86,17 +86,22 @@ class CcdProcessor:
         Threads the pipeline uses for a CCD (:func:`pipeline.threads.using`).
     timings : CcdTimingLog, optional
         Where each finished CCD's latency and stage timings are recorded (:mod:`streamer.apdb.ccd_timings`).
+    keep_products : tuple, optional
+        (CCDNUMs, folder): those CCDs' step products are written into ``folder/<visit>-<ccd>`` after their alerts
+        are published (:mod:`streamer.products.store`, as ``blink process`` writes them).
     """
 
     def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
                  config: PipelineConfig = PipelineConfig(), threads: int = 1, *,
-                 timings: CcdTimingLog | None = None) -> None:
+                 timings: CcdTimingLog | None = None,
+                 keep_products: tuple[tuple[int, ...], Path] | None = None) -> None:
         self.repo = repo
         self.apdb = apdb
         self.alert_sink = alert_sink
         self.config = config
         self.threads = max(1, int(threads))
         self.timings = timings
+        self.keep_products = keep_products
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
@@ -174,8 +179,10 @@ class CcdProcessor:
         """Process one CCD: inputs -> pipeline -> APDB -> alerts (acknowledged)."""
         start, started_mjd_tai = time.perf_counter(), now_mjd_tai()
         inputs, region = self.gather(event, detector)
+        keep = self.keep_products is not None and detector in self.keep_products[0]
+        run = CcdRun(inputs, self.config)
         with pipeline_threads(self.threads):
-            outputs = process_ccd(inputs, config=self.config)
+            outputs = run.run_all(keep_isr_image=keep)
         self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
                         dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)
         alerts = build_alerts(outputs, region)
@@ -191,6 +198,10 @@ class CcdProcessor:
                 started_mjd_tai=started_mjd_tai, published_mjd_tai=now_mjd_tai(), total_s=seconds,
                 n_alerts=len(alerts), n_dia_sources=len(outputs.dia_sources),
                 n_new_dia_objects=int(outputs.metadata.get("n_new_dia_objects", 0)), stage_s=dict(stage_s)))
+        if keep and self.keep_products is not None:
+            from streamer.products.store import write_run
+
+            write_run(self.keep_products[1] / f"{event.exposure_id}-{detector:02d}", run, seconds)
         return CcdResult(event.exposure_id, detector, outputs, len(alerts), seconds=seconds)
 
 

@@ -122,7 +122,7 @@ def test_stage_option_reaches_the_worker(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def processor(repo, apdb, alert_sink, *, config, threads):
+    def processor(repo, apdb, alert_sink, *, config, threads, **_):
         seen["config"], seen["threads"] = config, threads
         raise Stop
 
