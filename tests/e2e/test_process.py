@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from astropy.io import fits
+from astropy.table import vstack
 from astropy.wcs import WCS
 
 from simulator import SimConfig
+from streamer.apdb import open_apdb
 from streamer.cli import main
 from streamer.products.tables import read_parquet
 from streamer.simulated import simulated_repository
@@ -69,6 +71,15 @@ def test_dia_sources_equal_the_workers(processed):
         assert offline[name].dtype == worker[name].dtype, name
         assert np.array_equal(np.asarray(offline[name]), np.asarray(worker[name]),
                               equal_nan=offline[name].dtype.kind == "f"), name
+    apdb = open_apdb(f"sqlite:///{processed['root'] / 'out' / 'apdb.sqlite'}")
+    try:
+        stored = vstack(list(apdb.scan_table("DiaSource")))
+    finally:
+        apdb.close()
+    stored = stored[np.argsort(np.asarray(stored["diaSourceId"]))]
+    ordered = offline[np.argsort(np.asarray(offline["diaSourceId"]))]
+    for name in ("diaSourceId", "diaObjectId", "ra", "dec", "psfFlux", "psfFluxErr", "reliability"):
+        assert np.array_equal(np.asarray(stored[name]), np.asarray(ordered[name], stored[name].dtype)), name
     offline_diff, worker_diff = processed["offline"] / "difference.fits", processed["worker"] / "difference.fits"
     with fits.open(offline_diff) as a, fits.open(worker_diff) as b:
         assert np.array_equal(a["IMAGE"].data, b["IMAGE"].data, equal_nan=True)
