@@ -325,12 +325,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Compare the APDB with the simulator's truth."""
+    """Compare the APDB with the simulator's truth (``--night``: write the night report instead)."""
     from streamer.report.truth import print_truth_report
 
+    if args.night:
+        return cmd_report_night(args)
     service = _settings(args)
     print_truth_report(service.blink, service.cassandra)
     return 0
+
+
+def cmd_report_night(args: argparse.Namespace) -> int:
+    """Write the night report: one self-contained HTML page (streamer.report.html)."""
+    from streamer.report.html import write_night_report
+    from streamer.report.night import gather_night
+
+    service = _settings(args)
+    apdb = _open_apdb(service.blink, service.cassandra, init=False)
+    try:
+        facts = gather_night(service, from_mjd_tai=args.from_mjd, to_mjd_tai=args.to_mjd, n_objects=args.objects,
+                             apdb=apdb)
+    finally:
+        apdb.close()
+    path = write_night_report(facts, args.out or service.blink.outputs / "night_report.html")
+    log.info("night report: %d CCD-visits, %d DiaSources, %d dead letters -> %s", len(facts.timings),
+             len(facts.dia_sources), len(facts.dead_letters), path)
+    return 0
+
+
+def _add_night_report_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of ``blink report --night``."""
+    p.add_argument("--night", action="store_true", help="write the night report (HTML: exposures, alerts, dead "
+                   "letters, latency, stage timings, sky map, new DiaObjects; truth panels for a simulated night)")
+    p.add_argument("--out", type=Path, help="with --night: the HTML file (default <outputs>/night_report.html)")
+    p.add_argument("--from-mjd", type=float, help="with --night: first shutter close (MJD TAI; default 18 h before "
+                   "the last CCD-visit recorded)")
+    p.add_argument("--to-mjd", type=float, help="with --night: last shutter close (MJD TAI)")
+    p.add_argument("--objects", type=int, default=6, help="with --night: brightest new DiaObjects shown")
 
 
 def _add_worker_flags(p: argparse.ArgumentParser) -> None:
@@ -419,8 +450,9 @@ def _add_admin(sub) -> None:
     q.set_defaults(func=cmd_apdb_compact)
     _add_apdb_export(apdb_sub)
 
-    p = sub.add_parser("report", help="compare the APDB with the simulator's truth")
+    p = sub.add_parser("report", help="compare the APDB with the simulator's truth; --night: the night report")
     _add_common(p)
+    _add_night_report_flags(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("config", help="settings")

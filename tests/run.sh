@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The night report's browser test (tests/e2e/test_night_report.py) drives Debian's Chromium with its driver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  as_root=""; [ "$(id -u)" = 0 ] || as_root="sudo -n"
+  { $as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium \
+    chromium-driver; } \
+    >/dev/null 2>&1 || echo "tests/run.sh: could not install chromium (the browser test will be skipped)" >&2
+fi
 # Lint first, it takes a second: the rules are pyproject.toml's [tool.ruff]; any finding fails the run.
 python3 -m ruff check .
 started_here=0

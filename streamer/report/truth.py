@@ -25,17 +25,23 @@ def load_truth(root) -> tuple[Table, Table]:
 
 
 def print_truth_report(settings: BlinkSettings, cassandra: CassandraSettings, console: Console | None = None,
-                       *, plot_path: Path | None = None, reliability_cut: float = 0.6) -> tuple[Table, Table]:
+                       *, plot_path: Path | None = None, reliability_cut: float = 0.6, apdb=None
+                       ) -> tuple[Table, Table]:
     """Print per-exposure completeness and false detections, and the flux and position accuracy; write the
-    figure of :mod:`streamer.report.plots` to ``plot_path`` (default ``<outputs>/truth_report.png``)."""
+    figure of :mod:`streamer.report.plots` to ``plot_path`` (default ``<outputs>/truth_report.png``).
+
+    The APDB is ``apdb`` when given (an open store, left open), else the one the settings name."""
     from streamer.apdb import open_apdb
 
     console = console or Console()
-    apdb = open_apdb(settings.resolved_apdb_url(cassandra))
-    try:
+    if apdb is not None:
         tables = apdb.dump_tables()
-    finally:
-        apdb.close()
+    else:
+        apdb = open_apdb(settings.resolved_apdb_url(cassandra))
+        try:
+            tables = apdb.dump_tables()
+        finally:
+            apdb.close()
     sources, fluxes = load_truth(settings.data_root)
     dia = tables["DiaSource"]
     per_exposure, matches = score_dia_sources(dia, sources, fluxes)

@@ -58,6 +58,12 @@ def test_events_on_kafka_to_cassandra_and_alerts(night_copy, kafka_bootstrap, ca
         results = run_service(BlinkSettings(data_root=night_copy), apdb, kafka, idle_timeout_s=20.0)
         assert results and all(r.error is None for r in results), [repr(r.error) for r in results]
         tables = apdb.dump_tables()
+        # the night report of a Kafka/Cassandra deployment: timings from the keyspace, cutouts from the topic
+        from streamer.report.night import gather_night
+        from streamer.settings import CassandraSettings, ServiceSettings
+
+        facts = gather_night(ServiceSettings(blink=BlinkSettings(data_root=night_copy, source="kafka"),
+                                             cassandra=CassandraSettings(), kafka=kafka), from_mjd_tai=0.0, apdb=apdb)
     finally:
         apdb.drop_keyspace()
         apdb.close()
@@ -78,3 +84,7 @@ def test_events_on_kafka_to_cassandra_and_alerts(night_copy, kafka_bootstrap, ca
         first = fastavro.schemaless_reader(io.BytesIO(unframe(messages[0].value())[1]), served)
         assert first["diaSourceId"] == alerts[0]["diaSourceId"]
     assert np.all(np.isin([a["diaSourceId"] for a in alerts], np.asarray(dia_sources["diaSourceId"])))
+    assert len(facts.timings) == len(results) and int(facts.timings["n_alerts"].sum()) == len(alerts)
+    assert len(facts.dia_sources) == len(dia_sources) and facts.where["alerts"] == f"topic {kafka.alerts_topic}"
+    assert len(facts.new_objects) and set(facts.cutouts) == set(np.asarray(facts.new_objects["diaObjectId"]).tolist())
+    assert all(all(c for c in triplet) for triplet in facts.cutouts.values()) and facts.dead_letters == []
