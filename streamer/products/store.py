@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.ccd import STEPS, Association, CcdRun, Difference, PipelineConfig
+from pipeline.ccd import STEPS, Association, CcdRun, Difference
 from streamer.products.fits_io import (
     read_calexp,
     read_difference,
@@ -78,6 +78,14 @@ def write_run_record(folder: Path, run: CcdRun, steps: dict[str, str], seconds: 
     (folder / "config.json").write_text(run.config.model_dump_json(indent=2))
 
 
+def write_run(folder: str | Path, run: CcdRun, seconds: float) -> None:
+    """Write every product of a finished run (the worker's, for a CCD whose products it keeps)."""
+    folder = Path(folder)
+    for step in STEPS:
+        write_step(folder, run, step)
+    write_run_record(folder, run, dict.fromkeys(STEPS, "ran"), seconds)
+
+
 def run_steps(run: CcdRun, folder: str | Path, *, steps: Sequence[str] = STEPS, reuse: bool = False) -> dict[str, str]:
     """Run ``steps`` of ``run`` in pipeline order, writing each one's product into ``folder``.
 
@@ -122,4 +130,4 @@ def _missing(run: CcdRun, step: str) -> bool:
     return getattr(run, field) is None
 
 
-__all__ = ["FILES", "PipelineConfig", "has_products", "read_step", "run_steps", "write_run_record", "write_step"]
+__all__ = ["FILES", "has_products", "read_step", "run_steps", "write_run", "write_run_record", "write_step"]
