@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   as_root=""; [ "$(id -u)" = 0 ] || as_root="sudo -n"
   { $as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium \
     chromium-driver; } \
-    >/dev/null 2>&1 || echo "tests/run.sh: could not install chromium (the browser test will be skipped)" >&2
+    >/dev/null 2>&1 || echo "tests/run.sh: could not install chromium (the browser test fails under BLINK_REQUIRE_SERVERS=1)" >&2
 fi
 # Lint first, it takes a second: the rules are pyproject.toml's [tool.ruff]; any finding fails the run.
 python3 -m ruff check .

@@ -3,7 +3,6 @@ and light curve."""
 
 from __future__ import annotations
 
-import gzip
 import io
 from collections.abc import Sequence
 
@@ -93,20 +92,17 @@ def sky_map_png(dia_sources: Table, new_objects: Table) -> bytes:
 
 
 def cutout_image(fits_bytes: bytes | None) -> np.ndarray | None:
-    """The pixel array of an alert cutout (the first 2-D image of the FITS file, gzipped, tile-compressed or
-    plain)."""
+    """The image plane of an alert cutout (:func:`streamer.inspect.alert_view.read_cutout`); None when the
+    alert has none or the bytes hold no image."""
     if not fits_bytes:
         return None
-    from astropy.io import fits
+    from pipeline.errors import InputError
+    from streamer.inspect.alert_view import read_cutout
 
-    if fits_bytes[:2] == b"\x1f\x8b":
-        fits_bytes = gzip.decompress(fits_bytes)
-
-    with fits.open(io.BytesIO(fits_bytes)) as hdus:
-        for hdu in hdus:
-            if hdu.data is not None and getattr(hdu.data, "ndim", 0) == 2:
-                return np.asarray(hdu.data, float)
-    return None
+    try:
+        return np.asarray(read_cutout(fits_bytes).image, float)
+    except InputError:
+        return None
 
 
 def cutouts_png(triplet: Sequence[bytes | None]) -> bytes:
