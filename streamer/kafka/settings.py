@@ -18,12 +18,20 @@ are done (``enable.auto.offset.store=false``); producers are idempotent with ``a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings"]
+from streamer.apdb.columns import ALERT_SCHEMA_VERSION
+
+__all__ = ["ALERTS_TOPIC", "KafkaSettings"]
+
+SCHEMA_MAJOR_VERSION = int(ALERT_SCHEMA_VERSION.split(".")[0])
+ALERTS_TOPIC = f"blink.alerts.v{SCHEMA_MAJOR_VERSION}"
+"""The default alert topic: named by the major version of the alert schema the workers write (DMTN-210)."""
+_VERSIONED_TOPIC = re.compile(r"[._-]v(\d+)$")
 
 
 class KafkaSettings(BaseSettings):
@@ -54,7 +62,8 @@ class KafkaSettings(BaseSettings):
 
     events_topic: str = Field("blink.exposures", description="exposureReady events.")
     work_topic: str = Field("blink.ccd-work", description="ccdWork items (fan-out of events).")
-    alerts_topic: str = Field("blink.alerts.v11", description="Alerts, one topic per major schema version.")
+    alerts_topic: str = Field(ALERTS_TOPIC, description="Alerts, one topic per major schema version: a name that "
+                                                       "ends in a version (.vN, -vN, _vN) must be the schema's.")
     dead_letter_topic: str = Field("blink.dead-letter", description="Dead letters.")
 
     events_partitions: int = Field(1, ge=1, description="Exposures arrive in order; one partition keeps it.")
@@ -100,6 +109,15 @@ class KafkaSettings(BaseSettings):
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(f"min_insync_replicas {self.min_insync_replicas} exceeds replication_factor "
                              f"{self.replication_factor}: no write could ever succeed")
+        return self
+
+    @model_validator(mode="after")
+    def _alerts_topic_of_this_schema(self) -> KafkaSettings:
+        named = _VERSIONED_TOPIC.search(self.alerts_topic)
+        if named and int(named.group(1)) != SCHEMA_MAJOR_VERSION:
+            raise ValueError(f"alerts_topic {self.alerts_topic!r} is named for schema major version {named.group(1)}"
+                             f", but the workers write schema {ALERT_SCHEMA_VERSION}: brokers reading that topic "
+                             f"expect the old major version (use {ALERTS_TOPIC!r})")
         return self
 
     def common_config(self) -> dict[str, Any]:

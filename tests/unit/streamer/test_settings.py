@@ -184,3 +184,16 @@ def test_apdb_url_query_stands_unless_a_setting_names_it(monkeypatch):
     assert (captured["consistency"], captured["replication_factor"]) == ("ONE", 3)
     _open_apdb(BlinkSettings(apdb_url="cassandra://h1/ks"), CassandraSettings(), init=False)
     assert (captured["consistency"], captured["replication_factor"]) == ("LOCAL_QUORUM", 1)
+
+
+def test_alert_topic_is_named_by_the_schema_major_version(monkeypatch):
+    from streamer.apdb.columns import ALERT_SCHEMA_VERSION
+    from streamer.kafka.settings import KafkaSettings
+
+    major = ALERT_SCHEMA_VERSION.split(".")[0]
+    assert KafkaSettings().alerts_topic == f"blink.alerts.v{major}"
+    assert KafkaSettings(alerts_topic=f"night-alerts-v{major}").alerts_topic == f"night-alerts-v{major}"
+    assert KafkaSettings(alerts_topic="replay.alerts").alerts_topic == "replay.alerts"  # no version: any name
+    monkeypatch.setenv("BLINK_KAFKA_ALERTS_TOPIC", f"blink.alerts.v{int(major) - 1}")
+    with pytest.raises(ValueError, match=f"schema major version {int(major) - 1}"):
+        KafkaSettings()
