@@ -55,7 +55,10 @@ def ensure_exposure(n_ccds: int) -> Path:
 
 
 def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds: int, timeout_s: float,
-             threads: int = 1) -> dict:
+             threads: int = 1, monitor=None) -> dict:
+    """One run of the exposure; ``monitor`` (``bench/profile_exposure.py``), if given, is started with the
+    supervisor's pid just before the event is published and stopped (with the keyspace's name) once the last
+    alert is committed, before the workers are stopped."""
     from confluent_kafka import Consumer
 
     from streamer.apdb.cassandra import CassandraApdb
@@ -92,6 +95,8 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
             reader.poll(0.2)
         time.sleep(5.0)  # let the group settle (assignment of every partition)
         event = read_event_file(sorted((root / "events").glob("*.avro"))[0])
+        if monitor is not None:
+            monitor.start(proc.pid)
         t0 = time.monotonic()
         publish_event(kafka, event)
         n_alerts, t_last, deadline = 0, None, t0 + timeout_s
@@ -114,6 +119,8 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
         else:
             tail = log_path.read_text(errors='replace')[-3000:]
             raise RuntimeError(f"exposure not finished in {timeout_s} s:\n{tail}")
+        if monitor is not None:
+            monitor.stop(keyspace, t_last - t0)
         per_ccd = [float(m[3]) for m in done]
         expected = logged
     finally:
