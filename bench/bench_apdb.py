@@ -96,8 +96,8 @@ def open_store(args):
         if not args.reuse:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
-        apdb = open_apdb(f"sqlite:///{path.resolve()}")
-        where = str(path)
+        apdb = open_apdb(f"sqlite:///{path.resolve()}", columns=not args.packed_only)
+        where = f"{path} ({'packed rows and keys only' if args.packed_only else 'typed columns beside packed rows'})"
     apdb.init_schema()
     return apdb, where
 
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sqlite", help="SQLite file (default bench/out/apdb_bench_<N>.sqlite, recreated)")
     ap.add_argument("--cassandra", nargs="?", const="cassandra://127.0.0.1:9042/blink_bench",
                     help="use Cassandra (default URL cassandra://127.0.0.1:9042/blink_bench)")
+    ap.add_argument("--packed-only", action="store_true",
+                    help="SQLite: keep only the key columns beside the packed rows (the layout before the typed, "
+                         "SQL-queryable columns), to measure what those cost")
     ap.add_argument("--reuse", action="store_true", help="keep an existing database and skip the fill")
     ap.add_argument("--keep", action="store_true", help="keep the Cassandra keyspace at the end (default: drop it)")
     ap.add_argument("--compact", action="store_true",

@@ -20,10 +20,10 @@ import fastavro
 import numpy as np
 
 from pipeline.errors import InputError, TransientError
-from streamer.inspect import wide_console
+from streamer.inspect import pyplot, save_png, wide_console
 
-__all__ = ["CUTOUT_FIELDS", "CutoutPlanes", "load_alerts", "plot_cutout_triplet", "print_alerts", "read_alert_files",
-           "read_alert_topic", "read_cutout"]
+__all__ = ["CUTOUT_FIELDS", "CutoutPlanes", "cutout_triplet_figure", "load_alerts", "plot_cutout_triplet",
+           "print_alerts", "read_alert_files", "read_alert_topic", "read_cutout"]
 
 log = logging.getLogger(__name__)
 
@@ -210,46 +210,55 @@ def _limits(planes: CutoutPlanes, difference: bool) -> tuple[float, float]:
     return float(lo), float(hi) if hi > lo else float(lo) + 1.0
 
 
-def plot_cutout_triplet(alert: Mapping[str, Any], path: str | Path) -> Path:
-    """Write one alert's science, template and difference cutouts side by side as a PNG (north up if the
-    cutout's WCS is, pixel (0, 0) at the bottom left).
+def cutout_triplet_figure(cutouts: Sequence[bytes | None], *, title: str = "",
+                          size_in: tuple[float, float] = (10.0, 3.7), colour_bars: bool = True):
+    """Science, template and difference cutouts side by side (north up if the cutout's WCS is, pixel (0, 0) at
+    the bottom left): zscale for science and template, +-5 sigma of the variance for the difference.
 
     Parameters
     ----------
-    alert : mapping
-        A decoded alert; a missing cutout is drawn as an empty panel.
-    path : path-like
-        PNG to write (folders created).
+    cutouts : sequence of bytes or None
+        The three cutouts' FITS bytes (gzipped or not), in :data:`CUTOUT_FIELDS` order; a missing or unreadable
+        one is drawn as an empty panel that says so.
+    title : str, optional
+        Figure title.
+    size_in : (float, float), optional
+        Figure width and height in inches (the night report draws them small).
+    colour_bars : bool, optional
+        A colour bar in nJy beside each panel.
 
     Returns
     -------
-    Path
-        ``path``.
+    matplotlib.figure.Figure
+        The figure (the caller saves and closes it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    src = alert["diaSource"]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.7), constrained_layout=True)
-    for ax, field in zip(axes, CUTOUT_FIELDS):
+    fig, axes = pyplot().subplots(1, 3, figsize=size_in, constrained_layout=True)
+    for ax, field, data in zip(axes, CUTOUT_FIELDS, cutouts):
         label = field.removeprefix("cutout").lower()
         ax.set(xticks=[], yticks=[])
-        if not alert.get(field):
-            ax.set_title(f"{label}: none")
+        try:
+            planes = read_cutout(data) if data else None
+        except InputError:
+            planes = None
+        if planes is None:
+            ax.set_title(f"{label}: none" if not data else f"{label}: unreadable")
             continue
-        planes = read_cutout(alert[field])
         lo, hi = _limits(planes, difference=field == "cutoutDifference")
         shown = ax.imshow(planes.image, origin="lower", cmap="gray" if field != "cutoutDifference" else "RdBu_r",
                           vmin=lo, vmax=hi, interpolation="nearest")
-        fig.colorbar(shown, ax=ax, shrink=0.8, label="nJy")
+        if colour_bars:
+            fig.colorbar(shown, ax=ax, shrink=0.8, label="nJy")
         ax.set_title(f"{label} {planes.image.shape[1]}x{planes.image.shape[0]}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_cutout_triplet(alert: Mapping[str, Any], path: str | Path) -> Path:
+    """Write one alert's :func:`cutout_triplet_figure`, titled with its ids, band, time and SNR, to the PNG
+    ``path`` (folders created); return it."""
+    src = alert["diaSource"]
     snr = src.get("snr")
-    fig.suptitle(f"diaSource {alert['diaSourceId']}  object {src.get('diaObjectId')}  {src.get('band') or ''}  "
-                 f"MJD {float(src['midpointMjdTai']):.5f}" + (f"  SNR {float(snr):.1f}" if snr is not None else ""))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    title = (f"diaSource {alert['diaSourceId']}  object {src.get('diaObjectId')}  {src.get('band') or ''}  "
+             f"MJD {float(src['midpointMjdTai']):.5f}" + (f"  SNR {float(snr):.1f}" if snr is not None else ""))
+    return save_png(cutout_triplet_figure([alert.get(field) for field in CUTOUT_FIELDS], title=title), path)

@@ -20,9 +20,10 @@ from pipeline.errors import InputError
 from streamer.alerts.framing import now_mjd_tai
 from streamer.apdb.base import HISTORY_DAYS, Apdb, SkyRegion
 from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_SOURCE, TABLES, empty_table
-from streamer.inspect import wide_console
+from streamer.inspect import pyplot, save_png, wide_console
 
-__all__ = ["BAND_COLOURS", "ObjectHistory", "plot_light_curve", "print_object_history", "read_object_history"]
+__all__ = ["BAND_COLOURS", "ObjectHistory", "light_curve_figure", "plot_light_curve", "print_object_history",
+           "read_object_history"]
 
 BAND_COLOURS = {"u": "#56b4e9", "g": "#008060", "r": "#e69f00", "i": "#d55e00", "z": "#cc79a7", "y": "#4b0092",
                 "Y": "#4b0092", "VR": "#999933", "N964": "#444444"}
@@ -155,30 +156,28 @@ def print_object_history(history: ObjectHistory, console=None) -> None:
     console.print(table)
 
 
-def plot_light_curve(dia_sources: Table, dia_forced_sources: Table, path: str | Path, *, title: str = "") -> Path:
-    """Write a light curve PNG: PSF flux (nJy) with 1-sigma error bars against MJD (TAI), one colour per band;
+def light_curve_figure(dia_sources: Table, dia_forced_sources: Table, *, title: str = "",
+                       size_in: tuple[float, float] = (8.0, 4.5)):
+    """A light curve: PSF flux (nJy) with 1-sigma error bars against MJD (TAI), one colour per band;
     DiaSources filled, DiaForcedSources as larger open circles.
 
     Parameters
     ----------
     dia_sources, dia_forced_sources : Table
         The object's sources (``midpointMjdTai``, ``psfFlux``, ``psfFluxErr``, ``band``); either may be empty.
-    path : path-like
-        PNG to write (folders created).
     title : str, optional
         Figure title.
+    size_in : (float, float), optional
+        Figure width and height in inches (the night report draws them small).
 
     Returns
     -------
-    Path
-        ``path``.
+    matplotlib.figure.Figure
+        The figure (the caller saves and closes it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=size_in, constrained_layout=True)
+    small = size_in[0] < 6
     # forced photometry drawn last, as larger open circles: visible around a DiaSource of the same visit
     for rows, kind, filled in ((dia_sources, "DiaSource", True), (dia_forced_sources, "forced", False)):
         bands = np.asarray(np.ma.filled(rows["band"], ""), str) if len(rows) else np.zeros(0, str)
@@ -186,18 +185,21 @@ def plot_light_curve(dia_sources: Table, dia_forced_sources: Table, path: str | 
             pick = bands == band
             colour = BAND_COLOURS.get(band, "grey")
             ax.errorbar(np.asarray(rows["midpointMjdTai"], float)[pick], np.asarray(rows["psfFlux"], float)[pick],
-                        yerr=np.asarray(rows["psfFluxErr"], float)[pick], fmt="o", ms=5 if filled else 9,
-                        capsize=2, color=colour, mfc=colour if filled else "none",
-                        label=f"{band} {kind} ({int(pick.sum())})")
+                        yerr=np.asarray(rows["psfFluxErr"], float)[pick], fmt="o",
+                        ms=(3 if small else 5) if filled else (6 if small else 9), capsize=2, color=colour,
+                        mfc=colour if filled else "none", label=f"{band} {kind} ({int(pick.sum())})")
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
-    ax.set(xlabel="MJD (TAI)", ylabel="PSF flux on the difference image (nJy)", title=title)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4 if small else 8))
+    ax.set(xlabel="MJD (TAI)", ylabel="PSF flux on the difference image (nJy)" if not small else "psfFlux (nJy)",
+           title=title)
     if len(dia_sources) or len(dia_forced_sources):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7 if small else 8)
     else:
         ax.text(0.5, 0.5, "no DiaSource or DiaForcedSource stored", transform=ax.transAxes, ha="center")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_light_curve(dia_sources: Table, dia_forced_sources: Table, path: str | Path, *, title: str = "") -> Path:
+    """Write :func:`light_curve_figure` of the object's sources to the PNG ``path`` (folders created); return it."""
+    return save_png(light_curve_figure(dia_sources, dia_forced_sources, title=title), path)

@@ -3,33 +3,19 @@ and light curve."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
 
-__all__ = ["cutout_image", "cutouts_png", "latency_png", "light_curve_png", "sky_map_png", "stages_png",
+from streamer.inspect import png_bytes as _png
+from streamer.inspect import pyplot as _pyplot
+
+__all__ = ["cutouts_png", "latency_png", "light_curve_png", "sky_map_png", "stages_png",
            "LATENCY_PERCENTILES"]
 
 LATENCY_PERCENTILES = (50.0, 90.0, 99.0)
 """Percentiles of the latency the report prints and draws."""
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    _pyplot().close(fig)
-    return buf.getvalue()
 
 
 def latency_png(latency_s: np.ndarray, goal_s: float, basis: str) -> bytes:
@@ -91,58 +77,16 @@ def sky_map_png(dia_sources: Table, new_objects: Table) -> bytes:
     return _png(fig)
 
 
-def cutout_image(fits_bytes: bytes | None) -> np.ndarray | None:
-    """The image plane of an alert cutout (:func:`streamer.inspect.alert_view.read_cutout`); None when the
-    alert has none or the bytes hold no image."""
-    if not fits_bytes:
-        return None
-    from pipeline.errors import InputError
-    from streamer.inspect.alert_view import read_cutout
-
-    try:
-        return np.asarray(read_cutout(fits_bytes).image, float)
-    except InputError:
-        return None
-
-
 def cutouts_png(triplet: Sequence[bytes | None]) -> bytes:
-    """Science, template and difference cutouts side by side (1st-99th percentile stretch each)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(6.6, 2.5), constrained_layout=True)
-    for ax, data, name in zip(axes, triplet, ("science", "template", "difference")):
-        image = cutout_image(data)
-        if image is not None:
-            finite = image[np.isfinite(image)]
-            low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
-            ax.imshow(image, origin="lower", cmap="gray", vmin=low, vmax=high if high > low else low + 1)
-        else:
-            ax.text(0.5, 0.5, "missing", ha="center", va="center", transform=ax.transAxes)
-        ax.set(title=name, xticks=[], yticks=[])
-    return _png(fig)
+    """Science, template and difference cutouts side by side, small
+    (:func:`streamer.inspect.alert_view.cutout_triplet_figure`)."""
+    from streamer.inspect.alert_view import cutout_triplet_figure
+
+    return _png(cutout_triplet_figure(triplet, size_in=(6.6, 2.5), colour_bars=False))
 
 
 def light_curve_png(dia_sources: Table, forced: Table, title: str) -> bytes:
-    """Difference-image PSF flux against time: DiaSources (filled) and forced photometry (open), by band."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 2.5), constrained_layout=True)
-    times = [np.asarray(t["midpointMjdTai"], float) for t in (dia_sources, forced) if len(t)]
-    day = float(np.floor(np.min(np.concatenate(times)))) if times else 0.0
-    for table, marker, kind in ((dia_sources, "o", "DiaSource"), (forced, "s", "forced")):
-        if not len(table):
-            continue
-        bands = np.asarray(table["band"]).astype(str) if "band" in table.colnames else np.full(len(table), "?")
-        for band in np.unique(bands):
-            row = bands == band
-            ax.errorbar(np.asarray(table["midpointMjdTai"], float)[row] - day, np.asarray(table["psfFlux"], float)[row],
-                        yerr=np.asarray(table["psfFluxErr"], float)[row], fmt=marker, ms=4,
-                        mfc="none" if kind == "forced" else None, label=f"{kind} {band}")
-    ax.axhline(0, color="grey", lw=0.5)
-    if times:
-        lo, hi = float(np.min(np.concatenate(times))) - day, float(np.max(np.concatenate(times))) - day
-        pad = max(0.05 * (hi - lo), 0.02)  # a night's few points still get a readable axis
-        ax.set_xlim(lo - pad, hi + pad)
-    ax.xaxis.set_major_locator(_pyplot().MaxNLocator(4))
-    ax.set(xlabel=f"MJD (TAI) - {day:.0f}", ylabel="psfFlux (nJy)", title=title)
-    if len(dia_sources) or len(forced):
-        ax.legend(fontsize=7)
-    return _png(fig)
+    """An object's light curve, small (:func:`streamer.inspect.light_curve.light_curve_figure`)."""
+    from streamer.inspect.light_curve import light_curve_figure
+
+    return _png(light_curve_figure(dia_sources, forced, title=title, size_in=(5.0, 2.5)))
