@@ -506,7 +506,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     service = _settings(args)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
     kwargs = {"steps": steps} if steps else {}
-    state = process_raw_ccd(service.blink.data_root, args.raw, args.ccd, args.out, reuse=args.reuse,
+    # a path the shell completed (relative to the working folder) is taken as it is; else it names a raw of the root
+    raw = Path(args.raw).resolve() if Path(args.raw).exists() else args.raw
+    state = process_raw_ccd(service.blink.data_root, raw, args.ccd, args.out, reuse=args.reuse,
                             config=service.pipeline, **kwargs)
     log.info("CCD %d of %s: %s -> %s", args.ccd, args.raw, ", ".join(f"{k} {v}" for k, v in state.items()), args.out)
     return 0
@@ -518,7 +520,7 @@ def _add_process(sub) -> None:
     p = sub.add_parser("process", help="run one CCD offline and write its calibrated exposure, difference image, "
                                        "DiaSources, timings and configuration (FITS, Parquet)")
     _add_common(p)
-    p.add_argument("raw", help="raw exposure (relative to the data root, or absolute)")
+    p.add_argument("raw", help="raw exposure: a path from here, or relative to the data root")
     p.add_argument("--ccd", type=int, required=True, help="CCDNUM")
     p.add_argument("--out", type=Path, required=True, help="products folder")
     p.add_argument("--steps", help=f"comma-separated steps of {','.join(STEPS)} (default all; earlier products are "

@@ -3,7 +3,9 @@ outputs, checked against plain SQL on the APDB and the alert files read directly
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from pathlib import Path
 
 import fastavro
 import matplotlib.pyplot as plt
@@ -17,6 +19,13 @@ def test_export_light_curve_and_alerts_of_a_night(night_copy, tmp_path, capsys):
     root, out = str(night_copy), night_copy / "out"
     assert main(["run", "--root", root, "--strict"]) == 0
     sql = sqlite3.connect(out / "apdb.sqlite")
+    # the README's walk-through query, as printed there, runs on the worker's APDB and answers in its columns
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    query = " ".join(re.search(r'"(SELECT diaSourceId.*?LIMIT 3)"', readme, re.S).group(1).split())
+    cursor = sql.execute(query.replace("snr > 20", "snr > 5"))  # the small night's sources are fainter
+    assert [c[0] for c in cursor.description] == ["diaSourceId", "diaObjectId", "band", "mjd", "psfFlux", "snr",
+                                                   "reliability"]
+    assert cursor.fetchall()
 
     assert main(["apdb", "export", str(tmp_path / "all"), "--root", root]) == 0
     for table in ("DiaObject", "DiaSource", "DiaForcedSource"):
