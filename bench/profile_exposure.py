@@ -215,7 +215,8 @@ def timeline(mon: Monitor) -> str:
     return (f"first CCD started {s[0]:.2f} s after the event (the last worker's first: "
             f"{sorted(s)[len(mon.workers) - 1]:.2f} s); gaps between a worker's CCDs {gaps:.2f} s in all "
             f"({gaps / n_gaps:.3f} s each); the last CCD ended {max(e):.2f} s after the event, {tail:.2f} s after "
-            f"the other worker's last")
+            f"the other worker's last\nCCDs (start-end, s after the event): "
+            + " ".join(f"{a:.1f}-{b:.1f}" for a, b in zip(s, e)))
 
 
 def python_threads(pid: int) -> dict[int, str]:

@@ -15,6 +15,7 @@ from streamer.ports import AlertSink, DeadLetterSink, EventSource
 from streamer.runtime import metrics
 from streamer.runtime.gc_tuning import startup_objects_frozen
 from streamer.runtime.malloc_tuning import keep_freed_memory
+from streamer.runtime.thread_pools import native_pools_limited
 from streamer.settings import BlinkSettings
 from streamer.worker.commit_modes import AtLeastOnceCommit, CommitMode, EmbeddedCommit, ExactlyOnceCommit
 from streamer.worker.inputs import DataRepository
@@ -142,7 +143,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
     try:
         if idle_timeout_s is None:
             idle_timeout_s = 1.0 if kafka is None else 10.0
-        with startup_objects_frozen(settings.gc_gen0_threshold):
+        with startup_objects_frozen(settings.gc_gen0_threshold), native_pools_limited(settings.pipeline_threads):
             return worker.run(until_idle=not forever, idle_timeout_s=idle_timeout_s)
     finally:
         io.source.close()
