@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local Apache Cassandra (single node) on 127.0.0.1, or one node of ops/cluster.sh (BLINK_OPS_HOST, BLINK_OPS_DIR,
 # BLINK_CASSANDRA_CLUSTER_NAME, BLINK_CASSANDRA_SEEDS, BLINK_CASSANDRA_EXTRA_CONF, BLINK_CASSANDRA_JVM_OPTS).
+# ops/secure.sh runs a secured one (BLINK_CASSANDRA_EXTRA_CONF, and BLINK_CASSANDRA_CLIENT_CONF: how the readiness probe
+# logs in, see ops/wait_ready.py --client-conf).
 # Usage: ops/cassandra.sh {fetch|start|stop|restart|status|wipe|nodetool ARGS...}
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -11,6 +13,8 @@ HOME_DIR="$RUN_DIR/cassandra"
 CONF="$HOME_DIR/conf/cassandra.yaml"
 HEAP="${BLINK_CASSANDRA_HEAP:-1G}"
 JMX_PORT="${BLINK_CASSANDRA_JMX_PORT:-7199}"  # JMX on 127.0.0.1 only (as Cassandra's own LOCAL_JMX=yes), for nodetool
+PROBE_ARGS=(cassandra --host "$BIND_HOST" --port "$CASSANDRA_PORT")
+[[ -z "${BLINK_CASSANDRA_CLIENT_CONF:-}" ]] || PROBE_ARGS+=(--client-conf "$BLINK_CASSANDRA_CLIENT_CONF")
 
 write_config() {
   mkdir -p "$HOME_DIR/conf" "$HOME_DIR"/{data,commitlog,saved_caches,hints,cdc_raw,triggers} "$LOG_DIR"
@@ -116,7 +120,7 @@ cmd_start() {
   local pid t0 t1 jamm
   if pid="$(pid_of $NAME)"; then
     log "cassandra: already running (pid $pid); checking readiness"
-    "$PYTHON" "$OPS_HOME/wait_ready.py" cassandra --host "$BIND_HOST" --port "$CASSANDRA_PORT" --timeout "$CASSANDRA_READY_TIMEOUT" --pid "$pid" \
+    "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout "$CASSANDRA_READY_TIMEOUT" --pid "$pid" \
       || fail_with_log $NAME "running (pid $pid) but not answering on $BIND_HOST:$CASSANDRA_PORT"
     return 0
   fi
@@ -147,7 +151,7 @@ cmd_start() {
       -cp "$LIB/*" org.apache.cassandra.service.CassandraDaemon
   pid="$(cat "$PID_DIR/$NAME.pid" 2>/dev/null || true)"
   [[ -n "$pid" ]] || fail_with_log $NAME "failed to launch"
-  "$PYTHON" "$OPS_HOME/wait_ready.py" cassandra --host "$BIND_HOST" --port "$CASSANDRA_PORT" --timeout "$CASSANDRA_READY_TIMEOUT" --pid "$pid" \
+  "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout "$CASSANDRA_READY_TIMEOUT" --pid "$pid" \
     || fail_with_log $NAME "did not become ready within ${CASSANDRA_READY_TIMEOUT}s (if still running: ops/cassandra.sh stop)"
   t1=$(date +%s)
   log "cassandra: ready (pid $pid, $((t1 - t0))s)"
@@ -156,7 +160,7 @@ cmd_start() {
 cmd_status() {
   local pid
   if pid="$(pid_of $NAME)"; then
-    if "$PYTHON" "$OPS_HOME/wait_ready.py" cassandra --host "$BIND_HOST" --port "$CASSANDRA_PORT" --timeout 10 --quiet; then
+    if "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout 10 --quiet; then
       echo "cassandra: running, ready (pid $pid, $BIND_HOST:$CASSANDRA_PORT, version $CASSANDRA_VERSION)"; return 0
     fi
     echo "cassandra: running but NOT ready (pid $pid, $BIND_HOST:$CASSANDRA_PORT)"; return 1

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local Apache Kafka (KRaft, one combined broker+controller) on 127.0.0.1, or one broker+controller of
 # ops/cluster.sh (BLINK_OPS_DIR, BLINK_KAFKA_NODE_ID, BLINK_KAFKA_VOTERS, BLINK_KAFKA_REPLICATION, BLINK_KAFKA_MIN_ISR).
+# ops/secure.sh runs a secured one with BLINK_KAFKA_EXTRA_PROPS (appended last: its keys win) and BLINK_KAFKA_PROBE_PORT /
+# BLINK_KAFKA_CLIENT_CONF (where and how the readiness probe connects, see ops/wait_ready.py --client-conf).
 # Usage: ops/kafka.sh {fetch|start|stop|restart|status|wipe}
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -15,6 +17,9 @@ VOTERS="${BLINK_KAFKA_VOTERS:-$NODE_ID@$BIND_HOST:$KAFKA_CONTROLLER_PORT}"  # co
 REPLICATION="${BLINK_KAFKA_REPLICATION:-1}"  # default and internal topics' replication (3 on the cluster)
 MIN_ISR="${BLINK_KAFKA_MIN_ISR:-1}"          # min.insync.replicas, also of the transaction state log (2 there)
 HEAP="${BLINK_KAFKA_HEAP:-512m}"
+PROBE_PORT="${BLINK_KAFKA_PROBE_PORT:-$KAFKA_PORT}"
+PROBE_ARGS=(kafka --host "$BIND_HOST" --port "$PROBE_PORT")
+[[ -z "${BLINK_KAFKA_CLIENT_CONF:-}" ]] || PROBE_ARGS+=(--client-conf "$BLINK_KAFKA_CLIENT_CONF")
 
 write_config() {
   mkdir -p "$HOME_DIR" "$DATA_DIR" "$LOG_DIR"
@@ -43,10 +48,14 @@ share.coordinator.state.topic.min.isr=$MIN_ISR
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 EOF
+  # A secured broker of ops/secure.sh: listeners, TLS, SASL and the authorizer (last, so its keys win).
+  if [[ -n "${BLINK_KAFKA_EXTRA_PROPS:-}" ]]; then
+    cat "$BLINK_KAFKA_EXTRA_PROPS" >> "$PROPS"
+  fi
 }
 
 is_ready() {
-  "$PYTHON" "$OPS_HOME/wait_ready.py" kafka --host "$BIND_HOST" --port "$KAFKA_PORT" --timeout 5 --quiet
+  "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout 5 --quiet
 }
 
 cmd_fetch() { maven_fetch kafka kafka.version "$KAFKA_VERSION"; }
@@ -55,7 +64,7 @@ cmd_start() {
   local pid t0 t1
   if pid="$(pid_of $NAME)"; then
     log "kafka: already running (pid $pid); checking readiness"
-    "$PYTHON" "$OPS_HOME/wait_ready.py" kafka --host "$BIND_HOST" --port "$KAFKA_PORT" --timeout "$KAFKA_READY_TIMEOUT" --pid "$pid" \
+    "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout "$KAFKA_READY_TIMEOUT" --pid "$pid" \
       || fail_with_log $NAME "running (pid $pid) but not answering on $BIND_HOST:$KAFKA_PORT"
     return 0
   fi
@@ -80,7 +89,7 @@ cmd_start() {
       -cp "$cp" kafka.Kafka "$PROPS"
   pid="$(cat "$PID_DIR/$NAME.pid" 2>/dev/null || true)"
   [[ -n "$pid" ]] || fail_with_log $NAME "failed to launch"
-  "$PYTHON" "$OPS_HOME/wait_ready.py" kafka --host "$BIND_HOST" --port "$KAFKA_PORT" --timeout "$KAFKA_READY_TIMEOUT" --pid "$pid" \
+  "$PYTHON" "$OPS_HOME/wait_ready.py" "${PROBE_ARGS[@]}" --timeout "$KAFKA_READY_TIMEOUT" --pid "$pid" \
     || fail_with_log $NAME "did not become ready within ${KAFKA_READY_TIMEOUT}s (if still running: ops/kafka.sh stop)"
   t1=$(date +%s)
   log "kafka: ready (pid $pid, $((t1 - t0))s)"

@@ -7,6 +7,7 @@ import io
 import logging
 import sys
 from pathlib import Path
+from typing import Literal
 
 from streamer.runtime.logs import setup_logging
 from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings, ServiceSettings, load_settings
@@ -85,7 +86,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: bool):
+def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: bool | Literal["if-needed"]):
+    """Open the APDB in force; ``init``: create or upgrade its schema (True), only when it is not this code's
+    exactly (``"if-needed"``: a worker, whose role on a secured Cassandra may read and write but not change a
+    schema), or only check it (False)."""
     from urllib.parse import parse_qs, urlparse
 
     from streamer.apdb import open_apdb
@@ -100,12 +104,18 @@ def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: b
         if cassandra.username:
             options["username"] = cassandra.username
             options["password"] = cassandra.password.get_secret_value() if cassandra.password else None
+        if cassandra.ssl_ca:
+            options["ssl_ca"] = cassandra.ssl_ca
     else:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     apdb = open_apdb(url, **options)
-    if init:
+    if init is True or (init == "if-needed" and not apdb.schema_is_current()):
         apdb.init_schema()
         _create_worker_tables(apdb)
+        if url.startswith("cassandra://") and cassandra.worker_role:
+            from streamer.apdb.cassandra.grants import grant_worker
+
+            grant_worker(apdb, cassandra.worker_role)
     else:
         apdb.check_schema()
     return apdb
@@ -223,11 +233,14 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    """Create the Kafka topics (idempotent)."""
+    """Create the Kafka topics (idempotent), and the ACLs that the settings ask for."""
+    from streamer.kafka.acls import configured_acls, create_acls
     from streamer.kafka.admin import create_topics
 
-    created = create_topics(_settings(args).kafka)
+    kafka = _settings(args).kafka
+    created = create_topics(kafka)
     log.info("topics ready: %s", ", ".join(created) if created else "(all existed)")
+    create_acls(kafka, configured_acls(kafka))
     return 0
 
 
@@ -258,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         night = {k: v for k, v in (("n_epochs", args.epochs), ("ccds", args.ccds)) if v is not None}
         simulated_repository(settings.data_root, SimConfig(seed=args.seed, small=True, progress=True,
                                                            templates="epochs", **night))
-    apdb = _open_apdb(settings, cassandra, init=True)
+    apdb = _open_apdb(settings, cassandra, init="if-needed")
     if args.workers > 1:  # each worker process records the provenance of its run
         apdb.close()
         if kafka is None:

@@ -63,7 +63,13 @@ class CassandraSettings(BaseSettings):
                                                          "driver's ConsistencyLevel).")
     username: str | None = Field(None, description="Password-authenticator user.")
     password: SecretStr | None = Field(None, description="Password (never logged).")
-    ssl_ca: str | None = Field(None, description="CA bundle to enable TLS.")
+    ssl_ca: str | None = Field(None, description="CA bundle (PEM) that signed the servers' certificates: connect "
+                                                 "with TLS, checking the certificate and host name (ops/secure.sh: "
+                                                 "ops/.run/secure/tls/ca.pem); None: no TLS unless the URL says "
+                                                 "?ssl=1 (system CAs).")
+    worker_role: str | None = Field(None, description="`blink apdb init` grants this role what a worker needs on "
+                                                      "the keyspace, and no more: SELECT and MODIFY "
+                                                      "(streamer.apdb.cassandra.grants).")
 
     @field_validator("consistency")
     @classmethod

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: install Blink, lint it (ruff), start the real Kafka, Cassandra and schema registry (ops/),
-# run every test, stop them.
+# The test command: install Blink, lint it (ruff), start the real Kafka, Cassandra and schema registry (ops/) and
+# the secured Kafka and Cassandra (ops/secure.sh), run every test, stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -18,8 +18,17 @@ if ! ops/status.sh >/dev/null 2>&1; then
   ops/up.sh
   started_here=1
 fi
-cleanup() { if [ "$started_here" = 1 ]; then ops/down.sh || true; fi; }
+# The secured Kafka and Cassandra of ops/secure.sh (tests/integration/test_security.py), beside the plain ones.
+secure_here=0
+cleanup() {
+  if [ "$secure_here" = 1 ]; then ops/secure.sh down || true; fi
+  if [ "$started_here" = 1 ]; then ops/down.sh || true; fi
+}
 trap cleanup EXIT
+if ! ops/secure.sh status >/dev/null 2>&1; then
+  secure_here=1
+  ops/secure.sh up
+fi
 export BLINK_REQUIRE_SERVERS=1
 export BLINK_REGISTRY_URL="${BLINK_REGISTRY_URL:-http://127.0.0.1:${BLINK_REGISTRY_PORT:-8081}/apis/ccompat/v7}"
 python3 -m pytest -q -p no:cacheprovider "$@"

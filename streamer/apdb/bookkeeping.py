@@ -12,7 +12,7 @@ from astropy.table import Table
 from pipeline.errors import InputError
 
 __all__ = ["METADATA_TABLE", "VISIT_DETECTOR_TABLE", "VISIT_DETECTOR_COLUMNS", "major_minor", "check_versions",
-           "bookkeeping_tables"]
+           "schema_is_current", "bookkeeping_tables"]
 
 METADATA_TABLE = "ApdbMetadata"
 """Key/value table: ``schema_version``, ``alert_schema_version`` and store configuration."""
@@ -58,6 +58,13 @@ def check_versions(stored: dict[str, str], expected: dict[str, str], where: str)
             raise InputError(
                 f"APDB at {where} was created with {key}={stored.get(key)!r}, this client uses {value!r}",
                 stage="apdb")
+
+
+def schema_is_current(stored: Mapping[str, str], expected: Mapping[str, str]) -> bool:
+    """True when the stored metadata hold exactly the ``expected`` entries (``schema_version`` included): the
+    store's ``init_schema`` would change nothing, so a client without the right to change a schema (a worker's
+    role on a secured Cassandra) need not run it."""
+    return all(stored.get(key) == value for key, value in expected.items())
 
 
 def bookkeeping_tables(visit_detector_rows: Sequence[Sequence[Any]], metadata: Mapping[str, str],

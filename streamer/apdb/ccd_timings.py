@@ -149,10 +149,10 @@ class CassandraCcdTimings:
     def __init__(self, apdb: Any) -> None:
         self._apdb = apdb
         t = apdb.table_name(TIMINGS_TABLE)
-        apdb.execute(f"CREATE TABLE IF NOT EXISTS {t} (day int, visit bigint, detector int, "
-                     "shutter_close_mjd_tai double, started_mjd_tai double, published_mjd_tai double, total_s double, "
-                     "n_alerts int, n_dia_sources int, n_new_dia_objects int, stage_s text, "
-                     "PRIMARY KEY ((day), visit, detector))")
+        apdb.ensure_table(TIMINGS_TABLE, "(day int, visit bigint, detector int, shutter_close_mjd_tai double, "
+                                         "started_mjd_tai double, published_mjd_tai double, total_s double, "
+                                         "n_alerts int, n_dia_sources int, n_new_dia_objects int, stage_s text, "
+                                         "PRIMARY KEY ((day), visit, detector))")
         self._insert = apdb.prepare("timings:insert", f"INSERT INTO {t} (day, {', '.join(_COLUMNS)}) VALUES "
                                                       f"(?, {', '.join('?' * len(_COLUMNS))})")
         self._day = apdb.prepare("timings:day", f"SELECT {', '.join(_COLUMNS)} FROM {t} WHERE day = ?")

@@ -179,8 +179,7 @@ class CassandraWorkClaims:
     def __init__(self, apdb: Any, *, ttl_s: int = 3600, poll_s: float = 0.05) -> None:
         self._apdb, self.ttl_s, self.poll_s = apdb, int(ttl_s), float(poll_s)
         t = apdb.table_name(CLAIMS_TABLE)
-        apdb.execute(f'CREATE TABLE IF NOT EXISTS {t} (cell int, mjd double, work_id text, '
-                      'PRIMARY KEY ((cell), mjd, work_id))')
+        apdb.ensure_table(CLAIMS_TABLE, "(cell int, mjd double, work_id text, PRIMARY KEY ((cell), mjd, work_id))")
         self._insert = apdb.prepare("claims:insert", f"INSERT INTO {t} (cell, mjd, work_id) VALUES (?, ?, ?) "
                                      f"USING TTL {self.ttl_s}")
         self._earlier = apdb.prepare("claims:earlier", f"SELECT mjd FROM {t} WHERE cell = ? AND mjd < ? LIMIT 1")

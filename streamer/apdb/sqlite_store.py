@@ -31,6 +31,7 @@ from streamer.apdb.bookkeeping import (
     VISIT_DETECTOR_TABLE,
     bookkeeping_tables,
     check_versions,
+    schema_is_current,
 )
 from streamer.apdb.columns import (
     ALERT_SCHEMA_VERSION,
@@ -205,6 +206,10 @@ class SqliteApdb:
                 self._conn.execute(stmt)
             self._conn.executemany(f'INSERT OR IGNORE INTO {_q(METADATA_TABLE)} VALUES (?, ?)',
                                    list(self._expected_metadata().items()))
+
+    def schema_is_current(self) -> bool:
+        """True when this store holds this code's schema exactly (:meth:`init_schema` would change nothing)."""
+        return schema_is_current(self._read_metadata(), self._expected_metadata())
 
     def check_schema(self) -> None:
         """Raise :class:`InputError` when the stored schema version does not match this code."""

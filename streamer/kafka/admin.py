@@ -21,6 +21,9 @@ DAY_MS = 86_400_000
 def create_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[str]:
     """Create Blink's topics if they do not exist (idempotent).
 
+    Only the topics missing from the cluster's metadata are asked for: a client without the ``CREATE`` ACL (a
+    worker on a secured cluster, :mod:`streamer.kafka.acls`) is refused a creation even of a topic that exists.
+
     Parameters
     ----------
     settings : KafkaSettings
@@ -39,6 +42,10 @@ def create_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[s
         The cluster could not be reached or refused to create a topic.
     """
     admin = AdminClient(settings.common_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise transient(exc, "cannot list the topics") from exc
     new = [
         NewTopic(
             name,
@@ -51,9 +58,11 @@ def create_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[s
                 "min.insync.replicas": str(settings.min_insync_replicas),
             },
         )
-        for name, (partitions, days) in settings.topic_specs().items()
+        for name, (partitions, days) in settings.topic_specs().items() if name not in existing
     ]
     created: list[str] = []
+    if not new:
+        return created
     futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
     for name, fut in futures.items():
         try:

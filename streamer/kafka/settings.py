@@ -56,7 +56,15 @@ class KafkaSettings(BaseSettings):
     )
     sasl_username: str | None = Field(None, description="SASL user.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
-    ssl_ca_location: str | None = Field(None, description="CA bundle for SSL.")
+    ssl_ca_location: str | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates, "
+                                                          "for SSL and SASL_SSL (ops/secure.sh: "
+                                                          "ops/.run/secure/tls/ca.pem); None: the system's.")
+    acl_worker_user: str | None = Field(
+        None, description="`blink topics create` grants this user the workers' ACLs (streamer.kafka.acls): read "
+                          "events and work, write work, alerts and dead letters, its group and transactional ids.")
+    acl_alert_reader_users: tuple[str, ...] = Field(
+        (), description="`blink topics create` lets each of these users (alert brokers) read the alert topic, in "
+                        "consumer groups whose names start with the user name (JSON list in the environment).")
     group_id: str = Field("blink-workers", description="Consumer group of the workers.")
     client_id: str = Field("blink", description="Client id reported to the brokers.")
 

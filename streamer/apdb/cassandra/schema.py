@@ -9,7 +9,7 @@ import numpy as np
 
 from streamer.apdb.base import APDB_SCHEMA_VERSION
 from streamer.apdb.blob_codec import CODEC_METADATA_KEY, DEFAULT_CODEC, SSTABLE_COMPRESSION
-from streamer.apdb.bookkeeping import METADATA_TABLE, check_versions, major_minor
+from streamer.apdb.bookkeeping import METADATA_TABLE, check_versions, major_minor, schema_is_current
 from streamer.apdb.cassandra.session import CassandraSession
 from streamer.apdb.columns import ALERT_SCHEMA_VERSION
 from streamer.apdb.cql_schema import BATCHED_TABLES, HISTORY_GC_GRACE_S, load_cql
@@ -120,6 +120,11 @@ class KeyspaceSchema(CassandraSession):
         self._write_metadata(CODEC_METADATA_KEY, "none", if_absent=True)
         self._write_metadata("schema_version", APDB_SCHEMA_VERSION)
         _log.info("APDB at %s upgraded from schema %s to %s", self._where, stored_version, APDB_SCHEMA_VERSION)
+
+    def schema_is_current(self) -> bool:
+        """True when this store holds this code's schema exactly (:meth:`init_schema` would change nothing)."""
+        stored = self._read_metadata()
+        return schema_is_current(stored, self._expected_metadata()) and set(self._new_layout()) <= set(stored)
 
     def check_schema(self) -> None:
         """Raise :class:`InputError` when the stored schema version or partitioning does not match."""

@@ -58,8 +58,8 @@ class CassandraSession:
     _session: Any
 
     # ------------------------------------------------------------------ connection
-    def _connect(self, username: str | None, password: str | None, ssl: bool, connect_timeout_s: float,
-                 request_timeout_s: float) -> tuple[Any, Any]:
+    def _connect(self, username: str | None, password: str | None, *, ssl: bool, ssl_ca: str | None,
+                 connect_timeout_s: float, request_timeout_s: float) -> tuple[Any, Any]:
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
         from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -73,10 +73,12 @@ class CassandraSession:
             kwargs["protocol_version"] = self._protocol_version
         if username is not None:
             kwargs["auth_provider"] = PlainTextAuthProvider(username=username, password=password or "")
-        if ssl:
+        if ssl or ssl_ca:
             import ssl as ssl_mod
 
-            kwargs["ssl_context"] = ssl_mod.create_default_context()
+            # The server's certificate must be signed by ssl_ca (else a CA of the system's) and name the
+            # contact point (the driver checks the host name when the context does).
+            kwargs["ssl_context"] = ssl_mod.create_default_context(cafile=ssl_ca)
         deadline = time.monotonic() + connect_timeout_s
         delay, n_tries = 0.5, 0
         while True:
@@ -96,6 +98,14 @@ class CassandraSession:
                              self._where, n_tries, delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def ensure_table(self, table: str, definition: str) -> None:
+        """``CREATE TABLE IF NOT EXISTS`` the keyspace's ``table`` (``definition``: its columns and key, in
+        parentheses), only when the schema lacks it: a role without ``CREATE`` on the keyspace (a worker's,
+        :mod:`streamer.apdb.cassandra.grants`) is refused even that statement on a table that exists."""
+        if not self.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND "
+                            "table_name = %s", (self.keyspace, table)):
+            self.execute(f"CREATE TABLE IF NOT EXISTS {self.table_name(table)} {definition}")
 
     def table_name(self, table: str) -> str:
         """The keyspace-qualified, quoted name of one of the APDB's tables (``ks."DiaSource"``)."""

@@ -38,6 +38,8 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         Plain-text authentication.
     ssl : bool, optional
         Use TLS (system trust store).
+    ssl_ca : str, optional
+        Use TLS, trusting the CA certificates (PEM) in this file (ops/secure.sh: ``ops/.run/secure/tls/ca.pem``).
     nside : int or None, optional
         HEALPix nside of the spatial partitions of a new keyspace; None (the default): the keyspace's own
         (:data:`DEFAULT_NSIDE` for a new one); a value given must match it. At 512, pixels of about 0.11 deg,
@@ -73,6 +75,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
                  keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
+                 ssl_ca: str | None = None,
                  nside: int | None = None, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
                  protocol_version: int | None = 4, blob_codec: str | None = None) -> None:
@@ -95,8 +98,9 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         self._stored_layout: dict[str, str] | None = None
         self._where = f"{','.join(self.hosts)}:{self.port}/{keyspace}"
         self._prepared: dict[str, Any] = {}
-        self._cluster, self._session = self._connect(username, password, ssl, connect_timeout_s,
-                                                     request_timeout_s)
+        self._cluster, self._session = self._connect(username, password, ssl=ssl, ssl_ca=ssl_ca,
+                                                     connect_timeout_s=connect_timeout_s,
+                                                     request_timeout_s=request_timeout_s)
 
     # ------------------------------------------------------------------ bookkeeping
     def is_stored(self, visit: int, detector: int) -> bool:
