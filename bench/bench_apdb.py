@@ -133,9 +133,11 @@ def fill(apdb, args, side_deg: float, rng) -> tuple[float, int, int]:
 
 
 def timed_read(apdb, region, mjd):
-    t0 = time.perf_counter()
+    """read_region's wall and CPU seconds (this process: all of SQLite's work, the client's share of
+    Cassandra's) and its data."""
+    t0, c0 = time.perf_counter(), time.process_time()
     data = apdb.read_region(region, mjd)
-    return time.perf_counter() - t0, data
+    return time.perf_counter() - t0, time.process_time() - c0, data
 
 
 def timed_store(apdb, writer: CcdWriter, data, mjd, detector):
@@ -143,9 +145,9 @@ def timed_store(apdb, writer: CcdWriter, data, mjd, detector):
     n_sources = np.asarray(objs["nDiaSources"], np.int32) if len(objs) else np.array([], np.int32)
     objs, src, fs = writer.outputs(np.asarray(objs["diaObjectId"], np.int64), np.asarray(objs["ra"], float),
                                    np.asarray(objs["dec"], float), n_sources, mjd, detector)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     apdb.store(visit=writer.visit, detector=detector, dia_objects=objs, dia_sources=src, dia_forced_sources=fs)
-    return time.perf_counter() - t0, (len(objs), len(src), len(fs))
+    return time.perf_counter() - t0, time.process_time() - c0, (len(objs), len(src), len(fs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,22 +223,28 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"run {int(state.get('run', 0))} on this database: visits from MJD {t_start:.2f} (the fill's "
                   f"history: {T0 - 365:.0f} to {T0:.0f})")
     margin = min(args.radius, side / 2)
-    reads, writes, sizes, wsizes = [], [], [], []
+    reads, writes, sizes, wsizes, read_cpu, write_cpu = [], [], [], [], [], []
     for i in range(args.visits):
         dec = DEC0 + rng.uniform(-(side / 2 - margin), side / 2 - margin)
         ra = (RA0 + rng.uniform(-(side / 2 - margin), side / 2 - margin) / np.cos(np.radians(dec))) % 360.0
         mjd = t_start + 0.01 * i
         region = SkyRegion(ra, dec, args.radius)
-        rt, data = timed_read(apdb, region, mjd)
-        wt, wsize = timed_store(apdb, writer, data, mjd, detector=1 + i % 62)
+        rt, rc, data = timed_read(apdb, region, mjd)
+        wt, wc, wsize = timed_store(apdb, writer, data, mjd, detector=1 + i % 62)
         reads.append(rt)
         writes.append(wt)
+        read_cpu.append(rc)
+        write_cpu.append(wc)
         sizes.append((len(data.dia_objects), len(data.dia_sources), len(data.dia_forced_sources)))
         wsizes.append(wsize)
 
     kind = "Cassandra" if args.cassandra else "SQLite"
     title = f"APDB per-CCD times ({kind}, {args.n_objects:,} objects, {args.visits} CCD-visits, r = {args.radius} deg)"
     console.print(apdb_times_table(title, "read_region", reads, writes, sizes, wsizes))
+    # CPU time is what a loaded machine does not inflate: the figure to compare layouts on a shared VM
+    console.print(f"this process's CPU per CCD, median / p95: read_region {median(read_cpu) * 1e3:.1f} / "
+                  f"{np.percentile(read_cpu, 95) * 1e3:.1f} ms, store {median(write_cpu) * 1e3:.1f} / "
+                  f"{np.percentile(write_cpu, 95) * 1e3:.1f} ms")
 
     # Series: read time on one footprint vs visits stored there.
     checkpoints = sorted({int(v) for v in args.series.split(",") if v.strip()})
@@ -249,13 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         mjd = t_start + 0.01 * args.visits
         for target in checkpoints:
             while stored < target:
-                _, data = timed_read(apdb, region, mjd)
-                last_store, _ = timed_store(apdb, writer, data, mjd, detector=28)
+                _, _, data = timed_read(apdb, region, mjd)
+                last_store, _, _ = timed_store(apdb, writer, data, mjd, detector=28)
                 stored += 1
                 mjd += 0.02
             times = []
             for _ in range(3):
-                rt, data = timed_read(apdb, region, mjd)
+                rt, _, data = timed_read(apdb, region, mjd)
                 times.append(rt)
             s.add_row(str(target), f"{len(data.dia_objects):,}", f"{len(data.dia_sources):,}",
                       f"{len(data.dia_forced_sources):,}", f"{median(times) * 1e3:.1f}",
