@@ -262,8 +262,8 @@ def read_samples(path: Path) -> Counter:
 class Monitor:
     """Snapshots of /proc at the window's start and stop, and py-spy on the workers in between."""
 
-    def __init__(self, rate_hz: int, py_spy: bool, flamegraph: Path, tag: str) -> None:
-        self.rate_hz, self.py_spy, self.flamegraph, self.tag = rate_hz, py_spy, flamegraph, tag
+    def __init__(self, rate_hz: int, py_spy: bool, flamegraph: Path, tag: str, wall: bool = False) -> None:
+        self.rate_hz, self.py_spy, self.flamegraph, self.tag, self.wall = rate_hz, py_spy, flamegraph, tag, wall
         self.spies: list[subprocess.Popen] = []
         self.raw = OUT_DIR / f"profile_{tag}.txt"
 
@@ -282,7 +282,8 @@ class Monitor:
         self.load_before = uptime()
         if self.py_spy:
             base = ["py-spy", "record", "--rate", str(self.rate_hz), "--pid"]
-            self.spies.append(subprocess.Popen(base + [str(self.workers[0]), "--native", "--format", "raw", "-o",
+            mode = ["--idle"] if self.wall else ["--native"]
+            self.spies.append(subprocess.Popen(base + [str(self.workers[0]), *mode, "--format", "raw", "-o",
                                                        str(self.raw)], stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL))
             if len(self.workers) > 1:
@@ -319,6 +320,23 @@ def read_timings(keyspace: str) -> list:
         apdb.close()
 
 
+def main_thread_wall(path: Path, top: int = 8) -> tuple[Counter, Counter]:
+    """Samples of the main thread (``py-spy --idle``: every sample, waiting or not) by category, and the
+    samples outside a CCD (not under ``CcdProcessor.process``) by their innermost Blink function."""
+    inside: Counter = Counter()
+    outside: Counter = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "_run_module_as_main" not in stack or not n.isdigit():
+            continue
+        if "CcdProcessor.process" in stack:
+            inside[categorize(stack) or "waiting"] += int(n)
+            continue
+        ours = [f.split(" (")[0] for f in stack.split(";") if "streamer/" in f]
+        outside[ours[-1] if ours else "?"] += int(n)
+    return inside, outside
+
+
 def thread_split(mon: Monitor) -> dict[str, float]:
     """Core-seconds of the window by kind of worker thread (summed over the workers), and the main threads'
     run-queue wait."""
@@ -351,7 +369,7 @@ def accounting(mon: Monitor, n_ccds: int) -> tuple[list[tuple[str, float]], floa
     idle = mon.last["machine"][1] - mon.first["machine"][1]
     threads = thread_split(mon)
     rows: list[tuple[str, float]] = []
-    samples = read_samples(mon.raw) if mon.py_spy and mon.raw.exists() else Counter()
+    samples = read_samples(mon.raw) if mon.py_spy and not mon.wall and mon.raw.exists() else Counter()
     n = sum(v for k, v in samples.items() if k != "waiting")
     python_s = threads.get("Python threads", 0.0)
     if n:
@@ -381,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="pipeline threads per worker (blink run --threads)")
     ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second (default 50)")
     ap.add_argument("--no-py-spy", action="store_true", help="account from /proc only (no sampling)")
+    ap.add_argument("--wall", action="store_true",
+                    help="sample the first worker's wall time (py-spy --idle, no native frames): where its main "
+                         "thread waits, inside and between CCDs (the CPU split is then not available)")
     ap.add_argument("--flamegraph", type=Path,
                     default=BENCH_DIR / f"flamegraph_exposure_{datetime.date.today().isoformat()}.svg",
                     help="flame graph SVG of the second worker (default bench/flamegraph_exposure_<date>.svg)")
@@ -392,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("py-spy not found: pip install -e '.[bench]' (or --no-py-spy)")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     root = ensure_exposure(args.ccds)
-    mon = Monitor(args.rate, not args.no_py_spy, args.flamegraph, datetime.datetime.now().strftime("%H%M%S"))
+    mon = Monitor(args.rate, not args.no_py_spy, args.flamegraph, datetime.datetime.now().strftime("%H%M%S"),
+                  wall=args.wall)
     result = run_once(root, args.workers, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s,
                       threads=args.threads, monitor=mon)
     rows, capacity = accounting(mon, args.ccds)
@@ -436,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"other processes: {others(mon)}")
     console.print(f"event -> last alert {result['e2e_s']:.1f} s; {result['alerts']} / {result['expected']} alerts; "
                   f"CCD p50 {median(result['per_ccd']):.2f} s; {uptime()} (before: {mon.load_before})")
+    if mon.py_spy and mon.wall:
+        inside, outside = main_thread_wall(mon.raw)
+        n_in, n_out = sum(inside.values()), sum(outside.values())
+        console.print(f"main thread of worker {mon.workers[0]}, wall samples: {n_in} inside CCDs, {n_out} outside")
+        console.print("  inside: " + ", ".join(f"{k} {100 * v / n_in:.1f}%" for k, v in inside.most_common(12)))
+        console.print("  outside: " + ", ".join(f"{k} {v}" for k, v in outside.most_common(10)))
     if mon.py_spy:
         console.print(f"py-spy: {sum(read_samples(mon.raw).values())} samples of worker {mon.workers[0]} at "
                       f"{args.rate} Hz in {mon.raw}; flame graph of worker {mon.workers[-1]}: {args.flamegraph}")

@@ -187,15 +187,27 @@ class KafkaEventSource:
                 self._consumer.resume(assigned)
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Return ``{(topic, partition): lag}`` for the assigned partitions (high watermark - position)."""
+        """Return ``{(topic, partition): lag}`` for the assigned partitions (high watermark - position).
+
+        The high watermarks are those the client's fetches last brought back (``cached=True``; librdkafka
+        updates them with every fetch response, about every ``fetch.wait.max.ms`` on an idle partition), so
+        no request goes to the broker: a ListOffsets round trip per partition (``cached=False``) held the
+        worker's loop between CCDs, 0.1-0.3 s a partition on a loaded 2-core machine
+        (``bench/profile_exposure.py --wall``). A partition not fetched from yet is left out.
+        """
         out: dict[tuple[str, int], int] = {}
-        for tp in self._consumer.assignment():
+        try:
+            positions = self._consumer.position(self._consumer.assignment())
+        except KafkaException:
+            return out
+        for tp in positions:
             try:
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
-                pos = self._consumer.position([tp])[0].offset
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
-            out[(tp.topic, tp.partition)] = max(0, high - pos) if pos >= 0 else high
+            if high is None or high < 0:
+                continue
+            out[(tp.topic, tp.partition)] = max(0, high - tp.offset) if tp.offset >= 0 else high
         return out
 
     def close(self) -> None:

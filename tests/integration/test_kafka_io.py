@@ -163,3 +163,26 @@ def test_dead_letter_sink(settings):
     msgs = _consume_all(settings, settings.dead_letter_topic, 1)
     assert msgs[0].key() == b"1-2"
     assert decode_dead_letter(msgs[0].value()) == rec
+
+
+def test_lag_from_the_fetched_watermarks(settings):
+    """``lag()`` reads the high watermarks the consumer's fetches brought back (no broker request): produced
+    minus consumed, summed over the assigned partitions, once every partition was fetched from."""
+    s = settings.model_copy(update={"group_id": f"{settings.group_id}-lag",
+                                    "work_topic": f"{settings.work_topic}-lag"})
+    create_topics(s)
+    publish_work(s, fan_out(_event(detectors=(1, 2, 3, 4, 5, 6, 7))))
+    src = KafkaEventSource(s, topics=[s.work_topic])
+    try:
+        env, deadline = None, time.monotonic() + 30
+        while env is None and time.monotonic() < deadline:
+            env = src.poll(1.0)
+        assert env is not None
+        lag, deadline = {}, time.monotonic() + 15
+        while sum(lag.values()) != 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            lag = src.lag()
+        assert sum(lag.values()) == 6, lag  # 7 produced, 1 consumed
+        assert {topic for topic, _ in lag} == {s.work_topic}
+    finally:
+        src.close()
