@@ -20,7 +20,9 @@ if ! ops/status.sh >/dev/null 2>&1; then
 fi
 # The secured Kafka and Cassandra of ops/secure.sh (tests/integration/test_security.py), beside the plain ones.
 secure_here=0
+cluster_here=0
 cleanup() {
+  if [ "$cluster_here" = 1 ]; then ops/cluster.sh down || true; fi
   if [ "$secure_here" = 1 ]; then ops/secure.sh down || true; fi
   if [ "$started_here" = 1 ]; then ops/down.sh || true; fi
 }
@@ -32,4 +34,15 @@ if ! ops/secure.sh status >/dev/null 2>&1; then
 fi
 export BLINK_REQUIRE_SERVERS=1
 export BLINK_REGISTRY_URL="${BLINK_REGISTRY_URL:-http://127.0.0.1:${BLINK_REGISTRY_PORT:-8081}/apis/ccompat/v7}"
-python3 -m pytest -q -p no:cacheprovider "$@"
+if [ "$#" -gt 0 ]; then  # the tests asked for, as asked (BLINK_CLUSTER=1 for the cluster's)
+  python3 -m pytest -q -p no:cacheprovider "$@"
+  exit 0  # (set -e: a failure has already exited with pytest's status; the trap stops what was started here)
+fi
+# Every test on the single node first; then the replicated cluster of ops/cluster.sh (three Cassandra nodes, three
+# Kafka brokers: 3.5 GB and six JVMs, so only for its own tests), its node-failure tests, and down again.
+python3 -m pytest -q -p no:cacheprovider --ignore=tests/integration/test_cluster.py
+if ! ops/cluster.sh status >/dev/null 2>&1; then
+  cluster_here=1
+  ops/cluster.sh up
+fi
+BLINK_CLUSTER=1 python3 -m pytest -q -p no:cacheprovider tests/integration/test_cluster.py
