@@ -99,7 +99,8 @@ def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: b
     if url.startswith("cassandra://"):
         # The URL's ?replication_factor=3&consistency=QUORUM stand unless a setting names them.
         query = parse_qs(urlparse(url).query)
-        options = {name: getattr(cassandra, name) for name in ("replication_factor", "consistency")
+        options = {name: getattr(cassandra, name)
+                   for name in ("replication_factor", "replication_datacenters", "consistency")
                    if name in cassandra.model_fields_set or name not in query}
         if cassandra.username:
             options["username"] = cassandra.username

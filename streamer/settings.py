@@ -59,6 +59,10 @@ class CassandraSettings(BaseSettings):
     port: int = Field(9042, ge=1, le=65535, description="Native transport port.")
     keyspace: str = Field("blink_apdb", description="Keyspace of the APDB tables.")
     replication_factor: int = Field(1, ge=1, le=100, description="SimpleStrategy replication factor.")
+    replication_datacenters: str | None = Field(
+        None, description="Replicas per data centre, 'dc1:3,dc2:3': the keyspace is created with "
+                          "NetworkTopologyStrategy (then read and write at LOCAL_QUORUM); replication_factor is "
+                          "not used. None: SimpleStrategy (one data centre).")
     consistency: str = Field("LOCAL_QUORUM", description="Consistency level of reads and writes (a name of the "
                                                          "driver's ConsistencyLevel).")
     username: str | None = Field(None, description="Password-authenticator user.")
@@ -70,6 +74,14 @@ class CassandraSettings(BaseSettings):
     worker_role: str | None = Field(None, description="`blink apdb init` grants this role what a worker needs on "
                                                       "the keyspace, and no more: SELECT and MODIFY "
                                                       "(streamer.apdb.cassandra.grants).")
+
+    @field_validator("replication_datacenters")
+    @classmethod
+    def _datacenters_parse(cls, value: str | None) -> str | None:
+        from streamer.apdb.cassandra.schema import parse_datacenters
+
+        parse_datacenters(value)  # raises, naming the entry, on a malformed one
+        return value
 
     @field_validator("consistency")
     @classmethod

@@ -446,3 +446,29 @@ def test_ccd_timing_log(apdb):
     from tests.helpers.timing_log import check_timing_log
 
     check_timing_log(apdb)
+
+
+def test_network_topology_keyspace_from_the_url(keyspace):
+    """``?replication_datacenters=DC:N`` creates the keyspace with NetworkTopologyStrategy on the server's data
+    centre, and the APDB works on it."""
+    from streamer.apdb import open_apdb
+
+    admin, hosts, port, base = keyspace
+    datacenter = admin.execute("SELECT data_center FROM system.local")[0][0]
+    name = f"{base}_nts"
+    store = open_apdb(f"cassandra://{','.join(hosts)}:{port}/{name}?replication_datacenters={datacenter}:1"
+                      "&consistency=LOCAL_QUORUM")
+    try:
+        store.init_schema()
+        replication = admin.execute("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                                    (name,))[0][0]
+        assert replication["class"].endswith("NetworkTopologyStrategy") and replication[datacenter] == "1"
+        ids = np.arange(1, 11)
+        ra, dec = np.full(10, 10.0) + 1e-3 * ids, np.full(10, -5.0)
+        store.store(visit=1, detector=1, dia_objects=make_objects(ids, ra, dec),
+                    dia_sources=make_sources(ids + 100, ids, ra, dec, np.full(10, VISIT_MJD - 1.0)),
+                    dia_forced_sources=make_sources(ids[:0], ids[:0], ra[:0], dec[:0], np.zeros(0), forced=True))
+        assert len(store.read_region(SkyRegion(10.0, -5.0, 0.1), VISIT_MJD).dia_sources) == 10
+    finally:
+        store.drop_keyspace()
+        store.close()

@@ -4,6 +4,7 @@ version checks, minor upgrades, the metadata table, and the layout (nside, blob 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from streamer.apdb.cassandra.session import CassandraSession
 from streamer.apdb.columns import ALERT_SCHEMA_VERSION
 from streamer.apdb.cql_schema import BATCHED_TABLES, HISTORY_GC_GRACE_S, load_cql
 
-__all__ = ["KeyspaceSchema", "DEFAULT_NSIDE"]
+__all__ = ["KeyspaceSchema", "DEFAULT_NSIDE", "parse_datacenters", "replication_map"]
 
 _log = logging.getLogger(__name__)
 
@@ -22,11 +23,45 @@ DEFAULT_NSIDE = 512
 """HEALPix nside of a new keyspace's partitions."""
 
 
+def parse_datacenters(value: str | Mapping[str, int] | None) -> dict[str, int] | None:
+    """Replicas per data centre from ``"dc1:3,dc2:3"`` or a mapping; None for none.
+
+    Raises
+    ------
+    ValueError
+        An entry that is not ``name:count`` with a count of at least 1.
+    """
+    if value is None or value == "" or value == {}:
+        return None
+    pairs = value.items() if isinstance(value, Mapping) else (
+        entry.split(":", 1) if ":" in entry else (entry, "") for entry in str(value).split(",") if entry.strip())
+    out: dict[str, int] = {}
+    for name, count in pairs:
+        try:
+            n = int(count)
+        except (TypeError, ValueError):
+            n = 0
+        if not str(name).strip() or n < 1:
+            raise ValueError(f"replication_datacenters: {name}:{count} is not <data centre>:<replicas >= 1>")
+        out[str(name).strip()] = n
+    return out
+
+
+def replication_map(replication_factor: int, datacenters: Mapping[str, int] | None) -> str:
+    """The CQL replication map of a new keyspace: NetworkTopologyStrategy when data centres are named, else
+    SimpleStrategy."""
+    if datacenters:
+        entries = ", ".join(f"'{name}': {count}" for name, count in sorted(datacenters.items()))
+        return f"{{'class': 'NetworkTopologyStrategy', {entries}}}"
+    return f"{{'class': 'SimpleStrategy', 'replication_factor': {int(replication_factor)}}}"
+
+
 class KeyspaceSchema(CassandraSession):
     """Schema and layout of the client's keyspace (a base of :class:`~streamer.apdb.cassandra.CassandraApdb`,
     whose constructor sets these attributes)."""
 
     replication_factor: int
+    replication_datacenters: dict[str, int] | None
     time_partition_days: int
     _requested_nside: int | None
     _requested_codec: str | None
@@ -96,7 +131,7 @@ class KeyspaceSchema(CassandraSession):
         stored = self._read_metadata()
         if stored:
             check_versions(stored, self._expected_metadata(), self._where)
-        replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+        replication = replication_map(self.replication_factor, self.replication_datacenters)
         new_layout = self._new_layout()
         compression = SSTABLE_COMPRESSION[new_layout[CODEC_METADATA_KEY]]
         for stmt in load_cql(self.keyspace, replication, history_compression=compression):

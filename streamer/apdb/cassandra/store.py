@@ -3,7 +3,7 @@ session parts (see :mod:`streamer.apdb.cassandra`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from astropy.table import Table
@@ -12,6 +12,7 @@ from streamer.apdb.blob_codec import check_codec
 from streamer.apdb.bookkeeping import VISIT_DETECTOR_COLUMNS, VISIT_DETECTOR_TABLE, bookkeeping_tables
 from streamer.apdb.cassandra.compaction import HistoryCompaction
 from streamer.apdb.cassandra.reads import RegionReads
+from streamer.apdb.cassandra.schema import parse_datacenters
 from streamer.apdb.columns import DIA_OBJECT, TABLES, TableSpec
 from streamer.apdb.cql_schema import BATCHED_TABLES, ROW_COLUMN, ROWS_COLUMN
 from streamer.apdb.packed import drop_repeated_keys, packed_to_table, sort_packed
@@ -32,6 +33,9 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         Keyspace holding the APDB tables.
     replication_factor : int, optional
         Used by :meth:`init_schema` when it creates the keyspace (SimpleStrategy).
+    replication_datacenters : str or mapping, optional
+        Replicas per data centre (``"dc1:3,dc2:3"`` or ``{"dc1": 3}``): the keyspace is created with
+        NetworkTopologyStrategy instead (use ``LOCAL_QUORUM`` then); ``replication_factor`` is not used.
     consistency : str, optional
         Consistency level of reads and writes (``LOCAL_QUORUM``, ``ONE``, ``QUORUM``...).
     username, password : str, optional
@@ -73,7 +77,8 @@ class CassandraApdb(RegionReads, HistoryCompaction):
     """
 
     def __init__(self, hosts: Sequence[str] | str = ("127.0.0.1",), port: int = 9042, *,
-                 keyspace: str = "blink_apdb", replication_factor: int = 1, consistency: str = "LOCAL_QUORUM",
+                 keyspace: str = "blink_apdb", replication_factor: int = 1,
+                 replication_datacenters: str | Mapping[str, int] | None = None, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
                  ssl_ca: str | None = None,
                  nside: int | None = None, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
@@ -85,6 +90,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         self.port = int(port)
         self.keyspace = keyspace
         self.replication_factor = int(replication_factor)
+        self.replication_datacenters = parse_datacenters(replication_datacenters)
         try:
             self.consistency = ConsistencyLevel.name_to_value[consistency.upper()]
         except KeyError:
