@@ -8,7 +8,8 @@ the event's publication to the last committed alert, plus per-CCD latency percen
 ``... alerts in X s`` log lines (the same quantity as the ``blink_ccd_seconds`` metric).
 
 Run: ``python bench/bench_exposure.py`` (K=4); ``--ccds 62`` for a whole DECam exposure; ``--workers 1 2``;
-``--kafka-bootstrap``, ``--cassandra-port``.
+``--kafka-bootstrap``, ``--cassandra-port``; ``--cluster`` on the local cluster (ops/cluster.sh up:
+replication 3, QUORUM).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def ensure_exposure(n_ccds: int) -> Path:
 
 
 def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds: int, timeout_s: float,
-             threads: int = 1, monitor=None) -> dict:
+             threads: int = 1, monitor=None, *, cassandra_hosts: str = "127.0.0.1", replication: int = 1) -> dict:
     """One run of the exposure; ``monitor`` (``bench/profile_exposure.py``), if given, is started with the
     supervisor's pid just before the event is published and stopped (with the keyspace's name) once the last
-    alert is committed, before the workers are stopped."""
+    alert is committed, before the workers are stopped. ``replication`` 3: the keyspace and topics have
+    replication 3, read and written at QUORUM and with ``min.insync.replicas`` 2 (the local cluster)."""
     from confluent_kafka import Consumer
 
     from streamer.apdb.cassandra import CassandraApdb
@@ -70,17 +72,20 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"bench-{tag}", events_topic=f"bench.{tag}.exposures",
                           work_topic=f"bench.{tag}.ccd-work", alerts_topic=f"bench.{tag}.alerts",
-                          dead_letter_topic=f"bench.{tag}.dead-letter", work_partitions=8, alerts_partitions=4)
+                          dead_letter_topic=f"bench.{tag}.dead-letter", work_partitions=8, alerts_partitions=4,
+                          replication_factor=replication, min_insync_replicas=min(replication, 2))
     create_topics(kafka)
     keyspace = f"bench_{tag}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLINK_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     for name in ("group_id", "events_topic", "work_topic", "alerts_topic", "dead_letter_topic", "work_partitions",
-                 "alerts_partitions"):
+                 "alerts_partitions", "replication_factor", "min_insync_replicas"):
         env[f"BLINK_KAFKA_{name.upper()}"] = str(getattr(kafka, name))
     log_path = OUT_DIR / f"bench_exposure_{tag}.log"
     cmd = [sys.executable, "-m", "streamer.cli", "run", "--forever", "--workers", str(n_workers), "--root", str(root),
-           "--apdb", f"cassandra://127.0.0.1:{cass_port}/{keyspace}", "--kafka-bootstrap", bootstrap,
+           "--apdb", f"cassandra://{cassandra_hosts}:{cass_port}/{keyspace}"
+                     + (f"?replication_factor={replication}&consistency=QUORUM" if replication > 1 else ""),
+           "--kafka-bootstrap", bootstrap,
            "--worker-id", f"bench-{tag}", "--threads", str(threads)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -132,7 +137,7 @@ def run_once(root: Path, n_workers: int, bootstrap: str, cass_port: int, n_ccds:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         try:
-            apdb = CassandraApdb(["127.0.0.1"], cass_port, keyspace=keyspace, consistency="ONE")
+            apdb = CassandraApdb(cassandra_hosts.split(","), cass_port, keyspace=keyspace, consistency="ONE")
             apdb.drop_keyspace()
             apdb.close()
         except Exception as exc:  # noqa: BLE001
@@ -150,13 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka-bootstrap", default=os.environ.get("BLINK_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--cassandra-port", type=int, default=int(os.environ.get("BLINK_CASSANDRA_PORT", "9042")))
     ap.add_argument("--timeout-s", type=float, default=900.0)
+    ap.add_argument("--cluster", action="store_true",
+                    help="on the local cluster of ops/cluster.sh: Cassandra 127.0.0.2-4 and Kafka :19092-19094, "
+                         "replication 3, QUORUM, min.insync.replicas 2")
     args = ap.parse_args(argv)
+    cluster = {"cassandra_hosts": "127.0.0.2,127.0.0.3,127.0.0.4", "replication": 3} if args.cluster else {}
+    if args.cluster:
+        args.kafka_bootstrap = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     root = ensure_exposure(args.ccds)
-    rows = [run_once(root, n, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s, threads=t)
-            for n in args.workers for t in args.threads]
+    rows = [run_once(root, n, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s, threads=t,
+                     **cluster) for n in args.workers for t in args.threads]
+    where = "the 3+3-node local cluster, replication 3, QUORUM" if args.cluster else "single nodes"
     table = Table(title=f"one full-density exposure of {args.ccds} CCDs: event published -> last alert committed "
-                        f"(Kafka + Cassandra, exactly-once)")
+                        f"(Kafka + Cassandra on {where}, exactly-once)")
     for col in ("workers", "threads", "event -> last alert (s)", "alerts (committed / logged)", "CCDs with alerts",
                 "dead letters", "CCD p50 (s)", "CCD p95 (s)", "CCD max (s)", "CCDs/min"):
         table.add_column(col, justify="right")
