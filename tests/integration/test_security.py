@@ -7,17 +7,19 @@ required, the workers' role with SELECT and MODIFY on its keyspace only. ``tests
 
 - One simulated CCD-visit goes the whole way authenticated: an operator (the admin users) creates the private
   topics with their ACLs and the keyspace with its grants through ``blink topics create`` and ``blink apdb init``,
-  the telescope (admin) publishes the event, a worker (the workers' users) processes it, the alert broker's user
-  reads every alert in a group named after itself; the APDB's DiaSources equal the alerts one for one.
+  the telescope (admin) publishes the event (and one whose raw is missing), a worker (the workers' users)
+  processes them, the alert broker's user reads every alert in a group named after itself; the APDB's DiaSources
+  equal the alerts one for one, and the dead letter of the other is on its topic.
 - Refused: an unauthenticated client, a wrong password, a plaintext client on the TLS port (Kafka and
-  Cassandra), the alert broker writing alerts, reading events or using another group, the workers creating a
-  topic or changing a schema, Cassandra's default superuser.
+  Cassandra), the alert broker writing alerts, reading events, work or dead letters, or using another group,
+  the workers creating a topic or changing a schema, Cassandra's default superuser.
 - No password, nor any line of a private key, appears in the worker's log, its metrics, the servers' logs or
   the APDB's recorded provenance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -36,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from simulator import SimConfig
 from streamer.alerts.schema import AlertSchema
 from streamer.apdb.bookkeeping import METADATA_TABLE
+from streamer.events.dead_letters import decode_dead_letter
 from streamer.events.files import read_event_file
 from streamer.kafka.producer import publish_event
 from streamer.simulated import simulated_repository
@@ -102,24 +105,25 @@ def _blink(env: dict[str, str], *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def _read_alert_ids(kafka_conf: dict, topic: str, idle_s: float = 4.0) -> list[int]:
-    """diaSourceIds of every committed alert of ``topic``, read with ``kafka_conf`` (its group)."""
-    schema = AlertSchema.latest()
-    consumer = Consumer(kafka_conf | {"auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                      "isolation.level": "read_committed"})
+def read_topic_as(kafka_conf: dict, topic: str, idle_s: float = 4.0) -> list:
+    """Every committed message of ``topic``, read with ``kafka_conf`` (its user; a new group unless it names one),
+    until ``idle_s`` seconds without one; any error fails the test."""
+    consumer = Consumer({"group.id": f"{kafka_conf.get('sasl.username')}-{uuid.uuid4().hex[:8]}"} | kafka_conf
+                        | {"auto.offset.reset": "earliest", "enable.auto.commit": False,
+                           "isolation.level": "read_committed"})
     consumer.subscribe([topic])
-    ids, last = [], time.monotonic()
+    out, last = [], time.monotonic()
     try:
         while time.monotonic() - last < idle_s:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            ids.append(schema.deserialize(msg.value())["diaSourceId"])
+            out.append(msg)
             last = time.monotonic()
     finally:
         consumer.close()
-    return sorted(ids)
+    return out
 
 
 def _server_logs() -> dict[str, str]:
@@ -141,10 +145,14 @@ def test_one_ccd_the_whole_way_authenticated(creds, one_ccd_night, tmp_path):
                            BLINK_CASSANDRA_WORKER_ROLE=creds["BLINK_SECURE_CASSANDRA_WORKER_USER"])
     _blink(admin_env, "topics", "create")
     _blink(admin_env, "apdb", "init")
-    # The telescope (admin) announces the exposure.
+    # The telescope (admin) announces an exposure whose raw is missing (a dead letter), then the good one.
     admin_kafka = as_kafka_user(base, creds, "ADMIN")
     (event_file,) = sorted((one_ccd_night / "events").glob("*.avro"))
-    publish_event(admin_kafka, read_event_file(event_file))
+    good = read_event_file(event_file)
+    bad = dataclasses.replace(good, event_id="DECam-missing-raw", exposure_id=good.exposure_id + 1,
+                              raw_path="raw/nope.fits")
+    publish_event(admin_kafka, bad)
+    publish_event(admin_kafka, good)
     # The worker, as the workers' users only.
     metrics_port = _free_port()
     env = worker_env(base, **security_env(creds, "WORKER"), BLINK_CASSANDRA_KEYSPACE=keyspace,
@@ -162,11 +170,17 @@ def test_one_ccd_the_whole_way_authenticated(creds, one_ccd_night, tmp_path):
         assert proc.wait(60) == 0, log_path.read_text(errors="replace")[-4000:]
         worker_log = log_path.read_text(errors="replace")
         assert " alerts in " in worker_log
-        assert "dead letter" not in worker_log
+        # The dead letter, written by the workers' user, read back by the operator.
+        dead = [decode_dead_letter(m.value()) for m in read_topic_as(_sasl(creds, "ADMIN"), base.dead_letter_topic)]
+        assert [(d["sourceTopic"], d["reason"], d["stage"]) for d in dead] == [(base.events_topic, "bad_input",
+                                                                               "read_raw")]
+        assert "nope.fits" in dead[0]["message"]
         source_ids = sorted(np.asarray(apdb.dump_tables()["DiaSource"]["diaSourceId"]).tolist())
         assert source_ids, "no DiaSources in the APDB"
         # The alert broker reads them all, in a group named after itself.
-        alert_ids = _read_alert_ids(_sasl(creds, "READER", **{"group.id": f"{reader}-{tag}"}), base.alerts_topic)
+        schema = AlertSchema.latest()
+        alert_ids = sorted(schema.deserialize(m.value())["diaSourceId"] for m in read_topic_as(
+            _sasl(creds, "READER", **{"group.id": f"{reader}-{tag}"}), base.alerts_topic))
         assert alert_ids == source_ids  # one committed alert per DiaSource
         # No secret anywhere it could leak: the worker's log, its metrics, the servers' logs, the provenance.
         provenance = "\n".join(f"{k}={v}" for k, v in apdb.execute(
@@ -232,7 +246,8 @@ def test_kafka_refuses_who_it_should(creds):
     assert "Authentication failed" in why["wrong password"], why
     # The alert broker's user: it reads alerts (in its own groups), nothing else.
     reader = creds["BLINK_SECURE_KAFKA_READER_USER"]
-    topics = {"alerts": "blink.alerts.v11", "events": "blink.exposures", "work": "blink.ccd-work"}
+    topics = {"alerts": "blink.alerts.v11", "events": "blink.exposures", "work": "blink.ccd-work",
+              "dead letters": "blink.dead-letter"}
     producer = Producer(_sasl(creds, "READER", **{"acks": "1", "enable.idempotence": False,
                                                   "message.timeout.ms": 10000}))
     errors: list[KafkaError] = []
@@ -240,7 +255,7 @@ def test_kafka_refuses_who_it_should(creds):
     producer.flush(15)
     assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     own_group = {"group.id": f"{reader}-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
-    for name in ("events", "work"):
+    for name in ("events", "work", "dead letters"):
         err = _first_error(Consumer(_sasl(creds, "READER", **own_group)), topics[name])
         assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (name, err)
     err = _first_error(Consumer(_sasl(creds, "READER", **{"group.id": f"other-{uuid.uuid4().hex[:8]}"})),
