@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from simulator import SimConfig
 from streamer.alerts.schema import AlertSchema
+from streamer.apdb import open_apdb
 from streamer.apdb.bookkeeping import METADATA_TABLE
 from streamer.events.dead_letters import decode_dead_letter
 from streamer.events.files import read_event_file
@@ -299,8 +300,10 @@ def test_cassandra_refuses_who_it_should(creds):
     assert "AuthenticationFailed" in _cassandra_refusal(
         **tls, auth_provider=PlainTextAuthProvider("cassandra", "cassandra"))
     _cassandra_refusal(auth_provider=PlainTextAuthProvider(worker, password))
-    # The workers' role reads and writes rows of its keyspace (blink_apdb, made by ops/secure.sh), no more.
-    apdb = cassandra_apdb(creds, "WORKER", "blink_apdb", max_retries=0)
+    # The workers' role reads and writes rows of its keyspace (blink_apdb, made by ops/secure.sh), no more; opened
+    # here from an APDB URL (user, password and CA in it).
+    apdb = open_apdb(f"cassandra://{worker}:{password}@127.0.0.5/blink_apdb?ssl_ca={creds['BLINK_SECURE_CA']}",
+                     max_retries=0)
     try:
         assert apdb.schema_is_current()
         for statement in ('CREATE TABLE blink_apdb."Intruder" (k int PRIMARY KEY)',
