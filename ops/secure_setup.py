@@ -59,7 +59,8 @@ def cassandra_roles(secure: Path, creds: dict[str, str]) -> None:
     admin, worker = creds["BLINK_SECURE_CASSANDRA_ADMIN_USER"], creds["BLINK_SECURE_CASSANDRA_WORKER_USER"]
 
     def session(username: str, password: str | None = None, password_from: str | None = None):
-        client = {"ssl_ca": ca, "username": username, "password": password}
+        client = {"ssl_ca": ca, "ssl_cert": creds["BLINK_SECURE_CLIENT_CERT"],
+                  "ssl_key": creds["BLINK_SECURE_CLIENT_KEY"], "username": username, "password": password}
         if password_from:
             client["password_from"] = [str(secure / "credentials.env"), password_from]
         return Cluster([host], **cassandra_security(client)).connect()
@@ -77,7 +78,8 @@ def cassandra_roles(secure: Path, creds: dict[str, str]) -> None:
                      f'{literal(creds["BLINK_SECURE_CASSANDRA_WORKER_PASSWORD"])} AND LOGIN = true')
     as_admin.cluster.shutdown()
     (secure / "cassandra-probe.json").write_text(json.dumps({
-        "ssl_ca": ca, "username": admin,
+        "ssl_ca": ca, "ssl_cert": creds["BLINK_SECURE_CLIENT_CERT"], "ssl_key": creds["BLINK_SECURE_CLIENT_KEY"],
+        "username": admin,
         "password_from": [str(secure / "credentials.env"), "BLINK_SECURE_CASSANDRA_ADMIN_PASSWORD"]}) + "\n")
 
 
@@ -96,6 +98,8 @@ def admin_env(creds: dict[str, str]) -> dict[str, str]:
         "BLINK_CASSANDRA_USERNAME": creds["BLINK_SECURE_CASSANDRA_ADMIN_USER"],
         "BLINK_CASSANDRA_PASSWORD": creds["BLINK_SECURE_CASSANDRA_ADMIN_PASSWORD"],
         "BLINK_CASSANDRA_SSL_CA": creds["BLINK_SECURE_CA"],
+        "BLINK_CASSANDRA_SSL_CERT": creds["BLINK_SECURE_CLIENT_CERT"],
+        "BLINK_CASSANDRA_SSL_KEY": creds["BLINK_SECURE_CLIENT_KEY"],
         "BLINK_CASSANDRA_WORKER_ROLE": creds["BLINK_SECURE_CASSANDRA_WORKER_USER"]}
 
 

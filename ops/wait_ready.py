@@ -5,8 +5,9 @@
     python ops/wait_ready.py cassandra [--host H] [--port 9042] [--timeout 180] [--pid PID] [--nodes N]
     ... --client-conf FILE   how to connect to a secured server (ops/secure.sh), a JSON object:
         kafka: librdkafka options ({"security.protocol": "SSL", "ssl.ca.location": ...});
-        cassandra: {"ssl_ca": CA file, "username": ..., "password": ...} or, instead of "password",
-        "password_from": [an env file of NAME=VALUE lines, NAME] (ops/.run/secure/credentials.env).
+        cassandra: {"ssl_ca": CA file, "ssl_cert": client certificate, "ssl_key": its key, "username": ...,
+        "password": ...} or, instead of "password", "password_from": [an env file of NAME=VALUE lines, NAME]
+        (ops/.run/secure/credentials.env).
 
 kafka:     confluent-kafka AdminClient.list_topics() must return broker metadata (at least N brokers).
 cassandra: cassandra-driver must run ``SELECT release_version FROM system.local`` on that very node (and, with
@@ -70,6 +71,8 @@ def cassandra_security(client: dict | None) -> dict:
     kwargs: dict = {}
     if client.get("ssl_ca"):
         kwargs["ssl_context"] = ssl.create_default_context(cafile=client["ssl_ca"])
+        if client.get("ssl_cert"):  # a server that requires client certificates
+            kwargs["ssl_context"].load_cert_chain(client["ssl_cert"], client.get("ssl_key"))
     if client.get("username"):
         password = client.get("password")
         if "password_from" in client:

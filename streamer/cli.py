@@ -105,8 +105,8 @@ def _open_apdb(settings: BlinkSettings, cassandra: CassandraSettings, *, init: b
         if cassandra.username:
             options["username"] = cassandra.username
             options["password"] = cassandra.password.get_secret_value() if cassandra.password else None
-        if cassandra.ssl_ca:
-            options["ssl_ca"] = cassandra.ssl_ca
+        options |= {name: getattr(cassandra, name) for name in ("ssl_ca", "ssl_cert", "ssl_key")
+                    if getattr(cassandra, name)}
     else:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     apdb = open_apdb(url, **options)

@@ -71,6 +71,10 @@ class CassandraSettings(BaseSettings):
                                                  "with TLS, checking the certificate and host name (ops/secure.sh: "
                                                  "ops/.run/secure/tls/ca.pem); None: no TLS unless the URL says "
                                                  "?ssl=1 (system CAs).")
+    ssl_cert: str | None = Field(None, description="Client certificate (PEM) for a Cassandra that requires one "
+                                                   "(client_encryption_options.require_client_auth; ops/secure.sh: "
+                                                   "ops/.run/secure/tls/client.pem); needs ssl_ca.")
+    ssl_key: str | None = Field(None, description="Private key (PEM, unencrypted) of ssl_cert.")
     worker_role: str | None = Field(None, description="`blink apdb init` grants this role what a worker needs on "
                                                       "the keyspace, and no more: SELECT and MODIFY "
                                                       "(streamer.apdb.cassandra.grants).")

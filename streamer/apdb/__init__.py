@@ -17,7 +17,8 @@ def open_apdb(url: str, **options: object) -> Apdb:
     url : str
         ``sqlite:///relative/or/absolute/path.sqlite`` (``sqlite:////abs/path`` also works),
         ``sqlite:///:memory:``, or ``cassandra://[user:password@]host1,host2[:port]/keyspace[?consistency=ONE&
-        replication_factor=3&ssl=1&ssl_ca=/path/ca.pem&blob_codec=none]``.
+        replication_factor=3&ssl=1&ssl_ca=/path/ca.pem&ssl_cert=client.pem&ssl_key=client.key&
+        blob_codec=none]``.
     **options
         Further keyword arguments of the store's constructor; they override the URL's query.
 

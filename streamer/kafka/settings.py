@@ -59,6 +59,9 @@ class KafkaSettings(BaseSettings):
     ssl_ca_location: str | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates, "
                                                           "for SSL and SASL_SSL (ops/secure.sh: "
                                                           "ops/.run/secure/tls/ca.pem); None: the system's.")
+    ssl_certificate_location: str | None = Field(None, description="Client certificate (PEM), for a listener that "
+                                                                   "requires one (SSL with ssl.client.auth=required).")
+    ssl_key_location: str | None = Field(None, description="Private key (PEM, unencrypted) of the client certificate.")
     acl_worker_user: str | None = Field(
         None, description="`blink topics create` grants this user the workers' ACLs (streamer.kafka.acls): read "
                           "events and work, write work, alerts and dead letters, its group and transactional ids.")
@@ -148,6 +151,10 @@ class KafkaSettings(BaseSettings):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = self.ssl_certificate_location
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = self.ssl_key_location
         return conf
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:

@@ -60,14 +60,18 @@ def security_env(creds: dict[str, str], who: str) -> dict[str, str]:
     return env | {"BLINK_CASSANDRA_HOSTS": creds["BLINK_SECURE_CASSANDRA_HOST"],
                   "BLINK_CASSANDRA_USERNAME": creds[f"BLINK_SECURE_CASSANDRA_{who}_USER"],
                   "BLINK_CASSANDRA_PASSWORD": creds[f"BLINK_SECURE_CASSANDRA_{who}_PASSWORD"],
-                  "BLINK_CASSANDRA_SSL_CA": creds["BLINK_SECURE_CA"]}
+                  "BLINK_CASSANDRA_SSL_CA": creds["BLINK_SECURE_CA"],
+                  "BLINK_CASSANDRA_SSL_CERT": creds["BLINK_SECURE_CLIENT_CERT"],
+                  "BLINK_CASSANDRA_SSL_KEY": creds["BLINK_SECURE_CLIENT_KEY"]}
 
 
 def cassandra_apdb(creds: dict[str, str], who: str, keyspace: str, **options: Any):
-    """A :class:`~streamer.apdb.cassandra.CassandraApdb` on the secured Cassandra as ``who`` (TLS)."""
+    """A :class:`~streamer.apdb.cassandra.CassandraApdb` on the secured Cassandra as ``who`` (TLS, with the
+    clients' certificate)."""
     from streamer.apdb.cassandra import CassandraApdb
 
     return CassandraApdb([creds["BLINK_SECURE_CASSANDRA_HOST"]], keyspace=keyspace,
                          username=creds[f"BLINK_SECURE_CASSANDRA_{who}_USER"],
                          password=creds[f"BLINK_SECURE_CASSANDRA_{who}_PASSWORD"], ssl_ca=creds["BLINK_SECURE_CA"],
+                         ssl_cert=creds["BLINK_SECURE_CLIENT_CERT"], ssl_key=creds["BLINK_SECURE_CLIENT_KEY"],
                          **options)

@@ -11,8 +11,9 @@ required, the workers' role with SELECT and MODIFY on its keyspace only. ``tests
   processes them, the alert broker's user reads every alert in a group named after itself; the APDB's DiaSources
   equal the alerts one for one, and the dead letter of the other is on its topic.
 - Refused: an unauthenticated client, a wrong password, a plaintext client on the TLS port (Kafka and
-  Cassandra), the alert broker writing alerts, reading events, work or dead letters, or using another group,
-  the workers creating a topic or changing a schema, Cassandra's default superuser.
+  Cassandra), a client without a certificate where one is required (Cassandra; Kafka's 9095 and 9096), the
+  alert broker writing alerts, reading events, work or dead letters, or using another group, the workers
+  creating a topic or changing a schema, Cassandra's default superuser.
 - No password, nor any line of a private key, appears in the worker's log, its metrics, the servers' logs or
   the APDB's recorded provenance.
 """
@@ -42,6 +43,7 @@ from streamer.apdb.bookkeeping import METADATA_TABLE
 from streamer.events.dead_letters import decode_dead_letter
 from streamer.events.files import read_event_file
 from streamer.kafka.producer import publish_event
+from streamer.kafka.settings import KafkaSettings
 from streamer.simulated import simulated_repository
 from tests.helpers.kafka_topics import unique_kafka_settings
 from tests.helpers.secure_servers import (
@@ -245,6 +247,14 @@ def test_kafka_refuses_who_it_should(creds):
     with ThreadPoolExecutor(len(refused)) as pool:
         why = dict(zip(refused, pool.map(_kafka_refusal, refused.values())))
     assert "Authentication failed" in why["wrong password"], why
+    # With the clients' certificate (Blink's settings) the SSL listener admits it, as User:CN=blink-client, whom
+    # no ACL allows anything: the brokers are listed, no topic is.
+    by_certificate = KafkaSettings(bootstrap_servers="127.0.0.1:9095", security_protocol="SSL",
+                                   ssl_ca_location=creds["BLINK_SECURE_CA"],
+                                   ssl_certificate_location=creds["BLINK_SECURE_CLIENT_CERT"],
+                                   ssl_key_location=creds["BLINK_SECURE_CLIENT_KEY"])
+    metadata = AdminClient(by_certificate.common_config()).list_topics(timeout=10)
+    assert list(metadata.brokers) == [1] and not metadata.topics
     # The alert broker's user: it reads alerts (in its own groups), nothing else.
     reader = creds["BLINK_SECURE_KAFKA_READER_USER"]
     topics = {"alerts": "blink.alerts.v11", "events": "blink.exposures", "work": "blink.ccd-work",
@@ -291,9 +301,14 @@ def test_cassandra_refuses_who_it_should(creds):
     from cassandra import Unauthorized
     from cassandra.auth import PlainTextAuthProvider
 
-    tls = {"ssl_context": ssl.create_default_context(cafile=creds["BLINK_SECURE_CA"])}
     worker, password = creds["BLINK_SECURE_CASSANDRA_WORKER_USER"], creds["BLINK_SECURE_CASSANDRA_WORKER_PASSWORD"]
-    # Unauthenticated (over TLS), a wrong password, Cassandra's default superuser, plaintext on the TLS port.
+    no_certificate = ssl.create_default_context(cafile=creds["BLINK_SECURE_CA"])
+    tls = {"ssl_context": ssl.create_default_context(cafile=creds["BLINK_SECURE_CA"])}
+    tls["ssl_context"].load_cert_chain(creds["BLINK_SECURE_CLIENT_CERT"], creds["BLINK_SECURE_CLIENT_KEY"])
+    # TLS without a client certificate (the right password), unauthenticated, a wrong password, Cassandra's default
+    # superuser, plaintext on the TLS port.
+    right_password = PlainTextAuthProvider(worker, password)
+    assert "SSL" in _cassandra_refusal(ssl_context=no_certificate, auth_provider=right_password)
     assert "requires authentication" in _cassandra_refusal(**tls)
     assert "AuthenticationFailed" in _cassandra_refusal(
         **tls, auth_provider=PlainTextAuthProvider(worker, uuid.uuid4().hex))
@@ -302,7 +317,8 @@ def test_cassandra_refuses_who_it_should(creds):
     _cassandra_refusal(auth_provider=PlainTextAuthProvider(worker, password))
     # The workers' role reads and writes rows of its keyspace (blink_apdb, made by ops/secure.sh), no more; opened
     # here from an APDB URL (user, password and CA in it).
-    apdb = open_apdb(f"cassandra://{worker}:{password}@127.0.0.5/blink_apdb?ssl_ca={creds['BLINK_SECURE_CA']}",
+    apdb = open_apdb(f"cassandra://{worker}:{password}@127.0.0.5/blink_apdb?ssl_ca={creds['BLINK_SECURE_CA']}&"
+                     f"ssl_cert={creds['BLINK_SECURE_CLIENT_CERT']}&ssl_key={creds['BLINK_SECURE_CLIENT_KEY']}",
                      max_retries=0)
     try:
         assert apdb.schema_is_current()

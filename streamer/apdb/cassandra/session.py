@@ -59,7 +59,8 @@ class CassandraSession:
 
     # ------------------------------------------------------------------ connection
     def _connect(self, username: str | None, password: str | None, *, ssl: bool, ssl_ca: str | None,
-                 connect_timeout_s: float, request_timeout_s: float) -> tuple[Any, Any]:
+                 ssl_cert: tuple[str, str | None] | None, connect_timeout_s: float,
+                 request_timeout_s: float) -> tuple[Any, Any]:
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
         from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -79,6 +80,8 @@ class CassandraSession:
             # The server's certificate must be signed by ssl_ca (else a CA of the system's) and name the
             # contact point (the driver checks the host name when the context does).
             kwargs["ssl_context"] = ssl_mod.create_default_context(cafile=ssl_ca)
+            if ssl_cert is not None:  # (certificate, key): for a server that requires client certificates
+                kwargs["ssl_context"].load_cert_chain(*ssl_cert)
         deadline = time.monotonic() + connect_timeout_s
         delay, n_tries = 0.5, 0
         while True:

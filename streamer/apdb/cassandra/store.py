@@ -44,6 +44,8 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         Use TLS (system trust store).
     ssl_ca : str, optional
         Use TLS, trusting the CA certificates (PEM) in this file (ops/secure.sh: ``ops/.run/secure/tls/ca.pem``).
+    ssl_cert, ssl_key : str, optional
+        Client certificate and its unencrypted key (PEM files), for a server that requires one.
     nside : int or None, optional
         HEALPix nside of the spatial partitions of a new keyspace; None (the default): the keyspace's own
         (:data:`DEFAULT_NSIDE` for a new one); a value given must match it. At 512, pixels of about 0.11 deg,
@@ -80,7 +82,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
                  keyspace: str = "blink_apdb", replication_factor: int = 1,
                  replication_datacenters: str | Mapping[str, int] | None = None, consistency: str = "LOCAL_QUORUM",
                  username: str | None = None, password: str | None = None, ssl: bool = False,
-                 ssl_ca: str | None = None,
+                 ssl_ca: str | None = None, ssl_cert: str | None = None, ssl_key: str | None = None,
                  nside: int | None = None, time_partition_days: int = 30, connect_timeout_s: float = 60.0,
                  request_timeout_s: float = 10.0, max_retries: int = 5, concurrency: int = 128,
                  protocol_version: int | None = 4, blob_codec: str | None = None) -> None:
@@ -105,6 +107,7 @@ class CassandraApdb(RegionReads, HistoryCompaction):
         self._where = f"{','.join(self.hosts)}:{self.port}/{keyspace}"
         self._prepared: dict[str, Any] = {}
         self._cluster, self._session = self._connect(username, password, ssl=ssl, ssl_ca=ssl_ca,
+                                                     ssl_cert=(ssl_cert, ssl_key) if ssl_cert else None,
                                                      connect_timeout_s=connect_timeout_s,
                                                      request_timeout_s=request_timeout_s)
 
