@@ -27,7 +27,15 @@ cleanup() {
   if [ "$started_here" = 1 ]; then ops/down.sh || true; fi
 }
 trap cleanup EXIT
-if ! ops/secure.sh status >/dev/null 2>&1; then
+needs_secure() {  # the whole suite, or tests asked for that include test_security.py
+  [ "$#" -eq 0 ] && return 0
+  local arg
+  for arg in "$@"; do
+    case "${arg%/}" in tests|tests/integration|*test_security*) return 0 ;; esac
+  done
+  return 1
+}
+if needs_secure "$@" && ! ops/secure.sh status >/dev/null 2>&1; then
   secure_here=1
   # A failed start fails test_security.py (BLINK_REQUIRE_SERVERS=1), not the rest of the run.
   ops/secure.sh up || echo "tests/run.sh: ops/secure.sh up failed: tests/integration/test_security.py will fail" >&2
