@@ -42,7 +42,14 @@ class AstrometryConfig(BaseModel):
                                            "of the TAN-SIP that represents the composed model).")
     camera_residual_order: int = Field(2, ge=1, le=5, description="With a camera model: order of the polynomial "
                                                       "from its field angles to the sky's tangent plane (1 = "
-                                                      "affine; 2 needs 10 stars per term).")
+                                                      "affine).")
+    camera_residual_prior_arcsec: float = Field(0.1, gt=0, le=60.0, description="With a camera model: expected "
+                                                "size, at a CCD's edge, of each non-affine term of the camera "
+                                                "model's departure from the sky (a Gaussian prior: with few "
+                                                "stars the fit stays near affine, with many it follows them).")
+    camera_star_error_arcsec: float = Field(0.02, gt=0, le=10.0, description="With a camera model: astrometric "
+                                            "error of one fitted star (centroid and reference), weighing the "
+                                            "stars against the prior.")
     min_matches: int = Field(8, ge=3, description="Fewest matched stars for a fit.")
     n_brightest: int = Field(300, ge=1, description="Brightest detections used in the offset search.")
 
@@ -184,13 +191,25 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_row
     """
     tangent = tangent_plane(header_wcs.wcs.crval)
     order = config.camera_residual_order
-    while order > 1 and i_src.size < 10 * _n_terms(order):
-        order -= 1
+    ny, nx = shape
+    # Field angles normalised to [-1, 1] over the CCD: a term's coefficient is then its size at the CCD's edge.
+    corners = np.column_stack(camera(np.array([0.0, nx - 1.0, 0.0, nx - 1.0]),
+                                     np.array([0.0, 0.0, ny - 1.0, ny - 1.0])))
+    centre, half = corners.mean(axis=0), np.ptp(corners, axis=0) / 2.0
+
+    def terms(field_angles: np.ndarray) -> np.ndarray:
+        return _poly_terms((field_angles - centre) / half / 100.0, order)
+
+    # The prior as extra rows of the least-squares problem: each non-affine coefficient ~ N(0, prior).
+    n_terms = _n_terms(order)
+    prior_rows = np.zeros((n_terms - 3, n_terms))
+    prior_rows[:, 3:] = np.eye(n_terms - 3) * config.camera_star_error_arcsec / config.camera_residual_prior_arcsec
     field = np.column_stack(camera(x, y))
     sky = np.column_stack(tangent.wcs_world2pix(ref_ra, ref_dec, 0))
     for attempt in range(config.camera_clip_iterations):
-        design = _poly_terms(field[i_src], order)
-        coeffs, *_ = np.linalg.lstsq(design, sky[ref_rows], rcond=None)
+        design = terms(field[i_src])
+        coeffs, *_ = np.linalg.lstsq(np.vstack([design, prior_rows]),
+                                     np.vstack([sky[ref_rows], np.zeros((n_terms - 3, 2))]), rcond=None)
         dist = np.hypot(*((design @ coeffs - sky[ref_rows]) * 3600.0).T)
         sigma = float(np.median(dist)) / 1.177
         keep = dist < max(config.clip_sigma * sigma, config.clip_floor_arcsec)
@@ -199,11 +218,10 @@ def _fit_through_camera(x: np.ndarray, y: np.ndarray, i_src: np.ndarray, ref_row
         i_src, ref_rows = i_src[keep], ref_rows[keep]
 
     def model_sky(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        projected = _poly_terms(np.column_stack(camera(px, py)), order) @ coeffs
+        projected = terms(np.column_stack(camera(px, py))) @ coeffs
         return tangent.wcs_pix2world(projected[:, 0], projected[:, 1], 0)
 
     # Write the smooth composed model as a TAN-SIP through a dense grid of noise-free points.
-    ny, nx = shape
     gx, gy = np.meshgrid(np.linspace(-20, nx + 19, 17), np.linspace(-20, ny + 19, 33))
     wcs = tan_sip_through_points(gx.ravel(), gy.ravel(), *model_sky(gx.ravel(), gy.ravel()),
                                  centre=((nx - 1) / 2, (ny - 1) / 2), degree=config.sip_degree)

@@ -6,11 +6,10 @@ import functools
 
 import numpy as np
 
-from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE
+from simulator.camera import CCD_SHAPE, PIXEL_SIZE_MM, RAW_SHAPE
 from simulator.world import BANDS, name_tag, seeded_rng
-from streamer.decam.camera_tables import decam_camera
 
-from . import optics
+from . import camera
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,14 +37,19 @@ def bias_structure(seed: int, ccdnum: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def flat_field(seed: int, ccdnum: int, band: str) -> np.ndarray:
     """Flat field (mean 1): vignetting-like large-scale + band-dependent gradient + 1% pixel-to-pixel."""
-    ccd = decam_camera().ccd(ccdnum)
+    ccd = camera.ccd(ccdnum)
     rng = seeded_rng(seed, name_tag("flat"), ccdnum)
     brng = seeded_rng(seed, name_tag("flat"), ccdnum, name_tag(band))
     ny, nx = CCD_SHAPE
     ys = np.arange(0, ny, 64, dtype=float) + 32
     xs = np.arange(0, nx, 64, dtype=float) + 32
     gx, gy = np.meshgrid(xs, ys)
-    fx, fy = optics.pixel_to_focal(ccd, gx, gy)
+    # The illumination pattern, on the nominal focal plane (the CCDs' placement errors are microns)
+    t = np.deg2rad(ccd.rotation_deg)
+    u, v = (gx - 1023.5) * PIXEL_SIZE_MM, (gy - 2047.5) * PIXEL_SIZE_MM
+    xc, yc = ccd.nominal_center_mm
+    fx = xc + np.cos(t) * u - np.sin(t) * v
+    fy = yc + np.sin(t) * u + np.cos(t) * v
     r = np.hypot(fx, fy) / 230.0
     k = BANDS.index(band)
     coarse = 1.0 - 0.05 * r**2 + 0.01 * (k - 2) * fx / 230.0 + 0.005 * np.sin(fy / 40.0 + k)

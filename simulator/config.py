@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from pipeline.decam.camera import SCIENCE_CCDS
+from .camera import SCIENCE_CCDS
 
 
 class SimConfig(BaseModel):

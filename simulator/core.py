@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator.epochs import make_template_exposures, write_template_truth
-from simulator.instcal import write_instcal, write_instcal_event
+from simulator.instcal import write_instcal
 from simulator.sources import make_sources, tile_plan
 from simulator.world import make_exposures
 from simulator.writers import write_calibs, write_event, write_raw, write_refcat, write_templates, write_truth
@@ -74,8 +74,6 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
         for exp in exps:
             raws.append((write_instcal if cfg.instcal else write_raw)(root, cfg, exp, src, step))
             write_event(root, cfg, exp)
-            if cfg.instcal:
-                write_instcal_event(root, cfg, exp)
         write_truth(root, exps, src, cfg)
     finally:
         if progress is not None:

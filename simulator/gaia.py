@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy_healpix import HEALPix
 
 from simulator import optics
 from simulator.world import name_tag, seeded_rng
-from streamer.apdb.sky import ang2pix_nested
 
 GAIA_REF_EPOCH = 2015.5
 """Gaia DR2's reference epoch (Julian year)."""
@@ -189,7 +190,8 @@ def gaia_catalog(stars: Table, *, seed: int, epoch_mjd: float) -> Table:
 def write_gaia_chunks(folder: Path, catalog: Table) -> list[Path]:
     """Write ``catalog`` as chunk files ``chunk-<pixel:05d>.fits`` (HEALPix nside 32, nested) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = ang2pix_nested(CHUNK_NSIDE, np.asarray(catalog["ra"]), np.asarray(catalog["dec"]))
+    pixels = HEALPix(nside=CHUNK_NSIDE, order="nested").lonlat_to_healpix(np.asarray(catalog["ra"]) * u.deg,
+                                                                        np.asarray(catalog["dec"]) * u.deg)
     if len(catalog) == 0:  # a starless sky (clouds): one empty chunk, as the archive answers an empty query
         path = folder / "chunk-empty.fits"
         fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(catalog)]).writeto(path, overwrite=True)

@@ -9,12 +9,11 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
-from pipeline.decam import camera as cam
-from pipeline.decam.camera import CCD_SHAPE, CcdInfo
 from schemas import datarepo
+from simulator.camera import CCD_SHAPE, SimCcd
 from simulator.world import BANDS, FILTER_NAMES, READ_COLS_OFFSET, READ_ROWS_OFFSET, Exposure
 
-from . import optics
+from . import camera, optics
 from .config import SimConfig
 
 
@@ -114,13 +113,14 @@ def primary_header(exp: Exposure, cfg: SimConfig, next: int) -> fits.Header:
     return h
 
 
-def detsec_origin(ccd: CcdInfo) -> tuple[int, int]:
-    x1 = int(round((ccd.xmin + 216.48) / cam.PIXEL_SIZE_MM)) + 1
-    y1 = int(round((ccd.ymin + 221.936) / cam.PIXEL_SIZE_MM)) + 1
+def detsec_origin(ccd: SimCcd) -> tuple[int, int]:
+    xmin, _, ymin, _ = ccd.bounds_mm
+    x1 = int(round((xmin + 216.48) / camera.PIXEL_SIZE_MM)) + 1
+    y1 = int(round((ymin + 221.936) / camera.PIXEL_SIZE_MM)) + 1
     return max(x1, 1), max(y1, 1)
 
 
-def extension_header(ccd: CcdInfo, wcs_cards: list) -> fits.Header:
+def extension_header(ccd: SimCcd, wcs_cards: list) -> fits.Header:
     dx, dy = detsec_origin(ccd)
     left, right = ccd.left_amp, ccd.right_amp
     h = fits.Header()
@@ -184,8 +184,8 @@ def extension_header(ccd: CcdInfo, wcs_cards: list) -> fits.Header:
         ("LTM2_2", 1.0, "Detector to image transformation"),
         ("LTV1", 56.0, "Detector to image transformation"),
         ("LTV2", 50.0, "Detector to image transformation"),
-        ("VALIDA", ccd.ccdnum not in cam.DEAD_CCDS, "Data from amp A is valid"),
-        ("VALIDB", ccd.ccdnum not in cam.DEAD_CCDS, "Data from amp B is valid"),
+        ("VALIDA", ccd.ccdnum not in camera.DEAD_CCDS, "Data from amp A is valid"),
+        ("VALIDB", ccd.ccdnum not in camera.DEAD_CCDS, "Data from amp B is valid"),
         ("NDONUTS", 0, "AOS number of donuts analyzed for this CCD"),
     ]
     for k, v, c in cards:
@@ -198,7 +198,7 @@ def pixel_grid(nx=17, ny=33):
     return gx.ravel(), gy.ravel()
 
 
-def header_wcs_cards(ccd: CcdInfo, exp: Exposure) -> list:
+def header_wcs_cards(ccd: SimCcd, exp: Exposure) -> list:
     """Approximate telescope WCS: TAN about the (believed) pointing, linear fit to the true optics, in
     raw-file 1-based pixels; off from the truth by the pointing error (and the neglected distortion)."""
     gx, gy = pixel_grid()
@@ -226,7 +226,7 @@ def header_wcs_cards(ccd: CcdInfo, exp: Exposure) -> list:
     ]
 
 
-def true_wcs(ccd: CcdInfo, ra0: float, dec0: float) -> tuple[WCS, float]:
+def true_wcs(ccd: SimCcd, ra0: float, dec0: float) -> tuple[WCS, float]:
     """TAN-SIP (degree 3) fit of the true trimmed-pixel -> sky mapping; returns (wcs, max residual mas)."""
     gx, gy = pixel_grid(17, 33)
     ra, dec = optics.pixel_to_sky(ccd, gx, gy, ra0, dec0)

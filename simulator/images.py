@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.decam import camera as cam
-from pipeline.decam.camera import CCD_SHAPE, RAW_SHAPE, CcdInfo
 from simulator.calibrations import bias_levels, bias_structure, flat_drift, flat_field
+from simulator.camera import CCD_SHAPE, RAW_SHAPE, SimCcd
 from simulator.gaia import positions_at
 from simulator.sources import Sources, flux_in
 from simulator.world import READ_COLS_OFFSET, READ_ROWS_OFFSET, Exposure, mag_to_njy, name_tag, seeded_rng
-from streamer.decam.camera_tables import decam_camera, defect_boxes
 
-from . import optics
+from . import camera, optics
 from .config import SimConfig
 from .render import add_galaxies, add_point_sources, bleed, cosmic_rays, noise_equivalent_area
 
 
-def render_ccd(cfg: SimConfig, exp: Exposure, ccd: CcdInfo, src: Sources):
+def render_ccd(cfg: SimConfig, exp: Exposure, ccd: SimCcd, src: Sources):
     """Raw (4146, 2160) uint16 pixels of one CCD and its truth CR mask."""
     rng = seeded_rng(cfg.seed, name_tag("ccd_"), exp.expnum, ccd.ccdnum)
     ny, nx = CCD_SHAPE
-    dead = ccd.ccdnum in cam.DEAD_CCDS
+    dead = ccd.ccdnum in camera.DEAD_CCDS
     img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
     t = src.table
     on = np.asarray(t["field_id"]) == exp.field_id
@@ -56,7 +54,7 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: CcdInfo, src: Sources):
         raw[:, cols] += rng.normal(0.0, amp.read_noise / amp.gain, (RAW_SHAPE[0], 1080)).astype(np.float32)
     data = raw[READ_ROWS_OFFSET:, READ_COLS_OFFSET:READ_COLS_OFFSET + nx]
     data += det / gain_col[None, :] + bias_structure(cfg.seed, ccd.ccdnum)
-    boxes = defect_boxes(ccd.ccdnum, exp.mjd_obs)
+    boxes = camera.defect_boxes(ccd.ccdnum)
     if len(boxes):
         hot = rng.random(len(boxes)) < 0.5
         vals = np.where(hot, rng.uniform(8000, 65535, len(boxes)), rng.uniform(0, 1500, len(boxes)))
@@ -93,7 +91,7 @@ def render_tile(cfg: SimConfig, tile: dict, band: str, src: Sources):
 # ---------------------------------------------------------------------------------------------- writing
 def extension_order(ccds) -> list[int]:
     """Order of the CCD extensions in a raw file: by DETPOS descending, never CCDNUM order (if > 1 CCD)."""
-    order = sorted(ccds, key=lambda c: decam_camera().ccd(c).detpos, reverse=True)
+    order = sorted(ccds, key=lambda c: camera.ccd(c).detpos, reverse=True)
     if len(order) > 1 and order == sorted(order):
         order = order[::-1]
     return order

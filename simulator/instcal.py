@@ -29,7 +29,6 @@ pipeline.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -44,18 +43,16 @@ from simulator.images import extension_order
 from simulator.render import add_galaxies, add_point_sources, bleed, cosmic_rays
 from simulator.sources import Sources, flux_in
 from simulator.world import Exposure, name_tag, offset_sky, seeded_rng
-from streamer.decam.camera_tables import decam_camera, defect_boxes
 
+from . import camera
+from .camera import CCD_SHAPE
 from .config import SimConfig
 
 __all__ = ["CP_WCS_ERROR_ARCSEC", "KINDS", "instcal_path", "render_instcal_ccd", "tpv_cards",
-           "write_instcal", "write_instcal_event"]
+           "write_instcal"]
 
 KINDS = ("ooi", "oow", "ood")
 """The CP's image, weight and data-quality products."""
-
-CCD_SHAPE = (4096, 2048)
-"""(ny, nx) of a trimmed DECam CCD; the CP keeps (4094, 2046) of it."""
 
 CP_WCS_ERROR_ARCSEC = 0.05
 """Largest offset of the CP's TPV reference point from the true boresight (CP ``RADSTD`` ~ 0.05 arcsec)."""
@@ -177,7 +174,7 @@ def render_instcal_ccd(cfg: SimConfig, exp: Exposure, ccd, src: Sources, *, adu_
     weight = (np.float32(gain**2) / sky_var_e).astype(np.float32)
     dq = np.zeros(CCD_SHAPE, dtype=np.int16)
     sky_sigma_adu = float(np.sqrt(exp.sky_e + float(np.mean(read_noise)) ** 2)) / gain
-    for x0, y0, w, h in defect_boxes(ccd.ccdnum, exp.mjd_obs):  # a few hundred boxes, slice assignments
+    for x0, y0, w, h in camera.defect_boxes(ccd.ccdnum):  # a few hundred boxes, slice assignments
         dq[y0:y0 + h, x0:x0 + w] = 1
         # the CP's fixpix fills defects from their surroundings: here the sky and its noise
         filled = image[y0:y0 + h, x0:x0 + w]
@@ -277,7 +274,7 @@ def write_instcal(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progr
     error = CP_WCS_ERROR_ARCSEC * np.sqrt(rng.random())
     phi = rng.uniform(0.0, 2.0 * np.pi)
     crval = offset_sky(exp.ra, exp.dec, error * np.cos(phi), error * np.sin(phi))
-    adu_gain = float(np.mean([a.gain for c in cfg.ccds for a in decam_camera().ccd(c).amps.values()]))
+    adu_gain = float(np.mean([a.gain for c in cfg.ccds for a in camera.ccd(c).amps.values()]))
     magzero = exp.zero_point - 2.5 * np.log10(adu_gain)
     order = extension_order(cfg.ccds)
     paths = {kind: root / instcal_path(exp, kind, compressed=cfg.compress) for kind in KINDS}
@@ -285,7 +282,7 @@ def write_instcal(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progr
                                                                     name=paths[kind].name))] for kind in KINDS}
     truth = [fits.PrimaryHDU()]
     for c in order:
-        ccd = decam_camera().ccd(c)
+        ccd = camera.ccd(c)
         planes = render_instcal_ccd(cfg, exp, ccd, src, adu_gain=adu_gain) | {"adu_gain": adu_gain}
         cards, _ = tpv_cards(ccd, *crval, crval=crval)  # the CP's solution: the truth moved by its error
         header = _extension(ccd, planes, cards, exp)
@@ -311,14 +308,3 @@ def write_instcal(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progr
     truth[0].header["RA0"], truth[0].header["DEC0"] = exp.ra, exp.dec
     fits.HDUList(truth).writeto(wpath, overwrite=True)
     return paths["ooi"]
-
-
-def write_instcal_event(root: Path, cfg: SimConfig, exp: Exposure) -> None:
-    """Point the exposure's event (written by :func:`simulator.writers.write_event`) at its CP image."""
-    from streamer.events.files import read_event_file, write_event_file
-    from streamer.events.records import INSTCAL_PRODUCT
-
-    path = root / "events" / f"{exp.expnum:08d}.avro"
-    event = dataclasses.replace(read_event_file(path), product=INSTCAL_PRODUCT,
-                                raw_path=str(instcal_path(exp, "ooi", compressed=cfg.compress)))
-    write_event_file(path, event, sync_marker=np.random.default_rng([cfg.seed, exp.expnum]).bytes(16))

@@ -6,9 +6,31 @@ Pure: truth tables and a DiaSource table in, a per-exposure score table and per-
 from __future__ import annotations
 
 import numpy as np
+from astropy.coordinates import angular_separation
 from astropy.table import Table, join
+from scipy.optimize import linear_sum_assignment
 
-from pipeline.associate import match_one_to_one, unit_vectors
+
+def match_pairs(ra1, dec1, ra2, dec2, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches within ``radius_arcsec`` that minimise the summed separation (an optimal assignment,
+    :func:`scipy.optimize.linear_sum_assignment`, on the separations of every pair; a scoring table is small).
+
+    Returns
+    -------
+    i1, i2 : numpy.ndarray
+        Indices of the matched pairs into the first and second lists of positions (degrees).
+    """
+    if len(ra1) == 0 or len(ra2) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    rad = np.radians
+    sep = np.degrees(angular_separation(rad(np.asarray(ra1, float))[:, None], rad(np.asarray(dec1, float))[:, None],
+                                        rad(np.asarray(ra2, float))[None, :], rad(np.asarray(dec2, float))[None, :]))
+    sep_arcsec = sep * 3600.0
+    # Pairs beyond the radius cost more than any set of pairs within it, so they are chosen only when unavoidable
+    cost = np.where(sep_arcsec <= radius_arcsec, sep_arcsec, radius_arcsec * (1.0 + min(sep.shape)))
+    i1, i2 = linear_sum_assignment(cost)
+    keep = sep_arcsec[i1, i2] <= radius_arcsec
+    return i1[keep], i2[keep]
 
 
 def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Table, *,
@@ -39,8 +61,7 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
         truth = fluxes[np.asarray(fluxes["expnum"]) == expnum]
         found = dia_sources[np.asarray(dia_sources["visit"]) == expnum]
         found = found[np.isin(np.asarray(found["detector"]), np.unique(np.asarray(truth["ccdnum"])))]
-        s, t = match_one_to_one(unit_vectors(found["ra"], found["dec"]), unit_vectors(truth["ra"], truth["dec"]),
-                                np.radians(radius_arcsec / 3600.0))
+        s, t = match_pairs(found["ra"], found["dec"], truth["ra"], truth["dec"], radius_arcsec)
         detectable = np.abs(np.asarray(truth["snr"], float)) >= detectable_snr
         hit = np.zeros(len(truth), bool)
         hit[t] = True
@@ -49,9 +70,8 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
         rows.append((int(expnum), n_injected, n_found, n_found / n_injected if n_injected else np.nan,
                      len(found), len(found) - len(s)))
         if len(s):
-            offset = np.degrees(np.arccos(np.clip(np.sum(unit_vectors(found["ra"][s], found["dec"][s])
-                                                         * unit_vectors(truth["ra"][t], truth["dec"][t]), axis=1),
-                                                  -1, 1))) * 3600.0
+            offset = np.degrees(angular_separation(*(np.radians(np.asarray(c, float)) for c in (
+                found["ra"][s], found["dec"][s], truth["ra"][t], truth["dec"][t])))) * 3600.0
             matched_rows.append(Table({
                 "expnum": np.full(len(s), expnum), "source_id": np.asarray(truth["source_id"][t]),
                 "kind": np.asarray(truth["kind"][t]), "snr_true": np.asarray(truth["snr"][t], float),
@@ -92,7 +112,6 @@ def label_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
             continue
         rows = np.flatnonzero((visits == expnum) & np.isin(detectors, np.unique(np.asarray(truth["ccdnum"]))))
         found = dia_sources[rows]
-        s, _ = match_one_to_one(unit_vectors(found["ra"], found["dec"]), unit_vectors(truth["ra"], truth["dec"]),
-                                np.radians(radius_arcsec / 3600.0))
+        s, _ = match_pairs(found["ra"], found["dec"], truth["ra"], truth["dec"], radius_arcsec)
         is_real[rows[np.asarray(s, int)]] = True
     return is_real

@@ -20,9 +20,8 @@ from simulator.world import (
     power_law_mags,
     seeded_rng,
 )
-from streamer.decam.camera_tables import decam_camera
 
-from . import optics
+from . import camera, optics
 from .config import SimConfig
 
 
@@ -45,7 +44,7 @@ def tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
             if exp.field_id != f:
                 continue
             for c in cfg.ccds:
-                ccd = decam_camera().ccd(c)
+                ccd = camera.ccd(c)
                 ex = np.array([0, 2047, 0, 2047, 1024, 0, 2047, 1024])
                 ey = np.array([0, 0, 4095, 4095, 0, 2048, 2048, 4095])
                 ra, dec = optics.pixel_to_sky(ccd, ex, ey, exp.ra, exp.dec)
@@ -161,7 +160,7 @@ def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: i
     ``lightcurves`` (both in place); returns the next free source id."""
     f = field
     e0 = fexps[0]
-    ccd = decam_camera().ccd(ccdnum)
+    ccd = camera.ccd(ccdnum)
     rng = seeded_rng(cfg.seed, name_tag("tran"), f, ccdnum)
     var_idx, new_rows = _place_transients(cfg, table, rng, field=f, ccd=ccd, first=e0)
     for ra, dec, kind, host in new_rows:

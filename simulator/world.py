@@ -8,9 +8,8 @@ import numpy as np
 from astropy.coordinates import Angle
 
 from schemas import datarepo
-from streamer.decam.camera_tables import decam_camera
 
-from . import optics
+from . import camera, optics
 from .config import SimConfig
 from .render import noise_equivalent_area
 
@@ -124,7 +123,7 @@ def make_exposures(cfg: SimConfig) -> tuple[list[Exposure], list[tuple[float, fl
             rows.append((mjd + float(rng.uniform(0, 0.002)), f, e))
     rows.sort()
     exps = []
-    rn = np.mean([a.read_noise for c in cfg.ccds for a in decam_camera().ccd(c).amps.values()])
+    rn = np.mean([a.read_noise for c in cfg.ccds for a in camera.ccd(c).amps.values()])
     for k, (mjd, f, e) in enumerate(rows):
         band = cfg.bands[e % len(cfg.bands)]
         d = cfg.dither_arcsec * np.sqrt(rng.random())

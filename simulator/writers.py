@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import fastavro
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from pipeline.decam.camera import RAW_SHAPE
+import schemas
 from schemas import datarepo
+from schemas.canonical import canonical_key_order
 from simulator.calibrations import bias_structure, flat_field
+from simulator.camera import RAW_SHAPE
 from simulator.gaia import gaia_catalog, write_gaia_chunks
 from simulator.headers import extension_header, header_wcs_cards, primary_header, true_wcs
 from simulator.images import extension_order, render_ccd, render_tile
+from simulator.instcal import instcal_path
 from simulator.render import psf_stamp
 from simulator.sources import Sources
 from simulator.world import BANDS, FILTER_NAMES, Exposure
-from streamer.decam.camera_tables import decam_camera
 
-from . import optics
+from . import camera, optics
 from .config import SimConfig
 
 
@@ -31,7 +35,7 @@ def write_raw(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progress_
     fits.HDUList([fits.PrimaryHDU(header=primary_header(exp, cfg, len(order)))]).writeto(path, overwrite=True)
     truth_hdus = [fits.PrimaryHDU()]
     for c in order:
-        ccd = decam_camera().ccd(c)
+        ccd = camera.ccd(c)
         pix, crmask = render_ccd(cfg, exp, ccd, src)
         hdr = extension_header(ccd, header_wcs_cards(ccd, exp))
         if cfg.compress:
@@ -65,25 +69,31 @@ def write_raw(root: Path, cfg: SimConfig, exp: Exposure, src: Sources, progress_
     return path
 
 
-def write_event(root: Path, cfg: SimConfig, exp: Exposure) -> None:
-    from streamer.events.files import write_event_file
-    from streamer.events.records import INSTRUMENT, ExposureReady
+def write_event(root: Path, cfg: SimConfig, exp: Exposure) -> Path:
+    """The exposure's ``exposureReady`` event (``schemas/exposure_ready.avsc``) as an Avro container file of one
+    record in ``events/``: naming the raw, or with ``cfg.instcal`` the CP image (product ``instcal``)."""
+    if cfg.instcal:
+        product, image = "instcal", str(instcal_path(exp, "ooi", compressed=cfg.compress))
+    else:
+        product, image = "raw", str(datarepo.raw_path(exp.expnum, compressed=cfg.compress))
+    record = {"eventId": f"DECam-{exp.expnum}", "instrument": "DECam", "exposureId": exp.expnum, "rawPath": image,
+              "band": exp.band, "midpointMjdTai": exp.mjd_mid,
+              "shutterCloseMjdTai": exp.mjd_obs + exp.exptime / 86400.0, "ra": exp.target_ra,
+              "dec": exp.target_dec, "detectors": sorted(int(c) for c in cfg.ccds), "replay": False,
+              "product": product}
+    path = root / datarepo.event_path(exp.expnum)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fo:
+        fastavro.writer(fo, _event_schema(), [record],
+                        sync_marker=np.random.default_rng([cfg.seed, exp.expnum]).bytes(16))
+    return path
 
-    event = ExposureReady(
-        event_id=f"DECam-{exp.expnum}",
-        instrument=INSTRUMENT,
-        exposure_id=exp.expnum,
-        raw_path=str(datarepo.raw_path(exp.expnum, compressed=cfg.compress)),
-        band=exp.band,
-        midpoint_mjd_tai=exp.mjd_mid,
-        shutter_close_mjd_tai=exp.mjd_obs + exp.exptime / 86400.0,
-        ra=exp.target_ra,
-        dec=exp.target_dec,
-        detectors=tuple(sorted(int(c) for c in cfg.ccds)),
-        replay=False,
-    )
-    write_event_file(root / datarepo.event_path(exp.expnum), event,
-                     sync_marker=np.random.default_rng([cfg.seed, exp.expnum]).bytes(16))
+
+@functools.cache
+def _event_schema() -> dict:
+    """The parsed ``exposureReady`` schema of the contract (``schemas/``), keys in canonical order."""
+    definition = fastavro.schema.load_schema(Path(schemas.__file__).parent / "exposure_ready.avsc", _write_hint=False)
+    return canonical_key_order(fastavro.schema.parse_schema(definition))
 
 
 def write_calibs(root: Path, cfg: SimConfig) -> None:
@@ -103,7 +113,7 @@ def write_calibs(root: Path, cfg: SimConfig) -> None:
         ph["BUNIT"] = "adu" if kind == "bias" else ""
         fits.HDUList([fits.PrimaryHDU(header=ph)]).writeto(path, overwrite=True)
         for c in order:
-            ccd = decam_camera().ccd(c)
+            ccd = camera.ccd(c)
             h = fits.Header()
             h["EXTNAME"] = ccd.detpos
             h["CCDNUM"] = c
@@ -184,7 +194,7 @@ def write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig) 
             e = emap[expnum]
             ccdnum, x, y = -1, np.nan, np.nan
             for c in cfg.ccds:
-                px, py = optics.sky_to_pixel(decam_camera().ccd(c), t["ra"][k], t["dec"][k], e.ra, e.dec)
+                px, py = optics.sky_to_pixel(camera.ccd(c), t["ra"][k], t["dec"][k], e.ra, e.dec)
                 if 0 <= px <= 2047 and 0 <= py <= 4095:
                     ccdnum, x, y = c, float(px), float(py)
                     break

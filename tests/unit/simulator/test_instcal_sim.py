@@ -16,9 +16,9 @@ from astropy.wcs import WCS
 
 import simulator.instcal
 from schemas import datarepo
+from simulator import camera as sim_camera
 from simulator import optics, simulate
 from simulator.instcal import CP_WCS_ERROR_ARCSEC
-from streamer.decam.camera_tables import decam_camera
 from streamer.decam.instcal_files import instcal_paths
 from streamer.events.files import read_event_file
 from tests.helpers.instcal_night import CONFIG, exposure_truth, instcal_night, ooi_path
@@ -71,7 +71,7 @@ def test_tpv_is_the_true_optics_within_the_cps_error(files, index):
     hdu = files[0][index]
     wcs = WCS(hdu.header)
     truth = exposure_truth()
-    ccd = decam_camera().ccd(hdu.header["CCDNUM"])
+    ccd = sim_camera.ccd(hdu.header["CCDNUM"])
     rng = np.random.default_rng(index)
     x, y = rng.uniform(0, 2045, 1000), rng.uniform(0, 4093, 1000)
     ra, dec = wcs.all_pix2world(x, y, 0)

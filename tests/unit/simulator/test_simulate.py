@@ -16,6 +16,7 @@ from pipeline.decam.header import amp_geometry
 from pipeline.errors import InputError
 from schemas import datarepo
 from simulator import SimConfig, optics, simulate
+from simulator import camera as sim_camera
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.raw_files import list_ccds, read_raw_ccd
 
@@ -134,7 +135,7 @@ def test_truth_wcs_matches_sim_projection(repo):
     rng = np.random.default_rng(1)
     with fits.open(root / datarepo.truth_wcs_path(int(e["expnum"]))) as h:
         for c in CCDS:
-            ccd = decam_camera().ccd(c)
+            ccd = sim_camera.ccd(c)
             w = WCS(h[ccd.detpos].header)
             x = rng.uniform(0, 2047, 300)
             y = rng.uniform(0, 4095, 300)
@@ -155,7 +156,7 @@ def test_header_wcs_within_pointing_error(repo):
         for c in CCDS:
             raw = read_raw_ccd(path, c)
             w = WCS(raw.header)
-            ccd = decam_camera().ccd(c)
+            ccd = sim_camera.ccd(c)
             x = np.array([0.0, 2047.0, 0.0, 2047.0, 1024.0])
             y = np.array([0.0, 0.0, 4095.0, 4095.0, 2048.0])
             ra, dec = optics.pixel_to_sky(ccd, x, y, e["ra"], e["dec"])
@@ -185,7 +186,7 @@ def test_star_flux_in_science_matches_template(repo):
     e = exps[0]
     ref = Table.read(root / "truth" / "sources.ecsv")
     ref = ref[ref["kind"] == "star"]
-    ccd = decam_camera().ccd(CCDS[0])
+    ccd = sim_camera.ccd(CCDS[0])
     x, y = optics.sky_to_pixel(ccd, ref["ra"], ref["dec"], e["ra"], e["dec"])
     ok = (x > 100) & (x < 1900) & (y > 100) & (y < 3900) & (ref["ref_mag_r"] > 18.0) & (ref["ref_mag_r"] < 19.0)
     assert ok.sum() > 0
