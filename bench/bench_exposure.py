@@ -33,7 +33,7 @@ from bench._common import OUT_DIR, console, machine_line, median, p95  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 ALL_CCDS = [c for c in range(1, 63) if c not in (2, 61)] + [2, 61]  # 62 science CCDs (N30/S7 last)
 CCD_LINE = re.compile(r"visit (\d+) detector (\d+): (\d+) alerts in ([0-9.]+) s")
-DEAD_LETTER_LINE = re.compile(r"streamer\.worker: dead letter \(")
+DEAD_LETTER_LINE = re.compile(r"streamer\.worker(?:\.\w+)*: dead letter \(")
 """A CCD that ends as a dead letter (a dead CCD, no stars) is finished too; it has no 'alerts in' line."""
 
 

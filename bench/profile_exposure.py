@@ -6,7 +6,7 @@ alert reads, from ``/proc``:
 
 * every worker thread's CPU time and run-queue wait (``/proc/<pid>/task/<tid>/stat`` and ``schedstat``): the
   Python threads (names from ``py-spy dump``), librdkafka's (``rdk:*``) and the other native ones (OpenBLAS);
-* the CPU of the three servers (the java processes found by their command lines: Kafka, Cassandra, registry),
+* the CPU of the three servers (the processes listening on the Kafka, Cassandra and registry ports),
   of the supervisor, of this process (the alert reader) and of py-spy;
 * the machine's busy and idle time (``/proc/stat``), so that what is left is other processes (the machine
   may be shared) and idle.
@@ -49,10 +49,6 @@ from streamer.alerts.framing import now_mjd_tai  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVERS = {"Kafka": ("-Dblink.ops=kafka", "kafka.Kafka"),
-           "Cassandra": ("-Dblink.ops=cassandra", "CassandraDaemon"),
-           "registry": ("-Dblink.ops=registry", "registry")}
-"""Server name -> substrings of its java command line (the first that matches a java process wins)."""
 
 RULES: list[tuple[str, str, str]] = [
     # (category, function regex, file regex); a sample goes to the deepest frame that a rule matches.
@@ -146,18 +142,37 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def find_servers() -> dict[str, int]:
-    """The java server processes by name (see :data:`SERVERS`)."""
-    javas = [(int(p), cmdline(int(p))) for p in os.listdir("/proc") if p.isdigit()]
-    javas = [(p, c) for p, c in javas if c.split(" ", 1)[0].endswith("java")]
-    found = {}
-    for name, patterns in SERVERS.items():
-        for pattern in patterns:
-            match = [p for p, c in javas if pattern in c and p not in found.values()]
-            if match:
-                found[name] = match[0]
-                break
-    return found
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (/proc/net/tcp and tcp6)."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except FileNotFoundError:
+            continue
+        out |= {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A"}  # 0A: LISTEN
+    return out
+
+
+def port_owner(port: int) -> int | None:
+    """The pid of the process listening on ``port`` (the machine may run other servers of the same kind)."""
+    inodes = {f"socket:[{i}]" for i in listening_inodes(port)}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{entry}/fd")):
+                return int(entry)
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return None
+
+
+def find_servers(ports: dict[str, int]) -> dict[str, int]:
+    """The server processes by name, found by the port each listens on (``{"Kafka": 9092, ...}``)."""
+    found = {name: port_owner(port) for name, port in ports.items()}
+    return {name: pid for name, pid in found.items() if pid is not None}
 
 
 def machine_times() -> tuple[float, float]:
@@ -262,8 +277,10 @@ def read_samples(path: Path) -> Counter:
 class Monitor:
     """Snapshots of /proc at the window's start and stop, and py-spy on the workers in between."""
 
-    def __init__(self, rate_hz: int, py_spy: bool, flamegraph: Path, tag: str, wall: bool = False) -> None:
+    def __init__(self, rate_hz: int, py_spy: bool, flamegraph: Path, tag: str, *, ports: dict[str, int],
+                 wall: bool = False) -> None:
         self.rate_hz, self.py_spy, self.flamegraph, self.tag, self.wall = rate_hz, py_spy, flamegraph, tag, wall
+        self.ports = ports
         self.spies: list[subprocess.Popen] = []
         self.raw = OUT_DIR / f"profile_{tag}.txt"
 
@@ -277,7 +294,7 @@ class Monitor:
     def start(self, supervisor: int) -> None:
         self.supervisor = supervisor
         self.workers = [p for p in children(supervisor) if "streamer.cli" in cmdline(p)]
-        self.servers = find_servers()
+        self.servers = find_servers(self.ports)
         self.python_tids = {w: python_threads(w) for w in self.workers} if shutil.which("py-spy") else {}
         self.load_before = uptime()
         if self.py_spy:
@@ -407,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="flame graph SVG of the second worker (default bench/flamegraph_exposure_<date>.svg)")
     ap.add_argument("--kafka-bootstrap", default=os.environ.get("BLINK_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--cassandra-port", type=int, default=int(os.environ.get("BLINK_CASSANDRA_PORT", "9042")))
+    ap.add_argument("--registry-port", type=int, default=8081, help="the schema registry's port (its CPU is counted)")
     ap.add_argument("--timeout-s", type=float, default=900.0)
     args = ap.parse_args(argv)
     if not args.no_py_spy and shutil.which("py-spy") is None:
@@ -414,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     root = ensure_exposure(args.ccds)
     mon = Monitor(args.rate, not args.no_py_spy, args.flamegraph, datetime.datetime.now().strftime("%H%M%S"),
-                  wall=args.wall)
+                  ports={"Kafka": int(args.kafka_bootstrap.rsplit(":", 1)[1]), "Cassandra": args.cassandra_port,
+                         "registry": args.registry_port}, wall=args.wall)
     result = run_once(root, args.workers, args.kafka_bootstrap, args.cassandra_port, args.ccds, args.timeout_s,
                       threads=args.threads, monitor=mon)
     rows, capacity = accounting(mon, args.ccds)

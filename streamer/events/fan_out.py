@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from streamer.apdb.sky import ang2pix_nested
 from streamer.events.records import DECAM_SCIENCE_DETECTORS, CcdWork, ExposureReady
 
-__all__ = ["WORK_KEY_NSIDE", "fan_out", "sky_cell", "work_key"]
+__all__ = ["WORK_KEY_NSIDE", "fan_out", "sky_cell", "work_key", "work_partition"]
 
 WORK_KEY_NSIDE = 16
 """HEALPix nside of the sky cells used in work keys: 3072 cells of about 3.7 degrees."""
@@ -86,3 +86,44 @@ def work_key(ev: ExposureReady, detector: int) -> str:
     cell edge; the APDB layer must tolerate those (Rubin has the same limit, DMTN-260).
     """
     return f"sky-{sky_cell(ev.ra, ev.dec)}-ccd-{int(detector):02d}"
+
+
+_SCATTER = 45
+"""Multiplier of the CCD numbers in :func:`work_partition` (coprime with 62: a permutation; of those, the one
+that spreads blocks of consecutive CCD numbers best over halves and alternate partitions)."""
+
+
+def work_partition(ev: ExposureReady, detector: int, n_partitions: int) -> int:
+    """Return the work topic's partition of one CCD's work: the CCDs of an exposure spread evenly over the
+    partitions, in a scattered order of their numbers, from an offset set by the boresight's sky cell.
+
+    Parameters
+    ----------
+    ev : ExposureReady
+        The event.
+    detector : int
+        CCDNUM.
+    n_partitions : int
+        Partitions of the work topic.
+
+    Returns
+    -------
+    int
+        ``(sky cell + ((detector - 1) * 45 % 62) * n_partitions // 62) % n_partitions``.
+
+    Notes
+    -----
+    The same (sky cell, detector) always lands on the same partition, as with the key of :func:`work_key`,
+    so repeated visits of a field are processed in order. Unlike the key's hash, it spreads an exposure's
+    62 CCDs evenly: with fewer partitions than CCDs each gets ``62 // n`` or one more, with more the CCDs are
+    evenly spaced among them, so workers owning halves or alternate partitions get equal shares of the CCDs
+    to within one or two. The scatter (``* 45 % 62``, a permutation of the 62 numbers) keeps a block of
+    neighbouring CCD numbers (an event of a few CCDs of the focal plane's centre) from landing on a few
+    neighbouring partitions: in CCD order, ``bench_exposure.py --ccds 8`` put 7 of its 8 CCDs on one
+    worker. With the key's hash
+    a worker could get many more than its share (the bench exposure's 62 CCDs hashed into 64 partitions put
+    25 on one half of the partitions and 37 on the other), and the exposure waited for that worker alone.
+    """
+    n = int(n_partitions)
+    n_ccds = len(DECAM_SCIENCE_DETECTORS)
+    return (sky_cell(ev.ra, ev.dec) + ((int(detector) - 1) * _SCATTER % n_ccds) * n // n_ccds) % n

@@ -22,7 +22,7 @@ from pipeline.errors import TransientError
 from streamer.alerts.framing import HEADER_PRODUCER_TIMESTAMP, HEADER_SCHEMA_ID, alert_key
 from streamer.alerts.schema import AlertSchema
 from streamer.events.dead_letters import encode_dead_letter
-from streamer.events.fan_out import work_key
+from streamer.events.fan_out import work_key, work_partition
 from streamer.events.records import CcdWork, ExposureReady, encode_event, encode_work
 from streamer.kafka.errors import transient
 from streamer.kafka.settings import KafkaSettings
@@ -40,6 +40,7 @@ __all__ = [
     "event_message",
     "publish_event",
     "publish_work",
+    "topic_partitions",
     "work_messages",
 ]
 
@@ -61,6 +62,8 @@ class Message:
     value: bytes
     key: bytes | str | None = None
     headers: Headers | None = None
+    partition: int | None = None
+    """None: the partitioner's choice from the key."""
 
 
 def alert_messages(topic: str, schema: AlertSchema, alerts: Sequence[Mapping[str, Any]],
@@ -109,9 +112,32 @@ def dead_letter_message(topic: str, record: Mapping[str, Any]) -> Message:
     return Message(topic, encode_dead_letter(record), key, DEAD_LETTER_HEADERS)
 
 
-def work_messages(topic: str, items: Iterable[CcdWork]) -> list[Message]:
-    """The messages of work items, keyed by :func:`~streamer.events.fan_out.work_key`."""
-    return [Message(topic, encode_work(item), work_key(item.exposure, item.detector)) for item in items]
+def work_messages(topic: str, items: Iterable[CcdWork], partitions: int | None = None) -> list[Message]:
+    """The messages of work items, keyed by :func:`~streamer.events.fan_out.work_key`, on the partitions
+    :func:`~streamer.events.fan_out.work_partition` gives when the topic's ``partitions`` are known (else the
+    partitioner's, from the key)."""
+    return [Message(topic, encode_work(item), work_key(item.exposure, item.detector),
+                    partition=None if not partitions else work_partition(item.exposure, item.detector, partitions))
+            for item in items]
+
+
+def topic_partitions(client: Any, topic: str, timeout_s: float = 10.0, *,
+                     known: dict[str, int] | None = None) -> int | None:
+    """The number of partitions of ``topic`` from a producer's (or consumer's) metadata; None when unknown.
+
+    ``known`` remembers the counts found (a topic's partitions are only ever added, and a count that is
+    too small still names existing partitions)."""
+    if known is not None and topic in known:
+        return known[topic]
+    try:
+        meta = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException:
+        return None
+    if meta is None or meta.error is not None or not meta.partitions:
+        return None
+    if known is not None:
+        known[topic] = len(meta.partitions)
+    return len(meta.partitions)
 
 
 def event_message(topic: str, ev: ExposureReady, headers: Headers | None = None) -> Message:
@@ -157,11 +183,12 @@ class ProduceQueue:
             The client refused the message (the owner classifies it).
         """
         headers = list(message.headers) if message.headers else None
+        where = {} if message.partition is None else {"partition": message.partition}
         deadline = time.monotonic() + self.full_queue_timeout_s
         while True:
             try:
                 self.producer.produce(message.topic, value=message.value, key=message.key, headers=headers,
-                                      on_delivery=self._on_delivery)
+                                      on_delivery=self._on_delivery, **where)
                 break
             except BufferError:
                 if time.monotonic() > deadline:
@@ -195,6 +222,7 @@ class KafkaPublisher:
         self.settings = settings
         self._producer = Producer(settings.producer_config(**overrides))
         self._queue = ProduceQueue(self._producer, full_queue_timeout_s=settings.delivery_timeout_s)
+        self._partitions: dict[str, int] = {}
         self.n_delivered = 0
 
     def produce_all(self, messages: Iterable[Message]) -> None:
@@ -210,6 +238,10 @@ class KafkaPublisher:
                 self._queue.put(message)
             except KafkaException as exc:
                 raise transient(exc, f"cannot produce to {message.topic}") from exc
+
+    def partitions(self, topic: str) -> int | None:
+        """Partitions of ``topic`` (:func:`topic_partitions`; remembered once known)."""
+        return topic_partitions(self._producer, topic, self.settings.delivery_timeout_s, known=self._partitions)
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: Headers | None) -> None:
         """Queue one message (see :meth:`produce_all`)."""
@@ -330,5 +362,5 @@ def publish_work(settings: KafkaSettings, items: Sequence[CcdWork], *, producer:
         An item was not acknowledged.
     """
     prod = producer if producer is not None else KafkaPublisher(settings)
-    prod.produce_all(work_messages(settings.work_topic, items))
+    prod.produce_all(work_messages(settings.work_topic, items, prod.partitions(settings.work_topic)))
     prod.wait(f"publishing {len(items)} work items")

@@ -35,6 +35,7 @@ from streamer.kafka.producer import (
     ProduceQueue,
     alert_messages,
     dead_letter_message,
+    topic_partitions,
     work_messages,
 )
 from streamer.kafka.settings import KafkaSettings
@@ -136,6 +137,7 @@ class KafkaTransactions:
         self._abort_pending = False
         self._broken = True
         self._uncertain: tuple[str, int, int] | None = None  # (topic, partition, next offset) of an unknown commit
+        self._partitions: dict[str, int] = {}
         self.n_committed = 0
         self.n_recreated = 0
         self._ensure_producer(timeout_s=max(settings.delivery_timeout_s, call_timeout_s))
@@ -324,7 +326,10 @@ class KafkaTransactions:
 
     def publish_work(self, items: Sequence[CcdWork]) -> None:
         """Produce the work items of a fanned-out exposure into the open transaction."""
-        self._produce(work_messages(self.settings.work_topic, items))
+        topic = self.settings.work_topic
+        n = topic_partitions(self._producer, topic, self.call_timeout_s, known=self._partitions) \
+            if self._producer is not None else None
+        self._produce(work_messages(topic, items, n))
 
     def flush(self) -> None:
         """Nothing to wait for outside a transaction (commit flushes)."""

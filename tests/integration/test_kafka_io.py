@@ -18,7 +18,7 @@ from lsst.alert.packet import Schema
 from streamer.alerts.framing import alert_headers, headers_dict, unframe
 from streamer.alerts.schema import sample_alert
 from streamer.events.dead_letters import dead_letter_record, decode_dead_letter
-from streamer.events.fan_out import fan_out
+from streamer.events.fan_out import fan_out, work_partition
 from streamer.events.records import ExposureReady, decode_event, decode_work
 from streamer.kafka.admin import create_topics
 from streamer.kafka.producer import KafkaAlertSink, KafkaDeadLetterSink, publish_event, publish_work
@@ -149,9 +149,12 @@ def test_event_fan_out_and_commit(settings):
     finally:
         src2.close()
 
-    work = [decode_work(m.value()) for m in _consume_all(settings, settings.work_topic, 3)]
+    msgs = _consume_all(settings, settings.work_topic, 3)
+    work = [decode_work(m.value()) for m in msgs]
     assert sorted(w.detector for w in work) == [3, 4, 5]
     assert all(w.exposure == ev for w in work)
+    # Each CCD on the partition work_partition gives it (the topic's 4 partitions, from its metadata).
+    assert [m.partition() for m in msgs] == [work_partition(w.exposure, w.detector, 4) for w in work]
 
 
 def test_dead_letter_sink(settings):

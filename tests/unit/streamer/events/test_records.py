@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.errors import InputError
 from streamer.apdb.sky import ang2pix_nested
-from streamer.events.fan_out import fan_out, sky_cell, work_key
+from streamer.events.fan_out import fan_out, sky_cell, work_key, work_partition
 from streamer.events.files import read_event_file, write_event_file
 from streamer.events.records import (
     DECAM_SCIENCE_DETECTORS,
@@ -242,3 +242,26 @@ def test_work_key():
     assert work_key(ev, 6) != k
     # A pointing far away gets another cell.
     assert work_key(make_event(ra=300.0, dec=-40.0), 5) != k
+
+
+@pytest.mark.parametrize("n_partitions", [1, 2, 8, 45, 62, 64, 100, 128])
+def test_work_partition_spreads_an_exposure_evenly_and_keeps_a_ccd_in_place(n_partitions):
+    ev = make_event(detectors=None)
+    parts = [work_partition(ev, w.detector, n_partitions) for w in fan_out(ev)]
+    assert all(0 <= p < n_partitions for p in parts)
+    counts = np.bincount(parts, minlength=n_partitions)
+    assert counts.max() - counts.min() <= 1  # 62 CCDs: 62 // n or one more on each partition (at most one)
+    # Two workers owning either half (offset by the sky cell) or every other partition get 31 +- 1 CCDs each.
+    if n_partitions % 2 == 0:
+        start = sky_cell(ev.ra, ev.dec) % n_partitions
+        half = np.roll(counts, -start)[: n_partitions // 2].sum()
+        assert abs(int(counts[: n_partitions // 2].sum()) - 31) <= 1
+        assert abs(int(half) - 31) <= 1
+        assert abs(int(counts[::2].sum()) - 31) <= 1
+    # A block of neighbouring CCDs (the focal plane's centre) is spread too: at most one more than its share
+    # on a partition.
+    block = [work_partition(ev, d, n_partitions) for d in range(22, 37)]
+    assert np.bincount(block).max() <= -(-15 // n_partitions) + 1
+    # The same CCD of a dithered revisit (same sky cell) goes to the same partition, as its key does.
+    again = make_event(ra=150.15, dec=2.25, detectors=None)
+    assert [work_partition(again, w.detector, n_partitions) for w in fan_out(again)] == parts
