@@ -105,6 +105,15 @@ def process_cpu_s(pid: int) -> float:
         return 0.0
 
 
+def page_faults(pid: int) -> tuple[int, int]:
+    """(minor, major) page faults of a process so far (/proc stat fields 10 and 12)."""
+    try:
+        stat = read_stat(f"/proc/{pid}/stat")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    return int(stat[7]), int(stat[9])
+
+
 def thread_times(pid: int) -> dict[int, tuple[str, float, float]]:
     """``{tid: (comm, cpu s, run-queue wait s)}`` of a process's live threads."""
     out: dict[int, tuple[str, float, float]] = {}
@@ -151,7 +160,9 @@ def listening_inodes(port: int) -> set[str]:
                 rows = [line.split() for line in f.readlines()[1:]]
         except FileNotFoundError:
             continue
-        out |= {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A"}  # 0A: LISTEN
+        # 0A: LISTEN; on 127.0.0.1 or any address (other helpers' cluster nodes listen on 127.0.0.2-4, same port)
+        out |= {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A"
+                and (r[1].rsplit(":", 1)[0].endswith("0100007F") or set(r[1].rsplit(":", 1)[0]) == {"0"})}
     return out
 
 
@@ -287,6 +298,7 @@ class Monitor:
     def _snapshot(self) -> dict:
         return {"t": time.monotonic(), "mjd": now_mjd_tai(), "machine": machine_times(), "all": all_processes(),
                 "workers": {w: (process_cpu_s(w), thread_times(w)) for w in self.workers},
+                "faults": {w: page_faults(w) for w in self.workers},
                 "supervisor": process_cpu_s(self.supervisor), "self": process_cpu_s(os.getpid()),
                 "servers": {n: process_cpu_s(p) for n, p in self.servers.items()},
                 "spies": sum(process_cpu_s(s.pid) for s in self.spies)}
@@ -460,7 +472,10 @@ def main(argv: list[str] | None = None) -> int:
                      ("waiting for a CPU (run queue)", threads.get("main thread run-queue wait", 0.0)),
                      ("blocked (I/O, locks, idle between CCDs)", main_wall - threads.get("main thread", 0.0)
                       - threads.get("main thread run-queue wait", 0.0)),
-                     ("worker processes' CPU, all threads", threads.get("worker total", 0.0))):
+                     ("worker processes' CPU, all threads", threads.get("worker total", 0.0)),
+                     *((f"{kind} page faults (count)", float(sum(mon.last["faults"][w][k] - mon.first["faults"][w][k]
+                                                                   for w in mon.workers)))
+                       for k, kind in ((0, "minor"), (1, "major")))):
         per.add_row(label, f"{v:.2f}", f"{v / max(n_done, 1):.3f}")
     console.print(per)
 
