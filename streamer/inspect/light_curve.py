@@ -188,7 +188,8 @@ def light_curve_figure(dia_sources: Table, dia_forced_sources: Table, *, title: 
                         yerr=np.asarray(rows["psfFluxErr"], float)[pick], fmt="o",
                         ms=(3 if small else 5) if filled else (6 if small else 9), capsize=2, color=colour,
                         mfc=colour if filled else "none", label=f"{band} {kind} ({int(pick.sum())})")
-    times = np.concatenate([np.asarray(t["midpointMjdTai"], float) for t in (dia_sources, dia_forced_sources)])
+    times = np.concatenate([np.zeros(0)] + [np.asarray(t["midpointMjdTai"], float)
+                                            for t in (dia_sources, dia_forced_sources) if len(t)])
     if times.size:  # a few points of one night still get a readable axis (matplotlib would span years)
         pad = max(0.05 * float(np.ptp(times)), 0.02)
         ax.set_xlim(float(times.min()) - pad, float(times.max()) + pad)
