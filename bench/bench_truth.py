@@ -153,9 +153,9 @@ def main() -> None:
     summary = RichTable(title=f"{n_visits} CCD-visits ({'small' if args.small else 'full'} density)")
     summary.add_column("figure")
     summary.add_column("value", justify="right")
-    summary.add_row("bright-star astrometry RMS, median [max] (mas)",
-                    f"{np.nanmedian(star):.1f} [{np.nanmax(star):.1f}]")
-    summary.add_row("whole-CCD WCS RMS, median [max] (mas)", f"{np.median(grid):.1f} [{grid.max():.1f}]")
+    summary.add_row("bright-star astrometry RMS, median (max), mas",
+                    f"{np.nanmedian(star):.1f} ({np.nanmax(star):.1f})")
+    summary.add_row("whole-CCD WCS RMS, median (max), mas", f"{np.median(grid):.1f} ({grid.max():.1f})")
     summary.add_row("zero point - truth: mean +/- sd, max |.| (mmag)",
                     f"{zp.mean():+.1f} +/- {zp.std(ddof=1):.1f}, {np.abs(zp).max():.1f}")
     summary.add_row("completeness, true |SNR| >= 10 (Wilson 95%)", _interval(*found_10))

@@ -10,6 +10,7 @@ from simulator.camera import CCD_SHAPE, PIXEL_SIZE_MM, RAW_SHAPE
 from simulator.world import BANDS, name_tag, seeded_rng
 
 from . import camera
+from .config import SimConfig
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,3 +75,55 @@ def flat_drift(rng: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- headers
+
+
+N_BIAS_FRAMES = 20
+"""Bias frames combined into the master bias (:func:`master_bias`)."""
+
+N_FLAT_FRAMES, FLAT_FRAME_E = 10, 20000.0
+"""Flat frames combined into the master flat, and the electrons per pixel in each (:func:`master_flat`)."""
+
+
+def master_bias(cfg: SimConfig, ccdnum: int) -> np.ndarray:
+    """The master bias written to ``calib/``: the true 2D bias structure, plus (``cfg.calibration_noise``) the
+    read noise of its :data:`N_BIAS_FRAMES` frames averaged (ADU)."""
+    out = bias_structure(cfg.seed, ccdnum)
+    if not cfg.calibration_noise:
+        return out
+    ccd = camera.ccd(ccdnum)
+    rng = seeded_rng(cfg.seed, name_tag("mbia"), ccdnum)
+    sigma = np.empty(CCD_SHAPE[1], dtype=np.float32)
+    sigma[:1024] = ccd.left_amp.read_noise / ccd.left_amp.gain
+    sigma[1024:] = ccd.right_amp.read_noise / ccd.right_amp.gain
+    return (out + rng.standard_normal(CCD_SHAPE, dtype=np.float32) * sigma[None, :] / np.sqrt(N_BIAS_FRAMES)
+            ).astype(np.float32)
+
+
+def master_flat(cfg: SimConfig, ccdnum: int, band: str) -> np.ndarray:
+    """The master flat written to ``calib/``: the true flat times a smooth illumination error of up to
+    ``cfg.flat_illumination_error`` (a tilted plane and a bowl across the CCD, drawn per CCD and band) and, with
+    ``cfg.calibration_noise``, the photon noise of :data:`N_FLAT_FRAMES` frames of :data:`FLAT_FRAME_E`."""
+    if not cfg.calibration_noise and cfg.flat_illumination_error == 0:
+        return flat_field(cfg.seed, ccdnum, band)
+    out = flat_field(cfg.seed, ccdnum, band).astype(np.float64)
+    rng = seeded_rng(cfg.seed, name_tag("mfla"), ccdnum, name_tag(band))
+    if cfg.flat_illumination_error > 0:
+        ny, nx = CCD_SHAPE
+        s = (np.arange(nx) - (nx - 1) / 2.0)[None, :] / ((nx - 1) / 2.0)
+        t = (np.arange(ny) - (ny - 1) / 2.0)[:, None] / ((ny - 1) / 2.0)
+        a, b, c = rng.uniform(-1.0, 1.0, 3)
+        pattern = a * s + b * t + c * (s * s + t * t - 2.0 / 3.0)
+        out = out * (1.0 + cfg.flat_illumination_error * pattern / max(float(np.abs(pattern).max()), 1e-12))
+    if cfg.calibration_noise:
+        out = out * (1.0 + rng.standard_normal(CCD_SHAPE) / np.sqrt(N_FLAT_FRAMES * FLAT_FRAME_E))
+    return (out / out.mean()).astype(np.float32)
+
+
+def unlisted_hot_pixels(cfg: SimConfig, ccdnum: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, x, electrons per exposure) of the CCD's hot pixels that no defect list has (``cfg.n_unlisted_hot_pixels``,
+    the same in every exposure of a simulation)."""
+    rng = seeded_rng(cfg.seed, name_tag("hotp"), ccdnum)
+    n = cfg.n_unlisted_hot_pixels
+    ny, nx = CCD_SHAPE
+    return (rng.integers(0, ny, n), rng.integers(0, nx, n),
+            np.exp(rng.uniform(np.log(200.0), np.log(20000.0), n)).astype(np.float32))

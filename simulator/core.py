@@ -19,7 +19,15 @@ from simulator.epochs import make_template_exposures, write_template_truth
 from simulator.instcal import write_instcal
 from simulator.sources import make_sources, tile_plan
 from simulator.world import make_exposures
-from simulator.writers import write_calibs, write_event, write_raw, write_refcat, write_templates, write_truth
+from simulator.writers import (
+    write_calibs,
+    write_event,
+    write_psf_truth,
+    write_raw,
+    write_refcat,
+    write_templates,
+    write_truth,
+)
 
 from .config import SimConfig
 
@@ -75,6 +83,7 @@ def simulate(root, config: SimConfig | None = None, **overrides) -> SimSummary:
             raws.append((write_instcal if cfg.instcal else write_raw)(root, cfg, exp, src, step))
             write_event(root, cfg, exp)
         write_truth(root, exps, src, cfg)
+        write_psf_truth(root, cfg, exps + template_exps)
     finally:
         if progress is not None:
             progress.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.calibrations import bias_levels, bias_structure, flat_drift, flat_field
+from simulator.calibrations import bias_levels, bias_structure, flat_drift, flat_field, unlisted_hot_pixels
 from simulator.camera import CCD_SHAPE, RAW_SHAPE, SimCcd
 from simulator.gaia import positions_at
 from simulator.sources import Sources, flux_in
@@ -12,7 +12,30 @@ from simulator.world import READ_COLS_OFFSET, READ_ROWS_OFFSET, Exposure, mag_to
 
 from . import camera, optics
 from .config import SimConfig
+from .psf import ccd_psf
 from .render import add_galaxies, add_point_sources, bleed, cosmic_rays, noise_equivalent_area
+
+
+def true_electrons(cfg: SimConfig, exp: Exposure, ccd: SimCcd, src: Sources) -> np.ndarray:
+    """The noiseless trimmed CCD in electrons: sky, stars, transients and galaxies through the CCD's PSF
+    (:func:`simulator.psf.ccd_psf`; the galaxies through the PSF at the CCD's centre)."""
+    ny, nx = CCD_SHAPE
+    img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
+    t = src.table
+    px, py = optics.sky_to_pixel(ccd, *positions_at(t, exp.mjd_mid, src.epoch_mjd), exp.ra, exp.dec)
+    near = (np.asarray(t["field_id"]) == exp.field_id) & (px > -300) & (px < nx + 300) & (py > -300) \
+        & (py < ny + 300)
+    galaxy = np.asarray(t["kind"]) == "galaxy"
+    psf = ccd_psf(cfg, exp, ccd.ccdnum)
+    pts = np.nonzero(near & ~galaxy)[0]
+    add_point_sources(img, px[pts], py[pts], flux_in(exp, src, pts), exp.fwhm_pix, beta=psf.beta,
+                      shape=psf.at(px[pts], py[pts]))
+    gal = np.nonzero(near & galaxy)[0]
+    add_galaxies(img, px[gal], py[gal], flux_in(exp, src, gal), r_eff_arcsec=np.asarray(t["r_eff"])[gal],
+                 q=np.asarray(t["q"])[gal], pa_deg=np.asarray(t["pa"])[gal],
+                 jac=optics.local_jacobian(ccd, 1023.5, 2047.5, exp.ra, exp.dec), fwhm_pix=psf.fwhm_pix,
+                 beta=psf.beta, e1=psf.e1, e2=psf.e2)
+    return img
 
 
 def render_ccd(cfg: SimConfig, exp: Exposure, ccd: SimCcd, src: Sources):
@@ -20,18 +43,7 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: SimCcd, src: Sources):
     rng = seeded_rng(cfg.seed, name_tag("ccd_"), exp.expnum, ccd.ccdnum)
     ny, nx = CCD_SHAPE
     dead = ccd.ccdnum in camera.DEAD_CCDS
-    img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
-    t = src.table
-    on = np.asarray(t["field_id"]) == exp.field_id
-    px, py = optics.sky_to_pixel(ccd, *positions_at(t, exp.mjd_mid, src.epoch_mjd), exp.ra, exp.dec)
-    near = on & (px > -300) & (px < nx + 300) & (py > -300) & (py < ny + 300)
-    kinds = np.asarray(t["kind"])
-    pts = np.nonzero(near & (kinds != "galaxy"))[0]
-    add_point_sources(img, px[pts], py[pts], flux_in(exp, src, pts), exp.fwhm_pix)
-    gal = np.nonzero(near & (kinds == "galaxy"))[0]
-    jac = optics.local_jacobian(ccd, 1023.5, 2047.5, exp.ra, exp.dec)
-    add_galaxies(img, px[gal], py[gal], flux_in(exp, src, gal), r_eff_arcsec=np.asarray(t["r_eff"])[gal],
-                 q=np.asarray(t["q"])[gal], pa_deg=np.asarray(t["pa"])[gal], jac=jac, fwhm_pix=exp.fwhm_pix)
+    img = true_electrons(cfg, exp, ccd, src)
     flat = flat_field(cfg.seed, ccd.ccdnum, exp.band)
     if dead:
         det = np.zeros(CCD_SHAPE, dtype=np.float32)
@@ -39,6 +51,8 @@ def render_ccd(cfg: SimConfig, exp: Exposure, ccd: SimCcd, src: Sources):
         det = rng.poisson(img * flat).astype(np.float32)
     crs = cosmic_rays(CCD_SHAPE, cfg.cosmic_rays, rng)
     det += crs
+    hot_y, hot_x, hot_e = unlisted_hot_pixels(cfg, ccd.ccdnum)
+    det[hot_y, hot_x] += hot_e * np.float32(exp.exptime / 90.0)
     level = bias_levels(cfg.seed, ccd.ccdnum)
     gain_col = np.empty(nx, dtype=np.float32)
     fw_col = np.empty(nx, dtype=np.float32)

@@ -37,11 +37,10 @@ from astropy.time import Time
 
 from simulator import optics
 from simulator.calibrations import bias_levels, flat_field
-from simulator.gaia import positions_at
 from simulator.headers import primary_header, true_wcs
-from simulator.images import extension_order
-from simulator.render import add_galaxies, add_point_sources, bleed, cosmic_rays
-from simulator.sources import Sources, flux_in
+from simulator.images import extension_order, true_electrons
+from simulator.render import bleed, cosmic_rays
+from simulator.sources import Sources
 from simulator.world import Exposure, name_tag, offset_sky, seeded_rng
 
 from . import camera
@@ -122,24 +121,6 @@ def tpv_cards(ccd, ra0: float, dec0: float, *, crval: tuple[float, float]) -> tu
     return cards, resid_mas
 
 
-def _true_electrons(exp: Exposure, ccd, src: Sources) -> np.ndarray:
-    """The noiseless trimmed CCD in electrons: sky, stars, transients and galaxies."""
-    ny, nx = CCD_SHAPE
-    img = np.full(CCD_SHAPE, exp.sky_e, dtype=np.float32)
-    t = src.table
-    px, py = optics.sky_to_pixel(ccd, *positions_at(t, exp.mjd_mid, src.epoch_mjd), exp.ra, exp.dec)
-    near = (np.asarray(t["field_id"]) == exp.field_id) & (px > -300) & (px < nx + 300) & (py > -300) \
-        & (py < ny + 300)
-    galaxy = np.asarray(t["kind"]) == "galaxy"
-    pts = np.nonzero(near & ~galaxy)[0]
-    add_point_sources(img, px[pts], py[pts], flux_in(exp, src, pts), exp.fwhm_pix)
-    gal = np.nonzero(near & galaxy)[0]
-    add_galaxies(img, px[gal], py[gal], flux_in(exp, src, gal), r_eff_arcsec=np.asarray(t["r_eff"])[gal],
-                 q=np.asarray(t["q"])[gal], pa_deg=np.asarray(t["pa"])[gal],
-                 jac=optics.local_jacobian(ccd, 1023.5, 2047.5, exp.ra, exp.dec), fwhm_pix=exp.fwhm_pix)
-    return img
-
-
 def render_instcal_ccd(cfg: SimConfig, exp: Exposure, ccd, src: Sources, *, adu_gain: float) -> dict[str, object]:
     """One CCD's CP planes on the CP's (4094, 2046) pixels, with the numbers its header states.
 
@@ -155,7 +136,7 @@ def render_instcal_ccd(cfg: SimConfig, exp: Exposure, ccd, src: Sources, *, adu_
         truth in the same pixels), ``saturate_adu``, ``avsky_adu``, ``avsig_adu``, ``nsatpix``.
     """
     rng = seeded_rng(cfg.seed, name_tag("cpin"), exp.expnum, ccd.ccdnum)
-    true_e = _true_electrons(exp, ccd, src)
+    true_e = true_electrons(cfg, exp, ccd, src)
     flat = flat_field(cfg.seed, ccd.ccdnum, exp.band)
     detected = rng.poisson(true_e * flat).astype(np.float32)
     crs = cosmic_rays(CCD_SHAPE, cfg.cosmic_rays, rng)

@@ -1,7 +1,8 @@
 """Vectorised rendering of point sources, galaxies and cosmic rays onto an image (no loops over pixels).
 
-Point sources use a circular Moffat PSF (beta = ``MOFFAT_BETA``) sampled at pixel centres and normalised so
-that each stamp holds the analytic fraction of flux inside its radius. Stamps are added with
+Point sources use a Moffat PSF (``beta``, by default ``MOFFAT_BETA``), elliptical when given an ellipticity
+(``e1``, ``e2``: the distortion of the second moments, area-preserving), sampled at pixel centres and
+normalised so that each stamp holds the analytic fraction of flux inside its radius. Stamps are added with
 ``np.bincount`` on flattened indices, in groups of equal stamp size.
 """
 
@@ -14,28 +15,36 @@ MOFFAT_BETA = 3.5
 _RADII = (8, 16, 32, 64, 128, 256)
 
 
-def moffat_alpha(fwhm_pix: float, beta: float = MOFFAT_BETA) -> float:
+def moffat_alpha(fwhm_pix, beta: float = MOFFAT_BETA):
     return fwhm_pix / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
 def moffat_wing(radius: float, fwhm_pix: float, beta: float = MOFFAT_BETA) -> float:
-    """Fraction of a Moffat's flux outside a circle of ``radius`` pixels."""
+    """Fraction of a (circular) Moffat's flux outside a circle of ``radius`` pixels."""
     a = moffat_alpha(fwhm_pix, beta)
     return float((1.0 + (radius / a) ** 2) ** (1.0 - beta))
 
 
-def psf_stamp(fwhm_pix: float, radius: int, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+def moffat_r2(dx, dy, e1=0.0, e2=0.0):
+    """Squared elliptical radius ``d^T M^-1 d`` of offsets (dx, dy), with ``M = [[1 + e1, e2], [e2, 1 - e1]] /
+    sqrt(1 - e1^2 - e2^2)`` (unit determinant: the profile keeps its area and FWHM, as a geometric mean)."""
+    norm = 1.0 / np.sqrt(1.0 - np.square(e1) - np.square(e2))
+    return ((1.0 - e1) * dx * dx - 2.0 * e2 * dx * dy + (1.0 + e1) * dy * dy) * norm
+
+
+def psf_stamp(fwhm_pix: float, radius: int, dx: float = 0.0, dy: float = 0.0, *, beta: float = MOFFAT_BETA,
+              e1: float = 0.0, e2: float = 0.0) -> np.ndarray:
     """A (2R+1, 2R+1) Moffat stamp centred at (R+dx, R+dy), summing to 1 - wing(R)."""
     g = np.arange(-radius, radius + 1, dtype=float)
-    a = moffat_alpha(fwhm_pix)
-    r2 = (g[None, :] - dx) ** 2 + (g[:, None] - dy) ** 2
-    s = (1.0 + r2 / a**2) ** (-MOFFAT_BETA)
-    return s * ((1.0 - moffat_wing(radius, fwhm_pix)) / s.sum())
+    a = moffat_alpha(fwhm_pix, beta)
+    r2 = moffat_r2(g[None, :] - dx, g[:, None] - dy, e1, e2)
+    s = (1.0 + r2 / a**2) ** (-beta)
+    return s * ((1.0 - moffat_wing(radius, fwhm_pix, beta)) / s.sum())
 
 
-def noise_equivalent_area(fwhm_pix: float) -> float:
+def noise_equivalent_area(fwhm_pix: float, beta: float = MOFFAT_BETA) -> float:
     """1 / sum(p^2) of the pixelised PSF (pixels)."""
-    p = psf_stamp(fwhm_pix, max(16, int(6 * fwhm_pix)))
+    p = psf_stamp(fwhm_pix, max(16, int(6 * fwhm_pix)), beta=beta)
     p = p / p.sum()
     return float(1.0 / np.sum(p**2))
 
@@ -56,29 +65,33 @@ def _add_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, stamps: np.ndar
     image += add.reshape(ny, nx).astype(image.dtype, copy=False)
 
 
-def _radius_for(flux: np.ndarray, fwhm_pix: float, floor_value: float) -> np.ndarray:
-    a = moffat_alpha(fwhm_pix)
-    norm = (MOFFAT_BETA - 1.0) / (np.pi * a * a)
+def _radius_for(flux: np.ndarray, fwhm_pix: float, floor_value: float, beta: float) -> np.ndarray:
+    a = moffat_alpha(fwhm_pix, beta)
+    norm = (beta - 1.0) / (np.pi * a * a)
     ratio = np.maximum(flux * norm / floor_value, 1.0)
-    need = a * np.sqrt(np.maximum(ratio ** (1.0 / MOFFAT_BETA) - 1.0, 0.0))
+    need = a * np.sqrt(np.maximum(ratio ** (1.0 / beta) - 1.0, 0.0))
     return np.maximum(need, 4.0 * fwhm_pix)
 
 
 def add_point_sources(image: np.ndarray, x, y, flux, fwhm_pix: float, *, floor_value: float = 0.2,
-                      batch: int = 4096) -> None:
+                      batch: int = 4096, beta: float = MOFFAT_BETA, shape=None) -> None:
     """Add point sources (0-based pixel centres, total fluxes in image units) with a Moffat PSF, in place.
 
     ``floor_value``: stamps extend until the profile drops below this (image units), capped at 256 px.
+    ``shape``: optional per-source ``(fwhm_pix, e1, e2)`` arrays (a PSF that changes across the image);
+    ``fwhm_pix`` then only sizes the stamps.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     flux = np.asarray(flux, dtype=float)
     ny, nx = image.shape
+    if shape is None:
+        shape = (np.full(x.size, fwhm_pix), np.zeros(x.size), np.zeros(x.size))
+    fwhm, e1, e2 = (np.broadcast_to(np.asarray(v, dtype=float), x.shape) for v in shape)
     keep = (flux > 0) & np.isfinite(x) & np.isfinite(y)
-    need = _radius_for(flux, fwhm_pix, floor_value)
+    need = _radius_for(flux, float(np.max(fwhm, initial=fwhm_pix)), floor_value, beta)
     radii = np.array(_RADII)
     ridx = np.minimum(np.searchsorted(radii, need), len(radii) - 1)
-    a = moffat_alpha(fwhm_pix)
     for k, radius in enumerate(radii):
         sel = keep & (ridx == k) & (x > -radius) & (x < nx + radius) & (y > -radius) & (y < ny + radius)
         idx = np.nonzero(sel)[0]
@@ -86,20 +99,22 @@ def add_point_sources(image: np.ndarray, x, y, flux, fwhm_pix: float, *, floor_v
             continue
         per = max(1, min(batch, int(4e6 // (2 * radius + 1) ** 2)))
         g = np.arange(-radius, radius + 1, dtype=float)
-        wing = 1.0 - moffat_wing(radius, fwhm_pix)
         for s in range(0, idx.size, per):
             j = idx[s:s + per]
-            dx = x[j] - np.rint(x[j])
-            dy = y[j] - np.rint(y[j])
-            r2 = (g[None, None, :] - dx[:, None, None]) ** 2 + (g[None, :, None] - dy[:, None, None]) ** 2
-            st = (1.0 + r2 / (a * a)) ** (-MOFFAT_BETA)
+            dx = (g[None, None, :] - (x[j] - np.rint(x[j]))[:, None, None])
+            dy = (g[None, :, None] - (y[j] - np.rint(y[j]))[:, None, None])
+            a = moffat_alpha(fwhm[j], beta)[:, None, None]
+            r2 = moffat_r2(dx, dy, e1[j][:, None, None], e2[j][:, None, None])
+            st = (1.0 + r2 / (a * a)) ** (-beta)
+            wing = 1.0 - (1.0 + (radius / a[:, 0, 0]) ** 2) ** (1.0 - beta)
             st *= (flux[j] * wing / st.sum(axis=(1, 2)))[:, None, None]
             _add_stamps(image, x[j], y[j], st, radius)
 
 
 def add_galaxies(image: np.ndarray, x, y, flux, *, r_eff_arcsec, q, pa_deg, jac: np.ndarray, fwhm_pix: float,
-                 radius: int = 48) -> None:
-    """Add PSF-convolved elliptical exponential galaxies, in place.
+                 radius: int = 48, beta: float = MOFFAT_BETA, e1: float = 0.0, e2: float = 0.0) -> None:
+    """Add PSF-convolved elliptical exponential galaxies, in place (the PSF: a Moffat of ``fwhm_pix``, ``beta``,
+    ``e1``, ``e2``, the same for every galaxy).
 
     ``jac``: 2x2 arcsec-per-pixel matrix giving (east, north) offsets from pixel offsets; ``pa_deg``: position
     angle of the major axis, East of North; ``q``: axis ratio. Each galaxy's stamp sums to its flux (minus the
@@ -113,7 +128,7 @@ def add_galaxies(image: np.ndarray, x, y, flux, *, r_eff_arcsec, q, pa_deg, jac:
     if sel.size == 0:
         return
     n = 2 * radius + 1
-    kern = psf_stamp(fwhm_pix, radius)
+    kern = psf_stamp(fwhm_pix, radius, beta=beta, e1=e1, e2=e2)
     kern_f = sfft.rfft2(sfft.ifftshift(kern))
     sub = (np.array([-0.25, 0.25]))
     g = np.arange(-radius, radius + 1, dtype=float)

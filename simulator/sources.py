@@ -23,6 +23,7 @@ from simulator.world import (
 
 from . import camera, optics
 from .config import SimConfig
+from .psf import ccd_psf
 
 
 @dataclass
@@ -163,6 +164,7 @@ def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: i
     ccd = camera.ccd(ccdnum)
     rng = seeded_rng(cfg.seed, name_tag("tran"), f, ccdnum)
     var_idx, new_rows = _place_transients(cfg, table, rng, field=f, ccd=ccd, first=e0)
+    nea = {e.expnum: ccd_psf(cfg, e, ccdnum).nea for e in fexps}
     for ra, dec, kind, host in new_rows:
         table.add_row(dict(source_id=next_id, ra=ra, dec=dec, kind=kind, host_id=host, field_id=f,
                            r_eff=0.0, q=1.0, pa=0.0, **{f"ref_mag_{b}": 99.0 for b in BANDS}))
@@ -172,7 +174,7 @@ def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: i
     trans += [(sid, kind, None) for sid, (_, _, kind, _) in
               zip(range(next_id - len(new_rows), next_id), new_rows)]
     for sid, kind, k in trans:
-        lc = _light_curve(cfg, rng, table, kind=kind, row=k, fexps=fexps)
+        lc = _light_curve(cfg, rng, table, kind=kind, row=k, fexps=fexps, nea=nea)
         lightcurves[sid] = lc
         if k is None:  # reference magnitude of a transient: its peak
             peak = max(v[0] for v in lc.values())
@@ -242,11 +244,11 @@ def _light_curve_shape(rng: np.random.Generator, kind: str, ne: int) -> np.ndarr
     return shape
 
 
-def _light_curve(cfg: SimConfig, rng: np.random.Generator, table: Table, *, kind: str, row, fexps: list[Exposure]
-                 ) -> dict:
+def _light_curve(cfg: SimConfig, rng: np.random.Generator, table: Table, *, kind: str, row, fexps: list[Exposure],
+                 nea: dict[int, float]) -> dict:
     """Light curve of one variable (``row``: its row of ``table``), supernova or transient (``row`` None) over
-    the field's exposures: ``{expnum: (total nJy, difference nJy, true SNR)}``, peaking at an SNR drawn
-    log-uniformly in ``cfg.snr_range``."""
+    the field's exposures (``nea``: the noise-equivalent area of the PSF where it is, by exposure): ``{expnum:
+    (total nJy, difference nJy, true SNR)}``, peaking at an SNR drawn log-uniformly in ``cfg.snr_range``."""
     k = row
     ne = len(fexps)
     snr_peak = float(np.exp(rng.uniform(*np.log(cfg.snr_range))))
@@ -256,13 +258,14 @@ def _light_curve(cfg: SimConfig, rng: np.random.Generator, table: Table, *, kind
     lc = {}
     for i, exp in enumerate(fexps):
         base_e = float(exp.flux_e(mag_to_njy(table["ref_mag_" + exp.band][k]))) if k is not None else 0.0
-        bg = exp.background_var() + base_e
+        bg = nea[exp.expnum] * (exp.sky_e + exp.read_var) + base_e
         lo, hi = flux_for_snr(cfg.snr_range[0], bg), flux_for_snr(cfg.snr_range[1], bg)
         if i == p:
             d_e = float(flux_for_snr(snr_peak, bg))
         else:
-            d_e = abs(shape[i] / shape[p]) * float(flux_for_snr(snr_peak, fexps[p].background_var()
-                                                                 + float(fexps[p].flux_e(base_njy))))
+            peak = fexps[p]
+            d_e = abs(shape[i] / shape[p]) * float(flux_for_snr(
+                snr_peak, nea[peak.expnum] * (peak.sky_e + peak.read_var) + float(peak.flux_e(base_njy))))
             d_e = float(exp.flux_e(fexps[p].njy(d_e)))  # same nJy across exposures
             d_e = float(np.clip(d_e, lo, hi)) if shape[i] != 0 else 0.0
         if kind == "variable":

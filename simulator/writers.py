@@ -13,15 +13,16 @@ from astropy.table import Table
 import schemas
 from schemas import datarepo
 from schemas.canonical import canonical_key_order
-from simulator.calibrations import bias_structure, flat_field
+from simulator.calibrations import master_bias, master_flat
 from simulator.camera import RAW_SHAPE
 from simulator.gaia import gaia_catalog, write_gaia_chunks
 from simulator.headers import extension_header, header_wcs_cards, primary_header, true_wcs
 from simulator.images import extension_order, render_ccd, render_tile
 from simulator.instcal import instcal_path
+from simulator.psf import ccd_psf
 from simulator.render import psf_stamp
 from simulator.sources import Sources
-from simulator.world import BANDS, FILTER_NAMES, Exposure
+from simulator.world import BANDS, FILTER_NAMES, PIXSCALE, Exposure
 
 from . import camera, optics
 from .config import SimConfig
@@ -99,8 +100,8 @@ def _event_schema() -> dict:
 def write_calibs(root: Path, cfg: SimConfig) -> None:
     (root / "calib").mkdir(parents=True, exist_ok=True)
     order = extension_order(cfg.ccds)
-    targets = [(root / datarepo.bias_path(), lambda c: bias_structure(cfg.seed, c), "bias", None)]
-    targets += [(root / datarepo.flat_path(b), (lambda b: lambda c: flat_field(cfg.seed, c, b))(b), "flat", b)
+    targets = [(root / datarepo.bias_path(), lambda c: master_bias(cfg, c), "bias", None)]
+    targets += [(root / datarepo.flat_path(b), (lambda b: lambda c: master_flat(cfg, c, b))(b), "flat", b)
                 for b in cfg.bands]
     for path, make, kind, band in targets:
         ph = fits.Header()
@@ -207,3 +208,18 @@ def write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig) 
     ft.write(tdir / "fluxes.ecsv", format="ascii.ecsv", overwrite=True)
 
 
+def write_psf_truth(root: Path, cfg: SimConfig, exps: list[Exposure]) -> Path:
+    """The PSF of every simulated CCD-visit (:func:`simulator.psf.ccd_psf`), night and template epochs:
+    ``truth/psf.ecsv`` (FWHM at the CCD's centre, Moffat beta, ellipticity at the centre and its change per half
+    CCD in x and y)."""
+    rows = []
+    for e in exps:
+        for c in cfg.ccds:
+            p = ccd_psf(cfg, e, c)
+            rows.append((e.expnum, c, p.fwhm_pix * PIXSCALE, p.beta, p.e1, p.e2, *p.dsize, *p.de1, *p.de2))
+    table = Table(rows=rows, names=("expnum", "ccdnum", "fwhm_arcsec", "beta", "e1", "e2", "dsize_dx", "dsize_dy",
+                                    "de1_dx", "de1_dy", "de2_dx", "de2_dy"))
+    path = root / datarepo.truth_dir() / "psf.ecsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.write(path, format="ascii.ecsv", overwrite=True)
+    return path

@@ -115,6 +115,7 @@ def test_built_templates_within_margin_of_truth_templates(nights):
 def test_built_template_psf_matches_the_truth(nights):
     _, built_root = nights
     exposures = Table.read(built_root / datarepo.truth_dir() / "template_exposures.ecsv")
+    psf_truth = Table.read(built_root / datarepo.truth_dir() / "psf.ecsv")
     index = Table.read(built_root / datarepo.template_index_path("r"))
     checked = 0
     for relative in index["path"]:
@@ -125,7 +126,7 @@ def test_built_template_psf_matches_the_truth(nights):
         if not everywhere.any() or len(inputs) < 4:
             continue
         model = psf_image_fwhm(images[everywhere]) * 0.263
-        truth = true_tile_fwhm_arcsec(inputs, exposures)
+        truth = true_tile_fwhm_arcsec(inputs, exposures, psf_truth)
         assert np.all(np.abs(model / truth - 1) < 0.03), (relative, model, truth)
         checked += 1
     assert checked >= 1
