@@ -133,7 +133,7 @@ def run_service(settings: BlinkSettings, apdb: Apdb, kafka: KafkaSettings | None
     timings = open_ccd_timings(apdb)
     processor = CcdProcessor(repo, apdb, io.alert_sink, config=settings.pipeline, threads=settings.pipeline_threads,
                              timings=timings, keep_products=(settings.keep_products_ccds, settings.products)
-                             if settings.keep_products_ccds else None)
+                             if settings.keep_products_ccds else None, min_reliability=settings.min_reliability)
     worker = Worker(source=io.source, processor=processor, dead_letters=io.dead_letters, commit=io.commit,
                     order=order,
                     # A long-running consumer retries transient faults (broker or APDB outages) forever, with

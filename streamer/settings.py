@@ -123,6 +123,9 @@ class BlinkSettings(BaseSettings):
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "
                                                         "(streamer.apdb.ordering).")
+    min_reliability: float = Field(0.0, ge=0.0, le=1.0, description="Rubin's minReliability: DiaSources whose "
+                                   "reliability is below it are stored in the APDB but get no alert; 0 (default): "
+                                   "every DiaSource is distributed.")
     keep_products_ccds: tuple[int, ...] = Field((), description="CCDNUMs whose intermediate products (calexp, "
                                                 "difference image, DiaSource tables, timings, configuration) the "
                                                 "worker writes, as blink process does (streamer.products); empty: "

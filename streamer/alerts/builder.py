@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pipeline.types import CcdOutputs
 from streamer.alerts.history_rows import encoded_history
 from streamer.apdb.base import RegionData
@@ -12,8 +14,8 @@ from streamer.apdb.columns import DIA_FORCED_SOURCE, DIA_OBJECT, DIA_SOURCE
 from streamer.apdb.table_rows import table_to_records
 
 
-def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]]:
-    """Alert records for every DiaSource of a processed CCD.
+def build_alerts(outputs: CcdOutputs, region: RegionData, *, min_reliability: float = 0.0) -> list[dict[str, Any]]:
+    """Alert records for the DiaSources of a processed CCD that pass the distribution threshold.
 
     Parameters
     ----------
@@ -23,6 +25,9 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
         The APDB history read before processing (only rows before this visit are used, so a re-run
         produces byte-identical alerts). Each object's history is Avro-encoded here, all rows of the CCD at
         once (:mod:`streamer.alerts.history_rows`); the alert encoder copies those bytes.
+    min_reliability : float, optional
+        Rubin's ``minReliability``: a DiaSource whose ``reliability`` is below it (or not a number, when the
+        threshold is above 0) gets no alert; it stays in the APDB and in later alerts' histories. 0: every one.
 
     Returns
     -------
@@ -34,7 +39,10 @@ def build_alerts(outputs: CcdOutputs, region: RegionData) -> list[dict[str, Any]
     prv_forced = encoded_history(DIA_FORCED_SOURCE, region.dia_forced_sources, visit_mjd)
     objects = {int(r["diaObjectId"]): r for r in table_to_records(DIA_OBJECT, outputs.dia_objects)}
     alerts = []
-    for source in table_to_records(DIA_SOURCE, outputs.dia_sources):
+    sources = outputs.dia_sources
+    if min_reliability > 0.0 and len(sources):
+        sources = sources[np.asarray(sources["reliability"], float) >= min_reliability]  # NaN: not distributed
+    for source in table_to_records(DIA_SOURCE, sources):
         object_id = int(source["diaObjectId"])
         science, template, difference = outputs.cutouts.get(source["diaSourceId"], (None, None, None))
         alerts.append({

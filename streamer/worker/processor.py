@@ -89,12 +89,14 @@ class CcdProcessor:
     keep_products : tuple, optional
         (CCDNUMs, folder): those CCDs' step products are written into ``folder/<visit>-<ccd>`` after their alerts
         are published (:mod:`streamer.products.store`, as ``blink process`` writes them).
+    min_reliability : float, optional
+        DiaSources below this reliability are stored but not alerted (:func:`streamer.alerts.builder.build_alerts`).
     """
 
     def __init__(self, repo: DataRepository, apdb: Apdb, alert_sink: AlertSink,
                  config: PipelineConfig = PipelineConfig(), threads: int = 1, *,
                  timings: CcdTimingLog | None = None,
-                 keep_products: tuple[tuple[int, ...], Path] | None = None) -> None:
+                 keep_products: tuple[tuple[int, ...], Path] | None = None, min_reliability: float = 0.0) -> None:
         self.repo = repo
         self.apdb = apdb
         self.alert_sink = alert_sink
@@ -102,6 +104,7 @@ class CcdProcessor:
         self.threads = max(1, int(threads))
         self.timings = timings
         self.keep_products = keep_products
+        self.min_reliability = float(min_reliability)
         self.schema = AlertSchema.latest()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: dict[tuple[int, int], Future] = {}
@@ -185,7 +188,7 @@ class CcdProcessor:
             outputs = run.run_all(keep_isr_image=keep)
         self.apdb.store(visit=event.exposure_id, detector=detector, dia_objects=outputs.dia_objects,
                         dia_sources=outputs.dia_sources, dia_forced_sources=outputs.dia_forced_sources)
-        alerts = build_alerts(outputs, region)
+        alerts = build_alerts(outputs, region, min_reliability=self.min_reliability)
         headers = alert_headers(shutter_close_mjd_tai=event.shutter_close_mjd_tai, replay=event.replay,
                                 schema_id=self.schema.schema_id)
         self.alert_sink.publish(alerts, headers=headers)
