@@ -183,6 +183,22 @@ class ClusterNight:
         return {r.topic for r in rows} == {self.kafka.events_topic, self.kafka.work_topic} and \
             all(r.lag == 0 for r in rows)
 
+    def run_with_a_node_killed(self, node: str) -> tuple[float, int, float]:
+        """Start the workers, SIGKILL ``node`` after the first CCD, let at least one more CCD be processed with it
+        down (unless the night ends first), restart it, and wait until every work item is committed; return how
+        long the node was down (s), the CCDs processed meanwhile and its restart time (s)."""
+        self.start_workers()
+        self.wait(lambda: self.ccds_done() >= 1, "the first CCD")
+        cluster("kill", node)
+        t_killed = time.monotonic()
+        n_before = self.ccds_done()
+        self.wait(lambda: self.ccds_done() > n_before or work_done(self.kafka) >= N_WORK, f"a CCD with {node} down")
+        n_while_down = self.ccds_done() - n_before
+        t_restart = cluster("start", node)
+        down_s = time.monotonic() - t_killed
+        self.wait(lambda: work_done(self.kafka) >= N_WORK and self.caught_up(), "every work item committed")
+        return down_s, n_while_down, t_restart
+
     def stop_workers(self) -> str:
         """SIGTERM the workers (a clean stop); return their log, which must hold no dead letter."""
         self.proc.send_signal(15)
@@ -220,17 +236,7 @@ def test_night_survives_a_cassandra_node_killed_and_restarted(cluster_up, small_
     t_start = time.monotonic()
     night = ClusterNight(small_night, tmp_path / "workers.log")
     try:
-        night.start_workers()
-        night.wait(lambda: night.ccds_done() >= 1, "the first CCD")
-        cluster("kill", KILLED_CASSANDRA)
-        t_killed = time.monotonic()
-        n_before = night.ccds_done()
-        night.wait(lambda: night.ccds_done() > n_before or work_done(night.kafka) >= N_WORK,
-                   f"a CCD with {KILLED_CASSANDRA} down")
-        n_while_down = night.ccds_done() - n_before
-        t_restart = cluster("start", KILLED_CASSANDRA)
-        down_s = time.monotonic() - t_killed
-        night.wait(lambda: work_done(night.kafka) >= N_WORK and night.caught_up(), "every work item committed")
+        down_s, n_while_down, t_restart = night.run_with_a_node_killed(KILLED_CASSANDRA)
         logs = night.stop_workers()
         night.check(single_node_tables)
         # the restarted node missed writes (hints may not cover them all): a repair makes every replica whole
@@ -255,17 +261,7 @@ def test_night_survives_the_alert_leader_broker_killed_and_is_replayed_identical
     night = ClusterNight(small_night, tmp_path / "workers.log")
     killed = _leader_of_most_partitions(night.kafka.alerts_topic)
     try:
-        night.start_workers()
-        night.wait(lambda: night.ccds_done() >= 1, "the first CCD")
-        cluster("kill", killed)
-        t_killed = time.monotonic()
-        n_before = night.ccds_done()
-        night.wait(lambda: night.ccds_done() > n_before or work_done(night.kafka) >= N_WORK,
-                   f"a CCD with {killed} down")
-        n_while_down = night.ccds_done() - n_before
-        t_restart = cluster("start", killed)
-        down_s = time.monotonic() - t_killed
-        night.wait(lambda: work_done(night.kafka) >= N_WORK and night.caught_up(), "every work item committed")
+        down_s, n_while_down, t_restart = night.run_with_a_node_killed(killed)
         night.stop_workers()
         first = night.check(single_node_tables)
         alerts_first = {a["diaSourceId"]: a for a, _ in night.committed_alerts()}
