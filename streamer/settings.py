@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
 from pipeline.ccd import PipelineConfig
 from streamer.runtime.gc_tuning import DEFAULT_GEN0_THRESHOLD
 from streamer.runtime.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
+from streamer.runtime.secret_files import password_from_file
 
 if TYPE_CHECKING:
     from streamer.kafka.settings import KafkaSettings
@@ -67,6 +68,8 @@ class CassandraSettings(BaseSettings):
                                                          "driver's ConsistencyLevel).")
     username: str | None = Field(None, description="Password-authenticator user.")
     password: SecretStr | None = Field(None, description="Password (never logged).")
+    password_file: Path | None = Field(None, description="File holding the password (a mounted secret), read at "
+                                                         "start when password is not set.")
     ssl_ca: str | None = Field(None, description="CA bundle (PEM) that signed the servers' certificates: connect "
                                                  "with TLS, checking the certificate and host name (ops/secure.sh: "
                                                  "ops/.run/secure/tls/ca.pem); None: no TLS unless the URL says "
@@ -78,6 +81,11 @@ class CassandraSettings(BaseSettings):
     worker_role: str | None = Field(None, description="`blink apdb init` grants this role what a worker needs on "
                                                       "the keyspace, and no more: SELECT and MODIFY "
                                                       "(streamer.apdb.cassandra.grants).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_its_file(cls, data: Any) -> Any:
+        return password_from_file(data, "password", "password_file")
 
     @field_validator("replication_datacenters")
     @classmethod

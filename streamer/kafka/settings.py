@@ -19,12 +19,14 @@ are done (``enable.auto.offset.store=false``); producers are idempotent with ``a
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.apdb.columns import ALERT_SCHEMA_VERSION
+from streamer.runtime.secret_files import password_from_file
 
 __all__ = ["ALERTS_TOPIC", "KafkaSettings"]
 
@@ -56,6 +58,8 @@ class KafkaSettings(BaseSettings):
     )
     sasl_username: str | None = Field(None, description="SASL user.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    sasl_password_file: Path | None = Field(None, description="File holding the SASL password (a mounted secret), "
+                                                              "read at start when sasl_password is not set.")
     ssl_ca_location: str | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates, "
                                                           "for SSL and SASL_SSL (ops/secure.sh: "
                                                           "ops/.run/secure/tls/ca.pem); None: the system's.")
@@ -114,6 +118,11 @@ class KafkaSettings(BaseSettings):
                                                       "id (group.instance.id): a restarted worker gets its "
                                                       "partitions back without a rebalance; a worker that is "
                                                       "gone for good releases them after session_timeout_s.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sasl_password_from_its_file(cls, data: Any) -> Any:
+        return password_from_file(data, "sasl_password", "sasl_password_file")
 
     @model_validator(mode="after")
     def _insync_within_replication(self) -> KafkaSettings:

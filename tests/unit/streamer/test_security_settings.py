@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
 from streamer.apdb.sqlite_store import SqliteApdb
@@ -47,3 +48,25 @@ def test_a_store_at_this_schema_version_is_current(tmp_path):
         assert not apdb.schema_is_current()  # an older minor version: init_schema upgrades it
     finally:
         apdb.close()
+
+
+def test_passwords_from_files_and_named_errors(tmp_path, monkeypatch):
+    from streamer.settings import CassandraSettings, InvalidSettings
+
+    secret = tmp_path / "kafka-password"
+    secret.write_text("s3cr3t-kafka\n")
+    (tmp_path / "cassandra-password").write_text("s3cr3t-cassandra")
+    monkeypatch.setenv("BLINK_KAFKA_SASL_PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("BLINK_CASSANDRA_PASSWORD_FILE", str(tmp_path / "cassandra-password"))
+    settings = load_settings()
+    assert settings.kafka.common_config()["sasl.password"] == "s3cr3t-kafka"  # the newline dropped
+    assert settings.cassandra.password.get_secret_value() == "s3cr3t-cassandra"
+    assert "s3cr3t" not in repr(settings.kafka) + repr(settings.cassandra)
+    # a password given as such wins over the file
+    assert KafkaSettings(sasl_password="given", sasl_password_file=secret).sasl_password.get_secret_value() == "given"
+    monkeypatch.setenv("BLINK_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(InvalidSettings, match="sasl_password_file: cannot read .*missing"):
+        load_settings()
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ValueError, match="password_file: .*empty is empty"):
+        CassandraSettings(password_file=tmp_path / "empty")
