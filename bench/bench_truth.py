@@ -1,7 +1,7 @@
 """Science against the simulator's truth on nights no test uses: astrometry, zero points, completeness, false
 DiaSources, with their uncertainties.
 
-    python bench/bench_truth.py [--small] [--keep]
+    python bench/bench_truth.py [--small] [--keep] [--sim OPTION=VALUE ...]
 
 Each night is simulated into ``bench/out/truth/`` (deleted afterwards unless ``--keep``), every CCD-visit is
 processed through ``process_ccd`` (no APDB history) and scored:
@@ -89,7 +89,7 @@ def _astrometry(run: CcdRun, truth_wcs: WCS, truth: Table) -> tuple[float, float
 def _night(name: str, overrides: dict, small: bool) -> tuple[list[dict], Table, Table, Table]:
     root = OUT_DIR / "truth" / name
     shutil.rmtree(root, ignore_errors=True)
-    simulated_repository(root, SimConfig(n_epochs=2, small=small, n_transients=20, **overrides))
+    simulated_repository(root, SimConfig.model_validate(dict(n_epochs=2, small=small, n_transients=20, **overrides)))
     exposures = Table.read(root / "truth" / "exposures.ecsv")
     truth = Table.read(root / "truth" / "sources.ecsv")
     zp_true = {int(e): float(z) for e, z in zip(exposures["expnum"], exposures["zero_point"])}
@@ -122,11 +122,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="small-mode nights (fewer stars and galaxies)")
     parser.add_argument("--keep", action="store_true", help="keep the simulated nights in bench/out/truth")
+    parser.add_argument("--sim", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a SimConfig option for every night (an effect switched on: calibration_noise=true)")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.sim)
     per_ccd, found_10, found_5, n_false, n_false_cut, n_visits = [], [0, 0], [0, 0], 0, 0, 0
     threshold = ReliabilityConfig().threshold
     for name, overrides in NIGHTS.items():
-        rows, dia, truth, fluxes = _night(name, overrides, args.small)
+        rows, dia, truth, fluxes = _night(name, {**overrides, **extra}, args.small)
         per_ccd += rows
         n_visits += len(rows)
         per_exposure, matches = score_dia_sources(dia, truth, fluxes, detectable_snr=5.5)
@@ -150,7 +153,8 @@ def main() -> None:
     star = np.array([r["star_rms"] for r in per_ccd])
     grid = np.array([r["grid_rms"] for r in per_ccd])
     zp = np.array([r["zp_mmag"] for r in per_ccd])
-    summary = RichTable(title=f"{n_visits} CCD-visits ({'small' if args.small else 'full'} density)")
+    summary = RichTable(title=f"{n_visits} CCD-visits ({'small' if args.small else 'full'} density"
+                              f"{''.join(', ' + item for item in args.sim)})")
     summary.add_column("figure")
     summary.add_column("value", justify="right")
     summary.add_row("bright-star astrometry RMS, median (max), mas",

@@ -44,16 +44,15 @@ class SimConfig(BaseModel):
     psf_variation: bool = True
     """PSFs of the real DECam PSFEx models (:mod:`simulator.psf`: elliptical, their Moffat wings, changing across
     each CCD and from CCD to CCD); False: one circular Moffat of ``beta = 3.5`` per exposure."""
-    calibration_noise: bool = False
+    calibration_noise: bool = True
     """The master bias and flat written to ``calib/`` carry the noise of the frames they were combined from (20
     biases, 10 flats of 20,000 e-), as a real one does; False: they are the truth the raws were made with."""
-    flat_illumination_error: float = Field(0.0, ge=0, le=0.2)
+    flat_illumination_error: float = Field(0.01, ge=0, le=0.2)
     """Largest departure of the written master flat from the true one in illumination: a smooth pattern across
-    each CCD (a dome flat's illumination is not the sky's), per CCD and band; 0 (the default): none; 0.01 is
-    realistic."""
-    n_unlisted_hot_pixels: int = Field(0, ge=0, le=100_000)
+    each CCD (a dome flat's illumination is not the sky's), per CCD and band; 0: none."""
+    n_unlisted_hot_pixels: int = Field(20, ge=0, le=100_000)
     """Hot pixels per CCD that are in no defect list (the same pixels in every exposure), with 200 to 20,000
-    e- of dark charge per exposure (default none; 20 is realistic)."""
+    e- of dark charge per exposure."""
     cosmic_rays: int = Field(150, ge=0, le=100_000)
     """Cosmic rays per CCD and exposure."""
     start_mjd: float = Field(61000.2, ge=50000.0, le=80000.0)

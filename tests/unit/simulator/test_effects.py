@@ -16,8 +16,8 @@ from simulator.render import add_point_sources
 from simulator.world import make_exposures
 
 
-def test_effects_are_off_by_default_and_then_the_truth_is_written():
-    cfg = SimConfig(ccds=[35])
+def test_effects_off_and_then_the_truth_is_written():
+    cfg = SimConfig(ccds=[35], calibration_noise=False, flat_illumination_error=0.0, n_unlisted_hot_pixels=0)
     assert np.array_equal(master_bias(cfg, 35), bias_structure(cfg.seed, 35))
     assert np.array_equal(master_flat(cfg, 35, "r"), flat_field(cfg.seed, 35, "r"))
     assert unlisted_hot_pixels(cfg, 35)[0].size == 0
@@ -32,7 +32,7 @@ def test_master_bias_carries_the_noise_of_its_frames():
 
 @pytest.mark.parametrize("error", [0.01, 0.03])
 def test_master_flat_illumination_error_is_smooth_and_of_the_stated_size(error):
-    cfg = SimConfig(ccds=[28], flat_illumination_error=error)
+    cfg = SimConfig(ccds=[28], flat_illumination_error=error, calibration_noise=False)
     ratio = master_flat(cfg, 28, "g") / flat_field(cfg.seed, 28, "g")
     assert np.ptp(ratio) <= 2 * error * 1.001 and np.abs(ratio - 1).max() >= 0.5 * error
     assert np.abs(np.diff(ratio, axis=1)).max() < 1e-4      # smooth: no pixel-to-pixel part
