@@ -52,10 +52,17 @@ def _upsample(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, rows: slice, c
     ix0 = np.clip(np.floor(fx).astype(np.intp), 0, max(gx.size - 2, 0))
     wy, wx = (fy - iy0).astype(np.float32), fx - ix0
     iy1, ix1 = np.minimum(iy0 + 1, gy.size - 1), np.minimum(ix0 + 1, gx.size - 1)
-    along_x = (coarse[:, ix0] * (1.0 - wx) + coarse[:, ix1] * wx).astype(np.float32)
-    step = along_x[iy1] - along_x[iy0]
-    step *= wy[:, None]
-    return np.add(along_x[iy0], step, out=out)
+    needed = np.unique(np.concatenate([iy0, iy1]))  # the few coarse rows a box of rows spans
+    along_x = (coarse[needed][:, ix0] * (1.0 - wx) + coarse[needed][:, ix1] * wx).astype(np.float32)
+    if out is None:
+        out = np.empty((iy0.size, ix0.size), np.float32)
+    # Rows between the same two coarse rows share their difference: one product and one sum a pixel.
+    cuts = np.flatnonzero(np.diff(iy0)) + 1
+    for r0, r1 in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [iy0.size]])):
+        a0, a1 = along_x[np.searchsorted(needed, [iy0[r0], iy1[r0]])]
+        np.multiply(wy[r0:r1, None], a1 - a0, out=out[r0:r1])
+        out[r0:r1] += a0
+    return out
 
 
 _NPAD = 12
@@ -225,6 +232,19 @@ def _tile_box(ctx: np.ndarray, cty: np.ndarray, covered: np.ndarray, *, grid: tu
     return rows, cols, (y0, y1, x0, x1)
 
 
+def _store(planes: tuple[np.ndarray, ...], values: tuple[np.ndarray, ...], covered: np.ndarray,
+           inside: np.ndarray) -> None:
+    """Write warped ``values`` into the ``inside`` pixels of ``planes`` (views of one box), marking them
+    ``covered``; the values are the inside pixels' only (compressed) unless every pixel is inside."""
+    whole = values[0].shape == inside.shape
+    for plane, value in zip(planes, values):
+        if whole:
+            plane[...] = value
+        else:
+            plane[inside] = value
+    covered |= inside
+
+
 def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
                image: np.ndarray, variance: np.ndarray, mask: np.ndarray, covered: np.ndarray,
                config: TemplateConfig) -> int | None:
@@ -267,28 +287,31 @@ def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, gri
         ty = _upsample(local_y, gy, gx, stripe, cols, out=coords[0])
         tx = _upsample(local_x, gy, gx, stripe, cols, out=coords[1])
         inside = (tx >= lo_x) & (tx <= hi_x) & (ty >= lo_y) & (ty <= hi_y) & ~covered[stripe, cols]
-        if not inside.any():
-            return 0
-        warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
-                                         prefilter=False, output=np.float32)
         # Nearest neighbour (as map_coordinates(order=0, mode="nearest"): index floor(c + 0.5), clipped)
         # for the mask and the variance (smooth on the scale of a pixel; a quarter of the linear warp's time).
         iy = np.clip(np.floor(ty + np.float32(0.5 - shift)).astype(np.intp), 0, y1 - y0 - 1)
         ix = np.clip(np.floor(tx + np.float32(0.5 - shift)).astype(np.intp), 0, x1 - x0 - 1)
-        warped_var = tile_var[iy, ix]
-        warped_mask = tile_mask[iy, ix]
+        nearest = iy * (x1 - x0) + ix
         if bad_src is not None:
             # Pixels whose interpolation touches missing tile data are left to the next tiles.
-            inside &= ~bad_src[iy, ix]
+            inside &= ~np.take(bad_src, nearest)
+        n_in = int(np.count_nonzero(inside))
+        if n_in == 0:
+            return 0
         area = _upsample(area_coarse, gy, gx, stripe, cols)
+        if n_in < inside.size:
+            # Only the pixels this tile fills are interpolated (a pixel's value does not depend on the others').
+            coords, nearest, area = coords[:, inside], nearest[inside], area[inside]
+        warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
+                                         prefilter=False, output=np.float32)
+        warped_var = np.take(tile_var, nearest)
+        warped_mask = np.take(tile_mask, nearest)
         warped *= area
         area *= area
         warped_var *= area
-        np.copyto(image[stripe, cols], warped, where=inside)
-        np.copyto(variance[stripe, cols], warped_var, where=inside)
-        np.copyto(mask[stripe, cols], warped_mask, where=inside)
-        covered[stripe, cols] |= inside
-        return int(np.count_nonzero(inside))
+        box = (stripe, cols)
+        _store((image[box], variance[box], mask[box]), (warped, warped_var, warped_mask), covered[box], inside)
+        return n_in
 
     starts = range(rows.start, rows.stop, _STRIPE_ROWS)
     tasks = [(r0, min(r0 + _STRIPE_ROWS, rows.stop)) for r0 in starts]

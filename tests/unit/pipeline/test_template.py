@@ -144,3 +144,24 @@ def test_threads_give_the_same_template(scene):
     np.testing.assert_array_equal(one.image, two.image)
     np.testing.assert_array_equal(one.variance, two.variance)
     np.testing.assert_array_equal(one.mask, two.mask)
+
+
+def test_coarse_map_upsampling_is_bilinear():
+    """The coarse-grid mapping is spread to every pixel of a box as a bilinear interpolation would (scipy's
+    ``map_coordinates(order=1)`` on the coarse grid's fractional indices), to float32 rounding."""
+    from scipy import ndimage
+
+    from pipeline.template import _coarse_grid, _upsample
+
+    shape = (300, 410)
+    gy, gx = _coarse_grid(shape, 64)
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    coarse = 1000.0 + 0.9 * xx - 0.05 * yy + 2e-4 * xx * yy + 1e-4 * yy**2
+    rows, cols = slice(37, 290), slice(5, 410)
+    got = _upsample(coarse, gy, gx, rows, cols)
+    fy = np.interp(np.arange(rows.start, rows.stop), gy, np.arange(gy.size))
+    fx = np.interp(np.arange(cols.start, cols.stop), gx, np.arange(gx.size))
+    want = ndimage.map_coordinates(coarse, np.meshgrid(fy, fx, indexing="ij"), order=1)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    # float32 keeps 24 bits: one unit in the last place is 1.2e-4 pixel between 1,024 and 2,048; two allowed.
+    np.testing.assert_allclose(got, want, rtol=0, atol=2.5e-4)
