@@ -71,14 +71,16 @@ _STRIPE_ROWS = 128
 """Rows of the science grid warped per task: small enough for the stripe's coordinates to stay in cache."""
 
 
-def _prefiltered(image: np.ndarray, order: int) -> tuple[np.ndarray, float]:
+def _prefiltered(image: np.ndarray, order: int, *, finite: bool = False) -> tuple[np.ndarray, float]:
     """Float32 spline coefficients of ``image`` (edge-padded, as ``map_coordinates(mode="nearest")`` pads; NaN
-    taken as 0) and the shift to add to coordinates; the image itself for ``order <= 1``. The two separable
-    passes run on :func:`~pipeline.threads.thread_map`'s threads, in blocks of rows and then of columns."""
+    taken as 0, unless the caller knows the image is ``finite``) and the shift to add to coordinates; the image
+    itself for ``order <= 1``. The two separable passes run on :func:`~pipeline.threads.thread_map`'s threads,
+    in blocks of rows and then of columns."""
     if order <= 1:
-        return np.nan_to_num(image, nan=0.0), 0.0
+        return (image if finite else np.nan_to_num(image, nan=0.0)), 0.0
     coeffs = np.pad(image, _NPAD, mode="edge")
-    np.nan_to_num(coeffs, copy=False, nan=0.0)
+    if not finite:
+        np.nan_to_num(coeffs, copy=False, nan=0.0)
     blocks = max(1, worker_count())
     for axis in (1, 0):
         edges = np.linspace(0, coeffs.shape[1 - axis], blocks + 1).astype(int)
@@ -263,10 +265,11 @@ def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, gri
     rows, cols, (y0, y1, x0, x1) = box
     sub = (slice(y0, y1), slice(x0, x1))
     tile_image = np.asarray(tile.image[sub], dtype=np.float32)  # native order: only this part is read
-    source, shift = _prefiltered(tile_image, config.spline_order)
     tile_var = np.asarray(tile.variance[sub], dtype=np.float32)
     tile_mask = np.asarray(tile.mask[sub], dtype=np.int32)
-    bad_src = ~np.isfinite(tile_image) | ~np.isfinite(tile_var)
+    bad_image = ~np.isfinite(tile_image)
+    source, shift = _prefiltered(tile_image, config.spline_order, finite=not bad_image.any())
+    bad_src = bad_image | ~np.isfinite(tile_var)
     # A pixel's linear neighbours lie within the 3 x 3 around its nearest one: the grown mask, sampled at the
     # nearest pixel, flags every pixel whose interpolation touches missing data (a superset, at no warp's cost).
     bad_src = ndimage.maximum_filter(bad_src, size=3) if bad_src.any() else None
