@@ -35,8 +35,29 @@ def estimate_background(image: np.ndarray, mask: np.ndarray, *, config: Backgrou
     global_rms : float
         Global background RMS, image units.
     """
-    data = np.ascontiguousarray(image, dtype=np.float32)
-    bad = (mask & int(UNUSABLE)) != 0
-    bkg = sep.Background(data, mask=bad, bw=config.box_size_pix, bh=config.box_size_pix,
-                         fw=config.filter_size, fh=config.filter_size)
+    bkg = _sep_background(np.ascontiguousarray(image, dtype=np.float32), mask, config)
     return bkg.back(dtype=np.float32), float(bkg.globalrms)
+
+
+def subtract_background(image: np.ndarray, mask: np.ndarray, *, config: BackgroundConfig = BackgroundConfig()
+                        ) -> tuple[np.ndarray, float]:
+    """``image`` minus its sky model (:func:`estimate_background`'s, the same numbers), without making the
+    model image: sep subtracts it row by row from a float32 copy.
+
+    Returns
+    -------
+    subtracted : numpy.ndarray
+        (ny, nx) float32.
+    global_rms : float
+    """
+    subtracted = np.array(image, dtype=np.float32, order="C")
+    bkg = _sep_background(subtracted, mask, config)
+    bkg.subfrom(subtracted)
+    return subtracted, float(bkg.globalrms)
+
+
+def _sep_background(data: np.ndarray, mask: np.ndarray, config: BackgroundConfig) -> sep.Background:
+    """sep's mesh background of a C-contiguous float32 ``data``, UNUSABLE pixels of ``mask`` excluded."""
+    bad = (mask & int(UNUSABLE)) != 0
+    return sep.Background(data, mask=bad, bw=config.box_size_pix, bh=config.box_size_pix,
+                          fw=config.filter_size, fh=config.filter_size)

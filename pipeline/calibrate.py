@@ -16,12 +16,12 @@ from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.astrometry import AstrometryConfig, CameraModel, fit_wcs
-from pipeline.background import BackgroundConfig, estimate_background
+from pipeline.background import BackgroundConfig, subtract_background
 from pipeline.errors import AlgorithmError, NoWorkError
 from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import cut_stamps, psf_flux
 from pipeline.photometry import fit_zero_point, njy_per_electron
-from pipeline.psf import GaussianPsf, PixelPsf, Psf, build_pixel_psf, fit_psf
+from pipeline.psf import GaussianPsf, PixelPsf, Psf, StarStampCache, build_pixel_psf, fit_psf
 from pipeline.sources import SourceDetectionConfig, detect_sources, select_psf_stars
 from pipeline.types import CalibratedExposure, ExposureInfo, MaskedImage
 
@@ -94,8 +94,7 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
         The astrometric or photometric fit failed.
     """
     image, mask, variance = isr_image.image, isr_image.mask, isr_image.variance
-    background, _ = estimate_background(image, mask, config=config.background)
-    subtracted = image - background
+    subtracted, _ = subtract_background(image, mask, config=config.background)
     sources = detect_sources(subtracted, variance, mask, config=config.detection)
     stars = select_psf_stars(sources, min_snr=config.psf_star_min_snr, max_stars=config.psf_max_stars,
                              isolation_sigmas=config.psf_isolation_sigmas,
@@ -105,7 +104,9 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
                           stage="calibrate")
     star_x = np.asarray(sources["x"][stars])
     star_y = np.asarray(sources["y"][stars])
-    psf = _measure_psf(subtracted, mask, star_x, star_y, config)
+    psf_bad = (mask & int(UNUSABLE | MaskBit.SAT)) != 0
+    stamp_cache = StarStampCache()
+    psf = _measure_psf(subtracted, psf_bad, star_x, star_y, config, stamp_cache=stamp_cache)
     ny, nx = image.shape
     electrons = MaskedImage(image=subtracted, mask=mask, variance=variance)
     # Stars in a bright neighbour's halo or on a gradient bend the model's wings and bias every PSF flux
@@ -115,7 +116,8 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
     if in_halo.any() and (~in_halo).sum() >= config.min_stars:
         stars[np.flatnonzero(stars)[in_halo]] = False
         star_x, star_y = star_x[~in_halo], star_y[~in_halo]
-        psf = _measure_psf(subtracted, mask, star_x, star_y, config)
+        psf = _measure_psf(subtracted, psf_bad, star_x, star_y, config, stamp_cache=stamp_cache)
+    del stamp_cache
     fwhm_center = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     if isinstance(psf, PixelPsf):
         flux_scale, n_flux_scale = psf_flux_scale(electrons, star_x, star_y, psf, fwhm_pix=fwhm_center,
@@ -139,8 +141,8 @@ def calibrate(isr_image: MaskedImage, header_wcs: WCS, refcat: Table, *, info: E
         phot_flux, np.asarray(refcat[mag_col][ref_rows], dtype=float), instrumental_flux_err_e=phot_flux_err,
         ref_mag_err=ref_err, min_stars=config.min_stars)
     scale = njy_per_electron(zero_point)
-    calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32), mask=mask,
-                             variance=(variance * scale**2).astype(np.float32))
+    calibrated = MaskedImage(image=(subtracted * scale).astype(np.float32, copy=False), mask=mask,
+                             variance=(variance * scale**2).astype(np.float32, copy=False))
     fwhm = float(psf.fwhm_at((nx - 1) / 2, (ny - 1) / 2))
     ra, dec = wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
     sources["ra"] = ra
@@ -188,19 +190,19 @@ def _zero_point_star_fluxes(electrons: MaskedImage, sources: Table, phot_index: 
     return phot_flux, phot_flux_err
 
 
-def _measure_psf(image: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 config: CalibrateConfig) -> PixelPsf | GaussianPsf:
-    """The PSF model from the selected stars: a pixel PSF, or the Gaussian model if that fails."""
+def _measure_psf(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray, config: CalibrateConfig, *,
+                 stamp_cache: StarStampCache | None = None) -> PixelPsf | GaussianPsf:
+    """The PSF model from the selected stars: a pixel PSF, or the Gaussian model if that fails. ``bad`` is
+    True on the pixels no PSF star may use (unusable, saturated)."""
     sigma = measure_gaussian_sigma(image, x, y)
     gaussian = fit_psf(x, y, sigma, spatial_order=config.psf_spatial_order)
     if not config.do_pixel_psf:
         return gaussian
     ny, nx = image.shape
-    bad = (mask & int(UNUSABLE | MaskBit.SAT)) != 0
     try:
         return build_pixel_psf(image, x, y, mask=bad, half_size=config.psf_half_size,
                                fwhm_guess_pix=float(gaussian.fwhm_at((nx - 1) / 2, (ny - 1) / 2)),
-                               spatial_order=config.psf_spatial_order)
+                               spatial_order=config.psf_spatial_order, stamp_cache=stamp_cache)
     except AlgorithmError as err:
         log.warning("pixel PSF failed (%s); using the Gaussian model", err)
         return gaussian

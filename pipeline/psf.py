@@ -9,7 +9,7 @@ at any set of sub-pixel positions, and can be convolved with a kernel (the PSF o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -212,7 +212,8 @@ def _crop_or_pad(images: np.ndarray, half_size: int) -> np.ndarray:
 
 def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np.ndarray | None = None,
                     half_size: int | None = None, fwhm_guess_pix: float | None = None, spatial_order: int = 0,
-                    n_iter: int = 2, clip_sigma: float = 3.0) -> PixelPsf:
+                    n_iter: int = 2, clip_sigma: float = 3.0, stamp_cache: StarStampCache | None = None
+                    ) -> PixelPsf:
     """Stack star stamps into an empirical pixel PSF.
 
     Parameters
@@ -234,6 +235,9 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
         Normalisation iterations (each re-measures the stars' PSF fluxes with the current model).
     clip_sigma : float
         Per-pixel clipping of outlying stamps (neighbours, cosmic rays), in robust sigma.
+    stamp_cache : StarStampCache, optional
+        Keeps the stars' centred stamps for another build from the same ``image`` and ``mask`` (a rebuild
+        from a subset of the stars cuts and shifts nothing again).
 
     Returns
     -------
@@ -260,7 +264,8 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
     x, y = x[inside], y[inside]
     if x.size < 3:
         raise AlgorithmError(f"PSF model needs at least 3 stars inside the CCD, got {x.size}", stage="psf")
-    shifted, weight = _centred_star_stamps(image, x, y, mask=mask, half=h)
+    cache = StarStampCache() if stamp_cache is None else stamp_cache
+    shifted, weight = cache.stamps(image, x, y, mask=mask, half=h)
     c = half_size
     u = np.arange(-c, c + 1)
     r = np.hypot(u[None, :], u[:, None])
@@ -294,6 +299,30 @@ def build_pixel_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np
     return PixelPsf(images=model_images, shape=(ny, nx))
 
 
+@dataclass
+class StarStampCache:
+    """Stars' centred stamps (the first step of :func:`build_pixel_psf`) kept between builds from one image
+    and mask, by stamp size and star position: a rebuild from a subset of the stars (those out of a
+    neighbour's halo) takes its stamps from here. Valid for one image and mask only."""
+
+    _by_half: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def stamps(self, image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np.ndarray | None, half: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_centred_star_stamps` of the stars at (x, y), from the cache when all of them are in it."""
+        key = np.asarray(x, float) + 1j * np.asarray(y, float)  # complex numbers sort by (x, y)
+        entry = self._by_half.get(half)
+        if entry is not None:
+            sorted_keys, order, shifted, weight = entry
+            pos = np.minimum(np.searchsorted(sorted_keys, key), len(sorted_keys) - 1)
+            if np.array_equal(sorted_keys[pos], key):
+                return shifted[order[pos]], weight[order[pos]]
+        shifted, weight = _centred_star_stamps(image, x, y, mask=mask, half=half)
+        order = np.argsort(key, kind="stable")
+        self._by_half[half] = (key[order], order, shifted, weight)
+        return shifted, weight
+
+
 def _centred_star_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mask: np.ndarray | None,
                          half: int) -> tuple[np.ndarray, np.ndarray]:
     """Stamps of ``half - 2`` half size around the stars, each shifted onto its central pixel, and their
@@ -313,13 +342,24 @@ def _centred_star_stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, mas
     return shifted, weight
 
 
+def nanmedian_first_axis(values: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(values, axis=0)`` (the same numbers, NaN where a column has no finite value), by one
+    sort along the first axis instead of numpy's per-column loop for NaN-holding data."""
+    values = np.sort(values, axis=0)  # NaNs sort last
+    count = np.sum(~np.isnan(values), axis=0)
+    lo = np.take_along_axis(values, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    hi = np.take_along_axis(values, (count // 2)[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, (lo + hi) / 2, np.nan)
+
+
 def _outer_ring_noise(shifted: np.ndarray, weight: np.ndarray, r: np.ndarray, c: int) -> np.ndarray:
     """Per-stamp sky noise: the robust (MAD) scatter of the usable pixels within 3 pixels of the stamp's
     edge at radius ``c`` (the median over the stamps where it is not finite or not positive)."""
     ring = (r > c - 3) & (r <= c)
-    ring_vals = np.where(weight & ring, shifted, np.nan)
-    noise = 1.4826 * np.nanmedian(np.abs(ring_vals - np.nanmedian(ring_vals, axis=(1, 2))[:, None, None]),
-                                  axis=(1, 2))
+    # Only the ring's pixels: (pixels, stars), reduced along the pixels.
+    ring_vals = np.where(weight[:, ring], shifted[:, ring], np.nan).T
+    noise = 1.4826 * nanmedian_first_axis(np.abs(ring_vals - nanmedian_first_axis(ring_vals)[None]))
     return np.where(np.isfinite(noise) & (noise > 0), noise, np.nanmedian(noise))
 
 
@@ -333,8 +373,8 @@ def _clipped_weights(norm: np.ndarray, w: np.ndarray, terms: np.ndarray, model_i
         mad = 1.4826 * np.median(np.abs(np.where(w > 0, resid, np.nan)), axis=0)
         mad = np.nan_to_num(mad, nan=np.inf)
         return w * (np.abs(resid) <= clip_sigma * np.maximum(mad, 1e-12)[None])
-    med = np.nanmedian(np.where(w > 0, norm, np.nan), axis=0)
-    mad = 1.4826 * np.nanmedian(np.abs(np.where(w > 0, norm - med, np.nan)), axis=0)
+    med = nanmedian_first_axis(np.where(w > 0, norm, np.nan))
+    mad = 1.4826 * nanmedian_first_axis(np.abs(np.where(w > 0, norm - med, np.nan)))
     return w * (np.abs(norm - np.nan_to_num(med)) <= clip_sigma * np.maximum(np.nan_to_num(mad, nan=np.inf),
                                                                              1e-12))
 
@@ -346,8 +386,11 @@ def _fitted_model_images(norm: np.ndarray, w: np.ndarray, terms: np.ndarray, *, 
     first image sums to 1, the others to 0)."""
     n_stars = w.shape[0]
     c = norm.shape[-1] // 2
-    normal = np.einsum("sp,si,sj->pij", w.reshape(n_stars, -1), terms, terms)
-    rhs = np.einsum("sp,si,sp->pi", w.reshape(n_stars, -1), terms, norm.reshape(n_stars, -1))
+    n_terms = terms.shape[1]
+    w_flat = w.reshape(n_stars, -1)
+    # Per-pixel normal equations as two matrix products over the stars (BLAS), not a 3-operand einsum.
+    normal = (w_flat.T @ (terms[:, :, None] * terms[:, None, :]).reshape(n_stars, -1)).reshape(-1, n_terms, n_terms)
+    rhs = (w_flat * norm.reshape(n_stars, -1)).T @ terms
     normal += 1e-12 * np.eye(terms.shape[1])[None]
     coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]
     model_images = coeffs.T.reshape(terms.shape[1], 2 * c + 1, 2 * c + 1)

@@ -52,9 +52,10 @@ def detect_sources(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *,
         snr. Empty typed table if nothing is found.
     """
     data = np.ascontiguousarray(image, dtype=np.float32)
-    err = np.sqrt(np.clip(variance, 0, None)).astype(np.float32)
+    err = np.sqrt(np.clip(variance, 0, None)).astype(np.float32, copy=False)
     bad = (mask & int(UNUSABLE)) != 0
-    err_masked = np.where(bad | ~np.isfinite(err) | (err == 0), np.float32(np.inf), err)
+    # Not above 0: zero, NaN (an infinite error stays infinite).
+    err_masked = np.where(bad | ~(err > 0), np.float32(np.inf), err)
     data = np.where(np.isfinite(data), data, np.float32(0.0))
     objects = sep.extract(data, config.threshold_sigma, err=err_masked, mask=bad,
                           minarea=config.min_area_pix, deblend_cont=config.deblend_cont)

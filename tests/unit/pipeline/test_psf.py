@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.measure import psf_flux
-from pipeline.psf import PixelPsf, build_pixel_psf, psf_from_gaussian
+from pipeline.psf import PixelPsf, StarStampCache, build_pixel_psf, nanmedian_first_axis, psf_from_gaussian
 from pipeline.types import MaskedImage
 from simulator.render import add_point_sources
 
@@ -62,3 +62,32 @@ def test_star_at_the_image_edge_is_used_without_its_missing_pixels():
     with_edge = build_pixel_psf(image, edge_x, edge_y, spatial_order=0, half_size=12)
     without = build_pixel_psf(image, x, y, spatial_order=0, half_size=12)
     assert abs(float(with_edge.fwhm_at(400.0, 400.0)) / float(without.fwhm_at(400.0, 400.0)) - 1) < 0.01
+
+
+def test_nanmedian_first_axis_is_numpys():
+    rng = np.random.default_rng(5)
+    for shape in [(7, 5, 5), (40, 9), (1, 4), (2, 6)]:
+        values = rng.normal(size=shape)
+        values[rng.random(shape) < 0.3] = np.nan
+        values[..., 0] = np.nan  # a column with no value
+        values.flat[1] = np.inf
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+            expected = np.nanmedian(values, axis=0)
+        np.testing.assert_array_equal(nanmedian_first_axis(values), expected)  # exact, NaN where numpy's is
+
+
+def test_rebuild_from_a_subset_of_cached_stamps_is_a_fresh_build():
+    image, x, y, _ = _star_field(5.0)
+    mask = np.zeros(image.shape, bool)
+    mask[300:305, :] = True
+    cache = StarStampCache()
+    build_pixel_psf(image, x, y, mask=mask, fwhm_guess_pix=5.0, spatial_order=1, stamp_cache=cache)
+    keep = np.arange(len(x)) % 4 != 1
+    rebuilt = build_pixel_psf(image, x[keep][::-1], y[keep][::-1], mask=mask, fwhm_guess_pix=5.0, spatial_order=1,
+                              stamp_cache=cache)
+    fresh = build_pixel_psf(image, x[keep][::-1], y[keep][::-1], mask=mask, fwhm_guess_pix=5.0, spatial_order=1)
+    np.testing.assert_array_equal(rebuilt.images, fresh.images)
+    # A star not in the cache: the stamps are cut again, not taken from a wrong entry.
+    moved = build_pixel_psf(image, x + 0.25, y, mask=mask, fwhm_guess_pix=5.0, spatial_order=1, stamp_cache=cache)
+    np.testing.assert_array_equal(moved.images, build_pixel_psf(image, x + 0.25, y, mask=mask, fwhm_guess_pix=5.0,
+                                                                spatial_order=1).images)
