@@ -147,8 +147,8 @@ def convolve_same(image: np.ndarray, kernel: np.ndarray, *, exclude: np.ndarray 
     return in_row_blocks(block, blocks, image.shape, 1)[0]
 
 
-def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, kernel: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, kernel: np.ndarray, *,
+                   with_coverage: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The sums behind the matched-filter significance of a point source at every pixel.
 
     ``numerator = D * P``, ``noise2 = V * P^2`` and ``coverage = W * P``, with ``P`` the flipped ``kernel``, ``W``
@@ -165,6 +165,9 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
         (ny, nx) bool, unusable pixels.
     kernel : numpy.ndarray
         (kh, kw) PSF kernel.
+    with_coverage : bool
+        False: no coverage plane (one FFT round trip less; None in its place), for a caller that needs the
+        coverage at a few pixels only (:func:`coverage_at`).
 
     Returns
     -------
@@ -181,19 +184,62 @@ def matched_filter(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, ker
         shape = usable.shape
         kft, kft2 = kfts[fft_shape(shape)]
         sums = []
-        for plane, kernel_transform in ((np.where(usable, image[rows], np.float32(0.0)), kft),
-                                        (np.where(usable, variance[rows], np.float32(0.0)), kft2),
-                                        (usable.astype(np.float32), kft)):
+        planes = [(np.where(usable, image[rows], np.float32(0.0)), kft),
+                  (np.where(usable, variance[rows], np.float32(0.0)), kft2)]
+        if with_coverage:
+            planes.append((usable.astype(np.float32), kft))
+        for plane, kernel_transform in planes:
             product = spectrum(plane)
             product *= kernel_transform
             sums.append(inverse(product, shape))
         return sums
 
+    if not with_coverage:
+        numerator, noise2 = in_row_blocks(block, blocks, image.shape, 2)
+        return numerator, noise2, None
     numerator, noise2, coverage = in_row_blocks(block, blocks, image.shape, 3)
     for edge in border_bands(coverage, band):
         edge[...] = 0.0
     return numerator, noise2, coverage
 
 
+def coverage_at(bad: np.ndarray, kernel: np.ndarray, iy: np.ndarray, ix: np.ndarray, *, chunk: int = 4096
+                ) -> np.ndarray:
+    """:func:`matched_filter`'s coverage (the usable pixels' share of ``kernel``) at the pixels (iy, ix) only,
+    by direct sums over each pixel's kernel footprint (float64; the FFT plane's values to float32 round-off),
+    0 in the unscored border band.
+
+    Parameters
+    ----------
+    bad : numpy.ndarray
+        (ny, nx) bool, unusable pixels.
+    kernel : numpy.ndarray
+        (kh, kw) PSF kernel, odd sizes.
+    iy, ix : numpy.ndarray
+        (n,) integer pixel indices.
+    chunk : int
+        Pixels summed at a time (memory: ``chunk * kh * kw`` bytes).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) float64.
+    """
+    ny, nx = bad.shape
+    kh, kw = kernel.shape
+    band = max(kernel.shape) // 2
+    iy, ix = np.asarray(iy, np.intp), np.asarray(ix, np.intp)
+    out = np.zeros(iy.size)
+    inner = np.flatnonzero((iy >= band) & (iy < ny - band) & (ix >= band) & (ix < nx - band))
+    # The FFT product convolves the usable plane with the flipped kernel: a correlation with the kernel.
+    dy, dx = np.arange(kh) - kh // 2, np.arange(kw) - kw // 2
+    weights = np.asarray(kernel, float).ravel()
+    for start in range(0, inner.size, chunk):
+        sel = inner[start:start + chunk]
+        window = bad[iy[sel, None, None] + dy[None, :, None], ix[sel, None, None] + dx[None, None, :]]
+        out[sel] = (~window).reshape(sel.size, -1) @ weights
+    return out
+
+
 __all__ = ["ROW_BLOCKS", "border_bands", "fft_shape", "kernel_ft", "kernel_fts", "spectrum", "inverse", "row_blocks",
-           "in_row_blocks", "convolve_same", "matched_filter"]
+           "in_row_blocks", "convolve_same", "matched_filter", "coverage_at"]

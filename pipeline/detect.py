@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
 from pipeline.astrometry import pixel_scale_arcsec
-from pipeline.convolution import matched_filter
+from pipeline.convolution import coverage_at, matched_filter
 from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
 from pipeline.psf import FWHM_PER_SIGMA
@@ -51,16 +51,28 @@ def dia_source_id(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
     return (np.int64(visit) * 100 + np.int64(detector)) * SOURCE_INDEX_LIMIT + np.asarray(index, dtype=np.int64)
 
 
-def score_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, psf_kernel: np.ndarray) -> np.ndarray:
+def score_image(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, psf_kernel: np.ndarray, *,
+                threshold: float | None = None) -> np.ndarray:
     """Matched-filter significance of a point source at every pixel: ``(D * P) / sqrt(V * P^2)``.
 
     Convolutions by float32 FFTs (:func:`~pipeline.convolution.matched_filter`), so the cost does not grow with
     the kernel; unusable pixels carry no weight, and where less than half the PSF is usable the score is 0.
+    With ``threshold``, that coverage is found (by direct sums, :func:`~pipeline.convolution.coverage_at`)
+    only where ``|score| >= threshold``, the pixels a detection at that threshold is made of: one FFT round
+    trip less, and the scores below it are left as they are.
     """
-    numerator, noise2, coverage = matched_filter(image, variance, bad, psf_kernel)
+    numerator, noise2, coverage = matched_filter(image, variance, bad, psf_kernel, with_coverage=threshold is None)
+    # In place: the planes are this function's own (no CCD-sized temporaries).
+    noise = np.sqrt(np.clip(noise2, 1e-30, None, out=noise2), out=noise2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        score = numerator / np.sqrt(np.clip(noise2, 1e-30, None))
-    score[(coverage < 0.5) | ~np.isfinite(score)] = 0.0
+        score = np.divide(numerator, noise, out=numerator)
+    if coverage is not None:
+        score[(coverage < 0.5) | ~np.isfinite(score)] = 0.0
+    else:
+        score[~np.isfinite(score)] = 0.0
+        iy, ix = np.nonzero(np.abs(score) >= threshold)
+        low = coverage_at(bad, psf_kernel, iy, ix) < 0.5
+        score[iy[low], ix[low]] = 0.0
     return np.ascontiguousarray(score, dtype=np.float32)
 
 
@@ -123,7 +135,7 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     ny, nx = image.shape
     sigma = float(diff_psf.sigma_at((nx - 1) / 2, (ny - 1) / 2))
     kernel = diff_psf.kernel((nx - 1) / 2, (ny - 1) / 2, int(np.clip(np.ceil(3 * sigma), 2, 15)))
-    score = score_image(image, difference.variance, bad, kernel)
+    score = score_image(image, difference.variance, bad, kernel, threshold=config.threshold_sigma)
     x, y, is_negative, npix, moments = _detect_both_signs(image, score, bad, sigma=sigma, config=config)
     fwhm = sigma * FWHM_PER_SIGMA
     found = _merge_dipoles(x, y, is_negative, npix, moments, radius=config.dipole_match_fwhm * fwhm)
@@ -256,12 +268,13 @@ def _refine_centroids(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.n
     """Gaussian-windowed centroids (sep.winpos, window sigma = PSF sigma) of each detection on the difference
     image, sign-flipped for negative detections; a detection whose centroid moves ``max_shift_pix`` or more,
     or fails, keeps its detected position."""
-    data = np.where(bad, 0.0, image).astype(np.float32)
+    data = np.where(bad, np.float32(0.0), image).astype(np.float32, copy=False)
     new_x, new_y = x.copy(), y.copy()
     for sign, sel in ((1.0, ~is_negative), (-1.0, is_negative)):
         if not sel.any():
             continue
-        wx, wy, flag = sep.winpos(np.ascontiguousarray(sign * data), x[sel], y[sel], sigma, mask=bad)
+        signed = data if sign > 0 else np.negative(data)
+        wx, wy, flag = sep.winpos(np.ascontiguousarray(signed), x[sel], y[sel], sigma, mask=bad)
         ok = (flag == 0) & np.isfinite(wx) & np.isfinite(wy) & (np.hypot(wx - x[sel], wy - y[sel]) < max_shift_pix)
         new_x[sel] = np.where(ok, wx, x[sel])
         new_y[sel] = np.where(ok, wy, y[sel])
