@@ -15,6 +15,7 @@ from pipeline.astrometry import pixel_scale_arcsec
 from pipeline.errors import NoWorkError
 from pipeline.masks import MaskBit
 from pipeline.psf import psf_image_fwhm
+from pipeline.spline_eval import Orientation, cubic_at, orientation
 from pipeline.threads import thread_map, worker_count
 from pipeline.types import MaskedImage, TemplateTile, WarpedTemplate
 
@@ -247,6 +248,30 @@ def _store(planes: tuple[np.ndarray, ...], values: tuple[np.ndarray, ...], cover
     covered |= inside
 
 
+def _jacobian(ctx: np.ndarray, cty: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> tuple[np.ndarray, list]:
+    """The pixel-area ratio on the coarse grid (the determinant of the Jacobian of tile x, y with respect to
+    science x, y) and the mean Jacobian ``[[dty/dy, dty/dx], [dtx/dy, dtx/dx]]``."""
+    dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
+    dty_dy, dty_dx = np.gradient(cty, gy, gx)
+    area = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
+    mean = [[float(np.mean(dty_dy)), float(np.mean(dty_dx))], [float(np.mean(dtx_dy)), float(np.mean(dtx_dx))]]
+    return area, mean
+
+
+def _interpolate(source: np.ndarray, orient: Orientation | None, coords: np.ndarray, inside: np.ndarray,
+                 order: int) -> np.ndarray:
+    """The spline of ``source`` at ``coords`` (2, rows, cols): at every pixel if all are ``inside``, else at
+    the inside ones only (compressed). Near-permutation mappings use :func:`~pipeline.spline_eval.cubic_at`
+    (whole blocks from shifted slices, cheaper even with the outside pixels); others ``map_coordinates`` on
+    the inside pixels (a pixel's value does not depend on the others')."""
+    partial = not inside.all()
+    if orient is not None:
+        warped = cubic_at(source, orient, coords[0], coords[1], inside)
+        return warped[inside] if partial else warped
+    return ndimage.map_coordinates(source, coords[:, inside] if partial else coords, order=order, mode="nearest",
+                                   prefilter=False, output=np.float32)
+
+
 def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, grid: tuple[np.ndarray, np.ndarray],
                image: np.ndarray, variance: np.ndarray, mask: np.ndarray, covered: np.ndarray,
                config: TemplateConfig) -> int | None:
@@ -273,10 +298,8 @@ def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, gri
     # A pixel's linear neighbours lie within the 3 x 3 around its nearest one: the grown mask, sampled at the
     # nearest pixel, flags every pixel whose interpolation touches missing data (a superset, at no warp's cost).
     bad_src = ndimage.maximum_filter(bad_src, size=3) if bad_src.any() else None
-    # Jacobian of (tile x, y) with respect to (science x, y): the pixel-area ratio.
-    dtx_dy, dtx_dx = np.gradient(ctx, gy, gx)
-    dty_dy, dty_dx = np.gradient(cty, gy, gx)
-    area_coarse = np.abs(dtx_dx * dty_dy - dtx_dy * dty_dx)
+    area_coarse, jacobian = _jacobian(ctx, cty, gy, gx)
+    orient = orientation(source, jacobian) if config.spline_order == 3 else None
 
     # Tile coordinates relative to the prefiltered box (float32: 0.0005 pixel at 4096), and the bounds of
     # the tile's interior in them.
@@ -302,11 +325,9 @@ def _warp_tile(tile: WarpSource, sky_ra: np.ndarray, sky_dec: np.ndarray, *, gri
         if n_in == 0:
             return 0
         area = _upsample(area_coarse, gy, gx, stripe, cols)
+        warped = _interpolate(source, orient, coords, inside, config.spline_order)
         if n_in < inside.size:
-            # Only the pixels this tile fills are interpolated (a pixel's value does not depend on the others').
-            coords, nearest, area = coords[:, inside], nearest[inside], area[inside]
-        warped = ndimage.map_coordinates(source, coords, order=config.spline_order, mode="nearest",
-                                         prefilter=False, output=np.float32)
+            nearest, area = nearest[inside], area[inside]
         warped_var = np.take(tile_var, nearest)
         warped_mask = np.take(tile_mask, nearest)
         warped *= area
