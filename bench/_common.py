@@ -188,3 +188,31 @@ class CcdWriter:
                                detector=detector, rng=self.rng, forced=True)
         self.next_forced += n_obj
         return new_objs, src, fs
+
+
+def listening_pids(addresses) -> list[int]:
+    """Pids of the processes listening on any of the ``(host, port)`` addresses; a server bound to every
+    address of a port counts for each host (the machine may run other servers of the same kind on other
+    loopback addresses, e.g. the local cluster on 127.0.0.2-4)."""
+    import psutil
+
+    wanted = {(host, int(port)) for host, port in addresses}
+    ports = {port for _, port in wanted}
+    out = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or not conn.pid or conn.laddr.port not in ports:
+            continue
+        ip = conn.laddr.ip.removeprefix("::ffff:")
+        if ip in ("0.0.0.0", "::") or (ip, conn.laddr.port) in wanted:
+            out.add(conn.pid)
+    return sorted(out)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far; 0 when it is gone."""
+    import psutil
+
+    try:
+        return float(sum(psutil.Process(pid).cpu_times()[:2]))
+    except psutil.NoSuchProcess:
+        return 0.0

@@ -41,8 +41,10 @@ from _common import (  # noqa: E402
     fill_chunk_sources,
     fill_visit,
     fill_visit_time,
+    listening_pids,
     machine_line,
     median,
+    process_cpu_s,
     worker_gc,
     worker_malloc,
 )
@@ -136,20 +138,9 @@ def cassandra_server_pids(url: str) -> list[int]:
     """The processes listening on the native-transport addresses of a ``cassandra://`` URL (its nodes here)."""
     from urllib.parse import urlparse
 
-    import psutil
-
     netloc = urlparse(url).netloc.rsplit("@", 1)[-1]
     hosts, _, port = netloc.rpartition(":") if ":" in netloc.split(",")[-1] else (netloc, "", "9042")
-    wanted = {(h, int(port or 9042)) for h in hosts.split(",") if h}
-    return sorted({c.pid for c in psutil.net_connections(kind="tcp")
-                   if c.status == psutil.CONN_LISTEN and c.pid and (c.laddr.ip, c.laddr.port) in wanted})
-
-
-def processes_cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far."""
-    import psutil
-
-    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+    return listening_pids((host, int(port or 9042)) for host in hosts.split(",") if host)
 
 
 def timed_read(apdb, region, mjd):
@@ -245,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     margin = min(args.radius, side / 2)
     reads, writes, sizes, wsizes, read_cpu, write_cpu = [], [], [], [], [], []
     servers = cassandra_server_pids(args.cassandra) if args.cassandra else []
-    servers_cpu0, wall0 = processes_cpu_s(servers), time.perf_counter()
+    servers_cpu0, wall0 = sum(map(process_cpu_s, servers)), time.perf_counter()
     for i in range(args.visits):
         dec = DEC0 + rng.uniform(-(side / 2 - margin), side / 2 - margin)
         ra = (RA0 + rng.uniform(-(side / 2 - margin), side / 2 - margin) / np.cos(np.radians(dec))) % 360.0
@@ -264,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     title = f"APDB per-CCD times ({kind}, {args.n_objects:,} objects, {args.visits} CCD-visits, r = {args.radius} deg)"
     console.print(apdb_times_table(title, "read_region", reads, writes, sizes, wsizes))
     if servers:  # everything the nodes did meanwhile, compaction and gossip included, per CCD-visit
-        servers_ms = (processes_cpu_s(servers) - servers_cpu0) / args.visits * 1e3
+        servers_ms = (sum(map(process_cpu_s, servers)) - servers_cpu0) / args.visits * 1e3
         console.print(f"Cassandra's CPU ({len(servers)} node process(es) {servers}): {servers_ms:.1f} ms per CCD-visit "
                       f"(read + store), {servers_ms * args.visits / 1e3 / (time.perf_counter() - wall0):.2f} cores "
                       "on average over the timed visits")

@@ -43,7 +43,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import OUT_DIR, console, machine_line, median  # noqa: E402
+from bench._common import OUT_DIR, console, listening_pids, machine_line, median, process_cpu_s  # noqa: E402
 from bench.bench_exposure import ensure_exposure, run_once  # noqa: E402
 from streamer.alerts.framing import now_mjd_tai  # noqa: E402
 
@@ -98,13 +98,6 @@ def cpu_s(stat: list[str]) -> float:
     return (int(stat[11]) + int(stat[12])) / CLK_TCK
 
 
-def process_cpu_s(pid: int) -> float:
-    try:
-        return cpu_s(read_stat(f"/proc/{pid}/stat"))
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-
-
 def page_faults(pid: int) -> tuple[int, int]:
     """(minor, major) page faults of a process so far (/proc stat fields 10 and 12)."""
     try:
@@ -151,39 +144,10 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on ``port`` (/proc/net/tcp and tcp6)."""
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = [line.split() for line in f.readlines()[1:]]
-        except FileNotFoundError:
-            continue
-        # 0A: LISTEN; on 127.0.0.1 or any address (other helpers' cluster nodes listen on 127.0.0.2-4, same port)
-        out |= {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A"
-                and (r[1].rsplit(":", 1)[0].endswith("0100007F") or set(r[1].rsplit(":", 1)[0]) == {"0"})}
-    return out
-
-
-def port_owner(port: int) -> int | None:
-    """The pid of the process listening on ``port`` (the machine may run other servers of the same kind)."""
-    inodes = {f"socket:[{i}]" for i in listening_inodes(port)}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{entry}/fd")):
-                return int(entry)
-        except (FileNotFoundError, PermissionError, ProcessLookupError):
-            continue
-    return None
-
-
 def find_servers(ports: dict[str, int]) -> dict[str, int]:
     """The server processes by name, found by the port each listens on (``{"Kafka": 9092, ...}``)."""
-    found = {name: port_owner(port) for name, port in ports.items()}
-    return {name: pid for name, pid in found.items() if pid is not None}
+    found = {name: listening_pids([("127.0.0.1", port)]) for name, port in ports.items()}
+    return {name: pids[0] for name, pids in found.items() if pids}
 
 
 def machine_times() -> tuple[float, float]:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from streamer.inspect import pyplot, save_png
+
 
 def detection_flags(truth_fluxes: Table, matches: Table, processed_ccds: set[tuple[int, int]]) -> tuple[np.ndarray,
                                                                                                          np.ndarray]:
@@ -47,12 +49,7 @@ def plot_truth_report(snr: np.ndarray, found: np.ndarray, matches: Table, path: 
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_c, ax_p, ax_o) = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
+    fig, (ax_c, ax_p, ax_o) = pyplot().subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
     edges = np.array([2.0, 3.0, 4.0, 5.0, 5.5, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 1e4])
     idx = np.digitize(snr, edges) - 1
     ok = (idx >= 0) & (idx < edges.size - 1)
@@ -91,11 +88,7 @@ def plot_truth_report(snr: np.ndarray, found: np.ndarray, matches: Table, path: 
     ax_o.text(20, 0.11, "goal 0.1\" at SNR >= 20", fontsize=8, color="grey")
     ax_o.set(xscale="log", xlabel="true SNR", ylabel="offset from the truth (arcsec)", title="positions")
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 __all__ = ["detection_flags", "plot_truth_report"]
