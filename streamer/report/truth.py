@@ -49,8 +49,8 @@ def print_truth_report(settings: BlinkSettings, cassandra: CassandraSettings, co
         else dia
     per_exposure_cut, _ = score_dia_sources(reliable, sources, fluxes)
     table = RichTable(title="Blink against the simulator's truth (matches within 1 arcsec)",
-                      caption=f"\"above cut\": DiaSources with reliability >= {reliability_cut} (the alert "
-                              "stream's default cut)")
+                      caption=f"\"above cut\": DiaSources with reliability >= {reliability_cut} (what a "
+                              "distribution threshold, min_reliability, of that value would alert)")
     for name in ("exposure", "injected (SNR>=5)", "found", "completeness", "DiaSources", "unmatched",
                  "completeness above cut", "unmatched above cut"):
         table.add_column(name, justify="right")
