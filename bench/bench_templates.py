@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT_DIR, console, machine_line  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
-RELIABILITY_CUT = 0.6
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY  # noqa: E402
+
+RELIABILITY_CUT = DEFAULT_MIN_RELIABILITY
 
 
 def _link_night(source: Path, target: Path) -> None:

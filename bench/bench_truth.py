@@ -29,7 +29,7 @@ from astropy.wcs import WCS
 from rich.table import Table as RichTable
 
 from pipeline.ccd import CcdRun
-from pipeline.reliability import ReliabilityConfig
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY
 from schemas import datarepo
 from simulator import SimConfig
 from simulator.scoring import score_dia_sources
@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.sim)
     per_ccd, found_10, found_5, n_false, n_false_cut, n_visits = [], [0, 0], [0, 0], 0, 0, 0
-    threshold = ReliabilityConfig().threshold
+    threshold = DEFAULT_MIN_RELIABILITY
     for name, overrides in NIGHTS.items():
         rows, dia, truth, fluxes = _night(name, {**overrides, **extra}, args.small)
         per_ccd += rows

@@ -31,7 +31,7 @@ from pipeline.errors import AlgorithmError, BlinkError, InputError
 from pipeline.forced import ForcedConfig, forced_photometry
 from pipeline.isr import IsrConfig, run_isr
 from pipeline.refcat import RefcatConfig, reference_stars
-from pipeline.reliability import ReliabilityConfig, score
+from pipeline.reliability import ReliabilityConfig, ReliabilityModel, score
 from pipeline.subtract import SubtractConfig, SubtractionResult, subtract
 from pipeline.template import TemplateConfig, warp_template
 from pipeline.types import CalibratedExposure, CcdInputs, CcdOutputs, MaskedImage
@@ -256,10 +256,14 @@ class CcdRun:
     def _detect(self) -> None:
         subtraction = _needed(self.difference, "diffim").subtraction
         config = self.config
+        exposure = _needed(self.exposure, "calibrate")
         with _stage("detect", self.timings):
-            dia_sources = detect_dia_sources(subtraction, _needed(self.exposure, "calibrate"), config=config.detect)
-            dia_sources["reliability"] = score(dia_sources, config=config.reliability).astype(np.float32)
-            dia_sources["reliabilityVersion"] = np.full(len(dia_sources), config.reliability.version)
+            dia_sources = detect_dia_sources(subtraction, exposure, config=config.detect)
+        with _stage("reliability", self.timings):
+            reliability, version = _reliability(dia_sources, subtraction, exposure, self.inputs.reliability_model,
+                                                config.reliability)
+            dia_sources["reliability"] = reliability
+            dia_sources["reliabilityVersion"] = np.full(len(dia_sources), version, dtype="U8")
         self.detections = dia_sources
 
     def _associate(self) -> None:
@@ -302,6 +306,18 @@ class CcdRun:
         return CcdOutputs(exposure=exposure, difference=result.difference, dia_sources=found.dia_sources,
                           dia_objects=found.dia_objects, dia_forced_sources=found.dia_forced_sources,
                           cutouts=cutouts, metadata=metadata)
+
+
+def _reliability(dia_sources: Table, subtraction: SubtractionResult, exposure: CalibratedExposure,
+                 model: ReliabilityModel | None, config: ReliabilityConfig) -> tuple[np.ndarray, str]:
+    """The reliability of each DiaSource and the model's version (NaN and empty when ``do_score`` is off)."""
+    if not config.do_score:
+        return np.full(len(dia_sources), np.nan, np.float32), ""
+    if model is None:
+        raise InputError("the inputs carry no reliability model (the shell reads the shipped one: "
+                         "streamer.reliability_model), and reliability.do_score is on", stage="reliability")
+    return score(dia_sources, exposure.masked, subtraction.matched_template, subtraction.difference,
+                 model=model), model.version
 
 
 def _needed(value: _T | None, step: str) -> _T:

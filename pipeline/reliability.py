@@ -1,50 +1,128 @@
-"""Real/bogus reliability of DiaSources: a logistic regression trained on the simulator's truth.
+"""Real/bogus reliability of DiaSources: a small CNN on the science, template and difference stamps.
 
-Version ``lr-2``: ``p = 1 / (1 + exp(-(w0 + sum_k w_k f_k)))`` on the features below, all computed from
-diaSource columns (PSF-fit quality, shape against the PSF, pixel flags, dipole-ness, SNR and the flux ratios
-science / difference and template / difference that separate residuals of static sources from new light).
-The weights in ``ReliabilityConfig`` were learned by ``train_reliability`` on a simulated training night
-(``bench/train_reliability.py``, another seed than the tests); ``train_reliability`` is Newton's method
-(iteratively reweighted least squares) with a small L2 penalty, numpy only.
+Rubin scores each DIASource with a CNN on its three stamps (``RBTransiNetTask``, 3 x 51 x 51); ZTF's braai
+does the same. Here a central crop of ``2 * stamp_half_size + 1`` pixels of each plane (the science image,
+the template as subtracted and the decorrelated difference) is divided by its noise (the square root of the
+stamp's median variance) and compressed by ``arcsinh(z / asinh_softening)``, so that the network sees
+significance, not flux, on any night; pixels off the image or without data are 0. Beside the stamps the
+network reads a few measured features (:data:`FEATURES`: the PSF fit's quality, the shape against the PSF,
+pixel flags, dipole-ness, SNR and flux ratios), standardised. The network itself is :mod:`pipeline.cnn`
+(numpy, vectorised); its weights, the stamp recipe and the feature scaling are a :class:`ReliabilityModel`,
+which the shell reads from the package data (:mod:`streamer.reliability_model`) and passes in the CCD's
+inputs, as it does the camera tables. ``bench/train_reliability.py`` trains it (PyTorch, the ``train``
+extra) on simulated nights no test uses and evaluates it on others.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-RELIABILITY_VERSION = "lr-2"
+from pipeline.cnn import ConvNet
+from pipeline.masks import MaskBit
+from pipeline.measure import cut_stamps
+from pipeline.types import MaskedImage
+
+MODEL_VERSION = "cnn-1"
+"""The model the package ships (``pipeline/data/reliability/<version>.npz``), reported as reliabilityVersion."""
+
+DEFAULT_MIN_RELIABILITY = 0.76
+"""The distribution threshold chosen for :data:`MODEL_VERSION` from its held-out curves (recorded in its file as
+``min_reliability``; see ``bench/README.md``): the default of the ``min_reliability`` setting."""
 
 FEATURES = ("log_abs_snr", "log_chi2_per_pix", "log_size_ratio", "flagged", "is_dipole", "is_negative",
             "template_ratio", "science_ratio", "aperture_ratio")
-"""Feature names, in the order of the weights (after the intercept)."""
+"""Measured features a model may read beside the stamps (:func:`features`)."""
 
-# Learned by bench/train_reliability.py (seed 101, 4 epochs x 2 small CCDs, 152 real and 106 bogus DiaSources,
-# class-balanced, L2 0.01); held-out AUC 0.92-0.93. The threshold 0.6 was set on another night (seed 11):
-# 0.7 bogus per CCD kept, every real DiaSource above SNR 10 kept.
-_TRAINED_WEIGHTS = (0.03879, 4.859, -5.27, -1.188, -0.9324, -2.995, 0.3997, -0.008698, -0.1782, -3.639)
+PLANES = ("science", "template", "difference")
+"""The stamps' planes, in the order of the network's input channels."""
 
 
 class ReliabilityConfig(BaseModel):
-    """Weights of the logistic reliability model (intercept first, then one per feature of ``FEATURES``)."""
+    """The reliability stage: whether DiaSources are scored (by the model in the CCD's inputs)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    weights: tuple[float, ...] = Field(_TRAINED_WEIGHTS, description="Intercept, then weights of FEATURES.")
-    version: str = Field(RELIABILITY_VERSION, min_length=1, max_length=8,
-                         description="Reported as reliabilityVersion (<= 8 characters).")
-    threshold: float = Field(0.6, ge=0, le=1.0, description="Default cut: DiaSources below it are likely bogus.")
+    do_score: bool = Field(True, description="Score each DiaSource with the inputs' reliability model; False: "
+                                             "reliability NaN and reliabilityVersion empty.")
 
-    @model_validator(mode="after")
-    def _check(self) -> ReliabilityConfig:
-        if len(self.weights) != len(FEATURES) + 1:
-            raise ValueError(f"weights needs {len(FEATURES) + 1} values (intercept + {FEATURES}), "
-                             f"got {len(self.weights)}")
-        if not np.all(np.isfinite(self.weights)):
-            raise ValueError(f"weights must be finite, got {self.weights}")
-        return self
+
+@dataclass(frozen=True, eq=False)
+class ReliabilityModel:
+    """A trained reliability model: the network and how its inputs are made.
+
+    Attributes
+    ----------
+    version : str
+        Reported as ``reliabilityVersion`` (1 to 8 characters).
+    net : ConvNet
+        Takes ``(n, 3, s, s)`` stamps (``s = 2 * stamp_half_size + 1``) and the standardised features.
+    stamp_half_size : int
+    asinh_softening : float
+        Stamp pixels are ``arcsinh(value / sigma / asinh_softening)``.
+    feature_names : tuple of str
+        The :data:`FEATURES` the network reads, in its order.
+    feature_mean, feature_std : numpy.ndarray
+        Their standardisation (the training set's).
+    min_reliability : float
+        The distribution threshold chosen from this model's held-out curves.
+    """
+
+    version: str
+    net: ConvNet
+    stamp_half_size: int
+    asinh_softening: float
+    feature_names: tuple[str, ...]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    min_reliability: float
+
+    _META = ("version", "stamp_half_size", "asinh_softening", "feature_names", "feature_mean", "feature_std",
+             "min_reliability")
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ReliabilityModel:
+        """The model from its named arrays (an ``.npz`` file's contents: the network's, see :mod:`pipeline.cnn`,
+        and ``version``, ``stamp_half_size``, ``asinh_softening``, ``feature_names``, ``feature_mean``,
+        ``feature_std``, ``min_reliability``).
+
+        Raises
+        ------
+        ValueError
+            An array missing, an unknown feature, a version of more than 8 characters or shapes that do not fit.
+        """
+        missing = [k for k in cls._META if k not in arrays]
+        if missing:
+            raise ValueError(f"reliability model arrays lack {missing}")
+        version = str(np.asarray(arrays["version"]))
+        names = tuple(str(v) for v in np.atleast_1d(np.asarray(arrays["feature_names"])) if str(v))
+        half = int(np.asarray(arrays["stamp_half_size"]))
+        mean = np.asarray(arrays["feature_mean"], np.float32).reshape(-1)
+        std = np.asarray(arrays["feature_std"], np.float32).reshape(-1)
+        if not 1 <= len(version) <= 8:
+            raise ValueError(f"reliability model version {version!r} must have 1 to 8 characters")
+        if unknown := [n for n in names if n not in FEATURES]:
+            raise ValueError(f"reliability model reads unknown features {unknown} (known: {FEATURES})")
+        if mean.shape != (len(names),) or std.shape != (len(names),) or not np.all(std > 0):
+            raise ValueError(f"feature_mean {mean.shape} and feature_std {std.shape} (> 0) must have one value per "
+                             f"feature ({len(names)})")
+        if half < 1:
+            raise ValueError(f"stamp_half_size must be >= 1, got {half}")
+        net = ConvNet.from_arrays(arrays, (len(PLANES), 2 * half + 1, 2 * half + 1))
+        if net.n_side != len(names):
+            raise ValueError(f"the network reads {net.n_side} side features, the model names {len(names)}")
+        return cls(version, net, half, float(np.asarray(arrays["asinh_softening"])), names, mean, std,
+                   float(np.asarray(arrays["min_reliability"])))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The named arrays :meth:`from_arrays` reads (what the training script saves)."""
+        return {**self.net.to_arrays(), "version": np.asarray(self.version),
+                "stamp_half_size": np.int64(self.stamp_half_size), "asinh_softening": np.float64(self.asinh_softening),
+                "feature_names": np.asarray(self.feature_names), "feature_mean": self.feature_mean,
+                "feature_std": self.feature_std, "min_reliability": np.float64(self.min_reliability)}
 
 
 def _col(table: Table, name: str, default: float = np.nan) -> np.ndarray:
@@ -97,113 +175,74 @@ def features(dia_sources: Table) -> np.ndarray:
     ])
 
 
-def score(dia_sources: Table, *, config: ReliabilityConfig = ReliabilityConfig()) -> np.ndarray:
-    """Reliability in [0, 1] of each DiaSource (empty array for an empty table)."""
-    x = features(dia_sources)
-    w = np.asarray(config.weights, float)
-    logit = np.clip(w[0] + x @ w[1:], -50.0, 50.0)
-    return 1.0 / (1.0 + np.exp(-logit))
+def candidate_stamps(science: MaskedImage, template: MaskedImage, difference: MaskedImage, x: np.ndarray,
+                     y: np.ndarray, *, half_size: int, asinh_softening: float) -> np.ndarray:
+    """The network's input stamps at positions: each plane's crop over its noise, arcsinh-compressed.
 
-
-@dataclass(frozen=True)
-class TrainingResult:
-    """What ``train_reliability`` learned.
-
-    Attributes
+    Parameters
     ----------
-    config : ReliabilityConfig
-        The learned weights (on the raw features), ready to use.
-    n_real, n_bogus : int
-        Training examples of each class.
-    train_auc : float
-        Area under the ROC curve on the training set.
-    n_iter : int
-        Newton iterations run.
+    science, template, difference : MaskedImage
+        The three images on the same pixel grid (nJy), in the order of :data:`PLANES`.
+    x, y : numpy.ndarray
+        ``(n,)`` positions, 0-based pixels (stamps are centred on the nearest pixel).
+    half_size : int
+    asinh_softening : float
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 3, 2 * half_size + 1, 2 * half_size + 1)`` float32; 0 off the image and where ``NO_DATA``.
     """
-
-    config: ReliabilityConfig
-    n_real: int
-    n_bogus: int
-    train_auc: float
-    n_iter: int
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U; ties count half); NaN with one class only."""
-    scores = np.asarray(scores, float)
-    labels = np.asarray(labels, bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    side = 2 * half_size + 1
+    out = np.zeros((x.size, len(PLANES), side, side), np.float32)
+    if x.size == 0:
+        return out
+    for i, plane in enumerate((science, template, difference)):
+        image, off = cut_stamps(plane.image, x, y, half_size)
+        variance, _ = cut_stamps(plane.variance, x, y, half_size)
+        mask, _ = cut_stamps(plane.mask, x, y, half_size, fill=0)
+        bad = off | ((mask & int(MaskBit.NO_DATA)) != 0) | ~np.isfinite(image) | ~(variance > 0)
+        good_var = np.where(bad, np.nan, variance).reshape(x.size, -1)
+        with np.errstate(all="ignore"):
+            sigma = np.sqrt(np.nanmedian(good_var, axis=1))
+        sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, 1.0)[:, None, None]
+        out[:, i] = np.arcsinh(np.where(bad, 0.0, image) / (sigma * asinh_softening))
+    return out
 
 
-def train_reliability(dia_sources: Table, is_real: np.ndarray, *, l2: float = 1e-2, max_iter: int = 100,
-                      class_balance: bool = True, version: str = RELIABILITY_VERSION,
-                      threshold: float = 0.5) -> TrainingResult:
-    """Fit the logistic reliability model to DiaSources labelled real (matched to an injected variable source)
-    or bogus.
+def score(dia_sources: Table, science: MaskedImage, template: MaskedImage, difference: MaskedImage, *,
+          model: ReliabilityModel) -> np.ndarray:
+    """Reliability in [0, 1] of each DiaSource (at its ``x``, ``y``): the model's probability that it is real.
 
     Parameters
     ----------
     dia_sources : Table
-        DiaSources with the columns ``features`` reads.
-    is_real : numpy.ndarray
-        (n,) bool labels.
-    l2 : float
-        L2 penalty on the standardised weights (the intercept is not penalised).
-    max_iter : int
-        Most Newton iterations.
-    class_balance : bool
-        Weight the classes equally (the training set has more of one kind).
+        ``x``, ``y`` and the columns :func:`features` reads.
+    science, template, difference : MaskedImage
+        The calibrated science image, the template as subtracted, the difference.
+    model : ReliabilityModel
 
     Returns
     -------
-    TrainingResult
-
-    Raises
-    ------
-    ValueError
-        Labels of a single class, or a length mismatch.
+    numpy.ndarray
+        ``(n,)`` float32 (empty for an empty table).
     """
-    x = features(dia_sources)
-    y = np.asarray(is_real, bool)
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"is_real has shape {y.shape}, expected ({x.shape[0]},)")
-    n_real, n_bogus = int(y.sum()), int((~y).sum())
-    if n_real == 0 or n_bogus == 0:
-        raise ValueError(f"training needs both classes, got {n_real} real and {n_bogus} bogus")
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std = np.where(std > 1e-9, std, 1.0)
-    z = np.column_stack([np.ones(x.shape[0]), (x - mean) / std])
-    sample_w = np.where(y, 0.5 / n_real, 0.5 / n_bogus) * y.size if class_balance else np.ones(y.size)
-    penalty = np.full(z.shape[1], l2 * y.size)
-    penalty[0] = 0.0
-    beta = np.zeros(z.shape[1])
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -50, 50)))
-        grad = z.T @ (sample_w * (p - y)) + penalty * beta
-        hess = (z * (sample_w * p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-9 * np.eye(z.shape[1])
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    # Fold the standardisation into raw-feature weights.
-    w = beta[1:] / std
-    intercept = beta[0] - float(np.sum(w * mean))
-    config = ReliabilityConfig(weights=tuple(float(v) for v in np.concatenate([[intercept], w])),
-                               version=version, threshold=threshold)
-    auc = roc_auc(score(dia_sources, config=config), y)
-    return TrainingResult(config=config, n_real=n_real, n_bogus=n_bogus, train_auc=auc, n_iter=n_iter)
+    if len(dia_sources) == 0:
+        return np.zeros(0, np.float32)
+    stamps = candidate_stamps(science, template, difference, np.asarray(dia_sources["x"], float),
+                              np.asarray(dia_sources["y"], float), half_size=model.stamp_half_size,
+                              asinh_softening=model.asinh_softening)
+    side = model_features(dia_sources, model)
+    logit = np.clip(model.net.logits(stamps, side), -50.0, 50.0)
+    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-__all__ = ["FEATURES", "RELIABILITY_VERSION", "ReliabilityConfig", "TrainingResult", "features", "roc_auc",
-           "score", "train_reliability"]
+def model_features(dia_sources: Table, model: ReliabilityModel) -> np.ndarray:
+    """The standardised features the model reads, ``(n, len(model.feature_names))`` float32."""
+    columns = [FEATURES.index(name) for name in model.feature_names]
+    return ((features(dia_sources)[:, columns] - model.feature_mean) / model.feature_std).astype(np.float32)
+
+
+__all__ = ["DEFAULT_MIN_RELIABILITY", "FEATURES", "MODEL_VERSION", "PLANES", "ReliabilityConfig", "ReliabilityModel",
+           "candidate_stamps", "features", "model_features", "score"]

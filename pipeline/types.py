@@ -4,6 +4,7 @@ outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -13,6 +14,9 @@ from astropy.wcs import WCS
 from pipeline.decam.camera import CcdInfo
 from pipeline.errors import TemplatePsfError
 from pipeline.psf import Psf
+
+if TYPE_CHECKING:  # pipeline.reliability imports this module
+    from pipeline.reliability import ReliabilityModel
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,9 @@ class CcdInputs:
         The instrument's description of this CCD (geometry, amplifiers, crosstalk), from the camera tables.
     defects : numpy.ndarray or None
         Boolean (4096, 2048) known-defect mask.
+    reliability_model : ReliabilityModel or None
+        The DiaSource reliability model (the shipped one, from the package data); needed when the reliability
+        stage scores (``ReliabilityConfig.do_score``).
     """
 
     raw: RawCcd
@@ -223,6 +230,7 @@ class CcdInputs:
     dia_forced_sources: Table
     ccd: CcdInfo
     defects: np.ndarray | None = None
+    reliability_model: ReliabilityModel | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
 from pipeline.ccd import PipelineConfig
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY
 from streamer.runtime.gc_tuning import DEFAULT_GEN0_THRESHOLD
 from streamer.runtime.malloc_tuning import DEFAULT_TRIM_THRESHOLD_MB
 from streamer.runtime.secret_files import password_from_file
@@ -131,9 +132,11 @@ class BlinkSettings(BaseSettings):
     ordered_association: bool = Field(True, description="Kafka mode: sky claims in the APDB make overlapping "
                                                         "CCD-visits associate in time order across workers "
                                                         "(streamer.apdb.ordering).")
-    min_reliability: float = Field(0.0, ge=0.0, le=1.0, description="Rubin's minReliability: DiaSources whose "
-                                   "reliability is below it are stored in the APDB but get no alert; 0 (default): "
-                                   "every DiaSource is distributed.")
+    min_reliability: float = Field(DEFAULT_MIN_RELIABILITY, ge=0.0, le=1.0, description="Rubin's minReliability: "
+                                   "DiaSources whose reliability is below it are stored in the APDB but get no "
+                                   "alert; the default was chosen from the shipped model's held-out curves "
+                                   "(pipeline.reliability.DEFAULT_MIN_RELIABILITY); 0: every DiaSource is "
+                                   "distributed.")
     keep_products_ccds: tuple[int, ...] = Field((), description="CCDNUMs whose intermediate products (calexp, "
                                                 "difference image, DiaSource tables, timings, configuration) the "
                                                 "worker writes, as blink process does (streamer.products); empty: "

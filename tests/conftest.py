@@ -14,11 +14,19 @@ from streamer.simulated import simulated_repository
 from tests.helpers.night_files import SKELETON_CCDS, link_fits
 from tests.helpers.servers import unavailable
 
+DISTRIBUTE_EVERY_DIA_SOURCE = {"BLINK_MIN_RELIABILITY": "0"}
+"""The suite's runs distribute every DiaSource (their checks are one alert per DiaSource); the default threshold
+(pipeline.reliability.DEFAULT_MIN_RELIABILITY) is checked where it applies: the settings' unit test, the alert
+builder's, and the installed wheel's run in a fresh environment (tests/e2e/test_wheel_install.py)."""
+
 
 def pytest_configure(config) -> None:
     """Tune glibc malloc as the worker does (streamer.runtime.malloc_tuning): CCD-sized arrays are reused, not
-    zero-filled again for every one."""
+    zero-filled again for every one. Runs in this process distribute every DiaSource
+    (:data:`DISTRIBUTE_EVERY_DIA_SOURCE`)."""
     keep_freed_memory()
+    for name, value in DISTRIBUTE_EVERY_DIA_SOURCE.items():
+        os.environ.setdefault(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from pipeline.decam.header import CCD_HALF_DIAGONAL_DEG, read_exposure_info
 from pipeline.errors import InputError
 from pipeline.isr import IsrConfig, mask_cosmic_rays, neighbourhood_median
 from pipeline.masks import UNUSABLE, MaskBit
+from pipeline.reliability import ReliabilityModel
 from pipeline.types import ExposureInfo, MaskedImage, TemplateTile
 
 STAGE = "read_instcal"
@@ -223,6 +224,8 @@ class InstCalInputs:
     template_tiles : list of TemplateTile
     dia_objects, dia_sources, dia_forced_sources : Table
         APDB region data (see :class:`streamer.apdb.base.RegionData`).
+    reliability_model : ReliabilityModel or None
+        As :class:`pipeline.types.CcdInputs`'s.
     """
 
     instcal: InstCalCcd
@@ -231,6 +234,7 @@ class InstCalInputs:
     dia_objects: Table
     dia_sources: Table
     dia_forced_sources: Table
+    reliability_model: ReliabilityModel | None = None
 
 
 def instcal_footprint(ccd: InstCalCcd, margin_deg: float = 0.02) -> tuple[float, float, float]:

@@ -9,6 +9,7 @@ from astropy.table import Table
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY
 from simulator.scoring import score_dia_sources
 from streamer.report.plots import detection_flags, plot_truth_report
 from streamer.settings import BlinkSettings, CassandraSettings
@@ -25,7 +26,7 @@ def load_truth(root) -> tuple[Table, Table]:
 
 
 def print_truth_report(settings: BlinkSettings, cassandra: CassandraSettings, console: Console | None = None,
-                       *, plot_path: Path | None = None, reliability_cut: float = 0.6, apdb=None
+                       *, plot_path: Path | None = None, reliability_cut: float = DEFAULT_MIN_RELIABILITY, apdb=None
                        ) -> tuple[Table, Table]:
     """Print per-exposure completeness and false detections, and the flux and position accuracy; write the
     figure of :mod:`streamer.report.plots` to ``plot_path`` (default ``<outputs>/truth_report.png``).

@@ -36,6 +36,7 @@ from streamer.decam.instcal_files import instcal_paths, read_instcal_ccd
 from streamer.decam.raw_files import list_ccds, read_primary_header, read_raw_ccd
 from streamer.events.records import INSTCAL_PRODUCT, ExposureReady
 from streamer.ports import AlertSink
+from streamer.reliability_model import shipped_model
 from streamer.runtime import metrics
 from streamer.worker.inputs import DataRepository
 
@@ -158,7 +159,7 @@ class CcdProcessor:
         return InstCalInputs(instcal=ccd, refcat=self.repo.refcat_in(ra, dec, radius + 0.02),
                              template_tiles=self.repo.templates_in(ccd.info.band, ra, dec, radius),
                              dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
-                             dia_forced_sources=empty.dia_forced_sources)
+                             dia_forced_sources=empty.dia_forced_sources, reliability_model=shipped_model())
 
     def prefetch(self, event: ExposureReady, detector: int) -> None:
         """Start reading a CCD's static inputs in the background (while the current CCD runs), as Rubin's
@@ -260,7 +261,7 @@ def raw_ccd_inputs(repo: DataRepository, raw: RawCcd, *, with_templates: bool) -
                      refcat=repo.refcat_in(ra, dec, radius + 0.02), template_tiles=template_tiles,
                      dia_objects=empty.dia_objects, dia_sources=empty.dia_sources,
                      dia_forced_sources=empty.dia_forced_sources, ccd=decam_camera().ccd(detector),
-                     defects=repo.defects(detector, info.mjd_mid_tai))
+                     defects=repo.defects(detector, info.mjd_mid_tai), reliability_model=shipped_model())
 
 
 def empty_region() -> RegionData:

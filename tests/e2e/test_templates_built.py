@@ -28,6 +28,7 @@ from astropy.table import Table
 
 from pipeline.errors import TemplatePsfError
 from pipeline.psf import psf_image_fwhm
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY
 from schemas import datarepo
 from simulator import SimConfig
 from simulator.scoring import score_dia_sources
@@ -97,7 +98,7 @@ def _score(root: Path) -> tuple[float, float, float]:
     truth_bright = fluxes[np.abs(np.asarray(fluxes["snr"], float)) >= 10]
     completeness = np.isin(truth_bright["source_id"] * 10**8 + truth_bright["expnum"],
                            matches["source_id"] * 10**8 + matches["expnum"]).mean()
-    reliable = dia[np.asarray(dia["reliability"], float) >= 0.6]
+    reliable = dia[np.asarray(dia["reliability"], float) >= DEFAULT_MIN_RELIABILITY]
     per_exposure, _ = score_dia_sources(reliable, sources, fluxes)
     per_all, _ = score_dia_sources(dia, sources, fluxes)
     return float(completeness), float(np.mean(per_exposure["n_false"])), float(np.mean(per_all["n_false"]))

@@ -20,8 +20,10 @@ KAFKA_OPTIONS = ("group_id", "events_topic", "work_topic", "alerts_topic", "dead
 
 
 def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
-    """This process's environment without its ``BLINK_*`` variables, plus the test's Kafka options and ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINK_")}
+    """This process's environment without its ``BLINK_*`` variables, plus the test's Kafka options, every
+    DiaSource distributed (``BLINK_MIN_RELIABILITY=0``: the stream tests check one alert per DiaSource) and
+    ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINK_")} | {"BLINK_MIN_RELIABILITY": "0"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update({f"BLINK_KAFKA_{name.upper()}": str(getattr(kafka, name)) for name in KAFKA_OPTIONS})
     return env | extra

@@ -19,6 +19,7 @@ from pipeline.types import CcdInputs
 from schemas import datarepo
 from streamer.decam.camera_tables import decam_camera
 from streamer.decam.raw_files import read_raw_ccd
+from streamer.reliability_model import shipped_model
 from tests.helpers import calib_data as data
 
 CCD = 35
@@ -35,7 +36,7 @@ def _ccd_inputs(raw=None, refcat=None) -> CcdInputs:
     return CcdInputs(raw=raw if raw is not None else i.raw, bias=i.bias, flat=i.flat,
                      refcat=refcat if refcat is not None else i.refcat, template_tiles=[],
                      dia_objects=empty, dia_sources=empty, dia_forced_sources=empty,
-                     ccd=decam_camera().ccd(i.raw.ccdnum), defects=i.defects)
+                     ccd=decam_camera().ccd(i.raw.ccdnum), defects=i.defects, reliability_model=shipped_model())
 
 
 def _ccd_ext_offsets(path) -> tuple[int, int, int]:

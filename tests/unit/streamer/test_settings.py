@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.ccd import PipelineConfig
+from pipeline.reliability import DEFAULT_MIN_RELIABILITY
 from streamer.cli import main
 from streamer.settings import BlinkSettings, CassandraSettings, InvalidSettings, load_settings
 
@@ -35,6 +36,14 @@ def test_yaml_pipeline_section_sets_a_stage_option(tmp_path):
     pipeline = load_settings(config).pipeline
     assert pipeline.subtract.stamp_half_size == 14 and pipeline.isr.do_cosmic_rays is False
     assert pipeline.detect == PipelineConfig().detect  # the rest keeps its defaults
+
+
+def test_distribution_threshold_default_and_environment(monkeypatch):
+    """``min_reliability`` defaults to the threshold chosen for the shipped reliability model; BLINK_MIN_RELIABILITY
+    sets it (0: every DiaSource distributed)."""
+    assert load_settings().blink.min_reliability == DEFAULT_MIN_RELIABILITY > 0
+    monkeypatch.setenv("BLINK_MIN_RELIABILITY", "0")
+    assert load_settings().blink.min_reliability == 0.0
 
 
 def test_environment_sets_a_stage_option(monkeypatch):
