@@ -16,6 +16,7 @@ from pipeline.convolution import coverage_at, matched_filter
 from pipeline.masks import UNUSABLE, MaskBit
 from pipeline.measure import aperture_flux, cut_stamps, pixel_flags, psf_flux
 from pipeline.psf import FWHM_PER_SIGMA
+from pipeline.streaks import StreakConfig, on_streaks, streak_lines
 from pipeline.subtract import SubtractionResult
 from pipeline.types import CalibratedExposure
 
@@ -42,6 +43,9 @@ class DetectConfig(BaseModel):
     edge_margin_pix: int = Field(8, ge=0, le=1024, description="Detections closer to the CCD edge are dropped.")
     do_refine_centroids: bool = Field(True, description="Replace the detection centroid by a PSF-windowed "
                                                          "centroid on the difference image (sep.winpos).")
+    do_drop_streaks: bool = Field(True, description="Drop detections on satellite and aircraft trails "
+                                                     "(pipeline.streaks).")
+    streaks: StreakConfig = StreakConfig()
     max_centroid_shift_pix: float = Field(1.5, gt=0, le=100.0, description="A refined centroid that moves this "
                                           "far or farther from the detection's is not used, pixels.")
 
@@ -137,6 +141,14 @@ def detect_dia_sources(subtraction: SubtractionResult, exposure: CalibratedExpos
     kernel = diff_psf.kernel((nx - 1) / 2, (ny - 1) / 2, int(np.clip(np.ceil(3 * sigma), 2, 15)))
     score = score_image(image, difference.variance, bad, kernel, threshold=config.threshold_sigma)
     x, y, is_negative, npix, moments = _detect_both_signs(image, score, bad, sigma=sigma, config=config)
+    if config.do_drop_streaks and x.size:
+        # Trails are not in the template; their detections are dropped, not flagged (as do_drop_flagged's)
+        lines = streak_lines(moments, x, y, psf_sigma_pix=sigma, config=config.streaks)
+        if len(lines):
+            keep = ~on_streaks(x, y, lines, config=config.streaks)
+            log.debug("%d trail line(s): %d detections dropped", len(lines), int((~keep).sum()))
+            x, y, is_negative, npix = x[keep], y[keep], is_negative[keep], npix[keep]
+            moments = {k: v[keep] for k, v in moments.items()}
     fwhm = sigma * FWHM_PER_SIGMA
     found = _merge_dipoles(x, y, is_negative, npix, moments, radius=config.dipole_match_fwhm * fwhm)
     found = found.take(np.lexsort((found.cx, np.rint(found.cy))))

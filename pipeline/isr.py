@@ -35,7 +35,7 @@ class IsrConfig(BaseModel):
     do_parallel_overscan: bool = Field(True, description="Subtract the per-column parallel overscan.")
     parallel_overscan_smooth_columns: int = Field(15, ge=1, le=2048, description="Running-median length of the "
                                                   "per-column parallel overscan.")
-    do_crosstalk: bool = Field(False, description="Correct intra-CCD crosstalk with the given coefficients.")
+    do_crosstalk: bool = Field(True, description="Correct intra-CCD crosstalk with the given coefficients.")
     crosstalk_a_from_b: float | None = Field(None, description="Fraction of amp B's signal seen in amp A; None "
                                                                 "takes the instrument's (run_isr's crosstalk).")
     crosstalk_b_from_a: float | None = Field(None, description="Fraction of amp A's signal seen in amp B; None "
@@ -222,12 +222,12 @@ def _to_electrons(electrons: np.ndarray, ordered: list[AmpGeometry], safe_flat: 
 
 
 def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_a: float) -> np.ndarray:
-    """Subtract the linear crosstalk between the two amplifiers of a CCD.
+    """Subtract the linear crosstalk between the two amplifiers of a CCD, in place.
 
     Parameters
     ----------
     image : numpy.ndarray
-        (4096, 2048) assembled, overscan- and bias-subtracted CCD, ADU.
+        (4096, 2048) assembled, overscan- and bias-subtracted CCD, ADU (float32); corrected in place.
     amps : dict
         Amplifier geometry (:func:`pipeline.decam.header.amp_geometry`).
     a_from_b, b_from_a : float
@@ -236,18 +236,22 @@ def correct_crosstalk(image: np.ndarray, amps: dict, *, a_from_b: float, b_from_
     Returns
     -------
     numpy.ndarray
-        Corrected copy.
+        ``image``, corrected.
 
     Notes
     -----
     The amplifiers read out from opposite sides, so a victim pixel sees the source pixel read at the same
-    time: mirrored about the CCD's centre column.
+    time: mirrored about the CCD's centre column. Each amplifier is corrected with the other's uncorrected
+    signal (one half copied; about 15 ms per CCD).
     """
-    out = image.copy()
-    a, b = amps["A"], amps["B"]
-    out[a.ccd] -= np.float32(a_from_b) * image[b.ccd][:, ::-1]
-    out[b.ccd] -= np.float32(b_from_a) * image[a.ccd][:, ::-1]
-    return out
+    a, b = amps["A"].ccd, amps["B"].ccd
+    source_a = image[a].copy()
+    ghost = np.empty_like(source_a)
+    np.multiply(image[b][:, ::-1], np.float32(a_from_b), out=ghost)
+    image[a] -= ghost
+    np.multiply(source_a[:, ::-1], np.float32(b_from_a), out=ghost)
+    image[b] -= ghost
+    return image
 
 
 def mask_cosmic_rays(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, *, config: IsrConfig

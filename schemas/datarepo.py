@@ -39,7 +39,10 @@ Only path conventions live here: no reading or writing. All paths are relative t
       truth/sources.ecsv                 source_id, ra, dec, kind (star, galaxy, transient, variable, supernova),
                                           host_id (-1 if none), ref_mag_<band>
       truth/fluxes.ecsv                  source_id, expnum, flux_njy (true flux in that exposure, band of the
-                                          exposure; static sources included only when they vary)
+                                          exposure; static sources included only when they vary), kind,
+                                          delta_flux_njy, snr, ccdnum, x, y; with asteroid_density > 0 also
+                                          the asteroids (kind asteroid, in no sources.ecsv) and columns ra, dec
+                                          (an asteroid's position in that exposure; NaN for the other rows)
       truth/wcs/<EXPNUM:08d>.fits        primary + one header-only HDU per simulated CCD (EXTNAME = DETPOS)
                                           holding the true WCS as TAN-SIP keywords (pixel frame of the trimmed,
                                           assembled CCD, 1-based FITS convention)

@@ -119,6 +119,15 @@ def master_flat(cfg: SimConfig, ccdnum: int, band: str) -> np.ndarray:
     return (out / out.mean()).astype(np.float32)
 
 
+def true_gains(cfg: SimConfig, ccd: camera.SimCcd) -> dict[str, float]:
+    """The amplifiers' gains (e-/ADU) on the night: the tabulated ones (``segmentfile.txt``, which the pipeline
+    has too) off by a fraction drawn with standard deviation ``cfg.gain_error`` per amplifier (gains drift with
+    the electronics' temperature; the master flat was taken at the tabulated gains, so it does not remove it)."""
+    rng = seeded_rng(cfg.seed, name_tag("gain"), ccd.ccdnum)
+    error = rng.normal(0.0, 1.0, 2) * cfg.gain_error
+    return {amp.name: amp.gain * (1.0 + float(e)) for amp, e in zip((ccd.left_amp, ccd.right_amp), error)}
+
+
 def unlisted_hot_pixels(cfg: SimConfig, ccdnum: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, x, electrons per exposure) of the CCD's hot pixels that no defect list has (``cfg.n_unlisted_hot_pixels``,
     the same in every exposure of a simulation)."""

@@ -35,6 +35,11 @@ class SimConfig(BaseModel):
     """Stars per square degree (default 25000, small 5000), r from 15 to 25 mag."""
     galaxy_density: float | None = Field(None, ge=0, le=1e6)
     """Galaxies per square degree (default 8000, small 2000), r from 18 to 24.5 mag."""
+    galaxy_model: Literal["real", "simple"] = "simple"
+    """``real``: number counts of the real sky's slopes (0.45 then 0.32 per mag), disk sizes shrinking with
+    magnitude, and bulges (de Vaucouleurs, a quarter of them early types) beside the exponential disks
+    (:mod:`simulator.sources`); ``simple``: exponential disks of log-uniform sizes 0.4-2", counts of slope 0.3.
+    Off by default until the pipeline copes with it (bench/bench_artifacts.py measures it alone)."""
     n_transients: int = Field(8, ge=0, le=10_000)
     """Per CCD and field: about 3/8 new point sources, 3/8 supernovae on galaxies, 1/4 variable stars."""
     snr_range: tuple[float, float] = (5.0, 100.0)
@@ -55,6 +60,41 @@ class SimConfig(BaseModel):
     e- of dark charge per exposure."""
     cosmic_rays: int = Field(150, ge=0, le=100_000)
     """Cosmic rays per CCD and exposure."""
+    crosstalk: bool = True
+    """Crosstalk between each CCD's two amplifiers from the real DECam coefficients (:mod:`simulator.crosstalk`)."""
+    gain_error: float = Field(0.003, ge=0, le=0.1)
+    """Standard deviation of each amplifier's true gain about the tabulated one, as a fraction
+    (:func:`simulator.calibrations.true_gains`); 0: the tabulated gains."""
+    nonlinearity: float = Field(0.01, ge=0, le=0.2)
+    """Shortfall of the amplifiers' output at saturation, as a fraction (:mod:`simulator.detector`; in
+    proportion to the signal below it); 0: linear."""
+    brighter_fatter: float = Field(0.0, ge=0, le=0.5)
+    """Growth of a star's FWHM at full well, as a fraction, in proportion to its peak charge
+    (:mod:`simulator.detector`); 0: every star has the faint-star PSF.
+    Off by default until the pipeline copes with it (bench/bench_artifacts.py measures it alone)."""
+    dcr: bool = False
+    """Differential chromatic refraction: stars displaced towards the zenith by their colour, in proportion to
+    tan(z) (:mod:`simulator.dcr`; about 0.1" per magnitude of g - r at airmass 1.4 in g).
+    Off by default until the pipeline copes with it (bench/bench_artifacts.py measures it alone)."""
+    bright_star_optics: bool = True
+    """Diffraction spikes, a scattered-light halo and a pupil ghost around stars brighter than about r = 16
+    (:mod:`simulator.bright_stars`)."""
+    sky_gradient: float = Field(0.0, ge=0, le=1.0)
+    """Change of the sky level from the field's centre to its edge (a plane over the focal plane in a direction
+    drawn per exposure: :mod:`simulator.sky`), as a fraction; 0: a flat sky.
+    Off by default until the pipeline copes with it (bench/bench_artifacts.py measures it alone)."""
+    fringe_scale: float = Field(1.0, ge=0, le=20.0)
+    """Fringes in z and Y at this multiple of their DECam amplitude (0.2% of the sky RMS in z, 0.6% in Y); 0:
+    none."""
+    satellite_trails: float = Field(0.05, ge=0, le=100)
+    """Mean number of satellite trails per CCD and exposure (:mod:`simulator.trails`; a trail crosses several
+    CCDs of an exposure, so a few percent of CCD-visits is one in five exposures or so); 0: none."""
+    aircraft_trails: float = Field(0.0, ge=0, le=100)
+    """Mean number of aircraft trails (two wing lights and a strobe) per CCD and exposure; 0: none."""
+    asteroid_density: float = Field(0.0, ge=0, le=10_000)
+    """Asteroids per square degree (r 19 to 23.5; :mod:`simulator.asteroids`): moving, trailed, in one epoch
+    only; about 100 near the ecliptic, a few at high ecliptic latitude. Their truth: ``truth/fluxes.ecsv``,
+    kind ``asteroid``."""
     start_mjd: float = Field(61000.2, ge=50000.0, le=80000.0)
     """MJD of the first exposure (1995 to 2077)."""
     exptime: float = Field(90.0, gt=0, le=3600.0)

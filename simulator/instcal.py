@@ -40,6 +40,7 @@ from simulator.calibrations import bias_levels, flat_field
 from simulator.headers import primary_header, true_wcs
 from simulator.images import extension_order, true_electrons
 from simulator.render import bleed, cosmic_rays
+from simulator.sky import sky_gradient
 from simulator.sources import Sources
 from simulator.world import Exposure, name_tag, offset_sky, seeded_rng
 
@@ -166,7 +167,9 @@ def render_instcal_ccd(cfg: SimConfig, exp: Exposure, ccd, src: Sources, *, adu_
     dq[saturated] = 3
     weight[dq != 0] = 0.0
     inner = (slice(1, -1), slice(1, -1))
-    sky_adu = exp.sky_e / gain
+    # the CP's AVSKY: the mean sky over the CCD (the sky has a gradient over the focal plane)
+    sky_adu = exp.sky_e * (float(np.mean(sky_gradient(exp, ccd, cfg.seed, cfg.sky_gradient)))
+                           if cfg.sky_gradient > 0 else 1.0) / gain
     return {"ooi": np.ascontiguousarray(image[inner], dtype=np.float32),
             "oow": np.ascontiguousarray(weight[inner]), "ood": np.ascontiguousarray(dq[inner]),
             "cosmic_rays": crs[inner] > 0,

@@ -111,14 +111,24 @@ def add_point_sources(image: np.ndarray, x, y, flux, fwhm_pix: float, *, floor_v
             _add_stamps(image, x[j], y[j], st, radius)
 
 
+def sersic_b(n):
+    """The Sersic ``b_n`` that makes ``r_eff`` the half-light radius (Ciotti & Bertin 1999's expansion)."""
+    n = np.asarray(n, dtype=float)
+    return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n * n)
+
+
 def add_galaxies(image: np.ndarray, x, y, flux, *, r_eff_arcsec, q, pa_deg, jac: np.ndarray, fwhm_pix: float,
-                 radius: int = 48, beta: float = MOFFAT_BETA, e1: float = 0.0, e2: float = 0.0) -> None:
-    """Add PSF-convolved elliptical exponential galaxies, in place (the PSF: a Moffat of ``fwhm_pix``, ``beta``,
-    ``e1``, ``e2``, the same for every galaxy).
+                 radius: int = 48, beta: float = MOFFAT_BETA, e1: float = 0.0, e2: float = 0.0,
+                 bulge_frac=None, bulge_r_eff_arcsec=None) -> None:
+    """Add PSF-convolved elliptical galaxies, in place: an exponential disk (Sersic n = 1) of ``r_eff_arcsec``
+    and, with ``bulge_frac`` (bulge-to-total flux) and ``bulge_r_eff_arcsec``, a de Vaucouleurs bulge (n = 4)
+    of the same axis ratio and angle (the PSF: a Moffat of ``fwhm_pix``, ``beta``, ``e1``, ``e2``, the same for
+    every galaxy).
 
     ``jac``: 2x2 arcsec-per-pixel matrix giving (east, north) offsets from pixel offsets; ``pa_deg``: position
     angle of the major axis, East of North; ``q``: axis ratio. Each galaxy's stamp sums to its flux (minus the
-    PSF wing beyond ``radius``).
+    PSF wing beyond ``radius``); profiles are sampled at 4 points per pixel (a bulge's cusp inside its
+    central pixel is smoothed; the stamp's flux is exact).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -130,28 +140,38 @@ def add_galaxies(image: np.ndarray, x, y, flux, *, r_eff_arcsec, q, pa_deg, jac:
     n = 2 * radius + 1
     kern = psf_stamp(fwhm_pix, radius, beta=beta, e1=e1, e2=e2)
     kern_f = sfft.rfft2(sfft.ifftshift(kern))
-    sub = (np.array([-0.25, 0.25]))
     g = np.arange(-radius, radius + 1, dtype=float)
+    bt = np.zeros(x.size) if bulge_frac is None else np.asarray(bulge_frac, dtype=float)
     per = max(1, int(3e6 // (n * n * 4)))
     for s in range(0, sel.size, per):
         j = sel[s:s + per]
         dx = (x[j] - np.rint(x[j]))[:, None, None]
         dy = (y[j] - np.rint(y[j]))[:, None, None]
         pa = np.deg2rad(np.asarray(pa_deg)[j])[:, None, None]
-        h = (np.asarray(r_eff_arcsec)[j] / 1.678)[:, None, None]
         qq = np.asarray(q)[j][:, None, None]
-        prof = np.zeros((j.size, n, n))
-        for sx in sub:
-            for sy in sub:
-                px = g[None, None, :] + sx - dx
-                py = g[None, :, None] + sy - dy
-                e = jac[0, 0] * px + jac[0, 1] * py
-                nn = jac[1, 0] * px + jac[1, 1] * py
-                # major axis along PA (east of north): unit vector (sin pa, cos pa) in (east, north)
-                u = e * np.sin(pa) + nn * np.cos(pa)
-                v = -e * np.cos(pa) + nn * np.sin(pa)
-                prof += np.exp(-np.sqrt(u * u + (v / qq) ** 2) / h)
-        prof /= prof.sum(axis=(1, 2), keepdims=True)
+
+        def profile(r_eff, sersic_n: float, sub=(-0.25, 0.25)) -> np.ndarray:
+            out = np.zeros((j.size, n, n))
+            for sx in sub:
+                for sy in sub:
+                    px = g[None, None, :] + sx - dx
+                    py = g[None, :, None] + sy - dy
+                    e = jac[0, 0] * px + jac[0, 1] * py
+                    nn = jac[1, 0] * px + jac[1, 1] * py
+                    # major axis along PA (east of north): unit vector (sin pa, cos pa) in (east, north)
+                    u = e * np.sin(pa) + nn * np.cos(pa)
+                    v = -e * np.cos(pa) + nn * np.sin(pa)
+                    r = np.sqrt(u * u + (v / qq) ** 2) / r_eff
+                    root = r if sersic_n == 1.0 else np.sqrt(np.sqrt(r))   # r ** (1 / n), n = 1 or 4
+                    out += np.exp(-sersic_b(sersic_n) * (root - 1.0))
+            return out / out.sum(axis=(1, 2), keepdims=True)
+
+        prof = profile(np.asarray(r_eff_arcsec)[j][:, None, None], 1.0)
+        with_bulge = bt[j] > 0
+        if with_bulge.any():
+            f = bt[j][:, None, None]
+            bulge = profile(np.maximum(np.asarray(bulge_r_eff_arcsec)[j], 0.02)[:, None, None], 4.0)
+            prof = (1.0 - f) * prof + f * bulge
         conv = sfft.irfft2(sfft.rfft2(prof, axes=(1, 2)) * kern_f[None], s=(n, n), axes=(1, 2))
         conv *= np.asarray(flux, dtype=float)[j][:, None, None]
         _add_stamps(image, x[j], y[j], conv, radius)

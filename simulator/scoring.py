@@ -34,7 +34,8 @@ def match_pairs(ra1, dec1, ra2, dec2, radius_arcsec: float) -> tuple[np.ndarray,
 
 
 def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Table, *,
-                      radius_arcsec: float = 1.0, detectable_snr: float = 5.0) -> tuple[Table, Table]:
+                      radius_arcsec: float = 1.0, detectable_snr: float = 5.0,
+                      asteroid_radius_arcsec: float = 2.0) -> tuple[Table, Table]:
     """Match DiaSources to injected variable sources, exposure by exposure.
 
     Parameters
@@ -44,18 +45,26 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
     truth_sources : Table
         ``source_id``, ``ra``, ``dec``, ``kind``.
     truth_fluxes : Table
-        ``source_id``, ``expnum``, ``ccdnum``, ``delta_flux_njy`` (flux minus template flux), ``snr``.
+        ``source_id``, ``expnum``, ``ccdnum``, ``delta_flux_njy`` (flux minus template flux), ``snr``; rows of
+        ``kind`` ``asteroid`` (with their own ``ra``, ``dec`` in that exposure) are moving sources: DiaSources
+        that match no varying source but one of them (within ``asteroid_radius_arcsec``) are counted apart,
+        neither found nor false.
 
     Returns
     -------
     per_exposure : Table
         expnum, n_injected (|expected SNR| >= detectable_snr), n_found, completeness, n_dia_sources,
-        n_false (DiaSources matching no varying truth source).
+        n_false (DiaSources matching no varying truth source nor an asteroid), n_asteroid.
     matches : Table
         One row per matched pair: expnum, source_id, kind, snr_true, delta_flux_njy, psfFlux, psfFluxErr,
         offset_arcsec.
     """
-    fluxes = join(truth_fluxes, truth_sources["source_id", "ra", "dec"], keys="source_id")
+    moving = np.asarray(truth_fluxes["kind"]).astype(str) == "asteroid" if "kind" in truth_fluxes.colnames else (
+        np.zeros(len(truth_fluxes), bool))
+    rocks = truth_fluxes[moving]
+    fixed = truth_fluxes[~moving]
+    fixed.remove_columns([c for c in ("ra", "dec") if c in fixed.colnames])
+    fluxes = join(fixed, truth_sources["source_id", "ra", "dec"], keys="source_id")
     rows, matched_rows = [], []
     for expnum in np.unique(np.asarray(fluxes["expnum"])):
         truth = fluxes[np.asarray(fluxes["expnum"]) == expnum]
@@ -67,8 +76,14 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
         hit[t] = True
         n_injected = int(detectable.sum())
         n_found = int((hit & detectable).sum())
+        n_asteroid = 0
+        if len(rocks):
+            here = rocks[np.asarray(rocks["expnum"]) == expnum]
+            rest = np.setdiff1d(np.arange(len(found)), s)
+            n_asteroid = len(match_pairs(found["ra"][rest], found["dec"][rest], here["ra"], here["dec"],
+                                         asteroid_radius_arcsec)[0])
         rows.append((int(expnum), n_injected, n_found, n_found / n_injected if n_injected else np.nan,
-                     len(found), len(found) - len(s)))
+                     len(found), len(found) - len(s) - n_asteroid, n_asteroid))
         if len(s):
             offset = np.degrees(angular_separation(*(np.radians(np.asarray(c, float)) for c in (
                 found["ra"][s], found["dec"][s], truth["ra"][t], truth["dec"][t])))) * 3600.0
@@ -80,8 +95,8 @@ def score_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
                 "psfFluxErr": np.asarray(found["psfFluxErr"][s], float),
                 "offset_arcsec": offset}))
     per_exposure = Table(rows=rows or None, names=["expnum", "n_injected", "n_found", "completeness",
-                                                   "n_dia_sources", "n_false"],
-                         dtype=[np.int64, int, int, float, int, int])
+                                                   "n_dia_sources", "n_false", "n_asteroid"],
+                         dtype=[np.int64, int, int, float, int, int, int])
     from astropy.table import vstack
 
     matches = vstack(matched_rows) if matched_rows else Table(
@@ -103,7 +118,9 @@ def label_dia_sources(dia_sources: Table, truth_sources: Table, truth_fluxes: Ta
     is_real = np.zeros(len(dia_sources), bool)
     if len(dia_sources) == 0 or len(truth_fluxes) == 0:
         return is_real
-    fluxes = join(truth_fluxes, truth_sources["source_id", "ra", "dec"], keys="source_id")
+    own = [c for c in ("ra", "dec") if c in truth_fluxes.colnames]   # asteroids': they join no source
+    fluxes = join(truth_fluxes[[c for c in truth_fluxes.colnames if c not in own]],
+                  truth_sources["source_id", "ra", "dec"], keys="source_id")
     visits = np.asarray(dia_sources["visit"])
     detectors = np.asarray(dia_sources["detector"])
     for expnum in np.unique(visits):

@@ -8,6 +8,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from simulator.asteroids import make_asteroids
 from simulator.gaia import proper_motions, stellar_locus
 from simulator.world import (
     BANDS,
@@ -31,6 +32,7 @@ class Sources:
     table: Table  # source_id, ra, dec (at epoch_mjd), pmra, pmdec (mas/yr), kind, host_id, <band>_mag, r_eff, q, pa
     lightcurves: dict  # source_id -> {expnum: flux_njy (total)}
     epoch_mjd: float = 0.0  # when the stars are at (ra, dec): the night's start
+    asteroids: Table | None = None  # simulator.asteroids.make_asteroids: moving sources, at epoch_mjd
 
 
 def tile_plan(cfg: SimConfig, exps: list[Exposure], centers):
@@ -81,7 +83,8 @@ def make_sources(cfg: SimConfig, exps, centers, tiles) -> Sources:
         for c in cfg.ccds:
             next_id = _add_transients(cfg, table, lightcurves, field=f, fexps=fexps, ccdnum=c, next_id=next_id)
     table["pmra"], table["pmdec"] = proper_motions(cfg.seed, np.asarray(table["kind"]))
-    return Sources(table=table, lightcurves=lightcurves, epoch_mjd=cfg.start_mjd)
+    return Sources(table=table, lightcurves=lightcurves, epoch_mjd=cfg.start_mjd,
+                   asteroids=make_asteroids(cfg, exps, centers))
 
 
 def _static_sources(cfg: SimConfig, centers, tiles) -> tuple[Table, int]:
@@ -102,7 +105,7 @@ def _static_sources(cfg: SimConfig, centers, tiles) -> tuple[Table, int]:
         area = (x1 - x0) * (y1 - y0)
         for kind, dens in (("star", cfg.stars_per_deg2), ("galaxy", cfg.galaxies_per_deg2)):
             row = _population(rng, kind, dens * area, field=f, centre=(fra, fdec), ftiles=ftiles,
-                              box=(x0, x1, y0, y1), sp=sp, half=half, first_id=next_id)
+                              box=(x0, x1, y0, y1), sp=sp, half=half, first_id=next_id, galaxies=cfg.galaxy_model)
             next_id += row["source_id"].size
             rows.append(row)
     cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} if rows else {}
@@ -110,9 +113,10 @@ def _static_sources(cfg: SimConfig, centers, tiles) -> tuple[Table, int]:
 
 
 def _population(rng: np.random.Generator, kind: str, mean_count: float, *, field: int, centre, ftiles: list,
-                box: tuple, sp: float, half: float, first_id: int) -> dict:
+                box: tuple, sp: float, half: float, first_id: int, galaxies: str = "real") -> dict:
     """Stars or galaxies (``kind``) of one field: a Poisson number of ``mean_count`` drawn uniformly over the
-    tangent-plane ``box`` and kept within ``half`` of a tile centre; their table columns."""
+    tangent-plane ``box`` and kept within ``half`` of a tile centre; their table columns (``galaxies``: the
+    galaxy model, :attr:`SimConfig.galaxy_model`)."""
     x0, x1, y0, y1 = box
     fra, fdec = centre
     n = int(rng.poisson(mean_count))
@@ -124,7 +128,8 @@ def _population(rng: np.random.Generator, kind: str, mean_count: float, *, field
     xi, eta = xi[inside], eta[inside]
     n = xi.size
     ra, dec = optics.tangent_to_sky(np.deg2rad(xi), np.deg2rad(eta), fra, fdec)
-    r, gr, reff, q, pa = _magnitudes_and_shapes(rng, kind, n)
+    r, gr, reff, q, pa = _magnitudes_and_shapes(rng, kind, n, galaxies)
+    bulge, bulge_reff = (bulges(rng, reff) if kind == "galaxy" and galaxies == "real" else (np.zeros(n), np.zeros(n)))
     ri = 0.35 * gr + 0.05 + rng.normal(0, 0.03, n)
     iz = 0.2 * gr + rng.normal(0, 0.03, n)
     if kind == "star":  # on the stellar locus (the simulated Gaia's), 0.01 mag about it; same random draws
@@ -133,19 +138,28 @@ def _population(rng: np.random.Generator, kind: str, mean_count: float, *, field
     mags = {"g": r + gr, "r": r, "i": r - ri, "z": r - ri - iz, "Y": r - ri - iz - 0.1}
     ids = np.arange(first_id, first_id + n)
     return dict(source_id=ids, ra=ra, dec=dec, kind=np.full(n, kind, dtype="U10"),
-                host_id=np.full(n, -1), field_id=np.full(n, field), r_eff=reff, q=q, pa=pa,
+                host_id=np.full(n, -1), field_id=np.full(n, field), r_eff=reff, q=q, pa=pa, bulge_frac=bulge,
+                r_eff_bulge=bulge_reff,
                 **{f"ref_mag_{b}": mags[b] for b in BANDS})
 
 
-def _magnitudes_and_shapes(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarray, ...]:
-    """r magnitudes, g - r colours, effective radii (arcsec), axis ratios and position angles (degrees) of
-    ``n`` stars (points) or galaxies."""
+def _magnitudes_and_shapes(rng: np.random.Generator, kind: str, n: int, galaxies: str = "simple"
+                           ) -> tuple[np.ndarray, ...]:
+    """r magnitudes, g - r colours, effective radii (arcsec; a galaxy's disk), axis ratios and position angles
+    (degrees) of ``n`` stars (points) or galaxies (``galaxies``: ``simple``, or ``real``:
+    :func:`galaxy_magnitudes` and :func:`disk_radii`)."""
     if kind == "star":
         r = power_law_mags(rng, n, 15.0, 25.0, 0.22)
         gr = rng.uniform(0.2, 1.4, n)
         reff = np.zeros(n)
         q = np.ones(n)
         pa = np.zeros(n)
+    elif galaxies == "real":
+        r = galaxy_magnitudes(rng, n)
+        gr = rng.uniform(0.4, 1.2, n)
+        reff = disk_radii(rng, r)
+        q = rng.uniform(0.2, 1.0, n)
+        pa = rng.uniform(0.0, 180.0, n)
     else:
         r = power_law_mags(rng, n, 18.0, 24.5, 0.3)
         gr = rng.uniform(0.4, 1.2, n)
@@ -153,6 +167,38 @@ def _magnitudes_and_shapes(rng: np.random.Generator, kind: str, n: int) -> tuple
         q = rng.uniform(0.3, 1.0, n)
         pa = rng.uniform(0.0, 180.0, n)
     return r, gr, reff, q, pa
+
+
+GALAXY_COUNT_SLOPES = ((18.0, 0.45), (20.5, 0.32))
+"""Slopes of the galaxies' differential r-band number counts, d log10 N / dm, from each magnitude on: about 0.45
+brighter than r = 20.5 and 0.32 fainter (SDSS, Yasuda et al. 2001; deep fields, e.g. Capak et al. 2004)."""
+
+
+def galaxy_magnitudes(rng: np.random.Generator, n: int, lo: float = 18.0, hi: float = 24.5) -> np.ndarray:
+    """r magnitudes of ``n`` galaxies following the broken power-law counts of :data:`GALAXY_COUNT_SLOPES`
+    (inverse CDF on a 0.001-mag grid)."""
+    m = np.linspace(lo, hi, int(round((hi - lo) * 1000)) + 1)
+    (m0, a0), (m1, a1) = GALAXY_COUNT_SLOPES
+    log_n = np.where(m < m1, a0 * (m - m0), a0 * (m1 - m0) + a1 * (m - m1))
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (10 ** log_n[1:] + 10 ** log_n[:-1]) * np.diff(m))])
+    return np.interp(rng.random(n) * cdf[-1], cdf, m)
+
+
+def disk_radii(rng: np.random.Generator, r_mag: np.ndarray) -> np.ndarray:
+    """Half-light radii (arcsec) of the disks: log-normal about a median that shrinks with magnitude, 1.2" at r =
+    20 and 0.5" at r = 24 (log10 r_e = 0.08 - 0.095 (r - 20), scatter 0.2 dex: the size-magnitude relation of
+    deep HST fields, e.g. Shen et al. 2003 at the bright end)."""
+    return 10 ** (0.08 - 0.095 * (r_mag - 20.0) + rng.normal(0.0, 0.2, r_mag.size))
+
+
+def bulges(rng: np.random.Generator, disk_r_eff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bulge-to-total flux ratios and bulge half-light radii (arcsec) of galaxies with disks of ``disk_r_eff``:
+    a quarter early types (B/T 0.5 to 1), the rest disks with a small bulge (B/T 0 to 0.3); the bulge's radius a
+    fifth to a half of the disk's."""
+    n = disk_r_eff.size
+    early = rng.random(n) < 0.25
+    frac = np.where(early, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.3, n))
+    return frac, disk_r_eff * rng.uniform(0.2, 0.5, n)
 
 
 def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: int, fexps: list[Exposure],
@@ -167,7 +213,8 @@ def _add_transients(cfg: SimConfig, table: Table, lightcurves: dict, *, field: i
     nea = {e.expnum: ccd_psf(cfg, e, ccdnum).nea for e in fexps}
     for ra, dec, kind, host in new_rows:
         table.add_row(dict(source_id=next_id, ra=ra, dec=dec, kind=kind, host_id=host, field_id=f,
-                           r_eff=0.0, q=1.0, pa=0.0, **{f"ref_mag_{b}": 99.0 for b in BANDS}))
+                           r_eff=0.0, q=1.0, pa=0.0, bulge_frac=0.0, r_eff_bulge=0.0,
+                           **{f"ref_mag_{b}": 99.0 for b in BANDS}))
         next_id += 1
     # light curves
     trans = [(int(table["source_id"][k]), "variable", k) for k in var_idx]

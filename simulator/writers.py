@@ -8,11 +8,12 @@ from pathlib import Path
 import fastavro
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 import schemas
 from schemas import datarepo
 from schemas.canonical import canonical_key_order
+from simulator.asteroids import asteroid_truth
 from simulator.calibrations import master_bias, master_flat
 from simulator.camera import RAW_SHAPE
 from simulator.gaia import gaia_catalog, write_gaia_chunks
@@ -181,7 +182,8 @@ def write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig) 
     et.write(tdir / "exposures.ecsv", format="ascii.ecsv", overwrite=True)
     t = src.table
     st = Table()
-    for c in ("source_id", "ra", "dec", "kind", "host_id", "field_id", "r_eff", "q", "pa"):
+    for c in ("source_id", "ra", "dec", "kind", "host_id", "field_id", "r_eff", "q", "pa", "bulge_frac",
+              "r_eff_bulge"):
         st[c] = t[c]
     for b in BANDS:
         st[f"ref_mag_{b}"] = np.asarray(t[f"ref_mag_{b}"], dtype=np.float32)
@@ -203,8 +205,13 @@ def write_truth(root: Path, exps: list[Exposure], src: Sources, cfg: SimConfig) 
     ft = Table(rows=rows, names=("source_id", "expnum", "kind", "flux_njy", "delta_flux_njy", "snr", "ccdnum",
                                  "x", "y"),
                dtype=(np.int64, np.int64, str, float, float, float, np.int64, float, float))
-    ft.meta["comments"] = ["flux_njy: total true flux; delta_flux_njy: flux minus template (static) flux",
-                           "snr: expected S/N of delta in the science image; x, y: trimmed 0-based pixel"]
+    comments = ["flux_njy: total true flux; delta_flux_njy: flux minus template (static) flux",
+                "snr: expected S/N of delta in the science image; x, y: trimmed 0-based pixel"]
+    if src.asteroids is not None and len(src.asteroids):  # moving: each row has its own position
+        ft["ra"], ft["dec"] = np.full(len(ft), np.nan), np.full(len(ft), np.nan)
+        ft = vstack([ft, asteroid_truth(src.asteroids, exps, cfg.ccds, src.epoch_mjd)])
+        comments.append("ra, dec: an asteroid's position at the exposure's midpoint (NaN: the source's own)")
+    ft.meta["comments"] = comments
     ft.write(tdir / "fluxes.ecsv", format="ascii.ecsv", overwrite=True)
 
 

@@ -28,9 +28,10 @@ NIGHTS = {
     "good": dict(seed=21, seeing_range=(0.8, 0.85), airmass_range=(1.0, 1.1), ccds=[1, 35]),
     "poor": dict(seed=22, seeing_range=(1.9, 2.0), airmass_range=(1.8, 2.0), ccds=[1, 28]),
     # The bias residual is measured against a flat without the simulator's illumination error (1% by default):
-    # that error is the flat's, not the bias's.
+    # that error is the flat's, not the bias's; likewise a flat sky (no gradient), the tabulated gains and a
+    # linear response (gain errors of 0.3% and a non-linearity of 0.03% at the sky's level are the sky's).
     "empty": dict(seed=23, ccds=[35], star_density=0.0, galaxy_density=0.0, n_transients=0,
-                  flat_illumination_error=0.0),
+                  flat_illumination_error=0.0, sky_gradient=0.0, gain_error=0.0, nonlinearity=0.0),
 }
 CASES = [("good", 1), ("good", 35), ("poor", 1), ("poor", 28)]
 
@@ -86,11 +87,13 @@ def inputs(name: str, ccd: int) -> Inputs:
 
 @functools.cache
 def isr(name: str, ccd: int):
-    """ISR output (default configuration) of one simulated CCD."""
+    """ISR output (default configuration, the camera's crosstalk coefficients) of one simulated CCD."""
     from pipeline.isr import run_isr
+    from streamer.decam.camera_tables import decam_camera
 
     i = inputs(name, ccd)
-    return run_isr(i.raw, i.bias, i.flat, i.defects)
+    info = decam_camera().ccd(ccd)
+    return run_isr(i.raw, i.bias, i.flat, i.defects, crosstalk=(info.crosstalk_a_from_b, info.crosstalk_b_from_a))
 
 
 @functools.cache
